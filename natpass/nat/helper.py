@@ -1,0 +1,160 @@
+"""The contract between the NAT engine and the passthrough helpers (conntrack-helper style).
+
+A helper is a small object that names what it claims (whole IP protocols such as GRE/ESP/AH, and
+TCP/UDP server ports such as 1723/500/4500/1701), gets a callback for each packet it claims, and
+reaches the rest of the engine only through :class:`HelperContext`. Adding a protocol never edits
+the engine's table code. The engine imports nothing from ``natpass.passthrough``: helpers are
+injected (``Engine(config, helpers=[...])``).
+
+Order of work for one packet (see docs/ARCHITECTURE.md):
+1. the engine checks the IPv4 header (malformed, TTL, MTU) and handles fragments;
+2. IP protocol owned by a helper (``ip_protocols``) -> ``helper.on_ip_packet`` decides everything;
+3. TCP/UDP: if the flow's server port (the remote port for outbound, the forwarded LAN port for
+   inbound) is in a helper's ``tcp_ports``/``udp_ports``, the engine asks ``choose_wan_port`` when
+   creating the mapping, ``inbound_lookup`` before its own lookup of an inbound packet, and calls
+   ``on_flow_packet`` for every packet of that flow after translating addresses and ports;
+4. a helper that is not ``enabled`` still gets its calls, so it can drop with
+   ``passthrough-disabled:<name>`` or pass control traffic as ordinary TCP/UDP, as its switch says.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, Protocol
+
+
+class FlowView(Protocol):
+    """What a helper may read (and tag) of one engine flow. Addresses are 4-byte ``bytes``."""
+
+    proto: int  # 6 TCP, 17 UDP, 1 ICMP
+    lan_addr: bytes
+    lan_port: int
+    wan_addr: bytes
+    wan_port: int
+    remote_addr: bytes
+    remote_port: int
+    outbound: bool  # True when the LAN side opened it (False: port forward / inbound)
+    helper_state: Any  # free for the owning helper (None until set)
+
+
+class HelperContext(Protocol):
+    """Engine services offered to helpers. ``now`` is always the injected clock (seconds)."""
+
+    def wan_address_for(self, lan_addr: bytes) -> bytes:
+        """The WAN address paired with this LAN host (paired pooling)."""
+
+    def is_lan(self, addr: bytes) -> bool:
+        """True when ``addr`` is inside a configured LAN prefix."""
+
+    def is_wan_address(self, addr: bytes) -> bool:
+        """True when ``addr`` is one of the router's WAN addresses."""
+
+    def set_src(self, buf: bytearray, addr: bytes) -> None:
+        """Rewrite the IPv4 source address, fixing the IP checksum (and TCP/UDP's, if any)."""
+
+    def set_dst(self, buf: bytearray, addr: bytes) -> None:
+        """Rewrite the IPv4 destination address, fixing the IP checksum (and TCP/UDP's, if any)."""
+
+    def rewrite(self, buf: bytearray, offset: int, new: bytes) -> None:
+        """Overwrite ``len(new)`` bytes at ``offset`` (absolute, inside the L4 payload or header)
+        and fix the TCP/UDP checksum incrementally. Lengths never change. Odd offsets and lengths
+        are handled."""
+
+    def find_flow(self, proto: int, lan_addr: bytes, lan_port: int, remote_addr: bytes,
+                  remote_port: int) -> FlowView | None:
+        """The live flow for this LAN endpoint and remote endpoint, if any."""
+
+    def expect(self, proto: int, remote_addr: bytes | None, wan_addr: bytes, wan_port: int,
+               lan_addr: bytes, lan_port: int, timeout: float, now: float,
+               owner: str) -> None:
+        """Expect an inbound TCP/UDP flow (e.g. a data channel): the first packet from
+        ``remote_addr`` (any when None) to ``wan_addr:wan_port`` creates a flow to
+        ``lan_addr:lan_port``, passing the filtering rules. Expires after ``timeout``."""
+
+    def reserve_port(self, proto: int, wan_addr: bytes, preferred: int | None) -> int | None:
+        """Take a WAN port (or ID) out of the pool, ``preferred`` when free; None when exhausted.
+        Helpers use it for IDs that must not collide with engine mappings."""
+
+    def release_port(self, proto: int, wan_addr: bytes, port: int) -> None:
+        """Give back a port taken with :meth:`reserve_port`."""
+
+    def count(self, name: str, n: int = 1) -> None:
+        """Add to a counter shown in status/metrics (e.g. ``pptp:bad-cookie``)."""
+
+    def log(self, event: str, **fields: Any) -> None:
+        """Record a notable event (tunnel up/down) for the router's usage record."""
+
+
+class Helper:
+    """Base class of a passthrough helper. Subclasses set the class attributes and override hooks.
+
+    Every hook gets the injected time ``now``. Hooks returning ``str | None`` return None to let the
+    packet go on, or a drop reason (``passthrough-disabled:<name>``, ``strict-blocked:<name>``,
+    ``no-mapping``, ``malformed`` or ``<name>:<detail>``) to drop it; the engine counts it.
+    """
+
+    name: str = ""  # also the name of its [passthrough] switch: "pptp", "ipsec", "l2tp"
+    ip_protocols: frozenset[int] = frozenset()  # IP protocols owned entirely (47; 50, 51)
+    tcp_ports: frozenset[int] = frozenset()  # TCP server ports followed (1723)
+    udp_ports: frozenset[int] = frozenset()  # UDP server ports followed (500, 4500; 1701)
+
+    def __init__(self) -> None:
+        self.enabled = False
+        self.strict = False
+        self.ctx: HelperContext | None = None
+
+    def bind(self, ctx: HelperContext) -> None:
+        """Called once when the engine registers the helper."""
+        self.ctx = ctx
+
+    def set_enabled(self, on: bool, now: float) -> int:
+        """Flip the passthrough switch at run time; returns how many tunnels were torn down."""
+        self.enabled = on
+        return 0
+
+    def on_ip_packet(self, buf: bytearray, ihl: int, from_lan: bool, now: float) -> int | str:
+        """A packet of an owned IP protocol (IPv4 header already checked, TTL already handled).
+        Translate it in place (``ctx.set_src``/``set_dst``, ``ctx.rewrite``) and return the
+        verdict code (``TO_WAN``/``TO_LAN``), or a drop reason string."""
+        return "no-mapping"
+
+    def choose_wan_port(self, proto: int, lan_addr: bytes, lan_port: int, remote_addr: bytes,
+                        remote_port: int, wan_addr: bytes) -> int | None:
+        """Preferred WAN port for a new outbound mapping of a claimed port; None: engine decides.
+        The engine uses it if free (it never steals a port another mapping holds)."""
+        return None
+
+    def inbound_lookup(self, proto: int, buf: bytearray, ihl: int, now: float) -> FlowView | None:
+        """Before the engine's own lookup of an inbound packet to a claimed port: return the flow
+        it belongs to (e.g. IKE demultiplexed by initiator SPI), or None for the normal lookup."""
+        return None
+
+    def on_flow_packet(self, flow: FlowView, buf: bytearray, ihl: int, from_lan: bool,
+                       now: float) -> str | None:
+        """A TCP/UDP packet of a claimed flow, after address/port translation (``buf`` is what
+        goes out). Rewrite payload fields with ``ctx.rewrite``; return None or a drop reason.
+        Also called, with ``flow`` None-safe semantics not needed, for the first packet."""
+        return None
+
+    def on_flow_closed(self, flow: FlowView, now: float) -> None:
+        """A claimed flow ended (TCP close, timeout, table eviction)."""
+
+    def far_end_view(self, buf: bytearray, ihl: int, now: float) -> None:
+        """Replay only: an inbound packet taken from a capture is addressed as the far end saw the
+        *untranslated* client. Rewrite its helper-specific fields (e.g. PPTP Peer Call ID, GRE
+        key) to what the far end sent after seeing the translated traffic. The engine has already
+        rewritten the destination address and port."""
+
+    def tick(self, now: float) -> None:
+        """Called by the engine at most once per second of injected time: expire helper state."""
+
+    def stats(self) -> dict[str, int]:
+        """Counters and live tunnel counts for status, metrics and the audit."""
+        return {}
+
+    def tunnels(self) -> list[dict[str, Any]]:
+        """Live tunnels (for ``natpass status``): one dict each, JSON-serialisable."""
+        return []
+
+
+HelperFactory = Callable[[], Helper]

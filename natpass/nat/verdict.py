@@ -1,0 +1,43 @@
+"""What the engine decides for one packet: codes, not objects, so the hot path allocates nothing.
+
+``Engine.process(buf, from_lan, now)`` returns one of these ints and translates ``buf`` in place.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+DROP: Final = 0
+"""The packet is dropped; ``engine.last_drop`` holds the reason (one of the strings below)."""
+TO_WAN: Final = 1
+"""Emit ``buf`` (translated in place) on the WAN side."""
+TO_LAN: Final = 2
+"""Emit ``buf`` (translated in place) on the LAN side (inbound traffic, or hairpinned LAN traffic)."""
+REPLY: Final = 4
+"""Flag: the engine answers the sender itself (ICMP time exceeded / fragmentation needed).
+``code & 3`` says on which side to emit ``engine.reply``; the original packet is dropped and counted."""
+MULTI: Final = 8
+"""Flag: emit every packet of ``engine.emitted`` (e.g. fragments) on the side ``code & 3``."""
+
+# Drop reasons: stable strings used in counters, reports and JSON.
+NO_MAPPING: Final = "no-mapping"
+FILTERED: Final = "filtered"
+MALFORMED: Final = "malformed"
+TABLE_FULL: Final = "table-full"
+HOST_LIMIT: Final = "host-limit"
+PORTS_EXHAUSTED: Final = "ports-exhausted"
+TTL_EXCEEDED: Final = "ttl-exceeded"
+FRAGMENT_TIMEOUT: Final = "fragment-timeout"
+FRAG_NEEDED: Final = "fragmentation-needed"
+NOT_LAN_SOURCE: Final = "not-lan-source"
+UNSUPPORTED: Final = "unsupported-protocol"
+
+
+def passthrough_disabled(switch: str) -> str:
+    """Drop reason for traffic of a protocol whose passthrough switch is off."""
+    return f"passthrough-disabled:{switch}"
+
+
+def strict_blocked(switch: str) -> str:
+    """Drop reason for a control port closed by ``strict = true`` while its switch is off."""
+    return f"strict-blocked:{switch}"
