@@ -1,0 +1,249 @@
+"""What-if replay: run a capture through the engine as if natpass had been the router.
+
+Packets whose source lies in a LAN prefix go out through the engine; the rest arrive from the far
+side. The far end is emulated: an arriving packet is first rewritten into what the far end would
+really have sent after seeing natpass's translated traffic (``Engine.far_end_view``: the mapped WAN
+address and port, translated helper fields such as PPTP call IDs), then processed inbound. The WAN
+output holds that side as the far end saw it.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+from collections import Counter
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from natpass.datapath.pcap import PcapWriter, iter_capture
+from natpass.nat import verdict as V
+from natpass.nat.config import NatConfig
+
+PROTO_NAMES = {1: "icmp", 6: "tcp", 17: "udp", 47: "gre", 50: "esp", 51: "ah"}
+PROTO_KEYS = ("tcp", "udp", "icmp", "gre", "esp", "ah", "other")
+_PRIVATE = [ipaddress.IPv4Network(n) for n in
+            ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10")]
+
+
+@dataclass(slots=True)
+class PacketRecord:
+    """What happened to one captured packet."""
+
+    index: int
+    ts: float
+    from_lan: bool
+    proto: str
+    code: int
+    reason: str | None
+    flow: str
+
+    @property
+    def forwarded(self) -> bool:
+        return self.code != V.DROP and not self.code & V.REPLY
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"index": self.index, "ts": self.ts, "direction": "out" if self.from_lan else "in",
+                "proto": self.proto, "verdict": "forwarded" if self.forwarded else "dropped",
+                "reason": self.reason, "flow": self.flow}
+
+
+@dataclass
+class ReplayResult:
+    """The report of one replay: ``summary`` is the JSON object, ``records`` one per packet."""
+
+    summary: dict[str, Any]
+    records: list[PacketRecord] = field(default_factory=list)
+    flows: list[dict[str, Any]] = field(default_factory=list)
+
+
+def _is_private(addr: bytes) -> bool:
+    ip = ipaddress.IPv4Address(addr)
+    return any(ip in net for net in _PRIVATE)
+
+
+def infer_lan(path: str | Path) -> list[ipaddress.IPv4Network]:
+    """Guess the LAN side of a capture: private sources that talk to public addresses, else the
+    host that opened the first connection (a TCP SYN, or the first packet's sender)."""
+    talkers: Counter[bytes] = Counter()
+    first_syn: bytes | None = None
+    first_src: bytes | None = None
+    for pkt in iter_capture(path):
+        ip = pkt.ip
+        if ip is None or len(ip) < 20:
+            continue
+        src, dst = bytes(ip[12:16]), bytes(ip[16:20])
+        if first_src is None:
+            first_src = src
+        if _is_private(src) and not _is_private(dst):
+            talkers[src] += 1
+        ihl = (ip[0] & 0x0F) * 4
+        if first_syn is None and ip[9] == 6 and len(ip) >= ihl + 14 and ip[ihl + 13] & 0x12 == 0x02:
+            first_syn = src
+    if talkers:
+        return [ipaddress.IPv4Network(ipaddress.IPv4Address(a)) for a, _ in talkers.most_common()]
+    chosen = first_syn or first_src
+    if chosen is None:
+        return []
+    return [ipaddress.IPv4Network(ipaddress.IPv4Address(chosen))]
+
+
+def _flow_label(ip: bytes | bytearray, from_lan: bool) -> str:
+    """A readable LAN-side flow name: ``proto lanhost:id <-> remote:id``."""
+    proto = ip[9]
+    ihl = (ip[0] & 0x0F) * 4
+    src, dst = ipaddress.IPv4Address(bytes(ip[12:16])), ipaddress.IPv4Address(bytes(ip[16:20]))
+    name = PROTO_NAMES.get(proto, f"ip{proto}")
+    frag = (ip[6] & 0x1F) << 8 | ip[7]
+    s = d = ""
+    if frag == 0 and proto in (6, 17) and len(ip) >= ihl + 4:
+        s = f":{int.from_bytes(ip[ihl:ihl + 2], 'big')}"
+        d = f":{int.from_bytes(ip[ihl + 2:ihl + 4], 'big')}"
+    elif frag == 0 and proto == 47 and len(ip) >= ihl + 8 and ip[ihl] & 0x20:
+        key = f"#{int.from_bytes(ip[ihl + 6:ihl + 8], 'big')}"
+        if from_lan:
+            d = key
+        else:
+            s = key
+    elif frag == 0 and proto in (50, 51) and len(ip) >= ihl + 8:
+        off = ihl + (4 if proto == 51 else 0)
+        spi = f" spi=0x{int.from_bytes(ip[off:off + 4], 'big'):08x}"
+        return f"{name} {src} -> {dst}{spi}" if from_lan else f"{name} {dst} <- {src}{spi}"
+    if from_lan:
+        return f"{name} {src}{s} -> {dst}{d}"
+    return f"{name} {dst}{d} <- {src}{s}"
+
+
+def replay_capture(
+    path: str | Path,
+    config: NatConfig,
+    lan: Sequence[str] | None = None,
+    out: str | Path | None = None,
+    lan_out: str | Path | None = None,
+    engine_factory: Callable[[NatConfig], Any] | None = None,
+    progress: Callable[[int], None] | None = None,
+) -> ReplayResult:
+    """Replay ``path`` through a fresh engine built from ``config``.
+
+    ``lan``: LAN prefixes overriding the config's (``["auto"]`` infers them from the capture).
+    ``out``: pcap of the WAN side as the far end saw it; ``lan_out``: the LAN side as its hosts
+    saw it. ``progress`` is called every 10,000 packets with the count so far.
+    """
+    if lan:
+        if list(lan) == ["auto"]:
+            prefixes = infer_lan(path)
+        else:
+            prefixes = [ipaddress.IPv4Network(p) for p in lan]
+        if prefixes:
+            config = dataclasses.replace(config, lan_prefixes=tuple(prefixes))
+    if engine_factory is None:
+        from natpass.passthrough import build_engine
+
+        engine_factory = build_engine
+    engine = engine_factory(config)
+    nets = [(int(n.network_address), int(n.netmask)) for n in config.lan_prefixes]
+
+    def in_lan(addr: bytes) -> bool:
+        value = int.from_bytes(addr, "big")
+        return any(value & mask == net for net, mask in nets)
+
+    by_proto = {k: {"out_forwarded": 0, "out_dropped": 0, "in_forwarded": 0, "in_dropped": 0}
+                for k in PROTO_KEYS}
+    drops: Counter[str] = Counter()
+    records: list[PacketRecord] = []
+    flows: dict[str, dict[str, Any]] = {}
+    counts = Counter[str]()
+    wan_w = PcapWriter(out) if out else None
+    lan_w = PcapWriter(lan_out) if lan_out else None
+    last_ts = 0.0
+    try:
+        for pkt in iter_capture(path):
+            counts["packets"] += 1
+            if progress and counts["packets"] % 10000 == 0:
+                progress(counts["packets"])
+            if pkt.ip is None:
+                counts["non_ipv4"] += 1
+                continue
+            now = max(pkt.ts, last_ts)  # captures with duplicated or reordered stamps
+            last_ts = now
+            buf = bytearray(pkt.ip)
+            if len(buf) < 20 or buf[0] >> 4 != 4:
+                from_lan = False
+                label = "malformed"
+                key = "other"
+            else:
+                src_lan, dst_lan = in_lan(bytes(buf[12:16])), in_lan(bytes(buf[16:20]))
+                if src_lan and dst_lan:
+                    counts["lan_local"] += 1  # LAN-to-LAN traffic never reaches the router's NAT
+                    continue
+                from_lan = src_lan
+                label = _flow_label(buf, from_lan)
+                key = PROTO_NAMES.get(buf[9], "other")
+            if from_lan:
+                if lan_w:
+                    lan_w.write(bytes(buf), pkt.ts)
+                code = engine.process(buf, True, now)
+            else:
+                engine.far_end_view(buf, now)
+                if wan_w:
+                    wan_w.write(bytes(buf), pkt.ts)
+                code = engine.process(buf, False, now)
+            side = code & 3
+            reason = engine.last_drop if code == V.DROP or code & V.REPLY else None
+            emitted: Iterable[bytes | bytearray]
+            if code & V.REPLY:
+                emitted = [engine.reply] if engine.reply is not None else []
+                counts["replies"] += 1
+            elif code & V.MULTI:
+                emitted = list(engine.emitted)
+            elif code != V.DROP:
+                emitted = [buf]
+            else:
+                emitted = []
+            for data in emitted:
+                writer = wan_w if side == V.TO_WAN else lan_w
+                if writer:
+                    writer.write(bytes(data), pkt.ts)
+            rec = PacketRecord(pkt.index, pkt.ts, from_lan, key, code, reason, label)
+            records.append(rec)
+            direction = "out" if from_lan else "in"
+            ok = rec.forwarded
+            by_proto[key][f"{direction}_{'forwarded' if ok else 'dropped'}"] += 1
+            counts["forwarded" if ok else "dropped"] += 1
+            if not ok and reason:
+                drops[reason] += 1
+            f = flows.setdefault(label, {"flow": label, "proto": key, "out": 0, "in": 0,
+                                         "forwarded": 0, "dropped": 0, "drops": Counter()})
+            f[direction] += 1
+            f["forwarded" if ok else "dropped"] += 1
+            if not ok and reason:
+                f["drops"][reason] += 1
+    finally:
+        if wan_w:
+            wan_w.close()
+        if lan_w:
+            lan_w.close()
+
+    flow_list = []
+    for f in flows.values():
+        f["drops"] = dict(f["drops"])
+        flow_list.append(f)
+    status = engine.status() if hasattr(engine, "status") else {}
+    summary = {
+        "capture": str(path),
+        "packets": counts["packets"],
+        "forwarded": counts["forwarded"],
+        "dropped": counts["dropped"],
+        "drops": dict(drops),
+        "by_ip_protocol": by_proto,
+        "non_ipv4": counts["non_ipv4"],
+        "lan_local": counts["lan_local"],
+        "icmp_replies": counts["replies"],
+        "lan_prefixes": [str(n) for n in config.lan_prefixes],
+        "wan_addresses": [str(ipaddress.IPv4Address(a)) for a in config.wan_addresses],
+        "switches": {k: config.passthrough.get(k) for k in ("pptp", "ipsec", "l2tp", "strict")},
+        "flows": len(flow_list),
+        "helpers": status.get("helpers", {}) if isinstance(status, dict) else {},
+    }
+    return ReplayResult(summary=summary, records=records, flows=flow_list)
