@@ -13,13 +13,14 @@ import os
 import struct
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from types import TracebackType
 from typing import IO, Any, NamedTuple
 
-import dpkt
-import dpkt.pcap
-import dpkt.pcapng
+import dpkt  # type: ignore[import-untyped]
+import dpkt.pcap  # type: ignore[import-untyped]
+import dpkt.pcapng  # type: ignore[import-untyped]
 
 # Link-layer header types (tcpdump.org/linktypes.html). DLT 12 and 14 are raw IP on some BSDs.
 LINKTYPE_NULL = 0
@@ -75,7 +76,10 @@ class CaptureError(ValueError):
     """A capture file is corrupt, truncated or of an unsupported kind."""
 
 
-class CapturedPacket(NamedTuple):
+@dataclass(slots=True)
+class CapturedPacket:
+    """One frame of a capture (a plain slotted class: ``index`` would clash with tuple.index)."""
+
     index: int  # 1-based frame number, as tshark counts
     ts: float  # seconds since the epoch
     ip: bytes | None  # the IPv4 packet (trimmed to its total length), None when not IPv4
