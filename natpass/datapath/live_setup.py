@@ -1,0 +1,196 @@
+"""What the live router changes in its network namespace, recorded so that it can always be undone.
+
+Set-up (in this order, each step written to the state file before it is made):
+
+1. ``net.ipv4.ip_forward = 0``: the kernel must not forward LAN traffic itself (natpass does).
+2. GRO off on the LAN and WAN interfaces: merged super-frames would reach the packet socket larger
+   than the MTU.
+3. nftables table ``inet natpass`` (prerouting, priority raw, before conntrack): drops every IPv4
+   packet arriving on the WAN interface and every one on the LAN interface not addressed to the
+   router's LAN address. Packet sockets see frames before netfilter, so natpass still gets them, but
+   the kernel never answers for the WAN address (no RST, no port unreachable) and never tracks them.
+   ARP is not IPv4 and passes: the kernel answers ARP for the router's own addresses.
+
+Teardown removes the table, restores the offloads and the sysctl to their recorded values and
+deletes the state and pid files. A start that finds a state file whose PID is gone (a crash,
+SIGKILL) undoes what it records first.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ipaddress
+import json
+import logging
+import os
+import subprocess
+from pathlib import Path
+from typing import Any
+
+from natpass.datapath import packetsock
+
+log = logging.getLogger("natpass.datapath")
+
+NFT_TABLE = "natpass"
+STATE_FILE = "live-state.json"
+PID_FILE = "natpass.pid"
+SYSCTL_FORWARD = "net/ipv4/ip_forward"
+
+
+class SetupError(RuntimeError):
+    """The namespace could not be prepared (message says what and why)."""
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return False
+    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def _read_sysctl(name: str) -> str:
+    return Path("/proc/sys", name).read_text().strip()
+
+
+def _write_sysctl(name: str, value: str) -> None:
+    Path("/proc/sys", name).write_text(value + "\n")
+
+
+def _nft(script: str, check: bool = True) -> subprocess.CompletedProcess[str]:
+    proc = subprocess.run(["nft", "-f", "-"], input=script, capture_output=True, text=True,
+                          timeout=20, check=False)
+    if check and proc.returncode != 0:
+        raise SetupError(f"nft failed: {proc.stderr.strip()[:400]}")
+    return proc
+
+
+def nft_table_exists() -> bool:
+    proc = subprocess.run(["nft", "list", "table", "inet", NFT_TABLE], capture_output=True,
+                          text=True, timeout=20, check=False)
+    return proc.returncode == 0
+
+
+def nft_ruleset(wan_if: str, lan_if: str, lan_address: bytes | None) -> str:
+    """The table natpass owns; recreated whole (delete + add in one transaction)."""
+    lan_rule = f'iifname "{lan_if}" meta nfproto ipv4 drop'
+    if lan_address is not None:
+        addr = ipaddress.IPv4Address(lan_address)
+        lan_rule = f'iifname "{lan_if}" meta nfproto ipv4 ip daddr != {addr} drop'
+    return (
+        f"table inet {NFT_TABLE}\n"
+        f"delete table inet {NFT_TABLE}\n"
+        f"table inet {NFT_TABLE} {{\n"
+        "  chain prerouting {\n"
+        "    type filter hook prerouting priority raw; policy accept;\n"
+        f'    iifname "{wan_if}" meta nfproto ipv4 drop\n'
+        f"    {lan_rule}\n"
+        "  }\n"
+        "}\n"
+    )
+
+
+class HostSetup:
+    """Applies and undoes the namespace changes; the state file makes undo possible after a crash."""
+
+    def __init__(self, state_dir: str, wan_if: str, lan_if: str, lan_address: bytes | None) -> None:
+        self.state_dir = Path(state_dir)
+        self.wan_if = wan_if
+        self.lan_if = lan_if
+        self.lan_address = lan_address
+        self.state: dict[str, Any] = {}
+        self.state_path = self.state_dir / STATE_FILE
+        self.pid_path = self.state_dir / PID_FILE
+
+    # ----- crash recovery ----------------------------------------------------------------------
+    def recover(self) -> list[str]:
+        """Undo what a previous run left; refuse when that run is still alive. Returns what went."""
+        done: list[str] = []
+        pid = None
+        with contextlib.suppress(OSError, ValueError):
+            pid = int(self.pid_path.read_text().split()[0])
+        if pid is not None and pid != os.getpid() and _pid_alive(pid):
+            raise SetupError(f"natpass is already running here (pid {pid}, {self.pid_path})")
+        try:
+            old = json.loads(self.state_path.read_text())
+        except (OSError, ValueError):
+            old = None
+        if isinstance(old, dict):
+            done += self._undo(old)
+        elif nft_table_exists():
+            # No record but our table is there (state dir wiped): remove it anyway.
+            _nft(f"delete table inet {NFT_TABLE}\n", check=False)
+            done.append(f"nft table inet {NFT_TABLE}")
+        if pid is not None:
+            done.append(f"stale pid file ({pid})")
+        with contextlib.suppress(FileNotFoundError):
+            self.pid_path.unlink()
+        with contextlib.suppress(FileNotFoundError):
+            self.state_path.unlink()
+        return done
+
+    # ----- apply / undo --------------------------------------------------------------------------
+    def _save(self) -> None:
+        tmp = self.state_path.with_suffix(".tmp")
+        tmp.write_text(json.dumps(self.state))
+        os.replace(tmp, self.state_path)
+
+    def apply(self) -> None:
+        """Make every change, recording each one first (so a crash half-way is still undone)."""
+        self.state_dir.mkdir(parents=True, exist_ok=True)
+        self.recover_done = self.recover()
+        for name in (self.wan_if, self.lan_if):
+            if not Path("/sys/class/net", name).exists():
+                raise SetupError(f"interface {name} does not exist in this network namespace")
+        self.pid_path.write_text(f"{os.getpid()}\n")
+        self.state = {"pid": os.getpid(), "sysctls": {}, "offloads": [], "nft": False,
+                      "wan_if": self.wan_if, "lan_if": self.lan_if}
+        self._save()
+        try:
+            old = _read_sysctl(SYSCTL_FORWARD)
+            self.state["sysctls"][SYSCTL_FORWARD] = old
+            self._save()
+            _write_sysctl(SYSCTL_FORWARD, "0")
+            for ifname in (self.wan_if, self.lan_if):
+                try:
+                    was = packetsock.get_offload(ifname, "gro")
+                except OSError:
+                    continue
+                if was:
+                    self.state["offloads"].append([ifname, "gro", True])
+                    self._save()
+                    with contextlib.suppress(OSError):
+                        packetsock.set_offload(ifname, "gro", False)
+            self.state["nft"] = True
+            self._save()
+            _nft(nft_ruleset(self.wan_if, self.lan_if, self.lan_address))
+        except BaseException:
+            self.undo()
+            raise
+        log.info("set up: ip_forward=0 (was %s), nft table inet %s on %s/%s",
+                 self.state["sysctls"][SYSCTL_FORWARD], NFT_TABLE, self.lan_if, self.wan_if)
+
+    def undo(self) -> list[str]:
+        done = self._undo(self.state) if self.state else []
+        self.state = {}
+        for path in (self.state_path, self.pid_path):
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+        return done
+
+    @staticmethod
+    def _undo(state: dict[str, Any]) -> list[str]:
+        done: list[str] = []
+        if state.get("nft"):
+            proc = _nft(f"delete table inet {NFT_TABLE}\n", check=False)
+            if proc.returncode == 0:
+                done.append(f"nft table inet {NFT_TABLE}")
+        for ifname, feature, value in state.get("offloads", []):
+            with contextlib.suppress(OSError, KeyError):
+                packetsock.set_offload(ifname, feature, bool(value))
+                done.append(f"{feature} {'on' if value else 'off'} on {ifname}")
+        for name, value in state.get("sysctls", {}).items():
+            with contextlib.suppress(OSError):
+                _write_sysctl(name, str(value))
+                done.append(f"{name.replace('/', '.')}={value}")
+        return done

@@ -1,0 +1,155 @@
+"""Linux AF_PACKET sockets and interface facts for the live datapath (no third-party code).
+
+One raw packet socket per interface carries IPv4 (bound to ETH_P_IP: it sees only frames received
+for this host, never the ones sent), one more carries ARP. A classic BPF filter attached in the
+kernel keeps only frames addressed to our MAC (``PACKET_HOST``) and, on the LAN side, leaves the
+router's own LAN address to the kernel (management: ping, admin page).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import fcntl
+import socket
+import struct
+from typing import Final
+
+from natpass.datapath.arp import ETH_P_ARP, ETH_P_IP
+
+SIOCGIFHWADDR: Final = 0x8927
+SIOCGIFADDR: Final = 0x8915
+SIOCGIFMTU: Final = 0x8921
+SIOCETHTOOL: Final = 0x8946
+SO_ATTACH_FILTER: Final = 26
+SO_RCVBUFFORCE: Final = 33
+SO_SNDBUFFORCE: Final = 32
+SOL_PACKET: Final = 263
+PACKET_IGNORE_OUTGOING: Final = 23
+
+# Legacy ethtool get/set commands (linux/ethtool.h); the kernel maps them onto netdev features.
+ETHTOOL_OFFLOADS: Final = {
+    "rx-checksum": (0x14, 0x15),
+    "tx-checksum": (0x16, 0x17),
+    "scatter-gather": (0x18, 0x19),
+    "tso": (0x1E, 0x1F),
+    "gso": (0x23, 0x24),
+    "gro": (0x2B, 0x2C),
+}
+
+# Classic BPF (linux/filter.h) opcodes used below.
+_BPF_LD_B_ABS = 0x30
+_BPF_LD_W_ABS = 0x20
+_BPF_JEQ_K = 0x15
+_BPF_RET_K = 0x06
+_SKF_AD_PKTTYPE = -0x1000 + 4  # SKF_AD_OFF + SKF_AD_PKTTYPE
+PACKET_HOST: Final = 0
+
+
+class _SockFilter(ctypes.Structure):
+    _fields_ = [("code", ctypes.c_uint16), ("jt", ctypes.c_uint8), ("jf", ctypes.c_uint8),
+                ("k", ctypes.c_uint32)]
+
+
+class _SockFprog(ctypes.Structure):
+    _fields_ = [("len", ctypes.c_uint16), ("filter", ctypes.POINTER(_SockFilter))]
+
+
+def _ifreq(name: str) -> bytearray:
+    buf = bytearray(40)
+    raw = name.encode()
+    if len(raw) >= 16:
+        raise ValueError(f"interface name too long: {name!r}")
+    buf[: len(raw)] = raw
+    return buf
+
+
+def mac_address(ifname: str) -> bytes:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        out = fcntl.ioctl(s.fileno(), SIOCGIFHWADDR, bytes(_ifreq(ifname)))
+    return bytes(out[18:24])
+
+
+def ipv4_address(ifname: str) -> bytes | None:
+    """The interface's primary IPv4 address, or None when it has none."""
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        try:
+            out = fcntl.ioctl(s.fileno(), SIOCGIFADDR, bytes(_ifreq(ifname)))
+        except OSError:
+            return None
+    return bytes(out[20:24])
+
+
+def mtu(ifname: str) -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        out = fcntl.ioctl(s.fileno(), SIOCGIFMTU, bytes(_ifreq(ifname)))
+    return int(struct.unpack_from("i", out, 16)[0])
+
+
+def _ethtool(ifname: str, cmd: int, data: int = 0) -> int:
+    value = (ctypes.c_uint32 * 2)(cmd, data)
+    req = _ifreq(ifname)
+    struct.pack_into("P", req, 16, ctypes.addressof(value))
+    with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as s:
+        fcntl.ioctl(s.fileno(), SIOCETHTOOL, bytes(req))
+    return int(value[1])
+
+
+def get_offload(ifname: str, feature: str) -> bool:
+    return bool(_ethtool(ifname, ETHTOOL_OFFLOADS[feature][0]))
+
+
+def set_offload(ifname: str, feature: str, on: bool) -> None:
+    """Switch an offload like ``ethtool -K IF FEATURE on|off`` (OSError when the driver refuses)."""
+    _ethtool(ifname, ETHTOOL_OFFLOADS[feature][1], 1 if on else 0)
+
+
+def attach_filter(sock: socket.socket, program: list[tuple[int, int, int, int]]) -> None:
+    insns = (_SockFilter * len(program))(*[_SockFilter(c, t, f, k & 0xFFFFFFFF) for c, t, f, k in program])
+    prog = _SockFprog(len(program), insns)
+    sock.setsockopt(socket.SOL_SOCKET, SO_ATTACH_FILTER, bytes(ctypes.string_at(ctypes.addressof(prog),
+                                                                                 ctypes.sizeof(prog))))
+
+
+def host_ipv4_filter(skip_dst: bytes | None) -> list[tuple[int, int, int, int]]:
+    """BPF: accept frames for our MAC (PACKET_HOST), except IPv4 to ``skip_dst`` (left to the kernel)."""
+    prog = [
+        (_BPF_LD_B_ABS, 0, 0, _SKF_AD_PKTTYPE),
+        (_BPF_JEQ_K, 1, 0, PACKET_HOST),
+        (_BPF_RET_K, 0, 0, 0),
+    ]
+    if skip_dst is not None:
+        # SOCK_RAW: offsets count from the Ethernet header; IPv4 destination at 14 + 16.
+        prog += [
+            (_BPF_LD_W_ABS, 0, 0, 30),
+            (_BPF_JEQ_K, 0, 1, int.from_bytes(skip_dst, "big")),
+            (_BPF_RET_K, 0, 0, 0),
+        ]
+    prog.append((_BPF_RET_K, 0, 0, 0x40000))
+    return prog
+
+
+def open_packet_socket(ifname: str, ethertype: int, skip_dst: bytes | None = None,
+                       bufsize: int = 4 << 20) -> socket.socket:
+    """A non-blocking raw packet socket on ``ifname`` for ``ethertype`` frames."""
+    # Protocol 0 until bind: the socket receives nothing from other interfaces meanwhile.
+    sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)
+    try:
+        if ethertype == ETH_P_IP:
+            attach_filter(sock, host_ipv4_filter(skip_dst))
+        for opt, fallback in ((SO_RCVBUFFORCE, socket.SO_RCVBUF), (SO_SNDBUFFORCE, socket.SO_SNDBUF)):
+            try:
+                sock.setsockopt(socket.SOL_SOCKET, opt, bufsize)
+            except OSError:
+                sock.setsockopt(socket.SOL_SOCKET, fallback, bufsize)
+        sock.bind((ifname, ethertype))  # registers the ethertype on this interface only
+        sock.setblocking(False)
+    except BaseException:
+        sock.close()
+        raise
+    return sock
+
+
+__all__ = [
+    "ETH_P_ARP", "ETH_P_IP", "mac_address", "ipv4_address", "mtu", "get_offload", "set_offload",
+    "open_packet_socket", "attach_filter", "host_ipv4_filter",
+]
