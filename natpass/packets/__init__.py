@@ -16,6 +16,7 @@ from natpass.packets.checksum import (
     word_delta,
 )
 from natpass.packets.errors import PacketError
+from natpass.packets.esp import AhHeader, EspHeader, build_ah, build_esp, parse_ah, parse_esp
 from natpass.packets.gre import GreHeader, build_gre, build_gre_v1, build_pptp_gre, parse_gre
 from natpass.packets.icmp import (
     IcmpError,
@@ -27,6 +28,16 @@ from natpass.packets.icmp import (
     is_query,
     parse_error,
     parse_query,
+)
+from natpass.packets.ike import (
+    IkeHeader,
+    IkePayload,
+    NatD,
+    build_ike,
+    classify_natt,
+    iter_payloads,
+    nat_d_payloads,
+    parse_ike,
 )
 from natpass.packets.ipv4 import (
     PROTO_AH,
@@ -42,11 +53,23 @@ from natpass.packets.ipv4 import (
     parse_ipv4,
     str_to_addr,
 )
+from natpass.packets.l2tp import (
+    Avp,
+    L2tpControl,
+    L2tpHeader,
+    build_control_message,
+    build_data,
+    parse_control,
+    parse_l2tp,
+)
 from natpass.packets.pptp import PptpMessage, PptpStream, build_pptp, parse_pptp
 from natpass.packets.tcp import TcpHeader, build_tcp, parse_tcp, verify_tcp
 from natpass.packets.udp import UdpHeader, build_udp, parse_udp, verify_udp
 
 __all__ = [
+    "AhHeader", "Avp", "EspHeader", "IkeHeader", "IkePayload", "L2tpControl", "L2tpHeader", "NatD",
+    "build_ah", "build_control_message", "build_data", "build_esp", "build_ike", "classify_natt",
+    "iter_payloads", "nat_d_payloads", "parse_ah", "parse_control", "parse_esp", "parse_ike", "parse_l2tp",
     "PROTO_AH", "PROTO_ESP", "PROTO_GRE", "PROTO_ICMP", "PROTO_TCP", "PROTO_UDP",
     "GreHeader", "IPv4Header", "IcmpError", "IcmpQuery", "InnerPacket", "PacketError", "PptpMessage",
     "PptpStream", "TcpHeader", "UdpHeader",
