@@ -80,3 +80,6 @@ class NatConfig:
     forwards: tuple[PortForward, ...] = ()
     passthrough: Passthrough = field(default_factory=Passthrough)
     seed: int | None = None  # port randomisation seed, for reproducible tests only
+    # Source of the ICMP errors the router sends to LAN hosts (time exceeded, fragmentation
+    # needed); None: the first WAN address (the router has no LAN address in this config).
+    router_lan_address: bytes | None = None

@@ -1,0 +1,188 @@
+"""Flow and mapping records and the storage seam the translation logic is written against.
+
+A *mapping* (RFC 4787 section 4.1) binds a LAN endpoint (plus the remote address, or address and
+port, for the dependent mapping behaviours) to a WAN address and port. A *flow* (a session) is one
+LAN endpoint talking to one remote endpoint through a mapping; it carries the precomputed rewrite
+bytes and RFC 1624 checksum deltas of both directions so that the established path only slices
+bytes in and adds integers.
+
+Keys are ``bytes`` sliced straight out of the IPv4 packet, per IP protocol:
+
+* TCP/UDP ``out_key`` = LAN addr + remote addr + LAN port + remote port (bytes 12..24 of a LAN-side
+  packet with a 20-byte header), ``in_key`` = remote addr + WAN addr + remote port + WAN port
+  (bytes 12..24 of the WAN-side packet);
+* ICMP queries: addr + addr + identifier (10 bytes); other IP protocols: addr + addr (8 bytes).
+
+:class:`FlowTable` is the storage seam (add, lookup, remove, iterate), like mirage-nat's table
+module: a compact store (arrays, a C extension) can replace the dicts. The engine's hot path reads
+``table.out[proto]`` / ``table.inb[proto]`` with ``.get(key)``, so a replacement must offer that.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+# Flow.flags bits.
+OUTBOUND = 1  # opened from the LAN side (False: port forward, expectation, inbound)
+REPLIED = 2  # a packet went the other way since creation
+SLOW_OUT = 4  # LAN->WAN packets of this flow take the slow path (hairpin, helper, unreplied inbound)
+SLOW_IN = 8  # WAN->LAN packets take the slow path (until the first reply, hairpin, helper)
+DEAD = 16  # removed from the table (timer wheel entries are deleted lazily)
+CLOSE_NOTIFIED = 32  # helper.on_flow_closed already called
+HAIRPIN = 64  # the remote end is one of our WAN addresses
+
+# TCP state bits (RFC 5382 section 5: established vs. transitory connections).
+SYN_LAN = 1
+SYN_WAN = 2
+FIN_LAN = 4
+FIN_WAN = 8
+RST_SEEN = 16
+
+
+class Mapping:
+    """One NAT binding: LAN endpoint -> WAN address:port. ``static`` for a port forward."""
+
+    __slots__ = ("proto", "lan_key", "wan_key", "lan_addr", "lan_port", "wan_addr", "wan_port",
+                 "sessions", "remotes", "static")
+
+    def __init__(self, proto: int, lan_key: bytes, wan_key: bytes, lan_addr: bytes, lan_port: int,
+                 wan_addr: bytes, wan_port: int, static: bool = False) -> None:
+        self.proto = proto
+        self.lan_key = lan_key
+        self.wan_key = wan_key
+        self.lan_addr = lan_addr
+        self.lan_port = lan_port
+        self.wan_addr = wan_addr
+        self.wan_port = wan_port
+        self.sessions = 0
+        # remote address -> session count; kept only under address-dependent filtering
+        self.remotes: dict[bytes, int] | None = None
+        self.static = static
+
+
+class Flow:
+    """One session. Implements :class:`natpass.nat.helper.FlowView` (addresses are 4-byte bytes)."""
+
+    __slots__ = ("proto", "out_key", "in_key", "o_addr", "o_port", "o_ipd", "o_l4d", "i_addr",
+                 "i_port", "i_ipd", "i_l4d", "last", "timeout", "state", "flags", "mapping",
+                 "helper", "helper_state", "bucket")
+
+    def __init__(self, proto: int, out_key: bytes, in_key: bytes) -> None:
+        self.proto = proto
+        self.out_key = out_key
+        self.in_key = in_key
+        # Outbound rewrite: source address/port (or ICMP id) and IP / L4 checksum adjustments.
+        self.o_addr = b""
+        self.o_port = b""
+        self.o_ipd = 0
+        self.o_l4d = 0
+        # Inbound rewrite: destination address/port.
+        self.i_addr = b""
+        self.i_port = b""
+        self.i_ipd = 0
+        self.i_l4d = 0
+        self.last = 0.0
+        self.timeout = 0.0
+        self.state = 0
+        self.flags = 0
+        self.mapping: Mapping | None = None
+        self.helper: Any = None
+        self.helper_state: Any = None
+        self.bucket: list[Flow] | None = None
+
+    # FlowView --------------------------------------------------------------------------------
+    @property
+    def lan_addr(self) -> bytes:
+        return self.out_key[0:4]
+
+    @property
+    def remote_addr(self) -> bytes:
+        return self.out_key[4:8]
+
+    @property
+    def wan_addr(self) -> bytes:
+        return self.in_key[4:8]
+
+    @property
+    def lan_port(self) -> int:
+        k = self.out_key
+        return (k[8] << 8 | k[9]) if len(k) >= 10 else 0
+
+    @property
+    def remote_port(self) -> int:
+        k = self.out_key
+        return (k[10] << 8 | k[11]) if len(k) >= 12 else 0
+
+    @property
+    def wan_port(self) -> int:
+        k = self.in_key
+        if len(k) >= 12:
+            return k[10] << 8 | k[11]
+        if len(k) >= 10:
+            return k[8] << 8 | k[9]
+        return 0
+
+    @property
+    def outbound(self) -> bool:
+        return bool(self.flags & OUTBOUND)
+
+    def __repr__(self) -> str:
+        def a(b: bytes) -> str:
+            return ".".join(str(x) for x in b)
+        return (f"Flow(proto={self.proto} {a(self.lan_addr)}:{self.lan_port} -> "
+                f"{a(self.wan_addr)}:{self.wan_port} <-> {a(self.remote_addr)}:{self.remote_port})")
+
+
+class FlowTable:
+    """Flows by outbound and inbound key, one dict per IP protocol (the storage seam)."""
+
+    __slots__ = ("out", "inb", "count")
+
+    def __init__(self) -> None:
+        self.out: list[dict[bytes, Flow] | None] = [None] * 256
+        self.inb: list[dict[bytes, Flow] | None] = [None] * 256
+        for proto in (1, 6, 17):
+            self.out[proto] = {}
+            self.inb[proto] = {}
+        self.count = 0
+
+    def add(self, flow: Flow) -> None:
+        p = flow.proto
+        out = self.out[p]
+        if out is None:
+            out = self.out[p] = {}
+            self.inb[p] = {}
+        inb = self.inb[p]
+        assert inb is not None
+        out[flow.out_key] = flow
+        inb[flow.in_key] = flow
+        self.count += 1
+
+    def lookup_out(self, proto: int, key: bytes) -> Flow | None:
+        d = self.out[proto]
+        return d.get(key) if d is not None else None
+
+    def lookup_in(self, proto: int, key: bytes) -> Flow | None:
+        d = self.inb[proto]
+        return d.get(key) if d is not None else None
+
+    def remove(self, flow: Flow) -> None:
+        out = self.out[flow.proto]
+        inb = self.inb[flow.proto]
+        if out is not None and out.get(flow.out_key) is flow:
+            del out[flow.out_key]
+            self.count -= 1
+        if inb is not None and inb.get(flow.in_key) is flow:
+            del inb[flow.in_key]
+
+    def __len__(self) -> int:
+        return self.count
+
+    def __iter__(self) -> Iterator[Flow]:
+        for d in self.out:
+            if d:
+                yield from list(d.values())
+
+    def by_proto(self) -> dict[int, int]:
+        return {p: len(d) for p, d in enumerate(self.out) if d}
