@@ -85,7 +85,7 @@ PORT_BYTES: tuple[bytes, ...] = tuple(p.to_bytes(2, "big") for p in range(65536)
 # int object per flow (RFC 1624 deltas are < 0x20000).
 _INTS: tuple[int, ...] = tuple(range(0x20000))
 
-_HELD = "fragment-held"
+_HELD = V.FRAGMENT_HELD
 
 
 class _Ctx:

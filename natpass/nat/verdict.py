@@ -31,6 +31,11 @@ FRAGMENT_TIMEOUT: Final = "fragment-timeout"
 FRAG_NEEDED: Final = "fragmentation-needed"
 NOT_LAN_SOURCE: Final = "not-lan-source"
 UNSUPPORTED: Final = "unsupported-protocol"
+FRAGMENT_HELD: Final = "fragment-held"
+"""Not a drop: ``process`` returned DROP because a non-first fragment is held until the first
+fragment of its datagram arrives (then all are emitted with MULTI). Counted in
+``counters["fragments_held"]``, not in ``drops``; a held fragment that times out is counted as
+``fragment-timeout``."""
 
 
 def passthrough_disabled(switch: str) -> str:
