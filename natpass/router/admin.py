@@ -554,7 +554,9 @@ def _flow_limit(query: dict[str, list[str]]) -> int:
 # --- the page ---------------------------------------------------------------------------------
 
 def _e(value: Any) -> str:
-    if isinstance(value, float):
+    if isinstance(value, bool):
+        value = "yes" if value else "no"
+    elif isinstance(value, float):
         value = f"{value:.1f}"
     elif isinstance(value, dict | list):
         value = json.dumps(value, default=json_default, separators=(", ", ": "))
@@ -591,10 +593,53 @@ def _duration(seconds: Any) -> str:
     return (f"{days}d " if days else "") + f"{hours:02d}:{minutes:02d}:{s:02d}"
 
 
+PROTO_NAMES = {1: "icmp", 6: "tcp", 17: "udp", 47: "gre", 50: "esp", 51: "ah"}
+
+
+def compact_flow(flow: Mapping[str, Any]) -> dict[str, Any]:
+    """A flow dict as the daemon gives it (``lan_addr``, ``lan_port``, ...) with each endpoint as
+    one ``address:port`` column and the protocol by name, for tables."""
+    out: dict[str, Any] = {}
+    proto = flow.get("proto")
+    if "proto" in flow:
+        out["proto"] = PROTO_NAMES.get(proto, proto) if isinstance(proto, int) else proto
+    for side in ("lan", "wan", "remote"):
+        addr, port = flow.get(f"{side}_addr"), flow.get(f"{side}_port")
+        if addr is not None:
+            out[side] = f"{addr}:{port}" if port not in (None, 0) else str(addr)
+    for key, value in flow.items():
+        if key == "proto" or key.endswith(("_addr", "_port")) and key.split("_")[0] in ("lan", "wan", "remote"):
+            continue
+        out[key] = value
+    return out
+
+
+def proto_summary(protos: Mapping[str, int]) -> str:
+    """``by protocol: tcp 2 · gre 1`` (largest first), or nothing."""
+    ordered = sorted(protos.items(), key=lambda kv: (-kv[1], kv[0]))
+    return "by protocol: " + " · ".join(f"{p} {n}" for p, n in ordered) if ordered else ""
+
+
+def interfaces_text(interfaces: Any) -> str:
+    """``LAN lan0 192.168.1.1 · WAN wan0 203.0.113.1`` from the daemon's ``interfaces``."""
+    if not isinstance(interfaces, Mapping):
+        return "?"
+    parts = []
+    for side in ("lan", "wan"):
+        info = interfaces.get(side)
+        if isinstance(info, Mapping):
+            addrs = info.get("addresses") or [info.get("address")]
+            addrs = [str(a) for a in addrs if a] if isinstance(addrs, list) else [str(addrs)]
+            parts.append(" ".join([side.upper(), str(info.get("name") or "?"), *addrs]))
+        elif info:
+            parts.append(f"{side.upper()} {info}")
+    return " · ".join(parts) or "?"
+
+
 def render_page(status: Any, flows: list[Any], writable: bool) -> str:
     """The admin page with the current values filled in (JavaScript only refreshes them)."""
     status = _jsonable(status) if isinstance(status, Mapping) else {}
-    flows = [f for f in _jsonable(flows) if isinstance(f, dict)]
+    flows = [compact_flow(f) for f in _jsonable(flows) if isinstance(f, dict)]
     states = metrics.switch_states(status)
     helpers = metrics.helpers(status)
     cards = []
@@ -616,10 +661,11 @@ def render_page(status: Any, flows: list[Any], writable: bool) -> str:
     tunnel_rows = [{"switch": name, **t} for name, h in sorted(helpers.items()) for t in h["tunnels"]
                    if isinstance(t, dict)]
     total, protos = metrics.flows_by_proto(status)
-    flow_summary = _pairs(protos, "protocol", "flows", "no flows") if protos else ""
+    flow_summary = _e(proto_summary(protos))
     replacements = {
         "uptime": _e(_duration(status.get("uptime", status.get("uptime_seconds")))),
         "config": _e(status.get("config_path") or status.get("config") or "?"),
+        "interfaces": _e(interfaces_text(status.get("interfaces"))),
         "flow_total": _e(total if total is not None else len(flows)),
         "switches": "".join(cards),
         "counters": _pairs(status.get("counters"), "counter", "value", "no counters yet"),

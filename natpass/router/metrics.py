@@ -168,7 +168,7 @@ def render(status: Mapping[str, Any]) -> str:
                 fam.add("natpass_helper_stat", "gauge", "Passthrough helper statistics.", value,
                         switch=name, stat=str(stat))
 
-    datapath = status.get("datapath")
+    datapath = status.get("datapath_counters", status.get("datapath"))
     if isinstance(datapath, Mapping):
         for name, value in datapath.items():
             if isinstance(value, Mapping):

@@ -25,6 +25,8 @@ Event format (what the daemon hands over; plain dicts, unknown keys ignored)::
     switch       a ``switch_changes`` row when the state differs from the last recorded one
                  (so the daemon should report every switch's state at start and after each change
                  or reload; repeating the same state keeps ``enabled_since`` unchanged)
+    (other)      any other helper event name (``"pptp:tunnel-up"`` counts as ``tunnel-up``):
+                 kept in ``events`` only
 
 Rows are per switch per UTC day of the event's ``ts``. Malformed events are skipped and counted
 (``UsageRecorder.stats()["ignored"]``). A corrupt or locked database never raises into the
@@ -152,6 +154,17 @@ def _count(value: Any, default: int) -> int | None:
         return None
     n = int(value)
     return n if n >= 0 else None
+
+
+def _normalise_kind(kind: Any, switch: Any) -> str | None:
+    """``"tunnel-up"``, ``"pptp:tunnel-up"`` or ``"tunnel_up"`` -> ``"tunnel-up"``; other helper
+    event names are kept as they are (recorded in ``events`` only); non-strings -> None."""
+    if not isinstance(kind, str) or not kind or len(kind) > 64:
+        return None
+    name = kind.strip().lower().replace("_", "-")
+    if isinstance(switch, str) and name.startswith(switch + ":"):
+        name = name[len(switch) + 1:]
+    return name if name else None
 
 
 class UsageRecorder:
@@ -311,7 +324,8 @@ class UsageRecorder:
         ts = event.get("ts")
         if ts is None:
             ts = self.clock()
-        if (kind not in EVENT_KINDS or not isinstance(switch, str) or not switch or len(switch) > 64
+        kind = _normalise_kind(kind, switch)
+        if (not kind or not isinstance(switch, str) or not switch or len(switch) > 64
                 or isinstance(ts, bool) or not isinstance(ts, int | float) or not math.isfinite(ts)
                 or ts < 0):
             self._stats["ignored"] += 1
@@ -358,7 +372,9 @@ class UsageRecorder:
                 row.tunnels_down += n
             row.used(ts)
             batch.events.append((ts, switch, kind, detail))
-        else:  # switch
+        elif kind != "switch":  # another notable helper event: kept in ``events`` only
+            batch.events.append((ts, switch, kind, detail))
+        else:
             on = event.get("on")
             if not isinstance(on, bool):
                 self._stats["ignored"] += 1

@@ -19,6 +19,7 @@ function el(tag, text, cls) {
 
 function cell(value) {
   if (value === null || value === undefined) return "";
+  if (typeof value === "boolean") return value ? "yes" : "no";
   if (typeof value === "number" && !Number.isInteger(value)) return value.toFixed(1);
   if (typeof value === "object") return JSON.stringify(value);
   return String(value);
@@ -106,6 +107,23 @@ function flowsByProto(status) {
   return [total, protos];
 }
 
+const PROTO_NAMES = { 1: "icmp", 6: "tcp", 17: "udp", 47: "gre", 50: "esp", 51: "ah" };
+
+// Same as compact_flow() in admin.py: one "address:port" column per endpoint.
+function compactFlow(flow) {
+  const out = {};
+  if ("proto" in flow) out.proto = PROTO_NAMES[flow.proto] || flow.proto;
+  for (const side of ["lan", "wan", "remote"]) {
+    const addr = flow[side + "_addr"], port = flow[side + "_port"];
+    if (addr !== undefined && addr !== null) out[side] = port ? addr + ":" + port : String(addr);
+  }
+  for (const [key, value] of Object.entries(flow)) {
+    if (key === "proto" || /^(lan|wan|remote)_(addr|port)$/.test(key)) continue;
+    out[key] = value;
+  }
+  return out;
+}
+
 function showStatus(status) {
   const states = switchStates(status), hs = helpers(status);
   for (const name of SWITCHES) {
@@ -128,7 +146,8 @@ function showStatus(status) {
   for (const name of Object.keys(hs).sort())
     for (const t of hs[name].tunnels) if (t && typeof t === "object") tunnels.push({ switch: name, ...t });
   replace("tunnels", table(tunnels, "no live tunnels"));
-  replace("flow-summary", Object.keys(protos).length ? pairs(protos, "protocol", "flows", "no flows") : el("span"));
+  const ordered = Object.entries(protos).sort((a, b) => b[1] - a[1] || a[0].localeCompare(b[0]));
+  setText("flow-summary", ordered.length ? "by protocol: " + ordered.map(([p, n]) => p + " " + n).join(" · ") : "");
 }
 
 function message(text, error) {
@@ -144,7 +163,7 @@ async function refresh() {
     const [s, f] = await Promise.all([fetch("/api/status"), fetch("/api/flows?limit=" + flowLimit)]);
     if (!s.ok) throw new Error("status: HTTP " + s.status);
     showStatus(await s.json());
-    if (f.ok) replace("flows", table((await f.json()).flows || [], "no connections"));
+    if (f.ok) replace("flows", table(((await f.json()).flows || []).map(compactFlow), "no connections"));
     if (failures) message("");
     failures = 0;
   } catch (err) {
