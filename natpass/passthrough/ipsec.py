@@ -1,0 +1,359 @@
+"""IPsec passthrough: IKE on UDP 500 kept at port 500, IKE demultiplexed by SPI, raw ESP/AH mapped.
+
+IKE (UDP 500). The WAN source port stays 500 when free (some gateways only answer port 500). A
+second LAN host talking IKE to the same gateway gets another WAN port; the router records every IKE
+initiator SPI (the first 8 bytes of the IKE header, RFC 7296 3.1 / RFC 2408 3.1) it sees per
+(gateway, WAN address), so an inbound IKE packet that a gateway sends to WAN:500 anyway is routed
+by its initiator SPI to the LAN host that owns that IKE SA (``inbound_lookup``). An SPI seen from
+two LAN hosts is marked ambiguous and then not used for routing.
+
+NAT-T (UDP 4500, RFC 3947/3948). A flow on 4500 is NAT-T: ESP travels inside UDP and crosses the
+NAT as ordinary UDP, so it needs no help; the flow gets ``timeouts.udp_natt`` (via the engine's
+per-flow timeout hook) so that the 20 s keepalive rhythm keeps it, and the move of an IKE SA from
+500 to 4500 is detected (same initiator SPI) and counted. NAT-T works with the switch off too.
+
+Raw ESP (IP 50) and AH (IP 51) without NAT-T carry no ports: the only demultiplexing key is the SPI
+the *receiver* chose, which the router cannot read from the (encrypted) IKE exchange. The rule:
+- Outbound ESP/AH from LAN host H to gateway G: the source becomes H's WAN address; an SPI not seen
+  before from H opens H's *waiting window* (so do IKE exchanges that create SAs: IKEv1 Main,
+  Aggressive and Quick Mode; IKEv2 IKE_SA_INIT, IKE_AUTH, CREATE_CHILD_SA).
+- Inbound ESP/AH from G with a bound SPI goes to its LAN host. A new SPI from G is bound to the one
+  LAN host whose waiting window toward G (same WAN address) is open (``WAIT_WINDOW`` seconds since
+  its last SA-creating IKE packet or new outbound SPI, and no inbound SPI bound since). If no window
+  is open and exactly one LAN host has IPsec state with G, it is that host (e.g. the gateway
+  rekeys first). If two or more hosts are waiting, or none is and several talk to G, the SPI is
+  *ambiguous*: it is dropped (``ipsec:ambiguous-spi``) and stays dropped until it expires, rather
+  than risking delivery of one host's traffic to another. Non-overlapping negotiations of several
+  hosts to one gateway therefore work; overlapping ones fail (use NAT-T, which always works).
+- Inbound ESP/AH from a gateway no LAN host talked to: ``no-mapping``.
+AH authenticates the IP addresses (RFC 4302 3.3.3.1), so AH that crossed a NAT fails the receiver's
+integrity check: it is forwarded anyway (the switch is on) and counted ``ipsec:ah-translated`` so
+that diagnosis can explain the failure.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+from natpass.nat import verdict as V
+from natpass.nat.config import Timeouts
+from natpass.nat.helper import FlowView, Helper
+from natpass.packets.ipv4 import PROTO_AH, PROTO_ESP, PROTO_UDP
+from natpass.passthrough._common import dst_of, ip_text, need_ctx, src_of, u16, u32
+
+IKE_PORT: Final = 500  # RFC 7296 2
+NATT_PORT: Final = 4500  # RFC 3947 4, RFC 3948 1
+IKE_HEADER_LEN: Final = 28  # RFC 7296 3.1 / RFC 2408 3.1
+IKE_OFF_EXCHANGE: Final = 18
+NON_ESP_MARKER: Final = b"\x00\x00\x00\x00"  # RFC 3948 2.2
+NATT_KEEPALIVE: Final = 0xFF  # RFC 3948 2.3
+# Exchange types that create SAs (RFC 2408 4 / RFC 2409 5: Main=2, Aggressive=4, Quick=32;
+# RFC 7296 3.1: IKE_SA_INIT=34, IKE_AUTH=35, CREATE_CHILD_SA=36).
+SA_CREATING_EXCHANGES: Final = frozenset({2, 4, 32, 34, 35, 36})
+WAIT_WINDOW: Final = 60.0  # seconds a host waits for the gateway's first inbound SPI
+ESP_SPI_OFFSET: Final = 0  # RFC 4303 2
+AH_SPI_OFFSET: Final = 4  # RFC 4302 2 (next header, payload len, reserved, SPI)
+
+
+@dataclass(slots=True, eq=False)
+class Session:
+    """Raw ESP/AH state of one LAN host with one gateway."""
+
+    lan: bytes
+    gateway: bytes
+    wan: bytes
+    created: float
+    last_seen: float
+    waiting_since: float | None = None
+    out_spis: dict[tuple[int, int], float] = field(default_factory=dict)  # (proto, spi) -> last use
+    in_spis: dict[tuple[int, int], float] = field(default_factory=dict)
+    up: bool = False
+
+
+@dataclass(slots=True, eq=False)
+class IkeSa:
+    """An IKE SA seen on UDP 500/4500, keyed by initiator SPI."""
+
+    flow: FlowView | None  # None: two LAN hosts used this SPI (ambiguous)
+    lan: bytes
+    lan_port: int
+    last_seen: float
+    natt: bool = False
+
+
+class IpsecHelper(Helper):
+    """IKE port preservation and demultiplexing, NAT-T flow timeouts, raw ESP/AH SPI mapping."""
+
+    name = "ipsec"
+    ip_protocols = frozenset({PROTO_ESP, PROTO_AH})
+    udp_ports = frozenset({IKE_PORT, NATT_PORT})
+
+    def __init__(self, timeouts: Timeouts | None = None) -> None:
+        super().__init__()
+        self.timeouts = timeouts or Timeouts()
+        self._sessions: dict[tuple[bytes, bytes], Session] = {}  # (lan, gateway)
+        self._in: dict[tuple[bytes, bytes, int, int], Session] = {}  # (gateway, wan, proto, spi)
+        self._poisoned: dict[tuple[bytes, bytes, int, int], float] = {}
+        self._ike: dict[tuple[bytes, bytes, bytes], IkeSa] = {}  # (gateway, wan, initiator SPI)
+        self._natt_flows: dict[int, FlowView] = {}
+        self._counters: dict[str, int] = {}
+
+    def _count(self, name: str, n: int = 1) -> None:
+        self._counters[name] = self._counters.get(name, 0) + n
+        if self.ctx is not None:
+            self.ctx.count(name, n)
+
+    # ------------------------------------------------------------------ switch, timers, status
+
+    def set_enabled(self, on: bool, now: float) -> int:
+        was = self.enabled
+        self.enabled = on
+        if on or not was:
+            return 0
+        torn = len(self._sessions)
+        for sess in list(self._sessions.values()):
+            self._end(sess, now, "switched-off")
+        self._poisoned.clear()
+        self._ike.clear()
+        return torn
+
+    def tick(self, now: float) -> None:
+        esp = self.timeouts.esp
+        for sess in list(self._sessions.values()):
+            for spis in (sess.out_spis, sess.in_spis):
+                for key in [k for k, t in spis.items() if now - t > esp]:
+                    del spis[key]
+                    if spis is sess.in_spis:
+                        self._in.pop((sess.gateway, sess.wan, key[0], key[1]), None)
+            if now - sess.last_seen > esp:
+                self._end(sess, now, "timeout")
+        for pkey in [k for k, t in self._poisoned.items() if now - t > esp]:
+            del self._poisoned[pkey]
+        idle = max(self.timeouts.udp, self.timeouts.udp_natt)
+        for ikey in [k for k, s in self._ike.items() if now - s.last_seen > idle]:
+            del self._ike[ikey]
+
+    def _end(self, sess: Session, now: float, why: str) -> None:
+        self._sessions.pop((sess.lan, sess.gateway), None)
+        for proto, spi in sess.in_spis:
+            key = (sess.gateway, sess.wan, proto, spi)
+            if self._in.get(key) is sess:
+                del self._in[key]
+        if sess.up:
+            self._count("ipsec:tunnels-down")
+            if self.ctx is not None:
+                self.ctx.log("tunnel-down", proto="ipsec", lan=ip_text(sess.lan),
+                             remote=ip_text(sess.gateway), wan=ip_text(sess.wan), reason=why,
+                             duration=now - sess.created, at=now)
+
+    def stats(self) -> dict[str, int]:
+        out = dict(self._counters)
+        out["sessions"] = len(self._sessions)
+        out["tunnels"] = sum(1 for s in self._sessions.values() if s.up)
+        out["inbound_spis"] = len(self._in)
+        out["ambiguous_spis"] = len(self._poisoned)
+        out["ike_sas"] = len(self._ike)
+        out["natt_flows"] = len(self._natt_flows)
+        # AH cannot survive address translation: diagnosis reads this to explain the failure.
+        out["ah_translated"] = self._counters.get("ipsec:ah-translated", 0)
+        return out
+
+    def tunnels(self) -> list[dict[str, Any]]:
+        out: list[dict[str, Any]] = []
+        for s in self._sessions.values():
+            protos = {p for p, _ in s.out_spis} | {p for p, _ in s.in_spis}
+            out.append({"proto": "ipsec", "mode": "ah" if protos == {PROTO_AH} else "esp",
+                        "lan": ip_text(s.lan), "remote": ip_text(s.gateway), "wan": ip_text(s.wan),
+                        "spis_out": [f"{spi:#010x}" for _, spi in s.out_spis],
+                        "spis_in": [f"{spi:#010x}" for _, spi in s.in_spis],
+                        "state": "up" if s.up else "negotiating", "since": s.created,
+                        "last_seen": s.last_seen, "ah_breaks": PROTO_AH in protos})
+        for f in self._natt_flows.values():
+            out.append({"proto": "ipsec", "mode": "nat-t", "lan": ip_text(f.lan_addr),
+                        "lan_port": f.lan_port, "remote": ip_text(f.remote_addr),
+                        "wan": ip_text(f.wan_addr), "wan_port": f.wan_port, "state": "up"})
+        return out
+
+    # ------------------------------------------------------------------ IKE / NAT-T (UDP)
+
+    @staticmethod
+    def _server_port(flow: FlowView) -> int:
+        return flow.remote_port if flow.outbound else flow.lan_port
+
+    def choose_wan_port(self, proto: int, lan_addr: bytes, lan_port: int, remote_addr: bytes,
+                        remote_port: int, wan_addr: bytes) -> int | None:
+        if self.enabled and proto == PROTO_UDP and lan_port in (IKE_PORT, NATT_PORT):
+            return lan_port
+        return None
+
+    def _ike_spi(self, buf: bytearray, ihl: int, port_4500: bool) -> tuple[bytes, int] | None:
+        """(initiator SPI, exchange type) of an IKE message in this UDP datagram, if it is one."""
+        total = u16(buf, 2)
+        pay = ihl + 8
+        if port_4500:
+            if total - pay < 4 + IKE_HEADER_LEN or bytes(buf[pay:pay + 4]) != NON_ESP_MARKER:
+                return None
+            pay += 4
+        elif total - pay < IKE_HEADER_LEN:
+            return None
+        spi = bytes(buf[pay:pay + 8])
+        if spi == b"\x00" * 8:
+            return None
+        return spi, buf[pay + IKE_OFF_EXCHANGE]
+
+    def inbound_lookup(self, proto: int, buf: bytearray, ihl: int, now: float) -> FlowView | None:
+        if not self.enabled or proto != PROTO_UDP:
+            return None
+        dport = u16(buf, ihl + 2)
+        if dport not in (IKE_PORT, NATT_PORT):
+            return None
+        ike = self._ike_spi(buf, ihl, dport == NATT_PORT)
+        if ike is None:
+            return None
+        sa = self._ike.get((src_of(buf), dst_of(buf), ike[0]))
+        if sa is None or sa.flow is None:
+            return None
+        if sa.flow.wan_port != dport:
+            self._count("ipsec:ike-demux-by-spi")
+        return sa.flow
+
+    def on_flow_packet(self, flow: FlowView, buf: bytearray, ihl: int, from_lan: bool,
+                       now: float) -> str | None:
+        if flow.proto != PROTO_UDP:
+            return None
+        port = self._server_port(flow)
+        natt = NATT_PORT in (flow.remote_port, flow.lan_port)
+        if not self.enabled:
+            # IKE and NAT-T are ordinary UDP when the switch is off. strict closes UDP 500 only:
+            # 4500 carries NAT-T, which needs no passthrough and must keep working.
+            if self.strict and port == IKE_PORT and not natt:
+                return V.strict_blocked(self.name)
+            return None
+        if natt and id(flow) not in self._natt_flows:
+            self._natt_flows[id(flow)] = flow
+            self._count("ipsec:natt-flows")
+            self._set_timeout(flow, self.timeouts.udp_natt)
+        ike = self._ike_spi(buf, ihl, natt)
+        if ike is None:
+            return None
+        spi, exchange = ike
+        key = (flow.remote_addr, flow.wan_addr, spi)
+        sa = self._ike.get(key)
+        if sa is None:
+            self._ike[key] = IkeSa(flow, flow.lan_addr, flow.lan_port, now, natt)
+        elif sa.lan != flow.lan_addr:
+            if sa.flow is not None:
+                self._count("ipsec:ike-spi-collision")
+            sa.flow = None
+            sa.last_seen = now
+        else:
+            if natt and not sa.natt:
+                self._count("ipsec:natt-switch")
+                if self.ctx is not None:
+                    self.ctx.log("natt-switch", proto="ipsec", lan=ip_text(flow.lan_addr),
+                                 remote=ip_text(flow.remote_addr), at=now)
+                sess = self._sessions.get((flow.lan_addr, flow.remote_addr))
+                if sess is not None:
+                    sess.waiting_since = None  # ESP now travels in UDP 4500, not raw
+            if sa.flow is not None:
+                sa.flow = flow
+                sa.lan_port = flow.lan_port
+            sa.natt = natt
+            sa.last_seen = now
+        if not natt and exchange in SA_CREATING_EXCHANGES:
+            sess = self._session(flow.lan_addr, flow.remote_addr, flow.wan_addr, now)
+            sess.waiting_since = now
+        return None
+
+    def _set_timeout(self, flow: FlowView, seconds: float) -> None:
+        setter = getattr(self.ctx, "set_flow_timeout", None)
+        if setter is not None:
+            setter(flow, seconds)
+
+    def on_flow_closed(self, flow: FlowView, now: float) -> None:
+        self._natt_flows.pop(id(flow), None)
+        for key in [k for k, s in self._ike.items() if s.flow is flow]:
+            del self._ike[key]
+
+    # ------------------------------------------------------------------ raw ESP / AH
+
+    def _session(self, lan: bytes, gateway: bytes, wan: bytes, now: float) -> Session:
+        sess = self._sessions.get((lan, gateway))
+        if sess is None:
+            sess = Session(lan, gateway, wan, now, now)
+            self._sessions[(lan, gateway)] = sess
+        sess.last_seen = now
+        return sess
+
+    def on_ip_packet(self, buf: bytearray, ihl: int, from_lan: bool, now: float) -> int | str:
+        proto = buf[9]
+        if not self.enabled:
+            return V.passthrough_disabled(self.name)
+        ctx = need_ctx(self.ctx)
+        off = ihl + (AH_SPI_OFFSET if proto == PROTO_AH else ESP_SPI_OFFSET)
+        if u16(buf, 2) < off + 8:  # SPI and sequence number at least
+            return V.MALFORMED
+        spi = u32(buf, off)
+        if spi == 0:  # RFC 4303 2.1: SPI 0 is reserved for local use, never sent
+            return V.MALFORMED
+        if from_lan:
+            lan, gateway = src_of(buf), dst_of(buf)
+            wan = ctx.wan_address_for(lan)
+            sess = self._session(lan, gateway, wan, now)
+            if (proto, spi) not in sess.out_spis:
+                sess.waiting_since = now  # a new SA: its inbound partner is due
+                self._count("ipsec:new-outbound-spi")
+            sess.out_spis[(proto, spi)] = now
+            ctx.set_src(buf, wan)
+            if proto == PROTO_AH:
+                self._count("ipsec:ah-translated")
+            return V.TO_WAN
+        gateway, wan = src_of(buf), dst_of(buf)
+        key = (gateway, wan, proto, spi)
+        sess_in = self._in.get(key)
+        if sess_in is None:
+            if key in self._poisoned:
+                self._count("ipsec:ambiguous-spi")
+                return "ipsec:ambiguous-spi"
+            found = self._bind_inbound(key, now)
+            if isinstance(found, str):
+                return found
+            sess_in = found
+        sess_in.last_seen = now
+        sess_in.in_spis[(proto, spi)] = now
+        ctx.set_dst(buf, sess_in.lan)
+        if proto == PROTO_AH:
+            self._count("ipsec:ah-translated")
+        return V.TO_LAN
+
+    def _bind_inbound(self, key: tuple[bytes, bytes, int, int], now: float) -> Session | str:
+        """Bind a new inbound SPI to the one LAN host it can belong to, or refuse to guess."""
+        gateway, wan, proto, spi = key
+        cands = [s for s in self._sessions.values() if s.gateway == gateway and s.wan == wan]
+        if not cands:
+            return V.NO_MAPPING
+        waiting = [s for s in cands
+                   if s.waiting_since is not None and now - s.waiting_since <= WAIT_WINDOW]
+        if len(waiting) == 1:
+            sess = waiting[0]
+        elif not waiting and len(cands) == 1:
+            sess = cands[0]
+        else:
+            self._poisoned[key] = now
+            self._count("ipsec:ambiguous-spi")
+            if self.ctx is not None:
+                self.ctx.log("ambiguous-spi", proto="ipsec", remote=ip_text(gateway), spi=f"{spi:#010x}",
+                             hosts=[ip_text(s.lan) for s in (waiting or cands)], at=now)
+            return "ipsec:ambiguous-spi"
+        self._in[key] = sess
+        sess.in_spis[(proto, spi)] = now
+        sess.waiting_since = None
+        self._count("ipsec:inbound-spi-bound")
+        if not sess.up:
+            sess.up = True
+            self._count("ipsec:tunnels-up")
+            if self.ctx is not None:
+                self.ctx.log("tunnel-up", proto="ipsec", lan=ip_text(sess.lan),
+                             remote=ip_text(gateway), wan=ip_text(wan), spi_in=f"{spi:#010x}", at=now)
+        return sess

@@ -1,0 +1,622 @@
+"""PPTP passthrough (RFC 2637): follow TCP 1723 control connections, translate Call IDs, map GRE.
+
+Why Call IDs are translated: the far end tells calls apart by the Call ID it sees in enhanced GRE
+(version 1) keys, and every LAN client behind one WAN address looks like the same peer to it. Two
+LAN clients that picked the same Call ID (Windows starts from the same values after a reboot) would
+collide, so each LAN side Call ID gets a WAN side Call ID unique per (far end, WAN address).
+
+Rules, per call:
+- LAN -> far end: the sender's own ``Call ID`` (OCRQ, OCRP, ICRQ, ICRP, CCRQ, CDN) is rewritten
+  LAN id -> WAN id; far end -> LAN: the ``Peer's Call ID`` (OCRP, ICRP, ICCN, WEN, SLI) is rewritten
+  WAN id -> LAN id. The far end's own ids are never changed (it chose them, it demultiplexes on
+  them), but they are recorded: outbound GRE carries them as its key.
+- Outbound GRE v1 from LAN host H to far end S with key K (S's Call ID) belongs to the call
+  (H, S, K): its source becomes the WAN address. Inbound GRE v1 to the WAN address with key W
+  belongs to the call (S, WAN, W): it goes to the LAN host with the key restored to its own id.
+- GRE v0 and non-PPTP GRE (and GRE v1 of a host that has no followed control connection to that
+  far end, e.g. a tunnel that was up before the router started) pass by address only: one LAN host
+  per far end and WAN address; a second host is dropped (``pptp:gre-conflict``), never mixed.
+- A call ends on Call-Clear-Request, Call-Disconnect-Notify, a failed OCRP/ICRP, Stop-Control-
+  Connection-Request/Reply, the control connection closing, or ``timeouts.gre`` without traffic
+  (GRE and control messages both refresh it). GRE v1 for an ended call is dropped ``pptp:no-call``.
+
+The control stream is parsed here rather than with :class:`natpass.packets.pptp.PptpStream`,
+which yields only complete messages: a Call ID must be rewritten in the very segment that carries
+it, even when the rest of its message arrives later. Per direction the parser keeps the next
+expected sequence number; bytes before it (retransmissions) are not parsed again but get the same
+rewrite as the first time; a segment beyond it (a hole) is dropped so that the sender retransmits
+in order. A Call ID split across two segments is handled too: WAN ids keep the LAN id's high byte
+whenever possible, so only the low byte, which is in the later segment, has to change.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+from natpass.nat import verdict as V
+from natpass.nat.config import Timeouts
+from natpass.nat.helper import FlowView, Helper
+from natpass.packets import gre as G
+from natpass.packets import pptp as P
+from natpass.packets.errors import PacketError
+from natpass.packets.ipv4 import PROTO_GRE, PROTO_TCP
+from natpass.passthrough._common import HALF_SEQ, SEQ_MASK, dst_of, ip_text, need_ctx, src_of, u16, u32
+
+PPTP_PORT: Final = P.PPTP_PORT
+OWN: Final = "own"  # the sender's own Call ID
+PEER: Final = "peer"  # the receiver's Call ID (Peer's Call ID)
+# Messages that bring a new call to life on the side that sends them (RFC 2637 2.7-2.10).
+CREATING: Final = frozenset({P.OCRQ, P.OCRP, P.ICRQ, P.ICRP})
+ANSWERS: Final = frozenset({P.OCRP, P.ICRP})
+ENDING: Final = frozenset({P.CCRQ, P.CDN})
+STOPPING: Final = frozenset({P.STOP_CCRQ, P.STOP_CCRP})
+RESULT_OFFSET: Final = 16  # OCRP/ICRP Result Code (RFC 2637 2.8, 2.10)
+RESULT_OK: Final = 1  # OCRP "Connected", ICRP "Connect"
+MAX_CALLS_PER_CONTROL: Final = 64  # far beyond any real client; bounds what one LAN host can hold
+REWRITE_MEMORY: Final = 64  # rewrites remembered per direction for retransmissions
+GRE_MIN: Final = 4
+
+
+def _fields_of(ctype: int) -> list[tuple[int, str]]:
+    out: list[tuple[int, str]] = []
+    if ctype in P.CALL_ID_OFFSET:
+        out.append((P.CALL_ID_OFFSET[ctype], OWN))
+    if ctype in P.PEER_CALL_ID_OFFSET:
+        out.append((P.PEER_CALL_ID_OFFSET[ctype], PEER))
+    out.sort()
+    return out
+
+
+FIELDS: Final[dict[int, list[tuple[int, str]]]] = {t: _fields_of(t) for t in P.LENGTHS}
+
+
+@dataclass(slots=True, eq=False)
+class Call:
+    """One PPTP call crossing the router."""
+
+    lan: bytes
+    remote: bytes
+    wan: bytes
+    lan_call_id: int
+    wan_call_id: int
+    control: Control
+    created: float
+    last_seen: float
+    remote_call_id: int | None = None
+    up: bool = False
+
+
+@dataclass(slots=True, eq=False)
+class StreamDir:
+    """Parser state of one direction of a control connection."""
+
+    next_seq: int | None = None
+    partial: bytearray = field(default_factory=bytearray)
+    msg_seq: int = 0
+    msg_len: int = 0  # 0 until the 12-byte header is complete
+    ctype: int = 0
+    skip: bool = False  # a message counted as bad and passed untouched
+    pending: list[tuple[int, str]] = field(default_factory=list)
+    values: dict[str, int] = field(default_factory=dict)
+    broken: str | None = None
+    rewrites: deque[tuple[int, bytes, bytes]] = field(default_factory=lambda: deque(maxlen=REWRITE_MEMORY))
+
+
+@dataclass(slots=True, eq=False)
+class Control:
+    """One followed control connection (the engine flow's ``helper_state``)."""
+
+    lan: bytes
+    lan_port: int
+    wan: bytes
+    wan_port: int
+    remote: bytes
+    remote_port: int
+    outbound: bool
+    last_seen: float
+    tracked: bool = True
+    from_lan: StreamDir = field(default_factory=StreamDir)
+    from_remote: StreamDir = field(default_factory=StreamDir)
+    far_end: StreamDir = field(default_factory=StreamDir)  # replay: inbound as the far end sent it
+    by_lan: dict[int, Call] = field(default_factory=dict)
+    by_wan: dict[int, Call] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class Binding:
+    """Address-only GRE binding (GRE v0, or v1 without a followed call)."""
+
+    lan: bytes
+    last_seen: float
+
+
+class PptpHelper(Helper):
+    """PPTP control connection follower and enhanced GRE mapper."""
+
+    name = "pptp"
+    ip_protocols = frozenset({PROTO_GRE})
+    tcp_ports = frozenset({PPTP_PORT})
+
+    def __init__(self, timeouts: Timeouts | None = None) -> None:
+        super().__init__()
+        self.timeouts = timeouts or Timeouts()
+        self._controls: dict[tuple[bytes, int, bytes, int], Control] = {}  # (remote, rport, wan, wport)
+        self._by_wan: dict[tuple[bytes, bytes, int], Call] = {}  # (remote, wan, wan id): inbound GRE
+        self._by_out: dict[tuple[bytes, bytes, int], Call] = {}  # (lan, remote, remote id): outbound GRE
+        self._ids: dict[tuple[bytes, bytes], set[int]] = {}  # WAN ids in use per (remote, wan)
+        self._ended_in: dict[tuple[bytes, bytes, int], float] = {}
+        self._ended_out: dict[tuple[bytes, bytes, int], float] = {}
+        self._bind: dict[tuple[bytes, bytes], Binding] = {}  # (remote, wan) -> LAN host
+        self._counters: dict[str, int] = {}
+
+    # ------------------------------------------------------------------ bookkeeping
+
+    def _count(self, name: str, n: int = 1) -> None:
+        self._counters[name] = self._counters.get(name, 0) + n
+        if self.ctx is not None:
+            self.ctx.count(name, n)
+
+    def calls(self) -> list[Call]:
+        """Live calls (tests and status)."""
+        return list(self._by_wan.values())
+
+    def set_enabled(self, on: bool, now: float) -> int:
+        was = self.enabled
+        self.enabled = on
+        if on or not was:
+            return 0
+        torn = 0
+        for call in list(self._by_wan.values()):
+            torn += 1 if call.up else 0
+            self._end(call, now, "switched-off")
+        for ctl in self._controls.values():
+            ctl.tracked = False  # its stream position is lost; it stays ordinary TCP
+        self._controls.clear()
+        torn += len(self._bind)
+        self._bind.clear()
+        self._ended_in.clear()
+        self._ended_out.clear()
+        return torn
+
+    def tick(self, now: float) -> None:
+        limit = self.timeouts.gre
+        for call in list(self._by_wan.values()):
+            if now - call.last_seen > limit:
+                self._end(call, now, "timeout")
+        for bkey in [k for k, b in self._bind.items() if now - b.last_seen > limit]:
+            del self._bind[bkey]
+        for ended in (self._ended_in, self._ended_out):
+            for ekey in [k for k, t in ended.items() if now - t > limit]:
+                del ended[ekey]
+
+    def stats(self) -> dict[str, int]:
+        out = dict(self._counters)
+        out["calls"] = len(self._by_wan)
+        out["tunnels"] = sum(1 for c in self._by_wan.values() if c.up)
+        out["control_connections"] = len(self._controls)
+        out["gre_address_bindings"] = len(self._bind)
+        return out
+
+    def tunnels(self) -> list[dict[str, Any]]:
+        out: list[dict[str, Any]] = []
+        for c in self._by_wan.values():
+            out.append({"proto": "pptp", "lan": ip_text(c.lan), "remote": ip_text(c.remote),
+                        "wan": ip_text(c.wan), "lan_call_id": c.lan_call_id,
+                        "wan_call_id": c.wan_call_id, "remote_call_id": c.remote_call_id,
+                        "state": "up" if c.up else "connecting", "since": c.created,
+                        "last_seen": c.last_seen, "lan_is_server": not c.control.outbound})
+        for (remote, wan), b in self._bind.items():
+            out.append({"proto": "gre", "lan": ip_text(b.lan), "remote": ip_text(remote),
+                        "wan": ip_text(wan), "state": "address-only", "last_seen": b.last_seen})
+        return out
+
+    # ------------------------------------------------------------------ calls
+
+    def _alloc_wan_id(self, remote: bytes, wan: bytes, lan_id: int) -> int | None:
+        used = self._ids.setdefault((remote, wan), set())
+        if lan_id not in used:
+            return lan_id
+        hi = lan_id & 0xFF00
+        for low in range(1, 256):  # same high byte first: a split Call ID then still translates
+            cand = hi | ((lan_id + low) & 0xFF)
+            if cand and cand not in used:
+                return cand
+        for step in range(1, 0x10000):
+            cand = (lan_id + step) & 0xFFFF
+            if cand and cand not in used:
+                return cand
+        return None
+
+    def _new_call(self, ctl: Control, lan_id: int, now: float) -> Call | None:
+        if len(ctl.by_lan) >= MAX_CALLS_PER_CONTROL:
+            self._count("pptp:call-limit")
+            return None
+        wan_id = self._alloc_wan_id(ctl.remote, ctl.wan, lan_id)
+        if wan_id is None:
+            self._count("pptp:call-ids-exhausted")
+            return None
+        if wan_id != lan_id:
+            self._count("pptp:call-id-collision")
+        call = Call(ctl.lan, ctl.remote, ctl.wan, lan_id, wan_id, ctl, now, now)
+        ctl.by_lan[lan_id] = call
+        ctl.by_wan[wan_id] = call
+        self._by_wan[(ctl.remote, ctl.wan, wan_id)] = call
+        self._ids[(ctl.remote, ctl.wan)].add(wan_id)
+        self._ended_in.pop((ctl.remote, ctl.wan, wan_id), None)
+        return call
+
+    def _set_remote(self, call: Call, remote_id: int) -> None:
+        if call.remote_call_id is not None:
+            self._by_out.pop((call.lan, call.remote, call.remote_call_id), None)
+        call.remote_call_id = remote_id
+        self._by_out[(call.lan, call.remote, remote_id)] = call
+        self._ended_out.pop((call.lan, call.remote, remote_id), None)
+
+    def _up(self, call: Call, now: float) -> None:
+        if call.up:
+            return
+        call.up = True
+        self._count("pptp:tunnels-up")
+        if self.ctx is not None:
+            self.ctx.log("tunnel-up", proto="pptp", lan=ip_text(call.lan), remote=ip_text(call.remote),
+                         wan=ip_text(call.wan), call_id=call.lan_call_id, wan_call_id=call.wan_call_id,
+                         peer_call_id=call.remote_call_id, at=now)
+
+    def _end(self, call: Call, now: float, why: str) -> None:
+        ctl = call.control
+        if ctl.by_lan.get(call.lan_call_id) is call:
+            del ctl.by_lan[call.lan_call_id]
+        if ctl.by_wan.get(call.wan_call_id) is call:
+            del ctl.by_wan[call.wan_call_id]
+        key_in = (call.remote, call.wan, call.wan_call_id)
+        if self._by_wan.get(key_in) is call:
+            del self._by_wan[key_in]
+            self._ids.get((call.remote, call.wan), set()).discard(call.wan_call_id)
+        self._ended_in[key_in] = now
+        if call.remote_call_id is not None:
+            key_out = (call.lan, call.remote, call.remote_call_id)
+            if self._by_out.get(key_out) is call:
+                del self._by_out[key_out]
+            self._ended_out[key_out] = now
+        if call.up:
+            call.up = False
+            self._count("pptp:tunnels-down")
+            if self.ctx is not None:
+                self.ctx.log("tunnel-down", proto="pptp", lan=ip_text(call.lan),
+                             remote=ip_text(call.remote), wan=ip_text(call.wan),
+                             call_id=call.lan_call_id, wan_call_id=call.wan_call_id,
+                             reason=why, duration=now - call.created, at=now)
+
+    # ------------------------------------------------------------------ control connection
+
+    def _control_for(self, flow: FlowView, now: float) -> Control:
+        ctl = flow.helper_state
+        if isinstance(ctl, Control):
+            return ctl
+        ctl = Control(flow.lan_addr, flow.lan_port, flow.wan_addr, flow.wan_port, flow.remote_addr,
+                      flow.remote_port, flow.outbound, now)
+        flow.helper_state = ctl
+        self._controls[(ctl.remote, ctl.remote_port, ctl.wan, ctl.wan_port)] = ctl
+        return ctl
+
+    def on_flow_packet(self, flow: FlowView, buf: bytearray, ihl: int, from_lan: bool,
+                       now: float) -> str | None:
+        if flow.proto != PROTO_TCP:
+            return None
+        if not self.enabled:
+            # Off: TCP 1723 is ordinary TCP (the control connection works, GRE then does not:
+            # Windows error 619), unless strict closes the port.
+            return V.strict_blocked(self.name) if self.strict else None
+        ctl = self._control_for(flow, now)
+        if not ctl.tracked:
+            return None
+        ctl.last_seen = now
+        for call in ctl.by_lan.values():
+            call.last_seen = now  # control traffic (echo) keeps the calls known
+        d = ctl.from_lan if from_lan else ctl.from_remote
+        return self._segment(ctl, d, buf, ihl, from_lan, False, now)
+
+    def on_flow_closed(self, flow: FlowView, now: float) -> None:
+        ctl = flow.helper_state
+        if not isinstance(ctl, Control):
+            return
+        for d in (ctl.from_lan, ctl.from_remote):
+            if d.partial and d.broken is None:
+                self._count("pptp:truncated")
+        for call in list(ctl.by_lan.values()):
+            self._end(call, now, "control-closed")
+        key = (ctl.remote, ctl.remote_port, ctl.wan, ctl.wan_port)
+        if self._controls.get(key) is ctl:
+            del self._controls[key]
+        ctl.tracked = False
+
+    def _segment(self, ctl: Control, d: StreamDir, buf: bytearray, ihl: int, from_lan: bool,
+                 far_end: bool, now: float) -> str | None:
+        """Parse (and rewrite) the payload of one TCP segment of a control connection."""
+        total = u16(buf, 2)
+        if total > len(buf) or total < ihl + 20:
+            return None
+        doff = (buf[ihl + 12] >> 4) * 4
+        pay = ihl + doff
+        if doff < 20 or pay > total:
+            return None
+        seq = u32(buf, ihl + 4)
+        if buf[ihl + 13] & 0x02:  # SYN occupies one sequence number
+            seq = (seq + 1) & SEQ_MASK
+            if d.next_seq is None:
+                d.next_seq = seq
+        plen = total - pay
+        if plen == 0:
+            return None
+        if d.next_seq is None:
+            d.next_seq = seq  # picked up mid-stream: assume a message starts here (cookie checks it)
+        ahead = (seq - d.next_seq) & SEQ_MASK
+        if ahead and ahead < HALF_SEQ:
+            self._count("pptp:out-of-order")
+            return "pptp:out-of-order"
+        old = 0 if ahead == 0 else min((d.next_seq - seq) & SEQ_MASK, plen)
+        if old:
+            self._replay_rewrites(d, buf, pay, seq, old)
+        if old == plen:
+            return None
+        pos = old
+        while pos < plen and d.broken is None:
+            if not d.partial:
+                d.msg_seq = (seq + pos) & SEQ_MASK
+            want = (P.HEADER_LEN if d.msg_len == 0 else d.msg_len) - len(d.partial)
+            take = min(want, plen - pos)
+            d.partial += buf[pay + pos:pay + pos + take]
+            pos += take
+            if d.msg_len == 0:
+                if len(d.partial) < P.HEADER_LEN:
+                    break
+                self._header(d, far_end)
+                if d.broken is not None:
+                    break
+            for off, kind in list(d.pending):
+                if len(d.partial) >= off + 2:
+                    d.pending.remove((off, kind))
+                    self._field(ctl, d, buf, pay, seq, plen, off, kind, from_lan, far_end, now)
+            if len(d.partial) == d.msg_len:
+                if not d.skip and not far_end:
+                    self._message(ctl, d, from_lan, now)
+                d.partial = bytearray()
+                d.msg_len = 0
+                d.pending = []
+                d.values = {}
+                d.skip = False
+        d.next_seq = (seq + plen) & SEQ_MASK
+        return None
+
+    def _header(self, d: StreamDir, far_end: bool) -> None:
+        h = d.partial
+        length = u16(h, 0)
+        mtype = u16(h, 2)
+        cookie = u32(h, 4)
+        ctype = u16(h, 8)
+        count = (lambda name: None) if far_end else self._count
+        if length < P.HEADER_LEN or length > P.MAX_MESSAGE_LEN:
+            d.broken = f"bad length {length}"
+            count("pptp:bad-length")
+            count("pptp:stream-lost")
+            d.partial = bytearray()
+            return
+        if cookie != P.MAGIC_COOKIE:
+            d.broken = f"bad magic cookie {cookie:#010x}"
+            count("pptp:bad-cookie")
+            count("pptp:stream-lost")
+            d.partial = bytearray()
+            return
+        d.msg_len = length
+        d.ctype = ctype
+        d.skip = False
+        d.pending = []
+        if mtype != P.MESSAGE_TYPE_CONTROL or ctype not in P.LENGTHS:
+            count("pptp:unknown-type")
+            d.skip = True
+        elif length < P.LENGTHS[ctype]:
+            count("pptp:truncated")
+            d.skip = True
+        elif length > P.LENGTHS[ctype]:
+            count("pptp:bad-length")
+            d.skip = True
+        else:
+            d.pending = list(FIELDS[ctype])
+
+    def _field(self, ctl: Control, d: StreamDir, buf: bytearray, pay: int, seq: int, plen: int,
+               off: int, kind: str, from_lan: bool, far_end: bool, now: float) -> None:
+        old = bytes(d.partial[off:off + 2])
+        value = (old[0] << 8) | old[1]
+        d.values[kind] = value
+        new_value = self._translate(ctl, d.ctype, kind, value, from_lan, far_end, now)
+        if new_value is None or new_value == value:
+            return
+        new = bytes(((new_value >> 8) & 0xFF, new_value & 0xFF))
+        start = (d.msg_seq + off) & SEQ_MASK
+        self._write(buf, pay, seq, plen, start, old, new, far_end)
+        d.rewrites.append((start, old, new))
+
+    def _write(self, buf: bytearray, pay: int, seq: int, plen: int, start: int, old: bytes,
+               new: bytes, far_end: bool) -> None:
+        """Put ``new`` at stream position ``start`` where it falls inside this segment."""
+        ctx = need_ctx(self.ctx)
+        idx = [(start + j - seq) & SEQ_MASK for j in range(len(new))]
+        inside = [j for j in range(len(new)) if idx[j] < plen]
+        if len(inside) == len(new):
+            ctx.rewrite(buf, pay + idx[0], new)
+            return
+        for j in range(len(new)):
+            if j in inside:
+                ctx.rewrite(buf, pay + idx[j], new[j:j + 1])
+            elif old[j] != new[j] and not far_end:
+                self._count("pptp:split-call-id")  # that byte already left in an earlier segment
+
+    def _replay_rewrites(self, d: StreamDir, buf: bytearray, pay: int, seq: int, n: int) -> None:
+        """A retransmission: give the bytes already parsed the same rewrite as the first time."""
+        ctx = need_ctx(self.ctx)
+        for start, old, new in d.rewrites:
+            for j in range(len(new)):
+                i = (start + j - seq) & SEQ_MASK
+                if i < n and buf[pay + i] == old[j]:
+                    ctx.rewrite(buf, pay + i, new[j:j + 1])
+
+    def _translate(self, ctl: Control, ctype: int, kind: str, value: int, from_lan: bool,
+                   far_end: bool, now: float) -> int | None:
+        """The new value of one Call ID field, or None to leave it."""
+        if far_end:
+            # Inbound as captured: the far end named the untranslated LAN id; it would have used
+            # the WAN id natpass gave it.
+            if kind == PEER:
+                call = ctl.by_lan.get(value)
+                return call.wan_call_id if call is not None else None
+            return None
+        if from_lan and kind == OWN:
+            call = ctl.by_lan.get(value)
+            if call is None:
+                if ctype not in CREATING:
+                    self._count("pptp:unknown-call")
+                    return None
+                call = self._new_call(ctl, value, now)
+                if call is None:
+                    return None
+            return call.wan_call_id
+        if not from_lan and kind == PEER:
+            call = ctl.by_wan.get(value)
+            if call is None:
+                self._count("pptp:unknown-call")
+                return None
+            return call.lan_call_id
+        return None
+
+    def _message(self, ctl: Control, d: StreamDir, from_lan: bool, now: float) -> None:
+        """State changes once a whole message has been seen."""
+        ctype = d.ctype
+        own = d.values.get(OWN)
+        peer = d.values.get(PEER)
+        if ctype in STOPPING:
+            for c in list(ctl.by_lan.values()):
+                self._end(c, now, "stop-control-connection")
+            return
+        call: Call | None = None
+        if ctype in ANSWERS:
+            if from_lan:  # the LAN side answers a call the far end asked for
+                call = ctl.by_lan.get(own) if own is not None else None
+                remote_id = peer
+            else:
+                call = ctl.by_wan.get(peer) if peer is not None else None
+                remote_id = own
+            if call is None or remote_id is None:
+                return
+            self._set_remote(call, remote_id)
+            if d.partial[RESULT_OFFSET] == RESULT_OK:
+                self._up(call, now)
+            else:
+                self._end(call, now, "call-refused")
+        elif ctype in ENDING and own is not None:
+            if from_lan:
+                call = ctl.by_lan.get(own)
+            else:
+                call = next((c for c in ctl.by_lan.values() if c.remote_call_id == own), None)
+            if call is not None:
+                self._end(call, now, "call-cleared")
+
+    # ------------------------------------------------------------------ GRE
+
+    def on_ip_packet(self, buf: bytearray, ihl: int, from_lan: bool, now: float) -> int | str:
+        if not self.enabled:
+            return V.passthrough_disabled(self.name)
+        ctx = need_ctx(self.ctx)
+        total = u16(buf, 2)
+        if total - ihl < GRE_MIN:
+            return V.MALFORMED
+        version = buf[ihl + 1] & G.VERSION_MASK
+        call_id: int | None = None
+        if version == G.GRE_VERSION_PPTP:
+            try:
+                G.parse_gre(buf[:total], ihl)
+            except PacketError:
+                return V.MALFORMED
+            call_id = G.get_call_id(buf, ihl)
+        src = src_of(buf)
+        dst = dst_of(buf)
+        if from_lan:
+            if call_id is not None:
+                call = self._by_out.get((src, dst, call_id))
+                if call is not None:
+                    call.last_seen = now
+                    ctx.set_src(buf, call.wan)
+                    return V.TO_WAN
+                if (src, dst, call_id) in self._ended_out or self._has_calls(src, dst):
+                    self._count("pptp:gre-without-call")
+                    return "pptp:no-call"
+            wan = ctx.wan_address_for(src)
+            b = self._bind.get((dst, wan))
+            if b is not None and b.lan != src and now - b.last_seen <= self.timeouts.gre:
+                self._count("pptp:gre-conflict")
+                return "pptp:gre-conflict"
+            if b is None or b.lan != src:
+                self._bind[(dst, wan)] = Binding(src, now)
+                if call_id is not None:
+                    self._count("pptp:gre-without-call")
+            else:
+                b.last_seen = now
+            ctx.set_src(buf, wan)
+            return V.TO_WAN
+        if call_id is not None:
+            call = self._by_wan.get((src, dst, call_id))
+            if call is not None:
+                call.last_seen = now
+                ctx.set_dst(buf, call.lan)
+                G.set_call_id(buf, ihl, call.lan_call_id)
+                return V.TO_LAN
+            if (src, dst, call_id) in self._ended_in:
+                self._count("pptp:gre-without-call")
+                return "pptp:no-call"
+        b = self._bind.get((src, dst))
+        if b is not None and now - b.last_seen <= self.timeouts.gre:
+            b.last_seen = now
+            ctx.set_dst(buf, b.lan)
+            return V.TO_LAN
+        if call_id is not None:
+            self._count("pptp:gre-without-call")
+            return "pptp:no-call"
+        return V.NO_MAPPING
+
+    def _has_calls(self, lan: bytes, remote: bytes) -> bool:
+        return any(c.lan == lan and c.remote == remote for c in self._by_wan.values())
+
+    # ------------------------------------------------------------------ replay
+
+    def far_end_view(self, buf: bytearray, ihl: int, now: float) -> None:
+        if not self.enabled:
+            return
+        ctx = need_ctx(self.ctx)
+        total = u16(buf, 2)
+        proto = buf[9]
+        src = src_of(buf)
+        dst = dst_of(buf)
+        if proto == PROTO_GRE:
+            lan = dst if ctx.is_lan(dst) else None
+            wan = ctx.wan_address_for(dst) if lan is not None else dst
+            if total - ihl >= 8 and buf[ihl + 1] & G.VERSION_MASK == G.GRE_VERSION_PPTP:
+                lan_id = G.get_call_id(buf, ihl)
+                cands = [c for c in self._by_wan.values() if c.remote == src and c.wan == wan
+                         and c.lan_call_id == lan_id and (lan is None or c.lan == lan)]
+                if len(cands) == 1:  # several LAN hosts with this id and no LAN address: leave it
+                    G.set_call_id(buf, ihl, cands[0].wan_call_id)
+            if lan is not None:
+                ctx.set_dst(buf, wan)
+            return
+        if proto != PROTO_TCP or total < ihl + 20:
+            return
+        sport = u16(buf, ihl)
+        dport = u16(buf, ihl + 2)
+        ctl = self._controls.get((src, sport, dst, dport))
+        if ctl is None and ctx.is_lan(dst):
+            ctl = next((c for c in self._controls.values() if c.remote == src and c.remote_port == sport
+                        and c.lan == dst and c.lan_port == dport), None)
+        if ctl is None or not ctl.tracked:
+            return
+        self._segment(ctl, ctl.far_end, buf, ihl, False, True, now)
