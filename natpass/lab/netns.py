@@ -54,8 +54,7 @@ LAB_NETWORKS = tuple(
         "198.51.100.0/24",  # RFC 5737 TEST-NET-2
         "203.0.113.0/24",  # RFC 5737 TEST-NET-3
         "100.64.0.0/10",  # RFC 6598 shared address space (carrier NAT)
-        "192.168.0.0/16",  # LANs (192.168.x.0/24)
-        "10.0.0.0/8",  # addresses inside VPN tunnels only (tunnel interfaces in lab namespaces)
+        "192.168.0.0/16",  # LANs (192.168.x.0/24), also the addresses inside lab VPN tunnels
         "127.0.0.0/8",
     )
 )

@@ -20,7 +20,7 @@ def lab(root: None) -> Netns:
 
 
 def test_addresses_outside_documentation_ranges_are_refused() -> None:
-    for bad in ("8.8.8.8/32", "10.0.0.0/7", "172.16.0.1/24", "1.1.1.0/24"):
+    for bad in ("8.8.8.8/32", "10.0.0.1/8", "172.16.0.1/24", "1.1.1.0/24"):
         with pytest.raises(LabError):
             check_lab_address(bad)
     for good in ("192.0.2.1/24", "198.51.100.10/24", "203.0.113.0/24", "100.64.0.1/10", "192.168.1.1/24"):

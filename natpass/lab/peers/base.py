@@ -1,0 +1,140 @@
+"""What every real peer of the lab does: start a server, start a client, wait, report, stop by PID."""
+
+from __future__ import annotations
+
+import shutil
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from natpass.lab.netns import LabError, Netns
+from natpass.lab.topology import Topology
+
+ASSETS = Path(__file__).resolve().parent.parent / "assets"
+
+
+@dataclass
+class PeerResult:
+    """The outcome of one client's attempt to connect."""
+
+    protocol: str
+    connected: bool
+    setup_s: float | None
+    detail: str
+    client: str = "c1"
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class Peer:
+    """A real VPN server on ``srv`` and a real client on a LAN client node.
+
+    Subclasses fill :meth:`start_server`, :meth:`start_client` and :meth:`connected`; :meth:`run`
+    drives one attempt and always stops what it started (by PID).
+    """
+
+    protocol = "?"
+    needs: tuple[str, ...] = ()  # programs that must be installed
+
+    def __init__(
+        self,
+        lab: Netns,
+        topo: Topology,
+        client: str = "c1",
+        server_addr: str | None = None,
+        timeout: float = 15.0,
+    ) -> None:
+        self.lab = lab
+        self.topo = topo
+        self.client = client
+        self.server = topo.server
+        self.server_addr = server_addr or topo.server_addrs[0]
+        self.timeout = timeout
+        self.pids: list[int] = []
+        self.server_pids: list[int] = []
+        self.detail = ""
+
+    # ----- to fill in ------------------------------------------------------------------------
+    def start_server(self) -> None:
+        raise NotImplementedError
+
+    def start_client(self) -> None:
+        raise NotImplementedError
+
+    def connected(self) -> bool:
+        raise NotImplementedError
+
+    def failure_detail(self) -> str:
+        """Why it did not connect (the last log lines of the client, by default)."""
+        return self.detail or "timed out"
+
+    # ----- helpers ---------------------------------------------------------------------------
+    def missing(self) -> list[str]:
+        return [p for p in self.needs if shutil.which(p) is None]
+
+    def file(self, name: str) -> Path:
+        """A per-peer file under the lab's state dir."""
+        return self.lab.path("peers", f"{self.protocol}-{self.client}", name)
+
+    def spawn(self, node: str, argv: list[str], label: str, server: bool = False, **kw: Any) -> int:
+        pid = self.lab.spawn(node, argv, label=f"{self.protocol}-{label}", **kw)
+        self.pids.append(pid)
+        if server:
+            self.server_pids.append(pid)
+        return pid
+
+    def log(self, label: str) -> str:
+        return self.lab.log(f"{self.protocol}-{label}")
+
+    def check_alive(self, pid: int, what: str) -> None:
+        if not self.lab.alive(pid):
+            raise LabError(f"{what} exited early")
+
+    def ping(self, node: str, addr: str, wait: float = 1.0) -> bool:
+        proc = self.lab.run(node, ["ping", "-c1", "-W", str(max(1, int(wait))), addr], check=False)
+        return proc.returncode == 0
+
+    def standin_pppd(self) -> Path:
+        """The stand-in pppd (natpass/lab/assets) copied executable into the state dir."""
+        dst = self.lab.path("bin", "standin-pppd")
+        if not dst.exists():
+            text = (ASSETS / "standin-pppd").read_text()
+            text = text.replace("#!/usr/bin/env python3", f"#!{sys.executable}", 1)
+            dst.write_text(text)
+            dst.chmod(0o755)
+        return dst
+
+    # ----- one attempt -----------------------------------------------------------------------
+    def start(self) -> float:
+        """Start server then client; returns the client's start time (monotonic)."""
+        missing = self.missing()
+        if missing:
+            raise LabError(f"not installed: {', '.join(missing)} (run scripts/install-deps.sh)")
+        self.start_server()
+        t0 = time.monotonic()
+        self.start_client()
+        return t0
+
+    def wait(self, t0: float) -> PeerResult:
+        ok = self.lab.wait_for(self.connected, self.timeout, interval=0.2)
+        setup = round(time.monotonic() - t0, 2) if ok else None
+        return PeerResult(
+            self.protocol, ok, setup, self.detail if ok else self.failure_detail(), client=self.client
+        )
+
+    def stop(self) -> None:
+        for pid in reversed(self.pids):
+            self.lab.kill(pid)
+        self.pids.clear()
+        self.server_pids.clear()
+
+    def run(self) -> PeerResult:
+        """start, wait for connected (or timeout), report, stop — stopping even on failure."""
+        try:
+            t0 = self.start()
+            return self.wait(t0)
+        except LabError as exc:
+            return PeerResult(self.protocol, False, None, str(exc), client=self.client)
+        finally:
+            self.stop()
