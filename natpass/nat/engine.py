@@ -1461,8 +1461,10 @@ class Engine:
         if h is not None:
             if not self._is_lan(dst):
                 return False
-            _set_ip_addr(buf, 16, self._pair(dst))
+            # The helper sees the LAN destination: it is its only demultiplexing key (e.g. two LAN
+            # hosts holding the same PPTP Call ID with one server). Then the WAN address goes in.
             h.far_end_view(buf, ihl, now)
+            _set_ip_addr(buf, 16, self._pair(dst))
             return True
         table = self.table
         if proto in (PROTO_TCP, PROTO_UDP) and not later and n >= ihl + 4:

@@ -142,8 +142,10 @@ class Helper:
     def far_end_view(self, buf: bytearray, ihl: int, now: float) -> None:
         """Replay only: an inbound packet taken from a capture is addressed as the far end saw the
         *untranslated* client. Rewrite its helper-specific fields (e.g. PPTP Peer Call ID, GRE
-        key) to what the far end sent after seeing the translated traffic. The engine has already
-        rewritten the destination address and port."""
+        key) to what the far end sent after seeing the translated traffic. For TCP/UDP the engine
+        has already rewritten the destination address and port; for an owned IP protocol the
+        destination is still the LAN host (its only demultiplexing key, e.g. two LAN hosts with the
+        same PPTP Call ID) and the engine puts the WAN address in after this call."""
 
     def tick(self, now: float) -> None:
         """Called by the engine at most once per second of injected time: expire helper state."""
