@@ -1,0 +1,645 @@
+"""One pass over a capture: per-flow summaries of every VPN attempt, in bounded memory.
+
+The analyzer keeps a small record per flow and per VPN session (counters, the first frame of each
+handshake step, a capped list of evidence frames) and never the packets themselves, so a capture
+of millions of packets is read in constant memory per flow. ``finish()`` turns the records into
+protocol reports; ``natpass.diagnose.rules`` turns those into findings.
+
+"Client" is always the initiator: the TCP SYN sender, the IKE initiator (I flag / the sender of an
+exchange with a zero responder SPI), the WireGuard initiation sender, the OpenVPN hard-reset-client
+sender. So the same logic holds whether the capture was taken on the client or on a router's WAN.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from natpass.diagnose import detect as d
+from natpass.diagnose.model import MAX_EVIDENCE, CaptureInfo
+
+PROTO_TCP = 6
+PROTO_UDP = 17
+PROTO_GRE = 47
+PROTO_ESP = 50
+PROTO_AH = 51
+TCP_SYN = 0x02
+TCP_RST = 0x04
+TCP_ACK = 0x10
+CLASSIFY_PACKETS = 8  # a flow not recognised within its first packets is ordinary traffic
+MAX_FLOWS = 200_000  # beyond this, new unrecognised flows are only counted (bounded memory)
+DUPLICATE_WINDOW = 0.001  # identical IP packets this close are one packet captured twice
+
+
+@dataclass(slots=True)
+class Steps:
+    """First frame of each named step, and capped evidence lists per kind of event."""
+
+    first: dict[str, tuple[int, float, str]] = field(default_factory=dict)
+    ev: dict[str, list[tuple[int, float]]] = field(default_factory=dict)
+
+    def mark(self, name: str, frame: int, t: float, direction: str) -> None:
+        if name not in self.first:
+            self.first[name] = (frame, t, direction)
+
+    def note(self, kind: str, frame: int, t: float) -> None:
+        lst = self.ev.get(kind)
+        if lst is None:
+            self.ev[kind] = [(frame, t)]
+        elif len(lst) < MAX_EVIDENCE:
+            lst.append((frame, t))
+
+
+@dataclass(slots=True)
+class Session:
+    """One VPN attempt between a client and a server."""
+
+    name: str
+    client: bytes
+    server: bytes
+    cport: int = 0
+    sport: int = 0
+    transport: str = ""
+    out: int = 0
+    inn: int = 0
+    first_t: float = 0.0
+    last_t: float = 0.0
+    last_out_t: float = 0.0
+    last_in_t: float = 0.0
+    steps: Steps = field(default_factory=Steps)
+    extra: dict[str, object] = field(default_factory=dict)
+
+    def count(self, outbound: bool, t: float) -> None:
+        if outbound:
+            self.out += 1
+            self.last_out_t = t
+        else:
+            self.inn += 1
+            self.last_in_t = t
+        self.last_t = t
+
+
+class Flow:
+    """A 5-tuple flow; ``a`` is the side that sent the first packet seen."""
+
+    __slots__ = ("a", "ap", "b", "bp", "proto", "n", "kind", "sess", "syn_from", "tries", "tent")
+
+    def __init__(self, a: bytes, ap: int, b: bytes, bp: int, proto: int) -> None:
+        self.a, self.ap, self.b, self.bp, self.proto = a, ap, b, bp, proto
+        self.n = 0
+        self.kind = ""  # "", "other", "wireguard", "openvpn"
+        self.sess: Session | None = None
+        self.syn_from: tuple[bytes, int] | None = None
+        self.tries = 0
+        self.tent: dict[str, object] | None = None
+
+
+class Analyzer:
+    """Feed IPv4 packets in capture order with :meth:`feed`; read the result with :meth:`finish`."""
+
+    def __init__(self, name: str = "") -> None:
+        self.info = CaptureInfo(file=name)
+        self.t0: float | None = None
+        self.flows: dict[tuple[int, bytes, int, bytes, int], Flow] = {}
+        self.sessions: list[Session] = []
+        self.pptp: dict[tuple[bytes, int, bytes], Session] = {}
+        self.gre: dict[tuple[bytes, bytes], Session] = {}  # (client, server) -> pptp session
+        self.ike: dict[bytes, Session] = {}  # SPIi -> session
+        self.ike_pair: dict[tuple[bytes, bytes], Session] = {}  # (client, server) -> latest session
+        self.natt: dict[tuple[bytes, bytes], Session] = {}
+        self.esp: dict[tuple[bytes, bytes], Session] = {}
+        self.ah: dict[tuple[bytes, bytes], Session] = {}
+        self.l2tp: dict[tuple[bytes, int, bytes, int], Session] = {}
+        self.stun: list[tuple[int, float, bytes, int, str, int]] = []  # frame, t, seen addr/port, mapped
+        self.frags: dict[tuple[bytes, bytes, int, int], tuple[int, bytes, int, bytes, int]] = {}
+        self._last_ip = b""
+        self._last_ts = -1.0
+
+    # ------------------------------------------------------------------ packets
+    def skip(self, ipv6: bool) -> None:
+        """Count a frame that carried no IPv4 packet."""
+        self.info.packets += 1
+        if ipv6:
+            self.info.ipv6 += 1
+        else:
+            self.info.other += 1
+
+    def feed(self, frame: int, ts: float, ip: bytes) -> None:
+        info = self.info
+        info.packets += 1
+        if self.t0 is None:
+            self.t0 = ts
+            info.first_time = ts
+        t = ts - self.t0
+        if t > info.duration:
+            info.duration = t
+        n = len(ip)
+        if n < 20 or ip[0] >> 4 != 4:
+            info.malformed += 1
+            return
+        hl = (ip[0] & 15) * 4
+        total = (ip[2] << 8) | ip[3]
+        if total < hl or hl < 20:
+            info.malformed += 1
+            return
+        end = total if total <= n else n
+        if end < n:
+            ip = ip[:end]  # drop link-layer padding so that duplicates compare equal
+        if ip == self._last_ip and 0 <= ts - self._last_ts < DUPLICATE_WINDOW:
+            info.duplicates += 1
+            return
+        self._last_ip = ip
+        self._last_ts = ts
+        info.ipv4 += 1
+        proto = ip[9]
+        src = ip[12:16]
+        dst = ip[16:20]
+        frag = ((ip[6] & 0x1F) << 8) | ip[7]
+        if frag:  # a non-first fragment: count it for the flow its first fragment opened
+            key = (src, dst, (ip[4] << 8) | ip[5], proto)
+            fl = self.frags.get(key)
+            if fl is not None:
+                self._fragment(frame, t, fl, src)
+            return
+        p = ip[hl:end]
+        if ip[6] & 0x20 and proto == PROTO_UDP and len(p) >= 8:
+            if len(self.frags) < 4096:
+                sp = (p[0] << 8) | p[1]
+                dp = (p[2] << 8) | p[3]
+                self.frags[(src, dst, (ip[4] << 8) | ip[5], proto)] = (proto, src, sp, dst, dp)
+        if proto == PROTO_UDP:
+            if len(p) < 8:
+                info.malformed += 1
+                return
+            sp = (p[0] << 8) | p[1]
+            dp = (p[2] << 8) | p[3]
+            pl = p[8:]
+            if sp == 4500 or dp == 4500 or sp == 500 or dp == 500:
+                self._ike_port(frame, t, src, sp, dst, dp, pl, bool(ip[6] & 0x20))
+            elif sp == d.L2TP_PORT or dp == d.L2TP_PORT:
+                self._l2tp(frame, t, src, sp, dst, dp, pl)
+            else:
+                self._udp(frame, t, src, sp, dst, dp, pl)
+        elif proto == PROTO_TCP:
+            if len(p) < 20:
+                info.malformed += 1
+                return
+            sp = (p[0] << 8) | p[1]
+            dp = (p[2] << 8) | p[3]
+            self._tcp(frame, t, src, sp, dst, dp, p[13], p[(p[12] >> 4) * 4:])
+        elif proto == PROTO_GRE:
+            self._gre(frame, t, src, dst, p)
+        elif proto == PROTO_ESP:
+            self._raw_ipsec(self.esp, "esp", frame, t, src, dst)
+        elif proto == PROTO_AH:
+            self._raw_ipsec(self.ah, "ah", frame, t, src, dst)
+
+    def _fragment(self, frame: int, t: float, key: tuple[bytes, bytes, int, bytes, int], src: bytes) -> None:
+        _proto, a, ap, b, bp = key
+        if ap in (500, 4500) or bp in (500, 4500):
+            s = self._natt_or_ike_session(a, b)
+            if s is not None:
+                s.count(src == s.client, t)
+                s.steps.note("fragment", frame, t)
+                s.extra["fragments"] = int(s.extra.get("fragments", 0)) + 1  # type: ignore[call-overload]
+
+    def _natt_or_ike_session(self, a: bytes, b: bytes) -> Session | None:
+        """The latest IKE session between two addresses (either way round)."""
+        return self.ike_pair.get((a, b)) or self.ike_pair.get((b, a))
+
+    def _new(self, s: Session, t: float) -> Session:
+        s.first_t = s.last_t = t
+        self.sessions.append(s)
+        return s
+
+    # ------------------------------------------------------------------ PPTP
+    def _tcp(self, frame: int, t: float, src: bytes, sp: int, dst: bytes, dp: int, flags: int,
+             pl: bytes) -> None:
+        if sp == d.PPTP_PORT or dp == d.PPTP_PORT:
+            self._pptp(frame, t, src, sp, dst, dp, flags, pl)
+            return
+        key = (PROTO_TCP, src, sp, dst, dp) if (src, sp) < (dst, dp) else (PROTO_TCP, dst, dp, src, sp)
+        fl = self.flows.get(key)
+        if fl is None:
+            if len(self.flows) >= MAX_FLOWS:
+                return
+            fl = self.flows[key] = Flow(src, sp, dst, dp, PROTO_TCP)
+        fl.n += 1
+        if flags & TCP_SYN and not flags & TCP_ACK:
+            fl.syn_from = (src, sp)
+        kind = fl.kind
+        if kind == "openvpn":
+            s = fl.sess
+            assert s is not None
+            outbound = src == s.client and sp == s.cport
+            s.count(outbound, t)
+            if pl:
+                rec = d.openvpn_tcp_record(pl)
+                pkt = d.openvpn_packet(rec) if rec else None
+                if pkt is not None:
+                    self._ovpn_step(s, pkt, frame, t, outbound)
+            return
+        if kind or not pl:
+            return
+        fl.tries += 1
+        if fl.tries > CLASSIFY_PACKETS:
+            fl.kind = "other"
+            return
+        rec = d.openvpn_tcp_record(pl)
+        pkt = d.openvpn_packet(rec) if rec else None
+        if pkt is None:
+            return
+        self._ovpn_classify(fl, pkt, frame, t, src, sp, dst, dp, "tcp")
+
+    def _pptp(self, frame: int, t: float, src: bytes, sp: int, dst: bytes, dp: int, flags: int,
+              pl: bytes) -> None:
+        if dp == d.PPTP_PORT:
+            client, cport, server = src, sp, dst
+        else:
+            client, cport, server = dst, dp, src
+        outbound = src == client
+        key = (client, cport, server)
+        s = self.pptp.get(key)
+        if s is None:
+            s = self._new(Session("pptp", client, server, cport, d.PPTP_PORT, "tcp/1723"), t)
+            self.pptp[key] = s
+            self.gre[(client, server)] = s
+        s.count(outbound, t)
+        st = s.steps
+        if flags & TCP_SYN:
+            if outbound and not flags & TCP_ACK:
+                st.mark("tcp-syn", frame, t, "out")
+                st.note("syn", frame, t)
+            elif not outbound and flags & TCP_ACK:
+                st.mark("tcp-connect", frame, t, "in")
+        if flags & TCP_RST and not outbound:
+            st.note("rst-in", frame, t)
+            if "tcp-connect" not in st.first:
+                st.mark("tcp-reset", frame, t, "in")
+        if pl:
+            for msg in d.pptp_messages(pl):
+                name = d.PPTP_NAMES.get(msg.ctrl_type, f"type-{msg.ctrl_type}")
+                st.mark(name, frame, t, "out" if outbound else "in")
+                if msg.ctrl_type == 2 and msg.result is not None:
+                    s.extra["sccrp_result"] = msg.result
+                elif msg.ctrl_type == 7 and msg.call_id is not None:
+                    s.extra["client_call_id"] = msg.call_id
+                elif msg.ctrl_type == 8:
+                    s.extra["server_call_id"] = msg.call_id
+                    s.extra["ocrp_result"] = msg.result
+                    st.note("ocrp", frame, t)
+
+    def _gre(self, frame: int, t: float, src: bytes, dst: bytes, p: bytes) -> None:
+        if len(p) < 8 or p[1] & 7 != 1 or not p[0] & 0x20:
+            return  # not the enhanced GRE (version 1, key present) of RFC 2637 section 4.1
+        s = self.gre.get((src, dst))
+        outbound = True
+        if s is None:
+            s = self.gre.get((dst, src))
+            outbound = False
+        if s is None:
+            # GRE without its control connection in the capture: the private side is the client.
+            client, server = src, dst
+            if d.address_kind(dst) != "public" and d.address_kind(src) == "public":
+                client, server = dst, src
+            s = self._new(Session("pptp", client, server, 0, 0, "gre"), t)
+            s.extra["control_missing"] = True
+            self.gre[(client, server)] = s
+            outbound = src == client
+        s.last_t = t
+        call_id = (p[6] << 8) | p[7]
+        if outbound:
+            s.extra["gre_out"] = int(s.extra.get("gre_out", 0)) + 1  # type: ignore[call-overload]
+            s.extra["gre_last_out"] = t
+            s.steps.mark("gre-out", frame, t, "out")
+            s.steps.note("gre-out", frame, t)
+            s.extra.setdefault("gre_out_call_id", call_id)
+        else:
+            s.extra["gre_in"] = int(s.extra.get("gre_in", 0)) + 1  # type: ignore[call-overload]
+            s.steps.mark("gre-in", frame, t, "in")
+            s.steps.note("gre-in", frame, t)
+            s.extra.setdefault("gre_in_call_id", call_id)
+
+    # ------------------------------------------------------------------ IKE / NAT-T / ESP / AH
+    def _ike_port(self, frame: int, t: float, src: bytes, sp: int, dst: bytes, dp: int, pl: bytes,
+                  more_fragments: bool) -> None:
+        natt = sp == 4500 or dp == 4500
+        if natt:
+            if pl == d.NATT_KEEPALIVE:
+                ns = self._natt(src, sp, dst, dp, t)
+                outbound = src == ns.client
+                ns.count(outbound, t)
+                ns.steps.mark("keepalive", frame, t, "out" if outbound else "in")
+                ns.extra["keepalives"] = int(ns.extra.get("keepalives", 0)) + 1  # type: ignore[call-overload]
+                return
+            if pl[:4] != d.NON_ESP_MARKER:
+                ns = self._natt(src, sp, dst, dp, t)
+                outbound = src == ns.client
+                ns.count(outbound, t)
+                name = "esp-in-udp-out" if outbound else "esp-in-udp-in"
+                ns.steps.mark(name, frame, t, "out" if outbound else "in")
+                ns.steps.note(name, frame, t)
+                ike = self._natt_or_ike_session(src, dst)
+                if ike is not None:
+                    ike.steps.mark(name, frame, t, "out" if outbound else "in")
+                return
+            pl = pl[4:]
+        hdr = d.ike_header(pl)
+        if hdr is None:
+            return
+        s = self.ike.get(hdr.spi_i)
+        if s is None:
+            if hdr.version == 2:
+                initiator_sent = bool(hdr.flags & d.IKEV2_FLAG_INITIATOR)
+            else:
+                initiator_sent = hdr.spi_r == b"\0" * 8 or not any(
+                    x.client == dst and x.server == src for x in self.ike.values())
+            if initiator_sent:
+                client, cport, server, sport = src, sp, dst, dp
+            else:
+                client, cport, server, sport = dst, dp, src, sp
+            name = "ikev2" if hdr.version == 2 else "ikev1"
+            s = self._new(Session(name, client, server, cport, sport, f"udp/{sport}"), t)
+            self.ike[hdr.spi_i] = s
+            self.ike_pair[(client, server)] = s
+        outbound = src == s.client
+        s.count(outbound, t)
+        if natt:
+            s.extra["natt"] = True
+            if outbound:
+                s.extra["out_4500"] = int(s.extra.get("out_4500", 0)) + 1  # type: ignore[call-overload]
+                s.steps.mark("nat-t switch", frame, t, "out")
+                s.steps.note("out-4500", frame, t)
+            else:
+                s.extra["in_4500"] = int(s.extra.get("in_4500", 0)) + 1  # type: ignore[call-overload]
+                s.steps.mark("nat-t response", frame, t, "in")
+            ns = self._natt(src, sp, dst, dp, t)
+            ns.count(outbound, t)
+            ns.steps.mark("ike-out" if outbound else "ike-in", frame, t, "out" if outbound else "in")
+        else:
+            key = "out_500" if outbound else "in_500"
+            s.extra[key] = int(s.extra.get(key, 0)) + 1  # type: ignore[call-overload]
+        if more_fragments:
+            s.extra["fragments"] = int(s.extra.get("fragments", 0)) + 1  # type: ignore[call-overload]
+        if hdr.version == 2:
+            is_response = bool(hdr.flags & d.IKEV2_FLAG_RESPONSE)
+            ex = d.EXCHANGE_NAMES.get(hdr.exchange, f"exchange-{hdr.exchange}")
+            s.steps.mark(f"{ex} {'response' if is_response else 'request'}", frame, t,
+                         "out" if outbound else "in")
+            if hdr.exchange == d.IKEV2_SA_INIT:
+                s.extra.setdefault("spi_r", hdr.spi_r if is_response else None)
+        else:
+            ex = d.V1_EXCHANGE_NAMES.get(hdr.exchange, f"exchange-{hdr.exchange}")
+            s.steps.mark(f"{ex} {'initiator' if outbound else 'responder'}", frame, t,
+                         "out" if outbound else "in")
+        s.steps.note("out" if outbound else "in", frame, t)
+        if not (hdr.version == 1 and hdr.flags & d.IKEV1_FLAG_ENCRYPTED) and hdr.exchange in (
+                d.IKEV2_SA_INIT, d.IKEV1_MAIN, d.IKEV1_AGGRESSIVE):
+            natd = d.nat_detection(pl, hdr)
+            if natd is not None:
+                self._natd(s, hdr, natd, src, sp, dst, dp, outbound, frame, t)
+
+    def _natd(self, s: Session, hdr: d.IkeHeader, natd: d.NatDetection, src: bytes, sp: int,
+              dst: bytes, dp: int, outbound: bool, frame: int, t: float) -> None:
+        """Compare the NAT-D hashes with the addresses seen here (RFC 7296 2.23, RFC 3947 3.2)."""
+        if natd.redirect:
+            s.steps.mark("redirect", frame, t, "in")
+        v, si, sr = hdr.version, hdr.spi_i, hdr.spi_r
+        res: dict[str, object] = s.extra.setdefault("natd", {})  # type: ignore[assignment]
+        if natd.source:
+            ok = d.natd_matches(natd.source, v, si, sr, src, sp)
+            res["client_source" if outbound else "server_source"] = (ok, frame, t)
+        if natd.destination:
+            ok = d.natd_matches(natd.destination, v, si, sr, dst, dp)
+            res["server_as_seen_by_client" if outbound else "client_as_seen_by_server"] = (ok, frame, t)
+
+    def _natt(self, src: bytes, sp: int, dst: bytes, dp: int, t: float) -> Session:
+        s = self.natt.get((src, dst)) or self.natt.get((dst, src))
+        if s is None:
+            ike = self._natt_or_ike_session(src, dst)
+            if ike is not None:
+                client, server = ike.client, ike.server
+            elif dp == 4500 and sp != 4500:
+                client, server = src, dst
+            elif sp == 4500 and dp != 4500:
+                client, server = dst, src
+            else:
+                client, server = src, dst  # first sender
+            cport, sport = (sp, dp) if client == src else (dp, sp)
+            s = self._new(Session("nat-t", client, server, cport, sport, "udp/4500"), t)
+            self.natt[(client, server)] = s
+        return s
+
+    def _raw_ipsec(self, table: dict[tuple[bytes, bytes], Session], name: str, frame: int, t: float,
+                   src: bytes, dst: bytes) -> None:
+        s = table.get((src, dst)) or table.get((dst, src))
+        if s is None:
+            ike = self._natt_or_ike_session(src, dst)
+            client, server = (ike.client, ike.server) if ike else (src, dst)
+            s = self._new(Session(name, client, server, 0, 0, name), t)
+            table[(client, server)] = s
+        outbound = src == s.client
+        s.count(outbound, t)
+        step = f"{name}-out" if outbound else f"{name}-in"
+        s.steps.mark(step, frame, t, "out" if outbound else "in")
+        s.steps.note(step, frame, t)
+
+    # ------------------------------------------------------------------ L2TP
+    def _l2tp(self, frame: int, t: float, src: bytes, sp: int, dst: bytes, dp: int, pl: bytes) -> None:
+        msg = d.l2tp_message(pl)
+        if msg is None:
+            return
+        s = self.l2tp.get((src, sp, dst, dp)) or self.l2tp.get((dst, dp, src, sp))
+        if s is None:
+            if msg[1] in ("sccrp", "icrp") or (dp != d.L2TP_PORT and sp == d.L2TP_PORT):
+                src, sp, dst, dp = dst, dp, src, sp  # the reply's receiver is the client
+                swapped = True
+            else:
+                swapped = False
+            s = self._new(Session("l2tp", src, dst, sp, dp, "udp/1701"), t)
+            self.l2tp[(src, sp, dst, dp)] = s
+            if swapped:
+                src, sp, dst, dp = dst, dp, src, sp
+        outbound = src == s.client
+        s.count(outbound, t)
+        name = msg[1]
+        if name == "data":
+            name = "data-out" if outbound else "data-in"
+        if name != "zlb":
+            s.steps.mark(name, frame, t, "out" if outbound else "in")
+        s.steps.note(name, frame, t)
+        s.extra["version"] = msg[0]
+
+    # ------------------------------------------------------------------ UDP: WireGuard, OpenVPN, STUN
+    def _udp(self, frame: int, t: float, src: bytes, sp: int, dst: bytes, dp: int, pl: bytes) -> None:
+        key = (PROTO_UDP, src, sp, dst, dp) if (src, sp) < (dst, dp) else (PROTO_UDP, dst, dp, src, sp)
+        fl = self.flows.get(key)
+        if fl is None:
+            if len(self.flows) >= MAX_FLOWS:
+                return
+            fl = self.flows[key] = Flow(src, sp, dst, dp, PROTO_UDP)
+        fl.n += 1
+        kind = fl.kind
+        if kind == "wireguard":
+            s = fl.sess
+            assert s is not None
+            outbound = src == s.client and sp == s.cport
+            s.count(outbound, t)
+            wt = d.wireguard_type(pl)
+            if wt == d.WG_TRANSPORT:
+                if outbound:
+                    if "data-out" not in s.steps.first:
+                        s.steps.mark("data-out", frame, t, "out")
+                elif "data-in" not in s.steps.first:
+                    s.steps.mark("data-in", frame, t, "in")
+            elif wt:
+                self._wg_step(s, wt, pl, frame, t, outbound)
+            return
+        if kind == "openvpn":
+            s = fl.sess
+            assert s is not None
+            outbound = src == s.client and sp == s.cport
+            s.count(outbound, t)
+            pkt = d.openvpn_packet(pl)
+            if pkt is not None:
+                self._ovpn_step(s, pkt, frame, t, outbound)
+            return
+        if len(pl) >= 20 and pl[4:8] == d.STUN_MAGIC:
+            m = d.stun_mapped(pl)
+            if isinstance(m, tuple) and len(self.stun) < MAX_EVIDENCE * 4:
+                self.stun.append((frame, t, dst, dp, m[0], m[1]))
+            if m is not False:
+                return
+        if kind == "other":
+            return
+        fl.tries += 1
+        if fl.tries > CLASSIFY_PACKETS:
+            fl.kind = "other"
+            fl.tent = None
+            return
+        wt = d.wireguard_type(pl)
+        if wt:
+            self._wg_classify(fl, wt, pl, frame, t, src, sp, dst, dp)
+            if fl.kind:
+                return
+        pkt = d.openvpn_packet(pl)
+        if pkt is not None:
+            self._ovpn_classify(fl, pkt, frame, t, src, sp, dst, dp, "udp")
+
+    def _wg_classify(self, fl: Flow, wt: int, pl: bytes, frame: int, t: float, src: bytes, sp: int,
+                     dst: bytes, dp: int) -> None:
+        if wt == d.WG_INITIATION:
+            client, cport, server, sport = src, sp, dst, dp
+        elif wt in (d.WG_RESPONSE, d.WG_COOKIE):
+            client, cport, server, sport = dst, dp, src, sp
+        else:
+            # Transport data only (the handshake happened before the capture): wait for a few
+            # packets with the same receiver index before believing it.
+            tent = fl.tent if fl.tent is not None else {}
+            fl.tent = tent
+            idx = (src, pl[4:8])
+            seen = int(tent.get(idx, 0)) + 1  # type: ignore[call-overload]
+            tent[idx] = seen
+            if seen < 3:
+                return
+            client, cport, server, sport = src, sp, dst, dp
+            if d.address_kind(dst) == "private" and d.address_kind(src) != "private":
+                client, cport, server, sport = dst, dp, src, sp
+        s = self._new(Session("wireguard", client, server, cport, sport, f"udp/{sport}"), t)
+        fl.kind = "wireguard"
+        fl.sess = s
+        fl.tent = None
+        outbound = src == client and sp == cport
+        s.count(outbound, t)
+        if wt == d.WG_TRANSPORT:
+            s.extra["handshake_missing"] = True
+            s.steps.mark("data-out" if outbound else "data-in", frame, t, "out" if outbound else "in")
+        else:
+            self._wg_step(s, wt, pl, frame, t, outbound)
+
+    def _wg_step(self, s: Session, wt: int, pl: bytes, frame: int, t: float, outbound: bool) -> None:
+        st = s.steps
+        direction = "out" if outbound else "in"
+        if wt == d.WG_INITIATION:
+            st.mark("initiation", frame, t, direction)
+            st.note("initiation-out" if outbound else "initiation-in", frame, t)
+            s.extra.setdefault("sender_index", bytes(pl[4:8]))
+        elif wt == d.WG_RESPONSE:
+            st.mark("response", frame, t, direction)
+            st.note("response", frame, t)
+            if pl[8:12] == s.extra.get("sender_index"):
+                s.extra["index_matched"] = True
+        elif wt == d.WG_COOKIE:
+            st.mark("cookie-reply", frame, t, direction)
+
+    def _ovpn_classify(self, fl: Flow, pkt: d.OvpnPacket, frame: int, t: float, src: bytes, sp: int,
+                       dst: bytes, dp: int, transport: str) -> None:
+        tent = fl.tent if fl.tent is not None else {}
+        fl.tent = tent
+        confirmed = False
+        client = server = None
+        if pkt.opcode in d.OVPN_CLIENT_RESETS:
+            prev = tent.get(("reset", src))
+            if prev == pkt.session_id:
+                confirmed = True  # a retransmitted reset with the same session id
+            tent[("reset", src)] = pkt.session_id
+            tent.setdefault("first", (frame, t, src))
+            client = src
+        elif pkt.opcode in d.OVPN_SERVER_RESETS:
+            if tent.get(("reset", dst)) is not None:
+                confirmed = True
+            client = dst
+        elif pkt.opcode in d.OVPN_CONTROL:
+            if tent.get(("reset", src)) == pkt.session_id or tent.get(("sid", src)) == pkt.session_id:
+                confirmed = True
+                client = src if tent.get(("reset", src)) is not None else dst
+            tent[("sid", src)] = pkt.session_id
+        elif pkt.opcode == d.OVPN_DATA_V2 and transport == "udp":
+            pid = ("peer", src, pkt.session_id)  # the 3-byte peer id stays the same
+            seen = int(tent.get(pid, 0)) + 1  # type: ignore[call-overload]
+            tent[pid] = seen
+            if seen >= 4:
+                confirmed = True
+                client = src
+                if d.address_kind(dst) == "private" and d.address_kind(src) != "private":
+                    client = dst
+        if not confirmed or client is None:
+            return
+        if fl.syn_from is not None:  # TCP: the SYN sender is the client, whatever the opcodes say
+            client = fl.syn_from[0]
+            from_client = fl.syn_from == (src, sp)
+        else:
+            from_client = client == src
+        server = dst if from_client else src
+        cport, sport = (sp, dp) if from_client else (dp, sp)
+        s = self._new(Session("openvpn", client, server, cport, sport, f"{transport}/{sport}"), t)
+        first = tent.get("first")
+        fl.kind = "openvpn"
+        fl.sess = s
+        fl.tent = None
+        if isinstance(first, tuple) and first[0] != frame:
+            s.steps.mark("hard-reset-client", first[0], first[1], "out")
+            s.steps.note("reset-out", first[0], first[1])
+            s.out += 1
+            s.first_t = first[1]
+        outbound = from_client
+        s.count(outbound, t)
+        self._ovpn_step(s, pkt, frame, t, outbound)
+
+    def _ovpn_step(self, s: Session, pkt: d.OvpnPacket, frame: int, t: float, outbound: bool) -> None:
+        st = s.steps
+        direction = "out" if outbound else "in"
+        op = pkt.opcode
+        if op in d.OVPN_CLIENT_RESETS:
+            st.mark("hard-reset-client", frame, t, direction)
+            st.note("reset-out", frame, t)
+        elif op in d.OVPN_SERVER_RESETS:
+            st.mark("hard-reset-server", frame, t, direction)
+        elif op in (d.OVPN_CONTROL_V1, d.OVPN_CONTROL_WKC_V1):
+            st.mark("tls-out" if outbound else "tls-in", frame, t, direction)
+        elif op in d.OVPN_DATA:
+            st.mark("data-out" if outbound else "data-in", frame, t, direction)
+
+    # ------------------------------------------------------------------ result
+    def finish(self) -> tuple[CaptureInfo, list[Session], list[tuple[int, float, bytes, int, str, int]]]:
+        self.info.flows = len(self.flows)
+        return self.info, self.sessions, self.stun
