@@ -192,6 +192,7 @@ class RouterDaemon:
                 self.recorder.close()
             self.recorder = None
         if self.datapath is not None:
+            log.info("datapath counters: %s", self.datapath.counters())
             self.datapath.close()
         if self.setup is not None:
             for what in self.setup.undo():

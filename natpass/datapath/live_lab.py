@@ -1,0 +1,155 @@
+"""A client -- router -- server namespace topology for the live datapath tests and benchmark.
+
+Addresses are documentation ranges only (docs/TEAM.md): the LAN is 192.168.1.0/24 with the router
+at .1 and the client at .10; the WAN link is 203.0.113.0/24 with the router at .1 and the server at
+.2 (on-link, so no gateway). The client's and server's veth ends have their transmit offloads off
+(checksum, TSO, GSO) so that they behave like hosts on a wire: a packet socket on the router then
+sees finished checksums and frames no larger than the MTU, as it would from a real NIC.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from natpass.lab.netns import Netns
+
+LAN_PREFIX = "192.168.1.0/24"
+ROUTER_LAN = "192.168.1.1"
+CLIENT = "192.168.1.10"
+ROUTER_WAN = "203.0.113.1"
+SERVER = "203.0.113.2"
+LAN_IF = "lan0"
+WAN_IF = "wan0"
+NFT_KERNEL_NAT = f"""table ip labnat {{
+  chain postrouting {{
+    type nat hook postrouting priority srcnat; policy accept;
+    oifname "{WAN_IF}" masquerade
+  }}
+}}
+"""
+
+
+def config_text(state_dir: str, admin_socket: str, extra: str = "") -> str:
+    """A natpass.toml for the router of this topology."""
+    return f"""[wan]
+addresses = ["{ROUTER_WAN}"]
+interface = "{WAN_IF}"
+
+[lan]
+prefixes = ["{LAN_PREFIX}"]
+interface = "{LAN_IF}"
+address = "{ROUTER_LAN}"
+
+[router]
+state_dir = "{state_dir}"
+admin_socket = "{admin_socket}"
+{extra}"""
+
+
+def _wire_offloads(lab: Netns, node: str, ifname: str) -> None:
+    """Switch transmit offloads off on a host's veth end, from inside its namespace."""
+    script = (
+        "import sys\n"
+        "from natpass.datapath.packetsock import set_offload\n"
+        "for f in ('tx-checksum', 'tso', 'gso'):\n"
+        "    try:\n"
+        f"        set_offload({ifname!r}, f, False)\n"
+        "    except OSError as e:\n"
+        "        print(f, e, file=sys.stderr)\n"
+    )
+    lab.run(node, [sys.executable, "-c", script], env={"PYTHONPATH": _pythonpath()})
+
+
+def _pythonpath() -> str:
+    root = str(Path(__file__).resolve().parents[2])
+    extra = os.environ.get("PYTHONPATH")
+    return f"{root}:{extra}" if extra else root
+
+
+class Topology:
+    """``<prefix>-cli<tag>`` -- ``<prefix>-rtr<tag>`` -- ``<prefix>-srv<tag>``."""
+
+    def __init__(self, lab: Netns, tag: str = "") -> None:
+        self.lab = lab
+        self.cli = f"cli{tag}"
+        self.rtr = f"rtr{tag}"
+        self.srv = f"srv{tag}"
+
+    def build(self, kernel_nat: bool = False) -> Topology:
+        lab = self.lab
+        for node in (self.cli, self.rtr, self.srv):
+            lab.add(node)
+        lab.veth(self.cli, "eth0", self.rtr, LAN_IF)
+        lab.veth(self.rtr, WAN_IF, self.srv, "eth0")
+        lab.addr(self.cli, "eth0", f"{CLIENT}/24")
+        lab.addr(self.rtr, LAN_IF, f"{ROUTER_LAN}/24")
+        lab.addr(self.rtr, WAN_IF, f"{ROUTER_WAN}/24")
+        lab.addr(self.srv, "eth0", f"{SERVER}/24")
+        lab.route(self.cli, "default", via=ROUTER_LAN)
+        _wire_offloads(lab, self.cli, "eth0")
+        _wire_offloads(lab, self.srv, "eth0")
+        if kernel_nat:
+            lab.sysctl(self.rtr, "net.ipv4.ip_forward", 1)
+            lab.nft(self.rtr, NFT_KERNEL_NAT)
+        return self
+
+    def start_natpass(self, config: Path, label: str = "natpass", runner: list[str] | None = None) -> int:
+        """Start ``natpass run`` (or ``runner``) in the router namespace; returns its PID once the
+        nft table is in place (it is then ready to forward)."""
+        argv = runner or [sys.executable, "-m", "natpass.cli", "run", "--config", str(config),
+                          "--log-level", "debug"]
+        seen = len(self.lab.log(label))  # the log file is appended to by every start with this label
+        pid = self.lab.spawn(self.rtr, argv, label=label, env={"PYTHONPATH": _pythonpath()})
+        ok = self.lab.wait_for(lambda: not self.lab.alive(pid) or self.natpass_ready(label, seen),
+                               timeout=15)
+        if not ok or not self.lab.alive(pid):
+            raise RuntimeError(f"natpass did not start:\n{self.lab.log(label)}")
+        return pid
+
+    def natpass_ready(self, label: str = "natpass", since: int = 0) -> bool:
+        return "natpass running" in self.lab.log(label)[since:]
+
+    def nft_table_present(self, table: str = "natpass") -> bool:
+        proc = self.lab.run(self.rtr, ["nft", "list", "table", "inet", table], check=False)
+        return proc.returncode == 0
+
+    def sysctl(self, key: str) -> str:
+        return self.lab.run(self.rtr, ["sysctl", "-n", key]).stdout.strip()
+
+    def signal(self, pid: int, sig: int) -> None:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, sig)
+
+    def wait_exit(self, pid: int, timeout: float = 10.0) -> bool:
+        return self.lab.wait_for(lambda: not self.lab.alive(pid), timeout=timeout, interval=0.05)
+
+    def capture(self, node: str, ifname: str, path: Path, bpf: str = "") -> subprocess.Popen[bytes]:
+        """tcpdump writing ``path`` inside ``node`` until :meth:`stop_capture` (bounded by -c)."""
+        argv = self.lab.argv(node, ["tcpdump", "-i", ifname, "-U", "-n", "-c", "5000", "-w", str(path),
+                                    *([bpf] if bpf else [])])
+        proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+        deadline = time.monotonic() + 5
+        while time.monotonic() < deadline and not path.exists():
+            time.sleep(0.05)
+        time.sleep(0.3)
+        return proc
+
+    @staticmethod
+    def stop_capture(proc: subprocess.Popen[bytes]) -> None:
+        time.sleep(0.3)
+        if proc.poll() is None:
+            proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(timeout=5)
+
+
+__all__ = ["Topology", "config_text"]

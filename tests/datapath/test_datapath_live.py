@@ -1,0 +1,212 @@
+"""The live datapath in real namespaces: client -- router running ``natpass run`` -- server.
+
+Every test here needs root (CI is root) and uses namespaces with the prefix ``npdp``, removed at the
+end even when a test fails.
+"""
+
+from __future__ import annotations
+
+import signal
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from conftest import need_root
+from test_datapath_live_standin import natpass_argv
+from tshark_check import bad_checksums, decode
+
+from natpass.datapath.live_lab import CLIENT, ROUTER_WAN, SERVER, Topology, config_text
+from natpass.lab.netns import Netns
+
+pytestmark = pytest.mark.root
+
+# A UDP and TCP echo server that says where each packet came from; it exits on its own after 60 s.
+ECHO_SERVER = """
+import select, socket, sys, time
+u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); u.bind(("0.0.0.0", 5000))
+t = socket.socket(); t.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+t.bind(("0.0.0.0", 5001)); t.listen(8)
+end = time.monotonic() + 60
+while time.monotonic() < end:
+    r, _, _ = select.select([u, t], [], [], 0.5)
+    if u in r:
+        data, peer = u.recvfrom(2048); print("udp", peer[0], peer[1], flush=True); u.sendto(data, peer)
+    if t in r:
+        c, peer = t.accept(); c.settimeout(2); print("tcp", peer[0], peer[1], flush=True)
+        data = c.recv(2048); c.sendall(data); c.close()
+"""
+
+CLIENT_PROBE = f"""
+import socket
+u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); u.settimeout(3)
+u.sendto(b"hello-udp", ("{SERVER}", 5000)); print("udp-reply", u.recvfrom(100)[0].decode())
+t = socket.create_connection(("{SERVER}", 5001), timeout=3); t.sendall(b"hello-tcp")
+print("tcp-reply", t.recv(100).decode()); t.close()
+"""
+
+
+@pytest.fixture(scope="module")
+def topo() -> Iterator[Topology]:
+    need_root()
+    lab = Netns("npdp")
+    lab.cleanup()
+    try:
+        yield Topology(lab).build()
+    finally:
+        lab.cleanup()
+
+
+@pytest.fixture
+def config(topo: Topology) -> Path:
+    state = topo.lab.path("state", "x").parent
+    return topo.lab.write("natpass.toml", config_text(str(state), str(topo.lab.path("natpass.sock"))))
+
+
+@pytest.fixture
+def natpass(topo: Topology, config: Path) -> Iterator[int]:
+    pid = topo.start_natpass(config, runner=natpass_argv(str(config)))
+    try:
+        yield pid
+    finally:
+        topo.lab.kill(pid, timeout=5)
+
+
+@pytest.fixture
+def echo_server(topo: Topology) -> Iterator[int]:
+    pid = topo.lab.spawn(topo.srv, [sys.executable, "-u", "-c", ECHO_SERVER], label="echo")
+    time.sleep(0.3)
+    try:
+        yield pid
+    finally:
+        topo.lab.kill(pid)
+
+
+def test_ping_udp_tcp_cross_translated_to_the_wan_address(topo: Topology, natpass: int, echo_server: int,
+                                                         tmp_path: Path) -> None:
+    pcap = tmp_path / "wan.pcap"
+    cap = topo.capture(topo.srv, "eth0", pcap, "ip")
+    try:
+        ping = topo.lab.run(topo.cli, ["ping", "-c", "3", "-i", "0.2", "-W", "2", SERVER], check=False)
+        probe = topo.lab.run(topo.cli, [sys.executable, "-c", CLIENT_PROBE], check=False)
+    finally:
+        topo.stop_capture(cap)
+    assert ping.returncode == 0, ping.stdout + topo.lab.log("natpass")
+    assert "udp-reply hello-udp" in probe.stdout, probe.stderr + topo.lab.log("natpass")
+    assert "tcp-reply hello-tcp" in probe.stdout, probe.stderr
+    # The server saw the router's WAN address, never the client's LAN address.
+    seen = [line.split() for line in topo.lab.log("echo").splitlines() if line.startswith(("udp", "tcp"))]
+    assert {kind for kind, *_ in seen} == {"udp", "tcp"}
+    assert {addr for _kind, addr, _port in seen} == {ROUTER_WAN}
+    frames = decode(pcap)
+    sources = {f["ip"]["ip.src"] for f in frames if "ip" in f}
+    assert sources == {ROUTER_WAN, SERVER}, sources
+    assert CLIENT not in {f["ip"]["ip.dst"] for f in frames if "ip" in f}
+    protos = {f["ip"]["ip.proto"] for f in frames if "ip" in f and f["ip"]["ip.src"] == ROUTER_WAN}
+    assert protos >= {"1", "6", "17"}
+    assert bad_checksums(pcap) == []
+
+
+def test_inbound_unsolicited_traffic_is_dropped_silently(topo: Topology, natpass: int, tmp_path: Path) -> None:
+    pcap = tmp_path / "wan.pcap"
+    cap = topo.capture(topo.srv, "eth0", pcap, "ip")
+    probe = f"""
+import socket
+u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); u.sendto(b"x", ("{ROUTER_WAN}", 6000))
+t = socket.socket(); t.settimeout(1.5)
+try:
+    t.connect(("{ROUTER_WAN}", 22)); print("connected")
+except ConnectionRefusedError:
+    print("refused")
+except OSError as e:
+    print("timeout", e)
+"""
+    try:
+        out = topo.lab.run(topo.srv, [sys.executable, "-c", probe]).stdout
+    finally:
+        topo.stop_capture(cap)
+    assert out.startswith("timeout"), out  # no RST from the kernel, no SYN-ACK from anyone
+    from_router = [f for f in decode(pcap) if "ip" in f and f["ip"]["ip.src"] == ROUTER_WAN]
+    assert from_router == []  # not even an ICMP port unreachable for the UDP probe
+    status = topo.lab.run(topo.rtr, ["nft", "list", "table", "inet", "natpass"]).stdout
+    assert "drop" in status
+
+
+def test_ping_to_the_router_wan_address_is_answered_by_natpass(topo: Topology, natpass: int) -> None:
+    ping = topo.lab.run(topo.srv, ["ping", "-c", "2", "-i", "0.2", "-W", "2", ROUTER_WAN], check=False)
+    assert ping.returncode == 0, ping.stdout + topo.lab.log("natpass")
+
+
+def test_ttl_expiry_is_answered_with_icmp_time_exceeded(topo: Topology, natpass: int) -> None:
+    ping = topo.lab.run(topo.cli, ["ping", "-c", "1", "-t", "1", "-W", "2", SERVER], check=False)
+    assert "Time to live exceeded" in ping.stdout, ping.stdout + topo.lab.log("natpass")
+
+
+def test_sighup_with_an_invalid_config_keeps_the_running_one(topo: Topology, natpass: int,
+                                                            config: Path) -> None:
+    good = config.read_text()
+    config.write_text(good + "\n[passthrough]\npptp = maybe\n")
+    try:
+        topo.signal(natpass, signal.SIGHUP)
+        assert topo.lab.wait_for(lambda: "reload refused" in topo.lab.log("natpass"), timeout=5), \
+            topo.lab.log("natpass")
+        assert f"{config}:" in topo.lab.log("natpass")  # the message names the file and line
+        assert topo.lab.alive(natpass)
+        ping = topo.lab.run(topo.cli, ["ping", "-c", "2", "-i", "0.2", "-W", "2", SERVER], check=False)
+        assert ping.returncode == 0, ping.stdout
+    finally:
+        config.write_text(good)
+    topo.signal(natpass, signal.SIGHUP)
+    assert topo.lab.wait_for(lambda: "config reloaded" in topo.lab.log("natpass"), timeout=5)
+
+
+def test_sigterm_removes_the_nft_table_and_restores_sysctls(topo: Topology, config: Path) -> None:
+    topo.lab.sysctl(topo.rtr, "net.ipv4.ip_forward", 1)  # so that the restore is visible
+    pid = topo.start_natpass(config, label="natpass-term", runner=natpass_argv(str(config)))
+    try:
+        assert topo.nft_table_present()
+        assert topo.sysctl("net.ipv4.ip_forward") == "0"
+        topo.signal(pid, signal.SIGTERM)
+        assert topo.wait_exit(pid), topo.lab.log("natpass-term")
+    finally:
+        topo.lab.kill(pid)
+    assert not topo.nft_table_present()
+    assert topo.sysctl("net.ipv4.ip_forward") == "1"
+    state = config.parent / "state"
+    assert not (state / "natpass.pid").exists()
+    assert not (state / "live-state.json").exists()
+    topo.lab.sysctl(topo.rtr, "net.ipv4.ip_forward", 0)
+
+
+def test_a_crash_leaves_state_that_the_next_start_cleans(topo: Topology, config: Path) -> None:
+    topo.lab.sysctl(topo.rtr, "net.ipv4.ip_forward", 1)
+    pid = topo.start_natpass(config, label="natpass-crash", runner=natpass_argv(str(config)))
+    topo.signal(pid, signal.SIGKILL)
+    assert topo.wait_exit(pid)
+    topo.lab.kill(pid)
+    assert topo.nft_table_present()  # a SIGKILL leaves everything behind
+    assert (config.parent / "state" / "live-state.json").exists()
+    pid = topo.start_natpass(config, label="natpass-again", runner=natpass_argv(str(config)))
+    try:
+        log = topo.lab.log("natpass-again")
+        assert "cleaned up after a previous run" in log, log
+        ping = topo.lab.run(topo.cli, ["ping", "-c", "2", "-i", "0.2", "-W", "2", SERVER], check=False)
+        assert ping.returncode == 0, ping.stdout
+        topo.signal(pid, signal.SIGTERM)
+        assert topo.wait_exit(pid)
+    finally:
+        topo.lab.kill(pid)
+    assert not topo.nft_table_present()
+    assert topo.sysctl("net.ipv4.ip_forward") == "1"  # the value from before the crashed run
+    topo.lab.sysctl(topo.rtr, "net.ipv4.ip_forward", 0)
+
+
+def test_a_second_instance_refuses_to_start_while_one_runs(topo: Topology, natpass: int,
+                                                          config: Path) -> None:
+    pid = topo.lab.spawn(topo.rtr, natpass_argv(str(config)), label="natpass-second")
+    assert topo.wait_exit(pid, timeout=10)
+    assert "already running" in topo.lab.log("natpass-second")
+    assert topo.nft_table_present()  # the first one's set-up is untouched
+    ping = topo.lab.run(topo.cli, ["ping", "-c", "1", "-W", "2", SERVER], check=False)
+    assert ping.returncode == 0
