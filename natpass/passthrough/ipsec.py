@@ -8,9 +8,10 @@ by its initiator SPI to the LAN host that owns that IKE SA (``inbound_lookup``).
 two LAN hosts is marked ambiguous and then not used for routing.
 
 NAT-T (UDP 4500, RFC 3947/3948). A flow on 4500 is NAT-T: ESP travels inside UDP and crosses the
-NAT as ordinary UDP, so it needs no help; the flow gets ``timeouts.udp_natt`` (via the engine's
-per-flow timeout hook) so that the 20 s keepalive rhythm keeps it, and the move of an IKE SA from
-500 to 4500 is detected (same initiator SPI) and counted. NAT-T works with the switch off too.
+NAT as ordinary UDP, so it needs no help. Every UDP flow with port 500 or 4500 on either side gets
+``timeouts.udp_natt`` from the engine itself (``natpass.nat.engine.UDP_NATT_PORTS``, with the
+switch on or off), so no per-flow timeout hook was added to the helper contract; the move of an IKE
+SA from 500 to 4500 is detected (same initiator SPI) and counted. NAT-T works with the switch off.
 
 Raw ESP (IP 50) and AH (IP 51) without NAT-T carry no ports: the only demultiplexing key is the SPI
 the *receiver* chose, which the router cannot read from the (encrypted) IKE exchange. The rule:
@@ -233,7 +234,6 @@ class IpsecHelper(Helper):
         if natt and id(flow) not in self._natt_flows:
             self._natt_flows[id(flow)] = flow
             self._count("ipsec:natt-flows")
-            self._set_timeout(flow, self.timeouts.udp_natt)
         ike = self._ike_spi(buf, ihl, natt)
         if ike is None:
             return None
@@ -265,11 +265,6 @@ class IpsecHelper(Helper):
             sess = self._session(flow.lan_addr, flow.remote_addr, flow.wan_addr, now)
             sess.waiting_since = now
         return None
-
-    def _set_timeout(self, flow: FlowView, seconds: float) -> None:
-        setter = getattr(self.ctx, "set_flow_timeout", None)
-        if setter is not None:
-            setter(flow, seconds)
 
     def on_flow_closed(self, flow: FlowView, now: float) -> None:
         self._natt_flows.pop(id(flow), None)

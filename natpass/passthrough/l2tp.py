@@ -27,46 +27,23 @@ from typing import Any, Final
 from natpass.nat import verdict as V
 from natpass.nat.config import Timeouts
 from natpass.nat.helper import FlowView, Helper
+from natpass.packets import l2tp as L
+from natpass.packets.errors import PacketError
 from natpass.packets.ipv4 import PROTO_UDP
 from natpass.passthrough._common import dst_of, ip_text, src_of, u16
 
 L2TP_PORT: Final = 1701  # RFC 2661 8.1
-# Header flag bits (RFC 2661 3.1).
-FLAG_T: Final = 0x8000  # control message
-FLAG_L: Final = 0x4000  # length present
-FLAG_S: Final = 0x0800  # Ns/Nr present
-FLAG_O: Final = 0x0200  # offset size present
-VERSION_MASK: Final = 0x000F
-L2TP_VERSION: Final = 2
-# AVP header (RFC 2661 4.1).
-AVP_M: Final = 0x8000
-AVP_H: Final = 0x4000
-AVP_LEN_MASK: Final = 0x03FF
-AVP_HEADER: Final = 6
-# Attribute types (RFC 2661 4.4).
-AVP_MESSAGE_TYPE: Final = 0
-AVP_ASSIGNED_TUNNEL_ID: Final = 9
-AVP_ASSIGNED_SESSION_ID: Final = 14
 # Control message types (RFC 2661 3.2).
-SCCRQ: Final = 1
-SCCRP: Final = 2
-SCCCN: Final = 3
-STOPCCN: Final = 4
-HELLO: Final = 6
-OCRQ: Final = 7
-OCRP: Final = 8
-OCCN: Final = 9
-ICRQ: Final = 10
-ICRP: Final = 11
-ICCN: Final = 12
-CDN: Final = 14
-WEN: Final = 15
-SLI: Final = 16
+SCCRQ: Final = L.SCCRQ
+SCCRP: Final = L.SCCRP
+SCCCN: Final = L.SCCCN
+STOPCCN: Final = L.STOPCCN
+OCRQ: Final = L.OCRQ
+OCRP: Final = L.OCRP
+ICRQ: Final = L.ICRQ
+ICRP: Final = L.ICRP
+CDN: Final = L.CDN
 MAX_SESSIONS_PER_TUNNEL: Final = 256
-
-
-class L2tpError(ValueError):
-    """A control message this helper cannot read (counted, the datagram still passes)."""
 
 
 @dataclass(slots=True)
@@ -82,66 +59,21 @@ class L2tpMessage:
     hidden: bool = False  # an AVP we need was hidden (RFC 2661 4.3)
 
 
-def parse_l2tp(data: bytes) -> L2tpMessage:
-    """Read the header and, for control messages, the AVPs the tracker needs."""
-    if len(data) < 6:
-        raise L2tpError("L2TP header truncated")
-    flags = u16(data, 0)
-    if flags & VERSION_MASK != L2TP_VERSION:
-        raise L2tpError(f"L2TP version {flags & VERSION_MASK} is not 2")
-    control = bool(flags & FLAG_T)
-    pos = 2
-    length = len(data)
-    if flags & FLAG_L:
-        length = u16(data, 2)
-        pos = 4
-        if length < 6 or length > len(data):
-            raise L2tpError(f"L2TP length {length} outside the datagram")
-    elif control:
-        raise L2tpError("L2TP control message without the L bit")
-    if length < pos + 4:
-        raise L2tpError("L2TP header truncated")
-    msg = L2tpMessage(control, u16(data, pos), u16(data, pos + 2))
-    pos += 4
-    if flags & FLAG_S:
-        pos += 4
-    elif control:
-        raise L2tpError("L2TP control message without the S bit")
-    if flags & FLAG_O:
-        if pos + 2 > length:
-            raise L2tpError("L2TP offset size truncated")
-        pos += 2 + u16(data, pos)
-    if pos > length:
-        raise L2tpError("L2TP header longer than the message")
-    if not control:
-        return msg
-    first = True
-    while pos < length:
-        if pos + AVP_HEADER > length:
-            raise L2tpError("L2TP AVP header truncated")
-        word = u16(data, pos)
-        alen = word & AVP_LEN_MASK
-        if alen < AVP_HEADER or pos + alen > length:
-            raise L2tpError(f"L2TP AVP length {alen} bad")
-        vendor = u16(data, pos + 2)
-        attr = u16(data, pos + 4)
-        value = data[pos + AVP_HEADER:pos + alen]
-        hidden = bool(word & AVP_H)
-        if first:
-            if vendor != 0 or attr != AVP_MESSAGE_TYPE or alen != 8 or hidden:
-                raise L2tpError("first L2TP AVP is not an unhidden Message Type")
-            msg.msg_type = u16(value, 0)
-            first = False
-        elif vendor == 0 and attr in (AVP_ASSIGNED_TUNNEL_ID, AVP_ASSIGNED_SESSION_ID):
-            if hidden:
+def read_l2tp(data: bytes) -> L2tpMessage:
+    """Header and, for a control message, the AVPs the tracker needs (PacketError if unreadable)."""
+    hdr = L.parse_l2tp(data)
+    if not hdr.is_control:
+        return L2tpMessage(False, hdr.tunnel_id, hdr.session_id)
+    ctl = L.parse_control(data)
+    msg = L2tpMessage(True, hdr.tunnel_id, hdr.session_id, ctl.message_type)
+    for avp in ctl.avps[1:]:
+        if avp.vendor == 0 and avp.type in (L.AVP_ASSIGNED_TUNNEL_ID, L.AVP_ASSIGNED_SESSION_ID):
+            if avp.hidden:
                 msg.hidden = True
-            elif len(value) != 2:
-                raise L2tpError(f"L2TP AVP {attr} length {alen} is not 8")
-            elif attr == AVP_ASSIGNED_TUNNEL_ID:
-                msg.assigned_tunnel = u16(value, 0)
+            elif avp.type == L.AVP_ASSIGNED_TUNNEL_ID:
+                msg.assigned_tunnel = avp.u16()
             else:
-                msg.assigned_session = u16(value, 0)
-        pos += alen
+                msg.assigned_session = avp.u16()
     return msg
 
 
@@ -234,10 +166,10 @@ class L2tpHelper(Helper):
         pay = ihl + 8
         if total - pay < 6:
             return None
-        flags = u16(buf, pay)
-        if flags & VERSION_MASK != L2TP_VERSION:
+        try:
+            tid = L.parse_l2tp(bytes(buf[pay:total])).tunnel_id
+        except PacketError:
             return None
-        tid = u16(buf, pay + (4 if flags & FLAG_L else 2))
         src, dst = src_of(buf), dst_of(buf)
         match = [t for t in self._tunnels.values() if t.remote == src and t.wan == dst
                  and t.lan_tunnel_id == tid and t.flow is not None]
@@ -259,8 +191,8 @@ class L2tpHelper(Helper):
         t.last_seen = now
         total = u16(buf, 2)
         try:
-            msg = parse_l2tp(bytes(buf[ihl + 8:total]))
-        except L2tpError:
+            msg = read_l2tp(bytes(buf[ihl + 8:total]))
+        except PacketError:
             self._count("l2tp:unreadable")
             return None  # still ordinary UDP: the endpoints judge their own protocol
         if not msg.control or msg.msg_type is None:
