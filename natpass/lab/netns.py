@@ -254,19 +254,23 @@ class Netns:
         stdin: int | None = subprocess.DEVNULL,
         private_run: bool = False,
         binds: Sequence[tuple[str, str]] = (),
+        dev_log: str | None = None,
     ) -> int:
         """Start ``argv`` in the background inside the namespace, record its PID, return it.
 
         Output goes to ``logs/<label>.log`` under the state dir. ``private_run`` mounts a fresh tmpfs
         on /run for this process (charon, wireguard-go and friends keep sockets there, and each
-        namespace must have its own). ``binds`` bind-mounts ``(source, target)`` pairs in the process's
+        namespace must have its own). ``dev_log`` gives the process a private /dev (a tmpfs with
+        the real entries bound back) whose /dev/log is the datagram socket at that path, so a daemon
+        that logs only to syslog (pptpd) can be read without a syslog daemon and without touching
+        the shared /dev. ``binds`` bind-mounts ``(source, target)`` pairs in the process's
         private mount namespace (e.g. a stand-in over /usr/sbin/pppd), never in the root one.
         Processes must stay in the foreground: the recorded PID is the one that gets stopped.
         """
         label = label or Path(argv[0]).name
         log = self.path("logs", f"{label}.log")
         inner = list(argv)
-        if private_run or binds:
+        if private_run or binds or dev_log:
             # `ip netns exec` already gives the child its own (slave) mount namespace: mounts made
             # here stay inside it. /run/netns stays reachable through the namespace fd we are in.
             steps = []
@@ -278,6 +282,19 @@ class Netns:
                     "h=$(mktemp -d /tmp/.natpass-lab-XXXXXX)"
                     f" && mount --bind {state} $h && mount -t tmpfs -o mode=755 natpass-lab /run"
                     f" && mkdir -p {state} /run/lock && mount --move $h {state} && rmdir $h"
+                )
+            if dev_log:
+                steps.append(
+                    "d=$(mktemp -d /tmp/.natpass-lab-XXXXXX) && mount --rbind /dev $d"
+                    " && mount -t tmpfs -o mode=755 natpass-dev /dev"
+                    ' && for e in $(ls -A $d); do'
+                    # a bound ptmx would look for "pts" beside it in the old /dev: link it instead
+                    ' if [ "$e" = ptmx ]; then ln -s pts/ptmx /dev/ptmx;'
+                    ' elif [ -L "$d/$e" ]; then cp -P "$d/$e" "/dev/$e";'
+                    ' elif [ -d "$d/$e" ]; then mkdir "/dev/$e" && mount --rbind "$d/$e" "/dev/$e";'
+                    ' else touch "/dev/$e" && mount --bind "$d/$e" "/dev/$e"; fi; done'
+                    f" && touch /dev/log && mount --bind {_q(dev_log)} /dev/log"
+                    " && umount -l $d && rmdir $d"
                 )
             for src, dst in binds:
                 steps.append(f"mount --bind {_q(src)} {_q(dst)}")

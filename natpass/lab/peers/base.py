@@ -138,3 +138,30 @@ class Peer:
             return PeerResult(self.protocol, False, None, str(exc), client=self.client)
         finally:
             self.stop()
+
+
+def run_together(peers: list[Peer]) -> list[PeerResult]:
+    """Several clients of one server at the same time: the first peer's server serves them all.
+
+    Every client is started before any is waited for, so their sessions overlap (e.g. two PPTP
+    clients behind one NAT). Everything started is stopped at the end, also on failure.
+    """
+    first = peers[0]
+    starts: list[float] = []
+    results: list[PeerResult] = []
+    try:
+        missing = first.missing()
+        if missing:
+            raise LabError(f"not installed: {', '.join(missing)} (run scripts/install-deps.sh)")
+        first.start_server()
+        for p in peers:
+            starts.append(time.monotonic())
+            p.start_client()
+        for p, t0 in zip(peers, starts, strict=True):
+            results.append(p.wait(t0))
+    except LabError as exc:
+        results += [PeerResult(p.protocol, False, None, str(exc), client=p.client) for p in peers[len(results):]]
+    finally:
+        for p in reversed(peers):
+            p.stop()
+    return results
