@@ -1,0 +1,218 @@
+"""The helper contract, proven with a tiny helper: claims, payload rewrite, expectation, close."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from natutil import IP, LAN1, LAN2, REMOTE, WAN1, a, checksums_ok, eng, inb, out, parse, tcp, udp
+from scapy.packet import Raw
+
+from natpass.nat import verdict as V
+from natpass.nat.config import Passthrough
+from natpass.nat.helper import FlowView, Helper
+
+ECHO_PORT = 7777  # the toy protocol's server port
+TOY_PROTO = 99
+
+
+class ToyHelper(Helper):
+    """A toy protocol on UDP 7777 whose payload names the client's address ("ADDR:a.b.c.d") and
+    announces a data port ("DATA:nnnnn") the server will call back; plus IP protocol 99."""
+
+    name = "pptp"  # borrow a real switch name to exercise set_switch
+    ip_protocols = frozenset({TOY_PROTO})
+    udp_ports = frozenset({ECHO_PORT})
+    tcp_ports = frozenset({ECHO_PORT})
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.closed: list[FlowView] = []
+        self.packets = 0
+        self.ticks: list[float] = []
+        self.torn = 0
+
+    def set_enabled(self, on: bool, now: float) -> int:
+        self.enabled = on
+        n, self.torn = self.torn, 0
+        return n
+
+    def choose_wan_port(self, proto, lan_addr, lan_port, remote_addr, remote_port, wan_addr):
+        return 40404
+
+    def on_flow_packet(self, flow, buf, ihl, from_lan, now):
+        assert self.ctx is not None
+        self.packets += 1
+        if not self.enabled:
+            return V.passthrough_disabled(self.name)
+        body = ihl + 8
+        if from_lan and bytes(buf[body:body + 5]) == b"ADDR:":
+            wan = ".".join(str(x) for x in flow.wan_addr).encode().ljust(15)
+            self.ctx.rewrite(buf, body + 5, wan)
+            self.ctx.count("toy:rewrites")
+        if from_lan and bytes(buf[body:body + 5]) == b"DATA:":
+            port = int(bytes(buf[body + 5:body + 10]))
+            self.ctx.expect(17, flow.remote_addr, flow.wan_addr, port, flow.lan_addr, port,
+                            30.0, now, self.name)
+            self.ctx.log("toy-data", port=port)
+        flow.helper_state = "seen"
+        return None
+
+    def on_flow_closed(self, flow, now):
+        self.closed.append(flow)
+
+    def on_ip_packet(self, buf, ihl, from_lan, now):
+        assert self.ctx is not None
+        if not self.enabled:
+            return V.passthrough_disabled(self.name)
+        if from_lan:
+            self.ctx.set_src(buf, self.ctx.wan_address_for(bytes(buf[12:16])))
+            return V.TO_WAN
+        self.ctx.set_dst(buf, a(LAN1))
+        return V.TO_LAN
+
+    def tick(self, now: float) -> None:
+        self.ticks.append(now)
+
+    def stats(self) -> dict[str, Any]:
+        return {"packets": self.packets}
+
+
+def make(on: bool = True):
+    h = ToyHelper()
+    e = eng(helpers=[h], passthrough=Passthrough(pptp=on))
+    return e, h
+
+
+def test_helper_bound_and_switch_from_config():
+    e, h = make(on=True)
+    assert h.ctx is not None and h.enabled
+    e2, h2 = make(on=False)
+    assert not h2.enabled
+
+
+def test_helper_choose_wan_port_used():
+    e, h = make()
+    b = udp(LAN1, REMOTE, 5000, ECHO_PORT, b"hi")
+    assert out(e, b) == V.TO_WAN
+    assert parse(b).sport == 40404
+
+
+def test_helper_payload_rewrite_with_checksum_fix_verified_by_scapy():
+    e, h = make()
+    b = udp(LAN1, REMOTE, 5000, ECHO_PORT, b"ADDR:192.168.1.10     tail")
+    assert out(e, b) == V.TO_WAN
+    p = parse(b)
+    assert bytes(p[Raw].load).startswith(b"ADDR:203.0.113.1")
+    assert checksums_ok(b)
+    assert e.counters["toy:rewrites"] == 1
+    # odd offset and odd length in TCP
+    t = tcp(LAN1, REMOTE, 5001, ECHO_PORT, "S", b"xADDR")
+    out(e, t)
+    assert checksums_ok(t)
+
+
+def test_helper_rewrite_odd_offset_odd_length():
+    e, h = make()
+    b = udp(LAN1, REMOTE, 5000, ECHO_PORT, b"abcdefghij")
+    out(e, b)
+    h.ctx.rewrite(b, 28 + 3, b"XYZ")
+    assert bytes(parse(b)[Raw].load) == b"abcXYZghij"
+    assert checksums_ok(b)
+
+
+def test_helper_expectation_lets_the_callback_through_filtering():
+    e, h = make()
+    b = udp(LAN1, REMOTE, 5000, ECHO_PORT, b"DATA:20000")
+    assert out(e, b, 1.0) == V.TO_WAN
+    assert e.drain_events() == [{"event": "toy-data", "port": 20000}]
+    # APDF would filter this; the expectation admits it once
+    cb = udp(REMOTE, WAN1, 3333, 20000, b"data")
+    assert inb(e, cb, 2.0) == V.TO_LAN
+    assert (parse(cb).dst, parse(cb).dport) == (LAN1, 20000)
+    assert checksums_ok(cb)
+    # replies map back
+    r = udp(LAN1, REMOTE, 20000, 3333, b"ack")
+    assert out(e, r, 3.0) == V.TO_WAN
+    assert (parse(r).src, parse(r).sport) == (WAN1, 20000)
+    # the flow created from the expectation belongs to the helper
+    flows = [f for f in e.flows() if f.lan_port == 20000]
+    assert flows and flows[0].helper_state == "seen"
+
+
+def test_expectation_expires():
+    e, h = make()
+    out(e, udp(LAN1, REMOTE, 5000, ECHO_PORT, b"DATA:20001"), 1.0)
+    assert inb(e, udp(REMOTE, WAN1, 3333, 20001), 40.0) == V.DROP
+
+
+def test_helper_closed_callback_on_tcp_close_and_timeout():
+    e, h = make()
+    s = tcp(LAN1, REMOTE, 5002, ECHO_PORT, "S")
+    out(e, s, 0.0)
+    wport = parse(s).sport
+    inb(e, tcp(REMOTE, WAN1, ECHO_PORT, wport, "SA"), 0.0)
+    assert h.closed == []
+    inb(e, tcp(REMOTE, WAN1, ECHO_PORT, wport, "R"), 1.0)
+    assert len(h.closed) == 1
+    u = udp(LAN1, REMOTE, 5003, ECHO_PORT, b"x")
+    out(e, u, 2.0)
+    e.expire(1000.0)
+    assert len(h.closed) == 2  # the TCP flow is not reported twice
+
+
+def test_helper_disabled_drop_reason_counted():
+    e, h = make(on=False)
+    assert out(e, udp(LAN1, REMOTE, 5000, ECHO_PORT, b"x")) == V.DROP
+    assert e.last_drop == "passthrough-disabled:pptp"
+    assert e.drops["passthrough-disabled:pptp"] == 1
+
+
+def test_helper_owns_ip_protocol_whatever_its_switch():
+    e, h = make(on=True)
+    b = bytearray(bytes(IP(src=LAN2, dst=REMOTE, proto=TOY_PROTO, ttl=10) / Raw(b"gre-ish")))
+    assert out(e, b) == V.TO_WAN
+    p = parse(b)
+    assert p.src == WAN1 and p.ttl == 9 and checksums_ok(b)
+    e.set_switch("pptp", False, 5.0)
+    b = bytearray(bytes(IP(src=LAN2, dst=REMOTE, proto=TOY_PROTO) / Raw(b"gre-ish")))
+    assert out(e, b) == V.DROP and e.last_drop == "passthrough-disabled:pptp"
+
+
+def test_set_switch_counts_torn_down_tunnels():
+    e, h = make(on=True)
+    h.torn = 3
+    assert e.set_switch("pptp", False, 10.0) == 3
+    assert not h.enabled
+    assert e.counters["tunnels_torn_down"] == 3
+    assert e.status()["switches"]["pptp"] is False
+    assert e.set_switch("l2tp", True, 10.0) == 0
+    with pytest.raises(KeyError):
+        e.set_switch("nonsense", True, 10.0)
+
+
+def test_helper_tick_at_most_once_per_second():
+    e, h = make()
+    for t in (0.0, 0.2, 0.5, 1.1, 1.5, 2.3):
+        out(e, udp(LAN1, REMOTE, 6000, 53), t)
+    assert h.ticks == [0.0, 1.1, 2.3]
+
+
+def test_reserve_port_shared_with_engine_pool():
+    e, h = make()
+    assert h.ctx.reserve_port(17, a(WAN1), 5000) == 5000
+    b = udp(LAN1, REMOTE, 5000, 53)
+    out(e, b)
+    assert parse(b).sport != 5000  # the engine does not hand out a reserved port
+    h.ctx.release_port(17, a(WAN1), 5000)
+    b2 = udp(LAN2, REMOTE, 5000, 53)
+    out(e, b2)
+    assert parse(b2).sport == 5000
+
+
+def test_find_flow_and_status_lists_helper():
+    e, h = make()
+    out(e, udp(LAN1, REMOTE, 5000, ECHO_PORT, b"x"))
+    f = h.ctx.find_flow(17, a(LAN1), 5000, a(REMOTE), ECHO_PORT)
+    assert f is not None and f.wan_port == 40404 and f.outbound
+    assert e.status()["helpers"]["pptp"]["stats"]["packets"] == 1
