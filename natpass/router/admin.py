@@ -101,11 +101,11 @@ SWITCH_INFO: dict[str, tuple[str, str, str]] = {
 class AdminError(Exception):
     """A request that gets an error status (never a crash)."""
 
-    def __init__(self, status: int, message: str, **extra: Any) -> None:
-        super().__init__(message)
+    def __init__(self, status: int, error: str, /, **extra: Any) -> None:
+        super().__init__(error)
         self.status = status
-        self.message = message
-        self.extra = extra
+        self.error = error
+        self.extra = extra  # more JSON fields (``headers``: extra response headers)
 
 
 def json_default(value: Any) -> Any:
@@ -277,6 +277,7 @@ class AdminServer:
         self._servers: list[socketserver.BaseServer] = []
         self._threads: list[threading.Thread] = []
         self.http_address: tuple[str, int] | None = None
+        self._socket_inode: int | None = None  # the socket file we created (only that one is removed)
 
     def start(self) -> AdminServer:
         try:
@@ -285,6 +286,7 @@ class AdminServer:
                 unix.allowed_uids = frozenset({0, os.geteuid()})
                 try:
                     _bind_unix(unix, self.socket_path)
+                    self._socket_inode = self.socket_path.stat().st_ino
                     unix.server_activate()
                 except BaseException:
                     unix.server_close()
@@ -305,7 +307,7 @@ class AdminServer:
         return self
 
     def _serve(self, server: socketserver.BaseServer, name: str) -> None:
-        thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.5}, name=name,
+        thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.2}, name=name,
                                   daemon=True)
         self._servers.append(server)
         self._threads.append(thread)
@@ -319,10 +321,11 @@ class AdminServer:
             thread.join(timeout=5)
         self._servers.clear()
         self._threads.clear()
-        if self.socket_path is not None:
+        if self.socket_path is not None and self._socket_inode is not None:
             with contextlib.suppress(OSError):
-                if self.socket_path.is_socket():
+                if self.socket_path.stat().st_ino == self._socket_inode:
                     self.socket_path.unlink()
+            self._socket_inode = None
 
     def __enter__(self) -> AdminServer:
         return self.start()
@@ -396,7 +399,7 @@ class _AdminHandler(BaseHTTPRequestHandler):
             self._route()
         except AdminError as exc:
             headers = exc.extra.pop("headers", None)
-            self._send_json(exc.status, {"error": exc.message, "status": exc.status, **exc.extra}, headers)
+            self._send_json(exc.status, {"error": exc.error, "status": exc.status, **exc.extra}, headers)
         except (BrokenPipeError, ConnectionResetError):
             self.close_connection = True
         except Exception as exc:  # the daemon failed: report it, keep serving

@@ -13,7 +13,8 @@ from typing import Any
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 SWITCH_NAMES = ("pptp", "ipsec", "l2tp")
-_DIRECTION = re.compile(r"^(?:(packets|bytes)[_-](in|out)|(in|out)[_-](packets|bytes))$")
+# eng.counters: packets_from_lan, bytes_from_wan, ... (docs/ENGINE-API.md); in/out forms accepted too.
+_DIRECTION = re.compile(r"^(packets|bytes)_(?:from_)?(lan|wan|in|out)$")
 
 
 def _number(value: Any) -> float | None:
@@ -135,10 +136,9 @@ def render(status: Mapping[str, Any]) -> str:
         for name, value in counters.items():
             match = _DIRECTION.match(str(name))
             if match:
-                what = match.group(1) or match.group(4)
-                direction = match.group(2) or match.group(3)
-                fam.add(f"natpass_{what}_total", "counter", f"IPv4 {what} seen by the NAT engine.", value,
-                        direction=direction)
+                what, source = match.groups()
+                fam.add(f"natpass_{what}_total", "counter", f"IPv4 {what} received by the NAT engine, by side.",
+                        value, source=source)
             else:
                 fam.add("natpass_engine_events_total", "counter",
                         "Engine counters (flows created/expired, helper events) by name.", value, counter=str(name))
@@ -148,6 +148,10 @@ def render(status: Mapping[str, Any]) -> str:
         fam.add("natpass_flows", "gauge", "Live NAT flows by protocol.", count, proto=proto)
     if not protos and total is not None:
         fam.add("natpass_flows", "gauge", "Live NAT flows by protocol.", total, proto="all")
+
+    fam.add("natpass_mappings", "gauge", "Live NAT port mappings.", status.get("mappings"))
+    fam.add("natpass_fragments_held", "gauge", "IPv4 fragments held until their first fragment arrives.",
+            status.get("fragments_held"))
 
     drops = status.get("drops")
     if isinstance(drops, Mapping):

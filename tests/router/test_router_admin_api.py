@@ -1,0 +1,468 @@
+"""The admin API, metrics and page served to a fake daemon on a Unix socket and on 127.0.0.1:0."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import re
+import socket
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from natpass.router.admin import AdminServer, parse_http_address
+from natpass.router.cli_admin import AdminClient
+from natpass.router.config import ConfigError
+
+
+class FakeDaemon:
+    """What RouterDaemon offers the admin side, with state the tests can inspect."""
+
+    def __init__(self, state_dir: Path) -> None:
+        self.config = type("Cfg", (), {"state_dir": str(state_dir)})()
+        self.switches = {"pptp": False, "ipsec": True, "l2tp": False}
+        self.calls: list[tuple[str, Any]] = []
+        self.reload_error: Exception | None = None
+        self.status_error: Exception | None = None
+        self.flow_count = 7
+        self.drops = {"passthrough-disabled:pptp": 5, "no-mapping": 2, 'odd"reason\\x': 1}
+
+    def status(self) -> dict[str, Any]:
+        if self.status_error is not None:
+            raise self.status_error
+        return {
+            "uptime": 61.5,
+            "config_path": "/etc/natpass/natpass.toml",
+            "flows": {"total": self.flow_count, "by_proto": {"tcp": 4, "udp": 2, "icmp": 1}},
+            "mappings": 6,
+            "drops": dict(self.drops),
+            "counters": {"packets_from_lan": 100, "packets_from_wan": 90, "bytes_from_lan": 12000,
+                         "flows_created": 9, "switch:ipsec:on": 1},
+            "switches": dict(self.switches),
+            "helpers": {
+                "pptp": {"stats": {"tunnels": 0}, "tunnels": []},
+                "ipsec": {"stats": {"tunnels": 1, "esp_packets": 40},
+                          "tunnels": [{"lan": "192.168.1.20", "remote": "198.51.100.9", "spi": "0x1234"}]},
+                "l2tp": {"stats": {}, "tunnels": []},
+            },
+            "interfaces": {"lan": {"name": "lan0", "address": "192.168.1.1"},
+                           "wan": {"name": "wan0", "addresses": ["203.0.113.1"], "gateway": None}},
+            "datapath_counters": {"rx": 200, "tx": 190},
+        }
+
+    def flows(self, limit: int = 200) -> list[dict[str, Any]]:
+        self.calls.append(("flows", limit))
+        rows = [{"proto": 6, "lan_addr": "192.168.1.10", "lan_port": 40000 + i, "wan_addr": "203.0.113.1",
+                 "wan_port": 40000 + i, "remote_addr": "198.51.100.7", "remote_port": 443, "outbound": True}
+                for i in range(self.flow_count)]
+        return rows[:limit]
+
+    def set_switch(self, name: str, on: bool) -> int:
+        self.calls.append(("set_switch", (name, on)))
+        torn = 1 if self.switches[name] and not on else 0
+        self.switches[name] = on
+        return torn
+
+    def reload(self, path: str | None = None) -> None:
+        self.calls.append(("reload", path))
+        if self.reload_error is not None:
+            raise self.reload_error
+
+
+@pytest.fixture
+def daemon(tmp_path: Path) -> FakeDaemon:
+    return FakeDaemon(tmp_path / "state")
+
+
+@pytest.fixture
+def server(daemon: FakeDaemon, tmp_path: Path):
+    srv = AdminServer(daemon, tmp_path / "run" / "natpass.sock", "127.0.0.1:0").start()
+    yield srv
+    srv.stop()
+
+
+def unix(srv: AdminServer) -> AdminClient:
+    assert srv.socket_path is not None
+    return AdminClient(srv.socket_path)
+
+
+def tcp(srv: AdminServer, method: str, path: str, body: bytes | None = None,
+        headers: dict[str, str] | None = None) -> tuple[int, dict[str, str], bytes]:
+    assert srv.http_address is not None
+    host, port = srv.http_address
+    conn = http.client.HTTPConnection(host, port, timeout=10)
+    try:
+        conn.request(method, path, body=body, headers=headers or {})
+        resp = conn.getresponse()
+        return resp.status, {k.lower(): v for k, v in resp.getheaders()}, resp.read()
+    finally:
+        conn.close()
+
+
+def token_of(daemon: FakeDaemon) -> str:
+    return (Path(daemon.config.state_dir) / "admin.token").read_text().strip()
+
+
+def json_post(srv: AdminServer, path: str, value: Any, token: str | None = None) -> tuple[int, Any]:
+    headers = {"Content-Type": "application/json"}
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+    status, _, body = tcp(srv, "POST", path, json.dumps(value).encode(), headers)
+    return status, json.loads(body)
+
+
+# --- Unix socket ------------------------------------------------------------------------------
+
+def test_unix_socket_is_private_to_its_owner(server: AdminServer) -> None:
+    assert server.socket_path is not None
+    mode = server.socket_path.stat().st_mode & 0o777
+    assert mode == 0o600
+
+
+def test_unix_status_is_the_daemon_status_as_json(server: AdminServer, daemon: FakeDaemon) -> None:
+    code, answer = unix(server).request("GET", "/api/status")
+    assert code == 200
+    assert answer == json.loads(json.dumps(daemon.status()))
+
+
+def test_unix_flows_honours_the_limit(server: AdminServer, daemon: FakeDaemon) -> None:
+    code, answer = unix(server).request("GET", "/api/flows?limit=3")
+    assert code == 200
+    assert answer["limit"] == 3 and len(answer["flows"]) == 3
+    assert ("flows", 3) in daemon.calls
+
+
+def test_unix_switch_needs_no_token_and_reaches_the_daemon(server: AdminServer, daemon: FakeDaemon) -> None:
+    code, answer = unix(server).request("POST", "/api/switch/ipsec", {"on": False})
+    assert code == 200
+    assert answer == {"switch": "ipsec", "on": False, "torn_down": 1}
+    assert daemon.switches["ipsec"] is False
+
+
+def test_unix_reload_ok_and_config_error_keeps_running_config(server: AdminServer, daemon: FakeDaemon) -> None:
+    code, answer = unix(server).request("POST", "/api/reload", {})
+    assert (code, answer) == (200, {"reloaded": True})
+    daemon.reload_error = ConfigError("/etc/natpass/natpass.toml", 12, "pptp must be true or false")
+    code, answer = unix(server).request("POST", "/api/reload", {})
+    assert code == 422
+    assert answer["path"] == "/etc/natpass/natpass.toml"
+    assert answer["line"] == 12
+    assert answer["message"] == "pptp must be true or false"
+    assert "kept" in answer["error"]
+
+
+def test_stale_socket_from_a_crashed_router_is_replaced(daemon: FakeDaemon, tmp_path: Path) -> None:
+    path = tmp_path / "natpass.sock"
+    dead = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    dead.bind(str(path))
+    dead.close()  # the file stays, nobody listens
+    with AdminServer(daemon, path, None) as srv:
+        assert unix(srv).request("GET", "/api/status")[0] == 200
+    assert not path.exists()
+
+
+def test_second_router_on_the_same_socket_is_refused(server: AdminServer, daemon: FakeDaemon) -> None:
+    with pytest.raises(OSError, match="already listening"):
+        AdminServer(daemon, server.socket_path, None).start()
+    assert unix(server).request("GET", "/api/status")[0] == 200
+
+
+def test_regular_file_at_the_socket_path_is_never_deleted(daemon: FakeDaemon, tmp_path: Path) -> None:
+    path = tmp_path / "natpass.sock"
+    path.write_text("important")
+    with pytest.raises(OSError, match="not a socket"):
+        AdminServer(daemon, path, None).start()
+    assert path.read_text() == "important"
+
+
+# --- TCP: read open, changes with the token ---------------------------------------------------
+
+def test_http_status_readable_without_token(server: AdminServer) -> None:
+    status, headers, body = tcp(server, "GET", "/api/status")
+    assert status == 200
+    assert headers["content-type"] == "application/json"
+    assert json.loads(body)["switches"]["ipsec"] is True
+
+
+def test_http_token_file_is_created_private(server: AdminServer, daemon: FakeDaemon) -> None:
+    path = Path(daemon.config.state_dir) / "admin.token"
+    assert path.stat().st_mode & 0o777 == 0o600
+    assert len(token_of(daemon)) >= 32
+
+
+def test_http_switch_without_token_is_401_and_changes_nothing(server: AdminServer, daemon: FakeDaemon) -> None:
+    status, answer = json_post(server, "/api/switch/pptp", {"on": True})
+    assert status == 401
+    assert daemon.switches["pptp"] is False
+    status, answer = json_post(server, "/api/switch/pptp", {"on": True}, token="wrong-token-wrong-token")
+    assert status == 401
+    assert daemon.switches["pptp"] is False
+
+
+def test_http_switch_with_token(server: AdminServer, daemon: FakeDaemon) -> None:
+    status, answer = json_post(server, "/api/switch/pptp", {"on": True}, token=token_of(daemon))
+    assert status == 200
+    assert answer == {"switch": "pptp", "on": True, "torn_down": 0}
+    assert daemon.switches["pptp"] is True
+
+
+def test_http_reload_needs_the_token(server: AdminServer, daemon: FakeDaemon) -> None:
+    assert json_post(server, "/api/reload", {})[0] == 401
+    assert not [c for c in daemon.calls if c[0] == "reload"]
+    assert json_post(server, "/api/reload", {}, token=token_of(daemon))[0] == 200
+
+
+def test_form_post_is_refused_csrf(server: AdminServer, daemon: FakeDaemon) -> None:
+    status, _, body = tcp(server, "POST", "/api/switch/pptp", b"on=true",
+                          {"Content-Type": "application/x-www-form-urlencoded",
+                           "Authorization": f"Bearer {token_of(daemon)}"})
+    assert status == 415
+    assert daemon.switches["pptp"] is False
+
+
+def test_cross_origin_request_is_refused(server: AdminServer, daemon: FakeDaemon) -> None:
+    status, _, body = tcp(server, "POST", "/api/switch/pptp", b'{"on": true}',
+                          {"Content-Type": "application/json", "Origin": "http://evil.example",
+                           "Authorization": f"Bearer {token_of(daemon)}"})
+    assert status == 403
+    assert daemon.switches["pptp"] is False
+
+
+def test_dns_rebinding_host_name_is_refused(server: AdminServer) -> None:
+    status, _, body = tcp(server, "GET", "/api/status", headers={"Host": "attacker.example:8080"})
+    assert status == 421
+    assert json.loads(body)["status"] == 421
+
+
+def test_http_is_read_only_when_the_token_cannot_be_made(daemon: FakeDaemon, tmp_path: Path) -> None:
+    blocker = tmp_path / "not-a-dir"
+    blocker.write_text("")
+    with AdminServer(daemon, None, "127.0.0.1:0", token_path=blocker / "admin.token") as srv:
+        assert srv.token is None
+        status, answer = json_post(srv, "/api/switch/pptp", {"on": True}, token="x" * 20)
+        assert status == 403 and "read-only" in answer["error"]
+        assert tcp(srv, "GET", "/api/status")[0] == 200
+
+
+# --- bad requests -----------------------------------------------------------------------------
+
+@pytest.mark.parametrize(("method", "path", "body", "expected"), [
+    ("POST", "/api/switch/pptp", b"{not json", 400),
+    ("POST", "/api/switch/pptp", b'{"on": "yes"}', 400),
+    ("POST", "/api/switch/pptp", b"[1, 2]", 400),
+    ("POST", "/api/switch/openvpn", b'{"on": true}', 404),
+    ("POST", "/api/switch/", b'{"on": true}', 404),
+    ("GET", "/api/switch/pptp", None, 405),
+    ("DELETE", "/api/status", None, 405),
+    ("POST", "/api/status", b"{}", 405),
+    ("PUT", "/metrics", b"{}", 405),
+    ("GET", "/api/flows?limit=0", None, 400),
+    ("GET", "/api/flows?limit=abc", None, 400),
+    ("GET", "/api/flows?limit=99999999", None, 400),
+    ("GET", "/no/such/thing", None, 404),
+    ("GET", "/static/../admin.py", None, 404),
+    ("BREW", "/api/status", None, 501),
+])
+def test_bad_requests_get_json_errors(server: AdminServer, daemon: FakeDaemon, method: str, path: str,
+                                      body: bytes | None, expected: int) -> None:
+    headers = {"Authorization": f"Bearer {token_of(daemon)}"}
+    if body is not None:
+        headers["Content-Type"] = "application/json"
+    status, resp_headers, raw = tcp(server, method, path, body, headers)
+    assert status == expected
+    assert resp_headers["content-type"] == "application/json"
+    answer = json.loads(raw)
+    assert answer["status"] == expected and answer["error"]
+    assert daemon.switches == {"pptp": False, "ipsec": True, "l2tp": False}
+    if expected == 405:
+        assert "allow" in resp_headers
+    assert tcp(server, "GET", "/api/status")[0] == 200  # still serving
+
+
+def test_oversized_body_is_refused(server: AdminServer, daemon: FakeDaemon) -> None:
+    status, _, raw = tcp(server, "POST", "/api/switch/pptp", b"{" + b" " * 70000 + b"}",
+                         {"Content-Type": "application/json", "Authorization": f"Bearer {token_of(daemon)}"})
+    assert status == 413
+
+
+def test_garbage_bytes_on_the_socket_do_not_stop_the_server(server: AdminServer) -> None:
+    assert server.http_address is not None
+    for junk in (b"\x00\xff\x13garbage\r\n\r\n", b"GET\r\n\r\n", b"GET / HTTP/9.9\r\n\r\n", b""):
+        with socket.create_connection(server.http_address, timeout=5) as s:
+            s.sendall(junk)
+            s.shutdown(socket.SHUT_WR)
+            s.recv(65536)
+    assert tcp(server, "GET", "/api/status")[0] == 200
+
+
+def test_daemon_failure_is_a_500_and_the_server_keeps_serving(server: AdminServer, daemon: FakeDaemon) -> None:
+    daemon.status_error = RuntimeError("engine exploded")
+    status, _, raw = tcp(server, "GET", "/api/status")
+    assert status == 500
+    assert "engine exploded" in json.loads(raw)["error"]
+    daemon.status_error = None
+    assert tcp(server, "GET", "/api/status")[0] == 200
+
+
+def test_concurrent_clients_all_get_answers(server: AdminServer) -> None:
+    results: list[int] = []
+
+    def worker() -> None:
+        for _ in range(5):
+            results.append(tcp(server, "GET", "/api/status")[0])
+
+    threads = [threading.Thread(target=worker) for _ in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    assert results == [200] * 40
+
+
+def test_http_address_forms() -> None:
+    assert parse_http_address("127.0.0.1:8080")[1:] == ("127.0.0.1", 8080)
+    assert parse_http_address(":9000")[1:] == ("127.0.0.1", 9000)
+    assert parse_http_address("[::1]:8080")[0] == socket.AF_INET6
+    for bad in ("127.0.0.1", "host.example:80", "127.0.0.1:99999", "[::1]8080"):
+        with pytest.raises(ValueError):
+            parse_http_address(bad)
+
+
+# --- metrics ----------------------------------------------------------------------------------
+
+METRIC_NAME = re.compile(r"[a-zA-Z_:][a-zA-Z0-9_:]*")
+LABEL = re.compile(r'\s*([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\\n]|\\[\\"n])*)"\s*(,|$)')
+
+
+def parse_prometheus(text: str) -> dict[str, dict[tuple[tuple[str, str], ...], float]]:
+    """A strict reader of the text exposition format: every sample's family has HELP and TYPE
+    before it, names and labels are well formed, values are floats, no series repeats."""
+    assert text.endswith("\n")
+    families: dict[str, dict[tuple[tuple[str, str], ...], float]] = {}
+    types: dict[str, str] = {}
+    helped: set[str] = set()
+    for line in text.splitlines():
+        assert line.strip(), "no blank lines"
+        if line.startswith("# HELP "):
+            name = line.split(" ", 3)[2]
+            assert METRIC_NAME.fullmatch(name) and name not in helped
+            helped.add(name)
+            continue
+        if line.startswith("# TYPE "):
+            _, _, name, kind = line.split(" ")
+            assert kind in ("counter", "gauge", "untyped", "histogram", "summary") and name not in types
+            types[name] = kind
+            continue
+        assert not line.startswith("#")
+        match = re.fullmatch(r"([a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(.*)\})? (\S+)", line)
+        assert match, line
+        name, label_text, value = match.groups()
+        assert name in types and name in helped, f"{name} sampled before its TYPE/HELP"
+        labels: list[tuple[str, str]] = []
+        pos = 0
+        while label_text and pos < len(label_text):
+            lm = LABEL.match(label_text, pos)
+            assert lm, f"bad labels in {line}"
+            raw = lm.group(2)
+            labels.append((lm.group(1), raw.replace("\\n", "\n").replace('\\"', '"').replace("\\\\", "\\")))
+            pos = lm.end()
+        key = tuple(sorted(labels))
+        series = families.setdefault(name, {})
+        assert key not in series, f"duplicate series {line}"
+        series[key] = float(value)
+        if types[name] == "counter":
+            assert series[key] >= 0
+    return families
+
+
+def test_metrics_parse_as_prometheus_text(server: AdminServer, daemon: FakeDaemon) -> None:
+    status, headers, raw = tcp(server, "GET", "/metrics")
+    assert status == 200
+    assert headers["content-type"].startswith("text/plain; version=0.0.4")
+    fam = parse_prometheus(raw.decode())
+    st = daemon.status()
+    assert fam["natpass_packets_total"][(("source", "lan"),)] == st["counters"]["packets_from_lan"]
+    assert fam["natpass_packets_total"][(("source", "wan"),)] == st["counters"]["packets_from_wan"]
+    for reason, count in st["drops"].items():
+        assert fam["natpass_drops_total"][(("reason", reason),)] == count  # odd reason escaped and back
+    for proto, count in st["flows"]["by_proto"].items():
+        assert fam["natpass_flows"][(("proto", proto),)] == count
+    for name, on in st["switches"].items():
+        assert fam["natpass_passthrough_enabled"][(("switch", name),)] == float(on)
+    assert fam["natpass_tunnels"][(("switch", "ipsec"),)] == 1
+    assert fam["natpass_tunnels"][(("switch", "pptp"),)] == 0
+    assert fam["natpass_helper_stat"][(("stat", "esp_packets"), ("switch", "ipsec"))] == 40
+    assert fam["natpass_datapath_events_total"][(("counter", "rx"),)] == 200
+
+
+def test_metrics_follow_a_switch_change(server: AdminServer) -> None:
+    client = unix(server)
+    client.request("POST", "/api/switch/l2tp", {"on": True})
+    _, text = client.request("GET", "/metrics")
+    fam = parse_prometheus(text)
+    assert fam["natpass_passthrough_enabled"][(("switch", "l2tp"),)] == 1
+
+
+def test_metrics_from_an_empty_status_still_parse() -> None:
+    from natpass.router import metrics
+
+    fam = parse_prometheus(metrics.render({}))
+    assert fam["natpass_up"][()] == 1
+    fam = parse_prometheus(metrics.render({"flows": 3, "drops": {"x": float("nan")}, "counters": None}))
+    assert fam["natpass_flows"][(("proto", "all"),)] == 3
+    assert "natpass_drops_total" not in fam
+
+
+def test_prometheus_checker_rejects_malformed_text() -> None:
+    for bad in ("natpass_x 1\n", "# HELP a x\n# TYPE a gauge\na{b=\"1} 2\n",
+                "# HELP a x\n# TYPE a gauge\na 1\na 2\n", "# HELP a x\n# TYPE a gauge\na one\n"):
+        with pytest.raises((AssertionError, ValueError)):
+            parse_prometheus(bad)
+
+
+# --- the page ---------------------------------------------------------------------------------
+
+def test_page_renders_switches_counters_and_flows_without_javascript(server: AdminServer,
+                                                                     daemon: FakeDaemon) -> None:
+    daemon.drops["<script>alert(1)</script>"] = 3
+    status, headers, raw = tcp(server, "GET", "/")
+    assert status == 200
+    assert headers["content-type"].startswith("text/html")
+    assert "script-src 'self'" in headers["content-security-policy"]
+    page = raw.decode()
+    assert "{{" not in page
+    for name in ("pptp", "ipsec", "l2tp"):
+        assert f'id="switch-{name}"' in page
+    assert re.search(r'name="ipsec" checked', page) and not re.search(r'name="pptp" checked', page)
+    assert "insecure" in page  # the PPTP security note
+    assert "passthrough-disabled:pptp" in page
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in page and "<script>alert" not in page
+    assert "192.168.1.10:40000" in page and "198.51.100.7:443" in page
+    assert "198.51.100.9" in page  # the live IPsec tunnel
+    assert not re.search(r'<(?:script|link)[^>]+(?:src|href)="(?:https?:)?//', page)  # no CDN
+    assert "<noscript>" in page  # refreshes itself without JS
+
+
+def test_page_assets_are_served_from_the_package(server: AdminServer) -> None:
+    status, headers, raw = tcp(server, "GET", "/static/admin.js")
+    assert status == 200 and headers["content-type"].startswith("text/javascript")
+    assert b"/api/status" in raw and b"innerHTML" not in raw
+    status, headers, raw = tcp(server, "GET", "/static/admin.css")
+    assert status == 200 and headers["content-type"].startswith("text/css")
+    assert b"@import" not in raw and b"url(http" not in raw
+
+
+def test_head_request_has_no_body(server: AdminServer) -> None:
+    status, headers, raw = tcp(server, "HEAD", "/api/status")
+    assert status == 200 and raw == b"" and int(headers["content-length"]) > 0
+
+
+def test_stop_removes_the_socket(daemon: FakeDaemon, tmp_path: Path) -> None:
+    path = tmp_path / "natpass.sock"
+    srv = AdminServer(daemon, path, "127.0.0.1:0").start()
+    assert path.is_socket()
+    srv.stop()
+    assert not os.path.exists(path)
