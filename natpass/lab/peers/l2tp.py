@@ -1,0 +1,81 @@
+"""L2TP (RFC 2661) with xl2tpd at both ends over UDP 1701, PPP frames from the stand-in pppd.
+
+xl2tpd's pppd path is fixed, so the stand-in (natpass/lab/assets/standin-pppd) is bind-mounted over
+/usr/sbin/pppd inside each xl2tpd's private mount namespace (never in the root one). The stand-in
+does not echo frames back, so having it at both ends cannot loop. xl2tpd keeps its control pipe
+under /var/run/xl2tpd: each daemon gets a private /run. The control exchange (SCCRQ, SCCRP, SCCCN,
+ICRQ, ICRP, ICCN) and the data channel are the real xl2tpd's. Connected means the client's stand-in
+saw LCP open over the L2TP session. Plain L2TP without IPsec: what L2TP/IPsec carries inside ESP.
+"""
+
+from __future__ import annotations
+
+from natpass.lab.peers.base import Peer
+
+PORT = 1701  # RFC 2661 section 8.1
+
+
+class L2tp(Peer):
+    protocol = "l2tp"
+    needs = ("xl2tpd",)
+
+    def __init__(self, *args: object, **kw: object) -> None:
+        super().__init__(*args, **kw)  # type: ignore[arg-type]
+        self.server_log = self.lab.path("peers", "l2tp-server", "standin.log")
+        self.client_log = self.file("standin.log")
+
+    def start_server(self) -> None:
+        standin = self.standin_pppd()
+        d = self.server_log.parent
+        conf = d / "xl2tpd.conf"
+        conf.write_text(
+            "[global]\n"
+            f"listen-addr = {self.server_addr}\n"
+            f"port = {PORT}\n"
+            "[lns default]\n"
+            "ip range = 192.168.105.10-192.168.105.40\n"
+            "local ip = 192.168.105.1\n"
+            "require authentication = no\n"
+            "length bit = yes\n"
+        )
+        self.spawn(self.server, ["xl2tpd", "-D", "-c", str(conf), "-p", str(d / "xl2tpd.pid"),
+                                 "-C", str(d / "l2tp-control")],
+                   "server", server=True, private_run=True, binds=[(str(standin), "/usr/sbin/pppd")],
+                   env={"NATPASS_STANDIN_LOG": str(self.server_log)})
+        self.lab.wait_for(lambda: "Listening on IP address" in self.log("server"), 3)
+
+    def start_client(self) -> None:
+        standin = self.standin_pppd()
+        d = self.client_log.parent
+        conf = d / "xl2tpd.conf"
+        conf.write_text(
+            "[global]\n"
+            f"port = {PORT}\n"
+            "[lac lab]\n"
+            f"lns = {self.server_addr}\n"
+            "autodial = yes\n"
+            "redial = yes\n"
+            "redial timeout = 1\n"
+            "max redials = 30\n"
+            "length bit = yes\n"
+        )
+        self.spawn(self.client, ["xl2tpd", "-D", "-c", str(conf), "-p", str(d / "xl2tpd.pid"),
+                                 "-C", str(d / "l2tp-control")],
+                   f"client-{self.client}", private_run=True, binds=[(str(standin), "/usr/sbin/pppd")],
+                   env={"NATPASS_STANDIN_LOG": str(self.client_log)})
+
+    def _events(self) -> str:
+        try:
+            return self.client_log.read_text()
+        except OSError:
+            return ""
+
+    def connected(self) -> bool:
+        return "LCP opened" in self._events()
+
+    def failure_detail(self) -> str:
+        log = self.log(f"client-{self.client}")
+        stage = "call established" if "Call established" in log else (
+            "tunnel established" if "Connection established" in log else "no tunnel")
+        ev = self._events()
+        return f"LCP not opened ({stage}; {ev.count('sent LCP')} frames sent, {ev.count('recv LCP')} received)"
