@@ -102,7 +102,7 @@ class Topology:
     def start_natpass(self, config: Path, label: str = "natpass", runner: list[str] | None = None) -> int:
         """Start ``natpass run`` (or ``runner``) in the router namespace; returns its PID once the
         nft table is in place (it is then ready to forward)."""
-        argv = runner or [sys.executable, "-m", "natpass.cli", "run", "--config", str(config),
+        argv = runner or [sys.executable, "-m", "natpass.router.cli_run", "--config", str(config),
                           "--log-level", "debug"]
         seen = len(self.lab.log(label))  # the log file is appended to by every start with this label
         pid = self.lab.spawn(self.rtr, argv, label=label, env={"PYTHONPATH": _pythonpath()})

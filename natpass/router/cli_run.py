@@ -61,3 +61,16 @@ def run_daemon(config_path: str, engine_factory: Any = None) -> int:
         daemon.close()
         log.info("natpass stopped")
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    """``python -m natpass.router.cli_run --config FILE``: ``natpass run`` without the other
+    subcommands (systemd and the lab use it so that only the router's modules are imported)."""
+    parser = argparse.ArgumentParser(prog="natpass")
+    register(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(["run", *(sys.argv[1:] if argv is None else argv)])
+    return int(args.func(args) or 0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -8,6 +8,7 @@ threads. Every call that touches the engine runs on the packet loop between two 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import ipaddress
 import logging
 import signal
@@ -104,7 +105,7 @@ class RouterDaemon:
         if cfg.datapath != "packet":
             raise ConfigError(cfg.path, 0, f'datapath "{cfg.datapath}" is not available in this build; '
                               'use datapath = "packet"')
-        self.engine = self.engine_factory(cfg.nat, self._helper_event)
+        self.engine = self.engine_factory(self._nat_config(cfg), self._helper_event)
         self.setup = HostSetup(cfg.state_dir, cfg.wan_interface, cfg.lan_interface, cfg.lan_address)
         self.setup.apply()
         for what in getattr(self.setup, "recover_done", []):
@@ -123,6 +124,19 @@ class RouterDaemon:
         log.info("natpass running: LAN %s (%s), WAN %s (%s), config %s", cfg.lan_interface,
                  _ip(self.datapath.lan_address), cfg.wan_interface,
                  ", ".join(filter(None, (_ip(a) for a in cfg.wan_addresses))), cfg.path)
+
+    def _nat_config(self, cfg: RouterConfig) -> NatConfig:
+        """The engine's config, with the router's LAN address as the source of its ICMP errors."""
+        nat = cfg.nat
+        if getattr(nat, "router_lan_address", "absent") is None:
+            lan = cfg.lan_address
+            if lan is None:
+                from natpass.datapath.packetsock import ipv4_address
+
+                lan = ipv4_address(cfg.lan_interface)
+            if lan is not None:
+                nat = dataclasses.replace(nat, router_lan_address=lan)
+        return nat
 
     def _start_side_services(self) -> None:
         cfg = self.config
@@ -267,7 +281,7 @@ class RouterDaemon:
                                   "(running config kept)")
 
         def apply() -> None:
-            self.engine.reconfigure(new.nat, self.clock())
+            self.engine.reconfigure(self._nat_config(new), self.clock())
             if self.datapath is not None:
                 self.datapath.wan.gateway = new.wan_gateway
                 self.datapath.wan.headers.clear()
@@ -294,7 +308,8 @@ class RouterDaemon:
 
     def _helper_event(self, event: str, **fields: Any) -> None:
         """A helper's ``ctx.log``: tunnel up/down and other notable events, for the usage record."""
-        switch = fields.pop("switch", None) or fields.pop("helper", None) or event.split(":")[0]
+        switch = (fields.pop("switch", None) or fields.pop("proto", None) or fields.pop("helper", None)
+              or event.split(":")[0])
         detail = fields.pop("detail", None)
         if detail is None and fields:
             detail = " ".join(f"{k}={v}" for k, v in fields.items())
@@ -306,13 +321,18 @@ class RouterDaemon:
             return
         self._next_usage = now + USAGE_REPORT_S
         engine = self.engine
+        drain = getattr(engine, "drain_events", None)
+        if callable(drain):
+            for ev in drain():
+                fields = dict(ev)
+                self._helper_event(str(fields.pop("event", "event")), **fields)
         drops = getattr(engine, "drops", {}) or {}
         for reason, total in list(drops.items()):
             if ":" in reason:
                 switch = reason.rsplit(":", 1)[1]
                 if switch in SWITCHES:
                     self._push({"event": "drop", "switch": switch, "reason": reason, "total": int(total)})
-        helpers = getattr(engine, "helpers", None) or []
+        helpers = getattr(engine, "helpers", None) or getattr(engine, "_helpers", None) or []
         for helper in helpers:
             name = getattr(helper, "name", "")
             if name not in SWITCHES:

@@ -141,6 +141,6 @@ def natpass_argv(config: str) -> list[str]:
     from pathlib import Path
 
     if real_engine_available():
-        return [sys.executable, "-m", "natpass.cli", "run", "--config", config, "--log-level", "debug"]
+        return [sys.executable, "-m", "natpass.router.cli_run", "--config", config, "--log-level", "debug"]
     tests_dir = str(Path(__file__).resolve().parent)
     return [sys.executable, "-c", RUNNER.format(tests_dir=tests_dir, config=config)]
