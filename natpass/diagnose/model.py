@@ -65,6 +65,7 @@ class CaptureInfo:
     first_time: float | None = None
     duration: float = 0.0
     flows: int = 0
+    problems: list[str] = field(default_factory=list)  # e.g. the file is cut after frame N
 
 
 @dataclass(slots=True)

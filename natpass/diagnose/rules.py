@@ -207,7 +207,7 @@ class Rules:
             first_t = f["nat-t switch"][1]
             if one_way_enough(out4500, first_t, self.end):
                 frag = _int(s, "fragments")
-                fragnote = (f" The requests on 4500 were IP-fragmented ({frag} fragment(s)): "
+                fragnote = (f" The requests on 4500 were IP-fragmented ({frag} fragment frames): "
                             "fragments are often dropped on the way." if frag else "")
                 self.add("natt-blocked", "error", ERROR_809,
                          _step_ev(s, "sa_init response", "main mode responder")
@@ -449,8 +449,10 @@ class Rules:
                      f"{self.info.ipv6} IPv6 frame(s) were not analysed (natpass passes IPv4 through NAT; "
                      "IPv6 needs no NAT traversal).", "Nothing to do for IPv6 VPN traffic.")
         if not self.sessions:
+            other = self.info.ipv6 + self.info.other
+            extra = f" ({other} frame(s) carried no IPv4 and were not analysed)" if other else ""
             self.add("no-vpn-found", "info", None, [],
-                     "No VPN traffic was recognised in this capture.",
+                     f"No VPN traffic was recognised in this capture{extra}.",
                      "Capture while the VPN client connects, without a port filter.")
 
     # -------------------------------------------------------------- all

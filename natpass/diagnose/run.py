@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 from natpass.diagnose.analyzer import Analyzer
-from natpass.diagnose.capture import Frame, read_frames
+from natpass.diagnose.capture import CaptureError, Frame, read_frames
 from natpass.diagnose.model import Diagnosis
 from natpass.diagnose.rules import Rules
 
@@ -33,9 +33,35 @@ def analyse_frames(frames: Iterable[Frame], name: str = "",
     return Rules(info, sessions, stun).run()
 
 
+def frames_of(path: str | Path, problems: list[str]) -> Iterator[Frame]:
+    """Frames via the project's reader (``natpass.datapath.pcap``), this module's as a fallback.
+
+    A file cut or damaged part-way still gives its first frames; the problem is noted in
+    ``problems`` so that the report can say the diagnosis covers only part of the file.
+    """
+    try:
+        from natpass.datapath.pcap import CaptureError as ReadError
+        from natpass.datapath.pcap import iter_capture
+    except ImportError:
+        yield from read_frames(path)
+        return
+    count = 0
+    try:
+        for cp in iter_capture(path):
+            count += 1
+            yield Frame(cp.index, cp.ts, cp.ip, False, cp.captured)
+    except ReadError as exc:
+        if not count:
+            raise CaptureError(str(exc)) from None
+        problems.append(str(exc))
+
+
 def diagnose(path: str | Path, progress: Callable[[int], None] | None = None) -> Diagnosis:
     """Diagnose the pcap/pcapng at ``path`` (raises CaptureError when it is not one)."""
-    return analyse_frames(read_frames(path), str(path), progress)
+    problems: list[str] = []
+    diag = analyse_frames(frames_of(path, problems), str(path), progress)
+    diag.capture.problems.extend(problems)
+    return diag
 
 
 def diagnose_packets(packets: Iterable[tuple[float, bytes]], name: str = "<packets>") -> Diagnosis:
