@@ -179,7 +179,9 @@ def print_status(status: dict[str, Any], flows: list[dict[str, Any]], console: A
     from natpass.router import metrics
     from natpass.router.admin import SWITCH_INFO, interfaces_text
 
-    console = console or Console()
+    if console is None:
+        # Piped output is for grep and logs: do not fold addresses at 80 columns.
+        console = Console() if sys.stdout.isatty() else Console(width=200)
     uptime = status.get("uptime")
     head = [f"uptime {_duration(uptime)}" if isinstance(uptime, int | float) else None,
             f"config {status['config_path']}" if status.get("config_path") else None,
