@@ -374,6 +374,7 @@ class Engine:
         self._next_tick = float("-inf")
         self._last_helper_tick = float("-inf")
         self._apply_config(config)
+        self._install_forwards()
         for h in self._helpers:
             self._register(h)
 
@@ -629,8 +630,8 @@ class Engine:
                                 h[3] += n
                                 return 2
             return self._slow(buf, from_lan, now)
-        except (IndexError, ValueError, OverflowError):
-            # A packet that slipped past validation must still never raise out of process().
+        except Exception:  # noqa: BLE001 - a bad packet must never raise out of process()
+            # Counted apart from ordinary malformed drops so that tests and metrics see it.
             self._count("malformed_exception")
             return self._drop(V.MALFORMED)
 
