@@ -8,7 +8,6 @@ from typing import Any
 from scapy.layers.inet import ICMP, IP, TCP, UDP, IPerror, TCPerror, UDPerror
 from scapy.packet import Packet, Raw
 
-from natpass.nat import verdict as V
 from natpass.nat.config import NatConfig
 from natpass.nat.engine import Engine
 
