@@ -1,0 +1,195 @@
+"""Live benchmark: the same bounded load through natpass and through the kernel's NAT, in one run.
+
+Two identical client -- router -- server namespace topologies (prefix ``npdp``): one router runs
+``natpass run``, the other nftables masquerade with ip_forward = 1. The client's and server's veth
+ends have transmit offloads off in both (hosts on a wire, see natpass.datapath.live_lab). For each
+router: small-UDP packets/s arriving at the server (iperf3 -u -l 64, bounded by -t and -b), TCP
+throughput (iperf3, a few seconds), ping latency p50/p99 (-i 0.01, bounded count), and natpass's
+RSS. Prints the ratios natpass/kernel; ``--json`` prints one JSON object. Needs root; about a
+minute. ``--profile FILE`` also records a py-spy flame graph of natpass under the UDP load.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from natpass.datapath.live_lab import SERVER, Topology, config_text  # noqa: E402
+from natpass.lab.netns import Netns  # noqa: E402
+
+UDP_SECONDS = 4
+UDP_PAYLOAD = 64
+UDP_OFFERED = "1G"  # iperf3 -b: as fast as the sender can (the time bound keeps it finite)
+TCP_SECONDS = 4
+PING_COUNT = 300  # at -i 0.01: about 3 s
+IPERF_PORT = 5201
+
+
+def _iperf(topo: Topology, args: list[str], seconds: int) -> dict[str, Any]:
+    lab = topo.lab
+    server = lab.spawn(topo.srv, ["iperf3", "-s", "-1", "-p", str(IPERF_PORT)], label=f"iperf3-s-{topo.srv}")
+    try:
+        time.sleep(0.4)
+        proc = lab.run(topo.cli, ["iperf3", "-c", SERVER, "-p", str(IPERF_PORT), "-J", *args],
+                       timeout=seconds + 30, check=False)
+        try:
+            return json.loads(proc.stdout)  # type: ignore[no-any-return]
+        except ValueError:
+            return {"error": (proc.stderr or proc.stdout)[-500:]}
+    finally:
+        lab.kill(server)
+
+
+def udp_pps(topo: Topology) -> dict[str, float]:
+    res = _iperf(topo, ["-u", "-l", str(UDP_PAYLOAD), "-b", UDP_OFFERED, "-t", str(UDP_SECONDS)], UDP_SECONDS)
+    if "error" in res and "end" not in res:
+        return {"pps": 0.0, "sent_pps": 0.0, "error": res["error"]}  # type: ignore[dict-item]
+    end = res["end"]
+    s = end["sum"]
+    seconds = float(s.get("seconds") or UDP_SECONDS)
+    received = int(s.get("packets", 0)) - int(s.get("lost_packets", 0))
+    sent = int(end.get("sum_sent", s).get("packets", s.get("packets", 0)))
+    return {"pps": received / seconds, "sent_pps": sent / seconds,
+            "lost_percent": float(s.get("lost_percent", 0.0))}
+
+
+def tcp_gbps(topo: Topology) -> float:
+    res = _iperf(topo, ["-t", str(TCP_SECONDS)], TCP_SECONDS)
+    try:
+        return float(res["end"]["sum_received"]["bits_per_second"]) / 1e9
+    except (KeyError, TypeError):
+        return 0.0
+
+
+def ping_latency(topo: Topology) -> dict[str, float]:
+    proc = topo.lab.run(topo.cli, ["ping", "-n", "-i", "0.01", "-c", str(PING_COUNT), "-W", "1", SERVER],
+                        timeout=PING_COUNT * 0.05 + 20, check=False)
+    times = sorted(float(line.rsplit("time=", 1)[1].split()[0])
+                   for line in proc.stdout.splitlines() if "time=" in line)
+    if not times:
+        return {"p50_ms": float("nan"), "p99_ms": float("nan"), "received": 0}
+
+    def pct(p: float) -> float:
+        return times[min(len(times) - 1, int(round(p * (len(times) - 1))))]
+
+    return {"p50_ms": pct(0.50), "p99_ms": pct(0.99), "received": len(times)}
+
+
+def rss_mb(pid: int) -> tuple[float, float]:
+    """(current RSS, peak RSS) of ``pid`` in MiB."""
+    cur = peak = 0.0
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                cur = int(line.split()[1]) / 1024
+            elif line.startswith("VmHWM:"):
+                peak = int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return cur, peak
+
+
+def measure(topo: Topology, natpass_pid: int | None, profile: str | None = None) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    spy = None
+    if profile and natpass_pid and shutil.which("py-spy"):
+        spy = subprocess.Popen(["py-spy", "record", "-o", profile, "-d", str(UDP_SECONDS + 1), "-r", "200",
+                                "-p", str(natpass_pid), "--nonblocking"],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    out["udp"] = udp_pps(topo)
+    if spy is not None:
+        spy.wait(timeout=60)
+    out["tcp_gbps"] = tcp_gbps(topo)
+    out["latency"] = ping_latency(topo)
+    if natpass_pid:
+        out["rss_mb"], out["peak_rss_mb"] = rss_mb(natpass_pid)
+    return out
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.add_argument("--profile", metavar="SVG", help="py-spy flame graph of natpass under UDP load")
+    parser.add_argument("--only", choices=("natpass", "kernel"), help="measure one router only")
+    args = parser.parse_args(argv)
+    if os.geteuid() != 0:
+        print("bench/live.py needs root (network namespaces)", file=sys.stderr)
+        return 2
+    lab = Netns("npdp")
+    lab.cleanup()
+    started = time.monotonic()
+    results: dict[str, Any] = {}
+    try:
+        if args.only != "kernel":
+            nat = Topology(lab, "bn").build()
+            state = lab.path("bench-state", "x").parent
+            cfg = lab.write("bench.toml", config_text(str(state), str(lab.path("bench.sock")),
+                                                      'log_level = "info"\n'))
+            pid = nat.start_natpass(cfg, label="natpass-bench",
+                                    runner=[sys.executable, "-m", "natpass.router.cli_run", "--config",
+                                            str(cfg)])
+            try:
+                results["natpass"] = measure(nat, pid, args.profile)
+            finally:
+                lab.kill(pid, timeout=5)
+            log = lab.log("natpass-bench")
+            counters = [line for line in log.splitlines() if "datapath counters" in line]
+            if counters:
+                results["natpass"]["counters"] = counters[-1].split("datapath counters: ", 1)[1]
+        if args.only != "natpass":
+            kern = Topology(lab, "bk").build(kernel_nat=True)
+            results["kernel"] = measure(kern, None)
+    finally:
+        lab.cleanup()
+    n, k = results.get("natpass", {}), results.get("kernel", {})
+
+    def ratio(a: float | None, b: float | None) -> float | None:
+        return round(a / b, 3) if a is not None and b else None
+
+    summary: dict[str, Any] = {
+        "natpass_pps": round(n["udp"]["pps"]) if n else None,
+        "kernel_pps": round(k["udp"]["pps"]) if k else None,
+        "natpass_sent_pps": round(n["udp"]["sent_pps"]) if n else None,
+        "kernel_sent_pps": round(k["udp"]["sent_pps"]) if k else None,
+        "natpass_tcp_gbps": round(n["tcp_gbps"], 3) if n else None,
+        "kernel_tcp_gbps": round(k["tcp_gbps"], 3) if k else None,
+        "natpass_p50_ms": n["latency"]["p50_ms"] if n else None,
+        "natpass_p99_ms": n["latency"]["p99_ms"] if n else None,
+        "kernel_p50_ms": k["latency"]["p50_ms"] if k else None,
+        "kernel_p99_ms": k["latency"]["p99_ms"] if k else None,
+        "natpass_rss_mb": round(n["rss_mb"], 1) if n else None,
+        "natpass_peak_rss_mb": round(n["peak_rss_mb"], 1) if n else None,
+        "seconds": round(time.monotonic() - started, 1),
+    }
+    if n and k:
+        summary["pps_ratio"] = ratio(n["udp"]["pps"], k["udp"]["pps"])
+        summary["tcp_ratio"] = ratio(n["tcp_gbps"], k["tcp_gbps"])
+        summary["p99_ratio"] = ratio(n["latency"]["p99_ms"], k["latency"]["p99_ms"])
+    if n.get("counters"):
+        summary["natpass_counters"] = n["counters"]
+    if args.json:
+        print(json.dumps(summary))
+    else:
+        print(f"small UDP ({UDP_PAYLOAD} B) at the server: natpass {summary['natpass_pps']} pkt/s, "
+              f"kernel {summary['kernel_pps']} pkt/s (sent {summary['natpass_sent_pps']} / "
+              f"{summary['kernel_sent_pps']}), ratio {summary.get('pps_ratio')}")
+        print(f"TCP: natpass {summary['natpass_tcp_gbps']} Gbit/s, kernel {summary['kernel_tcp_gbps']} Gbit/s, "
+              f"ratio {summary.get('tcp_ratio')}")
+        print(f"ping p50/p99: natpass {summary['natpass_p50_ms']}/{summary['natpass_p99_ms']} ms, "
+              f"kernel {summary['kernel_p50_ms']}/{summary['kernel_p99_ms']} ms")
+        print(f"natpass RSS {summary['natpass_rss_mb']} MiB (peak {summary['natpass_peak_rss_mb']}); "
+              f"{summary['seconds']} s")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
