@@ -62,6 +62,8 @@ DEFAULT_FLOW_LIMIT = 200
 MAX_FLOW_LIMIT = 10000
 PAGE_FLOW_LIMIT = 50
 REQUEST_TIMEOUT = 10.0  # a stalled client frees its thread after this
+MAX_CONNECTIONS = 32  # per listener
+DAEMON_TIMEOUT = 15.0  # wait this long for another admin request's daemon call, then 503
 
 SECURITY_HEADERS = {
     "X-Content-Type-Options": "nosniff",
@@ -199,7 +201,31 @@ def parse_http_address(text: str) -> tuple[socket.AddressFamily, str, int]:
 
 # --- servers ----------------------------------------------------------------------------------
 
-class _TCPServer(ThreadingHTTPServer):
+class _Bounded:
+    """At most MAX_CONNECTIONS handler threads: a flood of local clients gets closed sockets, not
+    a router that runs out of threads."""
+
+    slots: threading.BoundedSemaphore
+
+    def process_request(self, request: Any, client_address: Any) -> None:
+        if not self.slots.acquire(blocking=False):
+            log.warning("admin: more than %d connections, refusing one", MAX_CONNECTIONS)
+            self.shutdown_request(request)  # type: ignore[attr-defined]
+            return
+        try:
+            super().process_request(request, client_address)  # type: ignore[misc]
+        except BaseException:
+            self.slots.release()
+            raise
+
+    def process_request_thread(self, request: Any, client_address: Any) -> None:
+        try:
+            super().process_request_thread(request, client_address)  # type: ignore[misc]
+        finally:
+            self.slots.release()
+
+
+class _TCPServer(_Bounded, ThreadingHTTPServer):
     daemon_threads = True
     block_on_close = False
     request_queue_size = 64
@@ -211,7 +237,7 @@ class _TCPServer(ThreadingHTTPServer):
         self.server_name, self.server_port = str(host), int(port)
 
 
-class _UnixServer(socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
+class _UnixServer(_Bounded, socketserver.ThreadingMixIn, socketserver.UnixStreamServer):
     daemon_threads = True
     block_on_close = False
     request_queue_size = 64
@@ -284,6 +310,7 @@ class AdminServer:
             if self.socket_path is not None:
                 unix = _UnixServer(os.fspath(self.socket_path), _handler(self, "unix"), bind_and_activate=False)
                 unix.allowed_uids = frozenset({0, os.geteuid()})
+                unix.slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
                 try:
                     _bind_unix(unix, self.socket_path)
                     self._socket_inode = self.socket_path.stat().st_ino
@@ -299,6 +326,7 @@ class AdminServer:
                 self.token = load_or_create_token(self.token_path)
                 tcp_cls = type("_TCP", (_TCPServer,), {"address_family": family})
                 tcp = tcp_cls((host, port), _handler(self, "http"))
+                tcp.slots = threading.BoundedSemaphore(MAX_CONNECTIONS)
                 self.http_address = (host, tcp.server_address[1])
                 self._serve(tcp, "natpass-admin-http")
         except BaseException:
@@ -338,13 +366,16 @@ class AdminServer:
         fn = getattr(self.daemon, method, None)
         if fn is None:
             raise AdminError(501, f"the daemon does not offer {method}()")
-        with self.daemon_lock:
-            try:
-                return fn(*args, **kwargs)
-            except RuntimeError as exc:
-                if "changed size during iteration" not in str(exc):
-                    raise
-                return fn(*args, **kwargs)  # raced the packet thread once: try again
+        if not self.daemon_lock.acquire(timeout=DAEMON_TIMEOUT):
+            raise AdminError(503, f"the router is busy (another admin request has run for {DAEMON_TIMEOUT:.0f} s)")
+        try:
+            return fn(*args, **kwargs)
+        except RuntimeError as exc:
+            if "changed size during iteration" not in str(exc):
+                raise
+            return fn(*args, **kwargs)  # raced the packet thread once: try again
+        finally:
+            self.daemon_lock.release()
 
 
 def _handler(admin: AdminServer, via: str) -> type[BaseHTTPRequestHandler]:

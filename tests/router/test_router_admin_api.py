@@ -8,6 +8,7 @@ import os
 import re
 import socket
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -466,3 +467,55 @@ def test_stop_removes_the_socket(daemon: FakeDaemon, tmp_path: Path) -> None:
     assert path.is_socket()
     srv.stop()
     assert not os.path.exists(path)
+
+
+def test_connection_flood_is_capped_and_recovers(daemon: FakeDaemon, monkeypatch: pytest.MonkeyPatch) -> None:
+    import natpass.router.admin as admin
+
+    monkeypatch.setattr(admin, "MAX_CONNECTIONS", 3)
+    with AdminServer(daemon, None, "127.0.0.1:0") as srv:
+        assert srv.http_address is not None
+        idle = [socket.create_connection(srv.http_address, timeout=5) for _ in range(3)]
+        try:
+            time.sleep(0.3)  # let the server accept the three
+            extra = socket.create_connection(srv.http_address, timeout=5)
+            extra.sendall(b"GET /api/status HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+            assert extra.recv(100) == b""  # closed without an answer
+            extra.close()
+        finally:
+            for s in idle:
+                s.close()
+        deadline = time.time() + 5
+        while time.time() < deadline:
+            try:
+                if tcp(srv, "GET", "/api/status")[0] == 200:
+                    break
+            except (ConnectionError, http.client.HTTPException):
+                time.sleep(0.05)
+        else:
+            pytest.fail("the server did not recover after the flood")
+
+
+def test_hung_daemon_call_gives_503_not_a_pile_of_threads(daemon: FakeDaemon,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    import natpass.router.admin as admin
+
+    monkeypatch.setattr(admin, "DAEMON_TIMEOUT", 0.3)
+    release = threading.Event()
+    original = daemon.status
+
+    def slow_status() -> dict[str, Any]:
+        release.wait(10)
+        return original()
+
+    daemon.status = slow_status  # type: ignore[method-assign]
+    with AdminServer(daemon, None, "127.0.0.1:0") as srv:
+        first: list[int] = []
+        t = threading.Thread(target=lambda: first.append(tcp(srv, "GET", "/api/status")[0]))
+        t.start()
+        time.sleep(0.1)
+        status, _, raw = tcp(srv, "GET", "/metrics")
+        assert status == 503 and "busy" in json.loads(raw)["error"]
+        release.set()
+        t.join(10)
+        assert first == [200]
