@@ -519,3 +519,67 @@ def test_hung_daemon_call_gives_503_not_a_pile_of_threads(daemon: FakeDaemon,
         release.set()
         t.join(10)
         assert first == [200]
+
+
+# --- with the real RouterDaemon and engine (no namespaces: the daemon is not started) -----------
+
+def real_daemon(tmp_path: Path) -> Any:
+    from natpass.passthrough import build_engine
+    from natpass.router.daemon import RouterDaemon
+
+    cfg = tmp_path / "natpass.toml"
+    cfg.write_text('[wan]\naddresses = ["203.0.113.1"]\n[lan]\nprefixes = ["192.168.1.0/24"]\n'
+                   f'[passthrough]\npptp = true\n[router]\nstate_dir = "{tmp_path / "state"}"\n')
+    d = RouterDaemon(str(cfg))
+    d.engine = build_engine(d.config.nat)
+    return d
+
+
+def test_real_daemon_status_metrics_page_and_switch(tmp_path: Path) -> None:
+    from natpass.nat import verdict as V
+    from natpass.packets.esp import build_esp_packet
+    from natpass.packets.udp import build_udp
+    from natpass.router.usage import UsageDB, UsageRecorder
+
+    d = real_daemon(tmp_path)
+    now = d.clock()
+    assert d.engine.process(build_udp("192.168.1.10", "198.51.100.7", 5000, 53, b"q"), True, now) == V.TO_WAN
+    assert d.engine.process(build_esp_packet("192.168.1.10", "198.51.100.9", 0x1234, 1, b"x" * 16),
+                            True, now) == V.DROP
+    with AdminServer(d, tmp_path / "natpass.sock", "127.0.0.1:0") as srv:
+        code, st = unix(srv).request("GET", "/api/status")
+        assert code == 200
+        assert st["flows"]["total"] == 1
+        assert st["drops"]["passthrough-disabled:ipsec"] == 1
+        assert st["switches"] == {"pptp": True, "ipsec": False, "l2tp": False}
+        code, flows = unix(srv).request("GET", "/api/flows")
+        assert flows["flows"][0]["remote_addr"] == "198.51.100.7" and flows["flows"][0]["remote_port"] == 53
+
+        fam = parse_prometheus(tcp(srv, "GET", "/metrics")[2].decode())
+        assert fam["natpass_drops_total"][(("reason", "passthrough-disabled:ipsec"),)] == 1
+        assert fam["natpass_flows"][(("proto", "udp"),)] == 1
+        assert fam["natpass_passthrough_enabled"][(("switch", "pptp"),)] == 1
+
+        page = tcp(srv, "GET", "/")[2].decode()
+        assert "192.168.1.10:5000" in page and "passthrough-disabled:ipsec" in page
+
+        code, answer = unix(srv).request("POST", "/api/switch/ipsec", {"on": True})
+        assert code == 200 and answer["on"] is True
+        assert d.engine.status()["switches"]["ipsec"] is True
+
+        code, answer = unix(srv).request("POST", "/api/reload", {})  # the file still says ipsec off
+        assert code == 200
+        assert d.engine.status()["switches"]["ipsec"] is False
+
+        (tmp_path / "natpass.toml").write_text("[passthrough]\nipsec = perhaps\n")
+        code, answer = unix(srv).request("POST", "/api/reload", {})
+        assert code == 422 and answer["line"] == 2 and answer["path"].endswith("natpass.toml")
+
+    # The daemon's usage events feed the recorder: switch history and drop totals.
+    d._usage_tick(now + 100)
+    rec = UsageRecorder(tmp_path / "usage.sqlite3", d.usage_events, interval=3600)
+    rec.close()
+    with UsageDB(tmp_path / "usage.sqlite3") as u:
+        assert u.drops_by_reason("ipsec") == {"passthrough-disabled:ipsec": 1}
+        assert u.enabled_since("ipsec") is None  # switched on, then off again by the reload
+        assert [e["event"] for e in reversed(u.events("ipsec"))] == ["switch-on", "switch-off"]
