@@ -102,8 +102,9 @@ def measure(topo: Topology, natpass_pid: int | None, profile: str | None = None)
     out: dict[str, Any] = {}
     spy = None
     if profile and natpass_pid and shutil.which("py-spy"):
-        spy = subprocess.Popen(["py-spy", "record", "-o", profile, "-d", str(UDP_SECONDS + 1), "-r", "200",
-                                "-p", str(natpass_pid), "--nonblocking"],
+        fmt = ["-f", "raw"] if profile.endswith(".txt") else []  # collapsed stacks, or a flame graph
+        spy = subprocess.Popen(["py-spy", "record", "-o", profile, *fmt, "-d", str(UDP_SECONDS + 1),
+                                "-r", "200", "-p", str(natpass_pid), "--nonblocking"],
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     out["udp"] = udp_pps(topo)
     if spy is not None:
@@ -118,7 +119,7 @@ def measure(topo: Topology, natpass_pid: int | None, profile: str | None = None)
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--json", action="store_true", help="print one JSON object")
-    parser.add_argument("--profile", metavar="SVG", help="py-spy flame graph of natpass under UDP load")
+    parser.add_argument("--profile", metavar="SVG", help="py-spy profile of natpass under UDP load (.svg flame graph, .txt collapsed stacks)")
     parser.add_argument("--only", choices=("natpass", "kernel"), help="measure one router only")
     args = parser.parse_args(argv)
     if os.geteuid() != 0:
