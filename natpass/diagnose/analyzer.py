@@ -243,7 +243,9 @@ class Analyzer:
         fl.tries += 1
         if fl.tries > CLASSIFY_PACKETS:
             fl.kind = "other"
+            fl.tent = None
             return
+        self._pending(fl, frame, t, src, sp)
         rec = d.openvpn_tcp_record(pl)
         pkt = d.openvpn_packet(rec) if rec else None
         if pkt is None:
@@ -516,6 +518,7 @@ class Analyzer:
             fl.kind = "other"
             fl.tent = None
             return
+        self._pending(fl, frame, t, src, sp)
         wt = d.wireguard_type(pl)
         if wt:
             self._wg_classify(fl, wt, pl, frame, t, src, sp, dst, dp)
@@ -524,6 +527,23 @@ class Analyzer:
         pkt = d.openvpn_packet(pl)
         if pkt is not None:
             self._ovpn_classify(fl, pkt, frame, t, src, sp, dst, dp, "udp")
+
+    @staticmethod
+    def _pending(fl: Flow, frame: int, t: float, src: bytes, sp: int) -> None:
+        """Remember a packet seen before the flow was recognised, to count it once it is."""
+        if fl.tent is None:
+            fl.tent = {}
+        pend = fl.tent.setdefault("pending", [])
+        pend.append((frame, t, src, sp))  # type: ignore[attr-defined]
+
+    @staticmethod
+    def _count_pending(fl: Flow, s: Session, frame: int) -> None:
+        pend = fl.tent.get("pending", []) if fl.tent else []
+        for f, t, src, sp in pend:  # type: ignore[attr-defined]
+            if f != frame:
+                s.count(src == s.client and sp == s.cport, t)
+                if t < s.first_t:
+                    s.first_t = t
 
     def _wg_classify(self, fl: Flow, wt: int, pl: bytes, frame: int, t: float, src: bytes, sp: int,
                      dst: bytes, dp: int) -> None:
@@ -545,6 +565,7 @@ class Analyzer:
             if d.address_kind(dst) == "private" and d.address_kind(src) != "private":
                 client, cport, server, sport = dst, dp, src, sp
         s = self._new(Session("wireguard", client, server, cport, sport, f"udp/{sport}"), t)
+        self._count_pending(fl, s, frame)
         fl.kind = "wireguard"
         fl.sess = s
         fl.tent = None
@@ -613,14 +634,13 @@ class Analyzer:
         cport, sport = (sp, dp) if from_client else (dp, sp)
         s = self._new(Session("openvpn", client, server, cport, sport, f"{transport}/{sport}"), t)
         first = tent.get("first")
+        self._count_pending(fl, s, frame)
         fl.kind = "openvpn"
         fl.sess = s
         fl.tent = None
         if isinstance(first, tuple) and first[0] != frame:
             s.steps.mark("hard-reset-client", first[0], first[1], "out")
             s.steps.note("reset-out", first[0], first[1])
-            s.out += 1
-            s.first_t = first[1]
         outbound = from_client
         s.count(outbound, t)
         self._ovpn_step(s, pkt, frame, t, outbound)

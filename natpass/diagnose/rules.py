@@ -87,6 +87,7 @@ class Rules:
         self.end = info.duration
         self.findings: list[Finding] = []
         self.status: dict[int, tuple[str, str | None]] = {}
+        self.natt_blocked: dict[tuple[bytes, bytes], list[Session]] = {}
 
     def add(self, code: str, severity: str, win: int | None, evidence: list[Evidence],
             explanation: str, advice: str, protocol: str | None = None) -> None:
@@ -198,6 +199,22 @@ class Rules:
             else:
                 for s in silent:
                     self.set_status(s, "incomplete", "response")
+        for (client, _server), group in self.natt_blocked.items():
+            out4500 = sum(_int(s, "out_4500") for s in group)
+            frag = sum(_int(s, "fragments") for s in group)
+            ev: list[Evidence] = []
+            for s in group[:2]:
+                ev += _step_ev(s, "sa_init response", "main mode responder")
+                ev += _ev(s.steps.ev.get("out-4500"), "IKE on UDP 4500, no answer")[:3]
+            fragnote = (f" The requests on 4500 were IP-fragmented ({frag} fragment frames): "
+                        "fragments are often dropped on the way." if frag else "")
+            tries = f" in {len(group)} attempts" if len(group) > 1 else ""
+            self.add("natt-blocked", "error", ERROR_809, ev,
+                     f"IKE was answered on UDP 500 but after the NAT-T switch to UDP 4500, {out4500} "
+                     f"request(s) from {d.addr_str(client)}{tries} got no answer." + fragnote,
+                     "Allow UDP 4500 both ways (router and server firewall); if the requests are "
+                     "fragmented, enable IKE fragmentation (RFC 7383) on both ends or lower the MTU.",
+                     group[0].name)
 
     def ike_answered(self, s: Session) -> None:
         f = s.steps.first
@@ -206,17 +223,7 @@ class Rules:
         if _int(s, "in_500") and out4500 and not in4500 and "esp-in-udp-in" not in f:
             first_t = f["nat-t switch"][1]
             if one_way_enough(out4500, first_t, self.end):
-                frag = _int(s, "fragments")
-                fragnote = (f" The requests on 4500 were IP-fragmented ({frag} fragment frames): "
-                            "fragments are often dropped on the way." if frag else "")
-                self.add("natt-blocked", "error", ERROR_809,
-                         _step_ev(s, "sa_init response", "main mode responder")
-                         + _ev(s.steps.ev.get("out-4500"), "IKE on UDP 4500, no answer"),
-                         f"IKE was answered on UDP 500 but after the NAT-T switch to UDP 4500, "
-                         f"{out4500} request(s) from {d.addr_str(s.client)} got no answer." + fragnote,
-                         "Allow UDP 4500 both ways (router and server firewall); if the requests are "
-                         "fragmented, enable IKE fragmentation (RFC 7383) on both ends or lower the MTU.",
-                         s.name)
+                self.natt_blocked.setdefault((s.client, s.server), []).append(s)
                 self.set_status(s, "failed", "nat-t response")
                 return
         if s.name == "ikev2":
@@ -424,7 +431,7 @@ class Rules:
         pptp = [s for s in self.sessions if s.name == "pptp"]
         if pptp:
             self.add("pptp-insecure", "warning", None,
-                     [e for s in pptp for e in _step_ev(s, "sccrq", "gre-out")][:MAX_EVIDENCE],
+                     [e for s in pptp for e in _step_ev(s, "tcp-syn", "sccrq", "gre-out")][:MAX_EVIDENCE],
                      "PPTP is in use. Its authentication (MS-CHAPv2) can be cracked offline from one "
                      "captured handshake and its encryption (MPPE/RC4) is broken; it also needs a GRE "
                      "helper on every NAT.",
