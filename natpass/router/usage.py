@@ -17,6 +17,11 @@ Event format (what the daemon hands over; plain dicts, unknown keys ignored)::
      "on": True,                  # "switch" only: the switch state now
      "detail": "call-id 0x1234 192.168.1.10 -> 198.51.100.7"}  # free text, kept in ``events``
 
+A helper's ``ctx.log`` event exactly as the engine keeps it (``engine.drain_events()``) is accepted
+too: ``{"event": "tunnel-up", "proto": "pptp", "lan": "192.168.1.10", ...}`` -- ``proto`` names
+the switch when ``switch`` is not a switch name, and the other fields become ``detail``
+(``lan=192.168.1.10 remote=...``). So the daemon may hand them over unchanged.
+
     event        effect
     tunnel-up    usage.tunnels_up += count (default 1); marks the protocol used; kept in ``events``
     tunnel-down  usage.tunnels_down += count (default 1); kept in ``events``
@@ -47,6 +52,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from natpass.nat.config import SWITCHES
+
 log = logging.getLogger("natpass.usage")
 
 DEFAULT_FILENAME = "usage.sqlite3"
@@ -55,6 +62,7 @@ EVENT_RETENTION_DAYS = 90
 MAX_EVENT_ROWS = 100_000  # hard bound on the events table whatever the retention says
 MAX_BACKLOG = 50_000  # events held in memory while the database cannot be written
 EVENT_KINDS = ("tunnel-up", "tunnel-down", "packets", "drop", "switch")
+_EVENT_KEYS = frozenset({"ts", "switch", "event", "count", "total", "reason", "on", "detail", "proto"})
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS usage (
@@ -321,6 +329,8 @@ class UsageRecorder:
             return
         kind = event.get("event")
         switch = event.get("switch")
+        if switch not in SWITCHES and event.get("proto") in SWITCHES:
+            switch = event["proto"]  # a helper's ctx.log event as the engine keeps it
         ts = event.get("ts")
         if ts is None:
             ts = self.clock()
@@ -332,6 +342,9 @@ class UsageRecorder:
             return
         ts = float(ts)
         detail = event.get("detail")
+        if detail is None:
+            extra = {k: v for k, v in event.items() if k not in _EVENT_KEYS}
+            detail = " ".join(f"{k}={v}" for k, v in extra.items()) or None
         detail = None if detail is None else str(detail)[:1000]
         batch = self._pending
         if kind in ("packets", "drop"):

@@ -327,3 +327,15 @@ def test_reader_works_while_the_recorder_writes(tmp_path: Path) -> None:
         rec.flush()
         assert u.summary("pptp")["packets"] == 2
     rec.close()
+
+
+def test_engine_helper_events_are_accepted_as_the_engine_keeps_them(tmp_path: Path) -> None:
+    db, q = tmp_path / "usage.sqlite3", Queue()
+    rec = recorder(db, q)
+    t0 = ts("2026-03-01 10:00:00")
+    # what natpass.passthrough helpers ctx.log, and what RouterDaemon._helper_event makes of it
+    q.push({"ts": t0, "event": "tunnel-up", "proto": "pptp", "lan": "192.168.1.10", "remote": "198.51.100.7"},
+           {"ts": t0 + 5, "event": "tunnel-down", "switch": "tunnel-down", "proto": "pptp"})
+    rec.close()
+    assert rows(db, "SELECT switch, tunnels_up, tunnels_down FROM usage") == [("pptp", 1, 1)]
+    assert rows(db, "SELECT detail FROM events ORDER BY ts")[0] == ("lan=192.168.1.10 remote=198.51.100.7",)
