@@ -425,10 +425,13 @@ class _AdminHandler(BaseHTTPRequestHandler):
         self._send(status, to_json(value) + b"\n", "application/json", headers)
 
     def _dispatch(self) -> None:
+        self._body_read = False
         try:
             self._check_host()
             self._route()
         except AdminError as exc:
+            if not self._body_read and (self.headers.get("Content-Length") or "0").strip() != "0":
+                self.close_connection = True  # unread body bytes must not be taken for the next request
             headers = exc.extra.pop("headers", None)
             self._send_json(exc.status, {"error": exc.error, "status": exc.status, **exc.extra}, headers)
         except (BrokenPipeError, ConnectionResetError):
@@ -480,6 +483,7 @@ class _AdminHandler(BaseHTTPRequestHandler):
             self.close_connection = True
             raise AdminError(413, f"body larger than {MAX_BODY} bytes")
         raw = self.rfile.read(length) if length else b""
+        self._body_read = True
         if len(raw) != length:
             self.close_connection = True
             raise AdminError(400, "body shorter than Content-Length")

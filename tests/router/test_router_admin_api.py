@@ -583,3 +583,21 @@ def test_real_daemon_status_metrics_page_and_switch(tmp_path: Path) -> None:
         assert u.drops_by_reason("ipsec") == {"passthrough-disabled:ipsec": 1}
         assert u.enabled_since("ipsec") is None  # switched on, then off again by the reload
         assert [e["event"] for e in reversed(u.events("ipsec"))] == ["switch-on", "switch-off"]
+
+
+def test_keep_alive_after_a_refused_body_is_not_confused(server: AdminServer) -> None:
+    """A 405 on a POST with a body: the body must not be read as the next request."""
+    assert server.http_address is not None
+    host, port = server.http_address
+    conn = http.client.HTTPConnection(host, port, timeout=10)
+    try:
+        body = b'GET /api/switch/pptp HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n'  # a request hidden in a body
+        conn.request("POST", "/api/status", body=body, headers={"Content-Type": "application/json"})
+        first = conn.getresponse()
+        first.read()
+        assert first.status == 405
+        conn.request("GET", "/api/status")
+        second = conn.getresponse()
+        assert second.status == 200 and json.loads(second.read())["switches"]
+    finally:
+        conn.close()
