@@ -382,7 +382,7 @@ class Rules:
                 dbl_why.append(f"IKE NAT-D: the client is behind a NAT, and the translated address "
                                f"{d.addr_str(s.client)} is itself private: another NAT follows (unless the "
                                "client forces UDP encapsulation, which fakes its source hash)")
-            elif nat_after and ck in ("public", "cgnat"):
+            if nat_after and ck in ("public", "cgnat"):
                 cg_ev += ev
                 cg_why.append(f"IKE NAT-D: the server sees the client at an address other than "
                               f"{d.addr_str(s.client)}, which is already an outside address: a NAT "

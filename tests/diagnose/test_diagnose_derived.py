@@ -1,0 +1,81 @@
+"""Failure captures derived from the public ones: each finding code fires on a broken run and not
+on the capture it was derived from."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parent / "derive"))
+from diagnose_derive import RECIPES, derive  # noqa: E402
+
+from natpass.diagnose.run import diagnose  # noqa: E402
+
+# recipe -> the code it must produce (the unmodified source capture must not produce it)
+CODE = {
+    "gre-blocked": "gre-blocked",
+    "pptp-control-blocked": "pptp-control-blocked",
+    "ike-no-response": "ike-no-response",
+    "ikev2-no-response": "ike-no-response",
+    "natt-blocked": "natt-blocked",
+    "natt-blocked-ndpi": "natt-blocked",
+    "esp-blocked": "esp-blocked",
+    "ah-through-nat": "ah-through-nat",
+    "cgnat": "cgnat",
+    "cgnat-ike": "cgnat",
+    "double-nat": "double-nat",
+    "wireguard-no-response": "wireguard-no-response",
+    "openvpn-no-response": "openvpn-no-response",
+}
+WINDOWS = {"gre-blocked": 619, "pptp-control-blocked": 619, "ike-no-response": 809,
+           "natt-blocked": 809, "esp-blocked": 809}
+
+
+def test_every_recipe_has_an_expected_code() -> None:
+    assert set(CODE) == set(RECIPES)
+
+
+@pytest.mark.parametrize("recipe", sorted(RECIPES))
+def test_derived_failure_is_diagnosed(captures: Path, tmp_path: Path, recipe: str) -> None:
+    code = CODE[recipe]
+    diag = diagnose(derive(recipe, captures, tmp_path))
+    hits = [f for f in diag.findings if f.code == code]
+    assert hits, f"{recipe}: {sorted(diag.codes())}"
+    assert all(f.evidence for f in hits)
+    if code in WINDOWS:
+        assert {f.windows_error for f in hits} == {WINDOWS[code]}
+
+
+@pytest.mark.parametrize("recipe", sorted(RECIPES))
+def test_source_capture_does_not_give_the_derived_finding(captures: Path, recipe: str) -> None:
+    source = RECIPES[recipe][0]
+    assert CODE[recipe] not in diagnose(captures / source).codes()
+
+
+def test_gre_blocked_marks_pptp_failed_at_gre_in(captures: Path, tmp_path: Path) -> None:
+    diag = diagnose(derive("gre-blocked", captures, tmp_path))
+    (pptp,) = diag.protocols
+    assert pptp.status == "failed" and pptp.stopped_at == "gre-in"
+    assert pptp.client.startswith("172.16.30.107")
+
+
+def test_esp_blocked_keeps_ike_established(captures: Path, tmp_path: Path) -> None:
+    diag = diagnose(derive("esp-blocked", captures, tmp_path))
+    status = {p.name: p.status for p in diag.protocols}
+    assert status == {"ikev1": "established", "esp": "failed"}
+
+
+def test_derived_captures_decode_in_tshark(captures: Path, tmp_path: Path) -> None:
+    """Rewritten packets keep correct checksums (tests/tshark_check.py does the decoding)."""
+    sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+    import shutil
+    import subprocess
+
+    if shutil.which("tshark") is None:
+        pytest.skip("tshark not installed")
+    path = derive("ah-through-nat", captures, tmp_path)
+    res = subprocess.run(["tshark", "-r", str(path), "-o", "ip.check_checksum:TRUE", "-Y",
+                          "ip.checksum.status == \"Bad\""], capture_output=True, text=True, timeout=60)
+    assert res.returncode == 0 and res.stdout.strip() == ""
