@@ -251,6 +251,10 @@ class _UnixServer(_Bounded, socketserver.ThreadingMixIn, socketserver.UnixStream
             return False
         if uid not in self.allowed_uids:
             log.warning("admin socket: refused a client with uid %d", uid)
+            body = to_json({"error": "the admin socket is for root only", "status": 403}) + b"\n"
+            with contextlib.suppress(OSError):
+                request.sendall(b"HTTP/1.1 403 Forbidden\r\nContent-Type: application/json\r\n"
+                                b"Content-Length: %d\r\nConnection: close\r\n\r\n%s" % (len(body), body))
             return False
         return True
 

@@ -601,3 +601,11 @@ def test_keep_alive_after_a_refused_body_is_not_confused(server: AdminServer) ->
         assert second.status == 200 and json.loads(second.read())["switches"]
     finally:
         conn.close()
+
+
+def test_unix_socket_refuses_other_users(server: AdminServer, daemon: FakeDaemon) -> None:
+    unix_server = server._servers[0]
+    unix_server.allowed_uids = frozenset({os.geteuid() + 4242})  # as if we were another user
+    code, answer = unix(server).request("POST", "/api/switch/pptp", {"on": True})
+    assert code == 403 and "root" in answer["error"]
+    assert daemon.switches["pptp"] is False
