@@ -161,7 +161,7 @@ def test_link_type_decoding(tmp_path: Path, name: str) -> None:
         else:
             assert ours == theirs
         srcs = _tshark_first_ip_src(path)
-        assert all(srcs[i - 1] == "192.0.2.1" for i in ours)
+        assert all(srcs[i - 1] == "192.0.2.1" for i in theirs)
 
 
 def test_pcapng_multiple_interfaces_and_link_types(tmp_path: Path) -> None:
