@@ -15,17 +15,21 @@ SA from 500 to 4500 is detected (same initiator SPI) and counted. NAT-T works wi
 
 Raw ESP (IP 50) and AH (IP 51) without NAT-T carry no ports: the only demultiplexing key is the SPI
 the *receiver* chose, which the router cannot read from the (encrypted) IKE exchange. The rule:
-- Outbound ESP/AH from LAN host H to gateway G: the source becomes H's WAN address; an SPI not seen
-  before from H opens H's *waiting window* (so do IKE exchanges that create SAs: IKEv1 Main,
-  Aggressive and Quick Mode; IKEv2 IKE_SA_INIT, IKE_AUTH, CREATE_CHILD_SA).
-- Inbound ESP/AH from G with a bound SPI goes to its LAN host. A new SPI from G is bound to the one
-  LAN host whose waiting window toward G (same WAN address) is open (``WAIT_WINDOW`` seconds since
-  its last SA-creating IKE packet or new outbound SPI, and no inbound SPI bound since). If no window
-  is open and exactly one LAN host has IPsec state with G, it is that host (e.g. the gateway
-  rekeys first). If two or more hosts are waiting, or none is and several talk to G, the SPI is
-  *ambiguous*: it is dropped (``ipsec:ambiguous-spi``) and stays dropped until it expires, rather
-  than risking delivery of one host's traffic to another. Non-overlapping negotiations of several
-  hosts to one gateway therefore work; overlapping ones fail (use NAT-T, which always works).
+- Outbound ESP/AH from LAN host H to gateway G: the source becomes H's WAN address. An SPI not
+  seen before from H makes H *pending* toward G (so do IKE exchanges that create SAs: IKEv1 Main,
+  Aggressive and Quick Mode; IKEv2 IKE_SA_INIT, IKE_AUTH, CREATE_CHILD_SA): H has a new SA whose
+  inbound partner the gateway has not sent yet.
+- Inbound ESP/AH from G with a bound SPI goes to its LAN host. A new SPI from G (to that WAN
+  address) is bound to the one LAN host pending toward G, which is then no longer pending. If no
+  host is pending and exactly one LAN host has IPsec state with G, it is that host (e.g. the
+  gateway rekeys first). If two or more hosts are pending, or none is and several talk to G, the SPI
+  is *ambiguous*: it is dropped (``ipsec:ambiguous-spi``), and stays dropped while it keeps coming,
+  rather than risking delivery of one host's traffic to another. Pending does not lapse with time
+  (only with the host's IPsec state, after ``timeouts.esp`` idle, or its move to NAT-T): a
+  negotiation that stays silent for minutes must not let another host's SA take its SPI.
+  Non-overlapping negotiations of several hosts to one gateway therefore work (each host's first
+  inbound SPI arrives before the next host negotiates); overlapping ones fail for the overlapping
+  hosts (NAT-T, which carries ports, always works).
 - Inbound ESP/AH from a gateway no LAN host talked to: ``no-mapping``.
 AH authenticates the IP addresses (RFC 4302 3.3.3.1), so AH that crossed a NAT fails the receiver's
 integrity check: it is forwarded anyway (the switch is on) and counted ``ipsec:ah-translated`` so
@@ -52,7 +56,6 @@ NATT_KEEPALIVE: Final = 0xFF  # RFC 3948 2.3
 # Exchange types that create SAs (RFC 2408 4 / RFC 2409 5: Main=2, Aggressive=4, Quick=32;
 # RFC 7296 3.1: IKE_SA_INIT=34, IKE_AUTH=35, CREATE_CHILD_SA=36).
 SA_CREATING_EXCHANGES: Final = frozenset({2, 4, 32, 34, 35, 36})
-WAIT_WINDOW: Final = 60.0  # seconds a host waits for the gateway's first inbound SPI
 ESP_SPI_OFFSET: Final = 0  # RFC 4303 2
 AH_SPI_OFFSET: Final = 4  # RFC 4302 2 (next header, payload len, reserved, SPI)
 
@@ -66,7 +69,7 @@ class Session:
     wan: bytes
     created: float
     last_seen: float
-    waiting_since: float | None = None
+    waiting_since: float | None = None  # pending: a new SA whose inbound SPI is not bound yet
     out_spis: dict[tuple[int, int], float] = field(default_factory=dict)  # (proto, spi) -> last use
     in_spis: dict[tuple[int, int], float] = field(default_factory=dict)
     up: bool = False
@@ -309,6 +312,7 @@ class IpsecHelper(Helper):
         sess_in = self._in.get(key)
         if sess_in is None:
             if key in self._poisoned:
+                self._poisoned[key] = now  # still in use: keep refusing it
                 self._count("ipsec:ambiguous-spi")
                 return "ipsec:ambiguous-spi"
             found = self._bind_inbound(key, now)
@@ -328,8 +332,7 @@ class IpsecHelper(Helper):
         cands = [s for s in self._sessions.values() if s.gateway == gateway and s.wan == wan]
         if not cands:
             return V.NO_MAPPING
-        waiting = [s for s in cands
-                   if s.waiting_since is not None and now - s.waiting_since <= WAIT_WINDOW]
+        waiting = [s for s in cands if s.waiting_since is not None]
         if len(waiting) == 1:
             sess = waiting[0]
         elif not waiting and len(cands) == 1:
