@@ -28,6 +28,19 @@ TCP_ACK = 0x10
 CLASSIFY_PACKETS = 8  # a flow not recognised within its first packets is ordinary traffic
 MAX_FLOWS = 200_000  # beyond this, new unrecognised flows are only counted (bounded memory)
 DUPLICATE_WINDOW = 0.001  # identical IP packets this close are one packet captured twice
+# Steady-state kinds of the fast path: once a flow's handshake steps are all recorded, its data
+# packets only need counting, which a single dict lookup on the raw header bytes decides.
+FAST_OTHER = 0
+FAST_WG = 1
+FAST_ESP_IN_UDP = 2
+FAST_OVPN = 3
+FAST_RAW = 4
+ZERO4 = b"\0\0\0\0"
+
+
+def _key(src: bytes, sp: int, dst: bytes, dp: int) -> bytes:
+    """The fast-path key: the IPv4 source and destination then the two ports, as on the wire."""
+    return src + dst + bytes(((sp >> 8) & 0xFF, sp & 0xFF, (dp >> 8) & 0xFF, dp & 0xFF))
 
 
 @dataclass(slots=True)
@@ -81,11 +94,10 @@ class Session:
 class Flow:
     """A 5-tuple flow; ``a`` is the side that sent the first packet seen."""
 
-    __slots__ = ("a", "ap", "b", "bp", "proto", "n", "kind", "sess", "syn_from", "tries", "tent")
+    __slots__ = ("a", "ap", "b", "bp", "proto", "kind", "sess", "syn_from", "tries", "tent")
 
     def __init__(self, a: bytes, ap: int, b: bytes, bp: int, proto: int) -> None:
         self.a, self.ap, self.b, self.bp, self.proto = a, ap, b, bp, proto
-        self.n = 0
         self.kind = ""  # "", "other", "wireguard", "openvpn"
         self.sess: Session | None = None
         self.syn_from: tuple[bytes, int] | None = None
@@ -113,6 +125,24 @@ class Analyzer:
         self.frags: dict[tuple[bytes, bytes, int, int], tuple[int, bytes, int, bytes, int]] = {}
         self._last_ip = b""
         self._last_ts = -1.0
+        # fast path: raw key -> (session or None for ordinary traffic, outbound, steady kind)
+        self.fast: dict[int, dict[bytes, tuple[Session | None, bool, int]]] = {
+            PROTO_UDP: {}, PROTO_TCP: {}, PROTO_ESP: {}, PROTO_AH: {}}
+        self._tmax = 0.0
+
+    def _go_fast(self, proto: int, src: bytes, sp: int, dst: bytes, dp: int, s: Session | None,
+                 kind: int) -> None:
+        """Count this flow's packets by lookup from now on (both directions)."""
+        table = self.fast[proto]
+        if len(table) >= 2 * MAX_FLOWS:
+            return
+        if proto in (PROTO_ESP, PROTO_AH):
+            k1, k2 = src + dst, dst + src
+        else:
+            k1, k2 = _key(src, sp, dst, dp), _key(dst, dp, src, sp)
+        out1 = s is not None and src == s.client and (sp == s.cport or proto in (PROTO_ESP, PROTO_AH))
+        table[k1] = (s, out1, kind)
+        table[k2] = (s, not out1 if s is not None else False, kind)
 
     # ------------------------------------------------------------------ packets
     def skip(self, ipv6: bool) -> None:
@@ -130,8 +160,8 @@ class Analyzer:
             self.t0 = ts
             info.first_time = ts
         t = ts - self.t0
-        if t > info.duration:
-            info.duration = t
+        if t > self._tmax:
+            self._tmax = t
         n = len(ip)
         if n < 20 or ip[0] >> 4 != 4:
             info.malformed += 1
@@ -151,6 +181,24 @@ class Analyzer:
         self._last_ts = ts
         info.ipv4 += 1
         proto = ip[9]
+        if proto in self.fast and not (ip[6] & 0x3F or ip[7]):
+            if proto == PROTO_UDP or proto == PROTO_TCP:
+                e = self.fast[proto].get(ip[12:24] if hl == 20 else ip[12:20] + ip[hl:hl + 4])
+            else:
+                e = self.fast[proto].get(ip[12:20])
+            if e is not None:
+                s, outbound, kind = e
+                if s is None:
+                    return
+                if kind == FAST_RAW:
+                    s.count(outbound, t)
+                    return
+                if end > hl + 8:
+                    b0 = ip[hl + 8]
+                    if (kind == FAST_WG and b0 == 4 or kind == FAST_OVPN and b0 >> 3 in d.OVPN_DATA
+                            or kind == FAST_ESP_IN_UDP and end > hl + 9 and ip[hl + 8:hl + 12] != ZERO4):
+                        s.count(outbound, t)
+                        return
         src = ip[12:16]
         dst = ip[16:20]
         frag = ((ip[6] & 0x1F) << 8) | ip[7]
@@ -223,7 +271,6 @@ class Analyzer:
             if len(self.flows) >= MAX_FLOWS:
                 return
             fl = self.flows[key] = Flow(src, sp, dst, dp, PROTO_TCP)
-        fl.n += 1
         if flags & TCP_SYN and not flags & TCP_ACK:
             fl.syn_from = (src, sp)
         kind = fl.kind
@@ -244,6 +291,7 @@ class Analyzer:
         if fl.tries > CLASSIFY_PACKETS:
             fl.kind = "other"
             fl.tent = None
+            self._go_fast(PROTO_TCP, src, sp, dst, dp, None, FAST_OTHER)
             return
         self._pending(fl, frame, t, src, sp)
         rec = d.openvpn_tcp_record(pl)
@@ -343,6 +391,8 @@ class Analyzer:
                 ike = self._natt_or_ike_session(src, dst)
                 if ike is not None:
                     ike.steps.mark(name, frame, t, "out" if outbound else "in")
+                if "esp-in-udp-out" in ns.steps.first and "esp-in-udp-in" in ns.steps.first:
+                    self._go_fast(PROTO_UDP, src, sp, dst, dp, ns, FAST_ESP_IN_UDP)
                 return
             pl = pl[4:]
         hdr = d.ike_header(pl)
@@ -444,6 +494,8 @@ class Analyzer:
         step = f"{name}-out" if outbound else f"{name}-in"
         s.steps.mark(step, frame, t, "out" if outbound else "in")
         s.steps.note(step, frame, t)
+        if s.out and s.inn:
+            self._go_fast(PROTO_ESP if name == "esp" else PROTO_AH, src, 0, dst, 0, s, FAST_RAW)
 
     # ------------------------------------------------------------------ L2TP
     def _l2tp(self, frame: int, t: float, src: bytes, sp: int, dst: bytes, dp: int, pl: bytes) -> None:
@@ -479,7 +531,6 @@ class Analyzer:
             if len(self.flows) >= MAX_FLOWS:
                 return
             fl = self.flows[key] = Flow(src, sp, dst, dp, PROTO_UDP)
-        fl.n += 1
         kind = fl.kind
         if kind == "wireguard":
             s = fl.sess
@@ -488,11 +539,14 @@ class Analyzer:
             s.count(outbound, t)
             wt = d.wireguard_type(pl)
             if wt == d.WG_TRANSPORT:
+                first = s.steps.first
                 if outbound:
-                    if "data-out" not in s.steps.first:
+                    if "data-out" not in first:
                         s.steps.mark("data-out", frame, t, "out")
-                elif "data-in" not in s.steps.first:
+                elif "data-in" not in first:
                     s.steps.mark("data-in", frame, t, "in")
+                if "data-out" in first and "data-in" in first:
+                    self._go_fast(PROTO_UDP, src, sp, dst, dp, s, FAST_WG)
             elif wt:
                 self._wg_step(s, wt, pl, frame, t, outbound)
             return
@@ -504,6 +558,8 @@ class Analyzer:
             pkt = d.openvpn_packet(pl)
             if pkt is not None:
                 self._ovpn_step(s, pkt, frame, t, outbound)
+                if "data-out" in s.steps.first and "data-in" in s.steps.first:
+                    self._go_fast(PROTO_UDP, src, sp, dst, dp, s, FAST_OVPN)
             return
         if len(pl) >= 20 and pl[4:8] == d.STUN_MAGIC:
             m = d.stun_mapped(pl)
@@ -517,6 +573,7 @@ class Analyzer:
         if fl.tries > CLASSIFY_PACKETS:
             fl.kind = "other"
             fl.tent = None
+            self._go_fast(PROTO_UDP, src, sp, dst, dp, None, FAST_OTHER)
             return
         self._pending(fl, frame, t, src, sp)
         wt = d.wireguard_type(pl)
@@ -662,4 +719,5 @@ class Analyzer:
     # ------------------------------------------------------------------ result
     def finish(self) -> tuple[CaptureInfo, list[Session], list[tuple[int, float, bytes, int, str, int]]]:
         self.info.flows = len(self.flows)
+        self.info.duration = self._tmax
         return self.info, self.sessions, self.stun

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable
 from pathlib import Path
 
 from natpass.diagnose.analyzer import Analyzer
@@ -33,35 +33,40 @@ def analyse_frames(frames: Iterable[Frame], name: str = "",
     return Rules(info, sessions, stun).run()
 
 
-def frames_of(path: str | Path, problems: list[str]) -> Iterator[Frame]:
-    """Frames via the project's reader (``natpass.datapath.pcap``), this module's as a fallback.
+def diagnose(path: str | Path, progress: Callable[[int], None] | None = None) -> Diagnosis:
+    """Diagnose the pcap/pcapng at ``path`` (raises CaptureError when it is not one).
 
-    A file cut or damaged part-way still gives its first frames; the problem is noted in
-    ``problems`` so that the report can say the diagnosis covers only part of the file.
+    Frames come from the project's reader (``natpass.datapath.pcap``; this package's own reader
+    when that is absent). A file cut or damaged part-way is still diagnosed up to the damage, and
+    the problem is listed in ``capture.problems``.
     """
     try:
         from natpass.datapath.pcap import CaptureError as ReadError
         from natpass.datapath.pcap import iter_capture
     except ImportError:
-        yield from read_frames(path)
-        return
+        return analyse_frames(read_frames(path), str(path), progress)
+    an = Analyzer(str(path))
+    feed = an.feed
+    skip = an.skip
     count = 0
+    problems: list[str] = []
     try:
         for cp in iter_capture(path):
+            ip = cp.ip
+            if ip is None:
+                skip(False)
+            else:
+                feed(cp.index, cp.ts, ip)
             count += 1
-            yield Frame(cp.index, cp.ts, cp.ip, False, cp.captured)
+            if progress is not None and not count % PROGRESS_EVERY:
+                progress(count)
     except ReadError as exc:
         if not count:
             raise CaptureError(str(exc)) from None
         problems.append(str(exc))
-
-
-def diagnose(path: str | Path, progress: Callable[[int], None] | None = None) -> Diagnosis:
-    """Diagnose the pcap/pcapng at ``path`` (raises CaptureError when it is not one)."""
-    problems: list[str] = []
-    diag = analyse_frames(frames_of(path, problems), str(path), progress)
-    diag.capture.problems.extend(problems)
-    return diag
+    info, sessions, stun = an.finish()
+    info.problems.extend(problems)
+    return Rules(info, sessions, stun).run()
 
 
 def diagnose_packets(packets: Iterable[tuple[float, bytes]], name: str = "<packets>") -> Diagnosis:
