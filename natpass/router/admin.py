@@ -243,7 +243,9 @@ class _UnixServer(_Bounded, socketserver.ThreadingMixIn, socketserver.UnixStream
     request_queue_size = 64
     allowed_uids: frozenset[int] = frozenset()
 
-    def verify_request(self, request: Any, client_address: Any) -> bool:
+    def peer_allowed(self, request: Any) -> bool:
+        """Root or the router's own user (SO_PEERCRED); checked in the handler thread so the
+        refused client still gets an answer."""
         try:
             creds = request.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
             _pid, uid, _gid = struct.unpack("3i", creds)
@@ -251,10 +253,6 @@ class _UnixServer(_Bounded, socketserver.ThreadingMixIn, socketserver.UnixStream
             return False
         if uid not in self.allowed_uids:
             log.warning("admin socket: refused a client with uid %d", uid)
-            body = to_json({"error": "the admin socket is for root only", "status": 403}) + b"\n"
-            with contextlib.suppress(OSError):
-                request.sendall(b"HTTP/1.1 403 Forbidden\r\nContent-Type: application/json\r\n"
-                                b"Content-Length: %d\r\nConnection: close\r\n\r\n%s" % (len(body), body))
             return False
         return True
 
@@ -431,6 +429,9 @@ class _AdminHandler(BaseHTTPRequestHandler):
     def _dispatch(self) -> None:
         self._body_read = False
         try:
+            if self.via == "unix" and not self.server.peer_allowed(self.connection):  # type: ignore[attr-defined]
+                self._discard_body()
+                raise AdminError(403, "the admin socket is for root only")
             self._check_host()
             self._route()
         except AdminError as exc:
@@ -470,6 +471,13 @@ class _AdminHandler(BaseHTTPRequestHandler):
         if self.command not in allowed:
             allow = ", ".join(sorted(allowed))
             raise AdminError(405, f"{self.command} not allowed here (use {allow})", headers={"Allow": allow})
+
+    def _discard_body(self) -> None:
+        with contextlib.suppress(ValueError, OSError):
+            length = int(self.headers.get("Content-Length") or 0)
+            if 0 < length <= MAX_BODY:
+                self.rfile.read(length)
+                self._body_read = True
 
     def _read_json(self) -> Any:
         ctype = (self.headers.get("Content-Type") or "").split(";")[0].strip().lower()

@@ -38,7 +38,10 @@ class AdminClient:
             data = json.dumps(body).encode()
             headers["Content-Type"] = "application/json"
         try:
-            conn.request(method, path, body=data, headers=headers)
+            try:
+                conn.request(method, path, body=data, headers=headers)
+            except BrokenPipeError:
+                pass  # the router answered (e.g. 403) before reading our body: read its answer
             response = conn.getresponse()
             raw = response.read()
         except FileNotFoundError:
