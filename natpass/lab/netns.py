@@ -301,7 +301,7 @@ class Netns:
             script = " && ".join(steps) + ' && exec "$@"'
             inner = ["sh", "-c", script, "natpass-lab-spawn", *inner]
         full = self.argv(node, inner)
-        with open(log, "ab") as out:
+        with open(log, "wb") as out:  # fresh per start: checks read this run's output only
             proc = subprocess.Popen(
                 full, stdout=out, stderr=subprocess.STDOUT, stdin=stdin, env=_env(env), start_new_session=True
             )

@@ -140,11 +140,14 @@ class Peer:
             self.stop()
 
 
-def run_together(peers: list[Peer]) -> list[PeerResult]:
+def run_together(peers: list[Peer], stagger: bool = False, hold: float = 0.0) -> list[PeerResult]:
     """Several clients of one server at the same time: the first peer's server serves them all.
 
     Every client is started before any is waited for, so their sessions overlap (e.g. two PPTP
-    clients behind one NAT). Everything started is stopped at the end, also on failure.
+    clients behind one NAT). With ``stagger`` each client is started only once the previous one
+    has connected (its session stays up): non-overlapping set-ups, overlapping sessions. ``hold``
+    keeps everything running that many seconds after the last result (to check the sessions still
+    work side by side). Everything started is stopped at the end, also on failure.
     """
     first = peers[0]
     starts: list[float] = []
@@ -154,11 +157,19 @@ def run_together(peers: list[Peer]) -> list[PeerResult]:
         if missing:
             raise LabError(f"not installed: {', '.join(missing)} (run scripts/install-deps.sh)")
         first.start_server()
-        for p in peers:
-            starts.append(time.monotonic())
-            p.start_client()
-        for p, t0 in zip(peers, starts, strict=True):
-            results.append(p.wait(t0))
+        if stagger:
+            for p in peers:
+                t0 = time.monotonic()
+                p.start_client()
+                results.append(p.wait(t0))
+        else:
+            for p in peers:
+                starts.append(time.monotonic())
+                p.start_client()
+            for p, t0 in zip(peers, starts, strict=True):
+                results.append(p.wait(t0))
+        if hold:
+            time.sleep(hold)
     except LabError as exc:
         results += [PeerResult(p.protocol, False, None, str(exc), client=p.client) for p in peers[len(results):]]
     finally:

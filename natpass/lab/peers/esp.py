@@ -61,18 +61,23 @@ def serve(sa_dir: Path) -> None:
         if len(data) < pkt.ihl * 4 + 8:
             continue
         spi = int.from_bytes(data[pkt.ihl * 4 : pkt.ihl * 4 + 4], "big")
-        if spi not in sas:
-            for f in sa_dir.glob("*.json"):
-                spec = json.loads(f.read_text())
-                sas[spec["spi_out"]] = (_sa(spec["spi_out"], spec["out"]), _sa(spec["spi_in"], spec["in"]))
-        if spi not in sas:
-            print(f"from {src}: unknown SPI 0x{spi:08x}", flush=True)
-            continue
-        rx, tx = sas[spi]
-        try:
-            inner = rx.decrypt(pkt)  # type: ignore[attr-defined]
-        except Exception as exc:  # scapy raises plain exceptions on bad ICV/padding
-            print(f"from {src}: SPI 0x{spi:08x} failed to decrypt: {exc}", flush=True)
+        inner = None
+        for attempt in range(2):
+            if spi not in sas or attempt:
+                # (re)read the SA files: a client writes its SA just before it starts
+                for f in sa_dir.glob("*.json"):
+                    spec = json.loads(f.read_text())
+                    sas[spec["spi_out"]] = (_sa(spec["spi_out"], spec["out"]), _sa(spec["spi_in"], spec["in"]))
+            if spi not in sas:
+                print(f"from {src}: unknown SPI 0x{spi:08x}", flush=True)
+                break
+            rx, tx = sas[spi]
+            try:
+                inner = rx.decrypt(pkt)  # type: ignore[attr-defined]
+                break
+            except Exception as exc:  # scapy raises plain exceptions on bad ICV/padding
+                print(f"from {src}: SPI 0x{spi:08x} failed to decrypt: {exc}", flush=True)
+        if inner is None:
             continue
         payload = bytes(inner[UDP].payload) if UDP in inner else b""
         print(f"from {src}: SPI 0x{spi:08x} seq {pkt.seq if hasattr(pkt, 'seq') else '?'} {payload!r}", flush=True)
@@ -82,7 +87,10 @@ def serve(sa_dir: Path) -> None:
 
 
 def client(sa_file: Path, server: str, count: int, interval: float) -> int:
-    """Send ESP 'ping NONCE n' to the server; print each decrypted reply; exit 0 on the first good one."""
+    """Send ESP 'ping NONCE n' ``count`` times; print each decrypted reply; exit 0 when any came back.
+
+    It keeps going after the first reply so that a second host's session can be checked not to
+    disturb this one's (replies keep arriving under this host's own inbound SPI)."""
     from scapy.layers.inet import IP, UDP
 
     spec = json.loads(sa_file.read_text())
@@ -120,8 +128,6 @@ def client(sa_file: Path, server: str, count: int, interval: float) -> int:
                 got += 1
                 print(f"reply {n} from {src} spi 0x{spi:08x} in {time.monotonic() - t:.3f}s: {body!r}", flush=True)
                 break
-        if got:
-            break
         time.sleep(max(0.0, deadline - time.monotonic()))
     return 0 if got else 1
 
@@ -144,6 +150,8 @@ class RawEsp(Peer):
         return []
 
     def start_server(self) -> None:
+        for stale in self.sa_dir.glob("*.json"):
+            stale.unlink()
         self.spawn(self.server, [sys.executable, "-m", "natpass.lab.peers.esp", "server", str(self.sa_dir)],
                    "server", server=True, env={"PYTHONPATH": _src_root()})
         self.lab.wait_for(lambda: "esp responder ready" in self.log("server"), 10)
@@ -158,10 +166,15 @@ class RawEsp(Peer):
 
     def connected(self) -> bool:
         log = self.log(f"client-{self.client}")
-        if "reply " in log and " in " in log:
-            self.detail = log.strip().splitlines()[-1].split(":")[0]
+        replies = [x for x in log.splitlines() if x.startswith("reply ")]
+        if replies:
+            self.detail = replies[0].split(":")[0]
             return True
         return False
+
+    def replies(self) -> int:
+        """Decrypted replies this client has received so far."""
+        return sum(1 for x in self.log(f"client-{self.client}").splitlines() if x.startswith("reply "))
 
     def failure_detail(self) -> str:
         srv = [x for x in self.log("server").splitlines() if f"0x{SPI_OUT_BASE + self.index:08x}" in x]

@@ -131,6 +131,8 @@ class Charon:
         self.logfile = peer.file(f"{label}-charon.log")
 
     def start(self, swanctl_conf: str) -> None:
+        self.logfile.unlink(missing_ok=True)
+        self.vici.unlink(missing_ok=True)
         self.conf.write_text(strongswan_conf(str(self.vici), str(self.logfile)))
         self.swanctl.write_text(swanctl_conf)
         self.peer.spawn(self.node, ["/usr/lib/ipsec/charon"], self.label, server=(self.node == self.peer.server),

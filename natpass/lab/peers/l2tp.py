@@ -26,6 +26,7 @@ class L2tp(Peer):
 
     def start_server(self) -> None:
         standin = self.standin_pppd()
+        self.server_log.unlink(missing_ok=True)
         d = self.server_log.parent
         conf = d / "xl2tpd.conf"
         conf.write_text(
@@ -46,6 +47,7 @@ class L2tp(Peer):
 
     def start_client(self) -> None:
         standin = self.standin_pppd()
+        self.client_log.unlink(missing_ok=True)
         d = self.client_log.parent
         conf = d / "xl2tpd.conf"
         conf.write_text(

@@ -34,6 +34,7 @@ class Pptp(Peer):
 
     def start_server(self) -> None:
         standin = self.standin_pppd()
+        self.server_log.unlink(missing_ok=True)
         d = self.server_log.parent
         conf = d / "pptpd.conf"
         conf.write_text(f"localip {LOCAL_IP}\nremoteip {REMOTE_IPS}\n")
@@ -53,6 +54,7 @@ class Pptp(Peer):
 
     def start_client(self) -> None:
         standin = self.standin_pppd()
+        self.client_log.unlink(missing_ok=True)
         self.spawn(self.client, [str(standin), "pty", f"pptp {self.server_addr} --nolaunchpppd --loglevel 1"],
                    f"client-{self.client}", env={"NATPASS_STANDIN_LOG": str(self.client_log)},
                    private_run=True)  # pptp's call manager socket is /var/run/pptp/SERVER: one per client
