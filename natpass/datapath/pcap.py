@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import mmap
 import os
+import stat
 import struct
 import time
 from collections.abc import Iterator
@@ -197,17 +198,29 @@ def iter_capture(path: str | os.PathLike[str]) -> Iterator[CapturedPacket]:
     except OSError as exc:
         raise CaptureError(f"{name}: cannot open: {exc.strerror or exc}") from None
     with f:
-        size = os.fstat(f.fileno()).st_size
-        if size < 4:
-            raise CaptureError(f"{name}: too short to be a capture file ({size} bytes)")
-        with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mm:
-            magic_le = struct.unpack_from("<I", mm, 0)[0]
-            if magic_le in _PCAP_MAGICS:
-                yield from _iter_pcap(mm, name, size)
-            elif magic_le == PCAPNG_SHB:
-                yield from _iter_pcapng(mm, name, size)
-            else:
-                raise CaptureError(f"{name}: not a pcap or pcapng file (magic {magic_le:#010x})")
+        st = os.fstat(f.fileno())
+        if stat.S_ISREG(st.st_mode) and st.st_size > 0:
+            with mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as mm:
+                yield from _iter_buffer(mm, name, st.st_size)
+        else:
+            # A pipe or other stream (e.g. ``tcpdump -w - | natpass ...``) cannot be mapped.
+            try:
+                data = f.read()
+            except OSError as exc:
+                raise CaptureError(f"{name}: cannot read: {exc.strerror or exc}") from None
+            yield from _iter_buffer(data, name, len(data))
+
+
+def _iter_buffer(mm: Any, name: str, size: int) -> Iterator[CapturedPacket]:
+    if size < 4:
+        raise CaptureError(f"{name}: too short to be a capture file ({size} bytes)")
+    magic_le = struct.unpack_from("<I", mm, 0)[0]
+    if magic_le in _PCAP_MAGICS:
+        yield from _iter_pcap(mm, name, size)
+    elif magic_le == PCAPNG_SHB:
+        yield from _iter_pcapng(mm, name, size)
+    else:
+        raise CaptureError(f"{name}: not a pcap or pcapng file (magic {magic_le:#010x})")
 
 
 def _pcap_header(mm: Any, name: str, size: int) -> tuple[str, bool, int]:

@@ -359,20 +359,22 @@ class PptpStream:
             length = (buf[pos] << 8) | buf[pos + 1]
             if length < HEADER_LEN or length > MAX_MESSAGE_LEN:
                 self._break(f"bad length {length} at stream offset {self._buf_start + pos}")
-                return out
+                break
             if n - pos >= 8:
                 cookie = int.from_bytes(buf[pos + 4:pos + 8], "big")
                 if cookie != MAGIC_COOKIE:
                     self._break(f"bad magic cookie {cookie:#010x} at stream offset {self._buf_start + pos}")
-                    return out
+                    break
             if n - pos < length:
                 break
             out.append(StreamMessage(self._buf_start + pos, bytes(buf[pos:pos + length])))
             pos += length
+        self.messages += len(out)
+        if self.broken is not None:
+            return out
         if pos:
             del buf[:pos]
             self._buf_start += pos
-        self.messages += len(out)
         return out
 
     def _break(self, reason: str) -> None:

@@ -291,3 +291,27 @@ def test_writer_ethernet_macs_are_used(tmp_path: Path) -> None:
         (_, frame), = list(dpkt.pcap.Reader(f))
     assert frame[:6] == dst and frame[6:12] == src and frame[12:14] == b"\x08\x00"
     assert parse_ipv4(frame[14:]).src == str_to_addr("192.0.2.1")
+
+
+def test_reads_from_a_pipe_as_well_as_a_file(tmp_path: Path) -> None:
+    import os
+    import threading
+
+    fifo = tmp_path / "pipe.pcap"
+    os.mkfifo(fifo)
+    data = _classic("<", False, [(1, 0, IP1, len(IP1)), (2, 0, IP1, len(IP1))])
+
+    def feed() -> None:
+        with open(fifo, "wb") as f:
+            f.write(data)
+
+    t = threading.Thread(target=feed)
+    t.start()
+    got = list(iter_capture(fifo))
+    t.join(timeout=10)
+    assert [p.ip for p in got] == [IP1, IP1]
+
+
+def test_directory_is_a_capture_error(tmp_path: Path) -> None:
+    with pytest.raises(CaptureError):
+        list(iter_capture(tmp_path))

@@ -145,3 +145,9 @@ def test_stream_oversized_length_is_detected_before_the_body_arrives() -> None:
     assert s.broken is None
     s.feed(b"\x00")  # length 256 > the longest message (220)
     assert s.broken is not None and s.pending == 0
+
+
+def test_stream_counts_messages_delivered_before_it_broke() -> None:
+    s = PptpStream()
+    s.feed(bytes(P.build_echo_request(1)) + bytes(P.build_echo_reply(1)) + b"\x00\x01garbage")
+    assert s.messages == 2 and s.broken is not None
