@@ -58,16 +58,17 @@ ROW_H = 26
 TOP = 40
 
 
-def ladder_svg(p: ProtocolReport) -> str:
-    """A ladder (sequence) diagram: client and server columns, one arrow per handshake step."""
+def ladder_svg(p: ProtocolReport, ident: int = 0) -> str:
+    """A ladder (sequence) diagram: client and server columns, one arrow per handshake step, the
+    packet counts each way, and a dashed red line where the exchange stopped."""
     phases = p.phases
-    rows = len(phases) + (1 if p.stopped_at else 0)
+    rows = len(phases) + (1 if p.stopped_at else 0) + 1
     height = TOP + ROW_H * max(rows, 1) + 20
     cx, sx = 90, LADDER_W - 90
     e = html.escape
     out = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{LADDER_W}" height="{height}" '
            f'viewBox="0 0 {LADDER_W} {height}" role="img" aria-label="{e(p.name)} ladder">',
-           '<defs><marker id="ah" markerWidth="8" markerHeight="8" refX="7" refY="4" orient="auto">'
+           f'<defs><marker id="ah{ident}" markerWidth="8" markerHeight="8" refX="7" refY="4" orient="auto">'
            '<path d="M0,0 L8,4 L0,8 z" fill="#333"/></marker></defs>',
            f'<text x="{cx}" y="16" text-anchor="middle" font-weight="bold">client</text>',
            f'<text x="{cx}" y="30" text-anchor="middle" font-size="10">{e(p.client)}</text>',
@@ -78,7 +79,7 @@ def ladder_svg(p: ProtocolReport) -> str:
     y = TOP + 10
     for ph in phases:
         x1, x2 = (cx, sx) if ph.direction == "out" else (sx, cx)
-        out.append(f'<line x1="{x1}" y1="{y}" x2="{x2}" y2="{y + 8}" stroke="#333" marker-end="url(#ah)"/>')
+        out.append(f'<line x1="{x1}" y1="{y}" x2="{x2}" y2="{y + 8}" stroke="#333" marker-end="url(#ah{ident})"/>')
         out.append(f'<text x="{(cx + sx) / 2}" y="{y}" text-anchor="middle" font-size="11">'
                    f'{e(ph.name)} (#{ph.frame}, {ph.time:.3f} s)</text>')
         y += ROW_H
@@ -86,6 +87,9 @@ def ladder_svg(p: ProtocolReport) -> str:
         out.append(f'<line x1="{cx}" y1="{y}" x2="{sx}" y2="{y}" stroke="#c00" stroke-dasharray="4 3"/>')
         out.append(f'<text x="{(cx + sx) / 2}" y="{y - 3}" text-anchor="middle" font-size="11" '
                    f'fill="#c00">stopped: {e(p.stopped_at)} never seen</text>')
+        y += ROW_H
+    out.append(f'<text x="{(cx + sx) / 2}" y="{y}" text-anchor="middle" font-size="11">'
+               f'{p.packets_out} packet(s) client to server, {p.packets_in} server to client</text>')
     out.append("</svg>")
     return "".join(out)
 
@@ -126,9 +130,9 @@ def to_html(diag: Diagnosis) -> str:
                          f"<td>{e(p.client)}</td><td>{e(p.server)}</td><td>{e(p.transport)}</td>"
                          f"<td>{p.packets_out}/{p.packets_in}</td><td>{e('; '.join(p.notes))}</td></tr>")
         parts.append("</table>")
-        for p in diag.protocols[:50]:
+        for i, p in enumerate(diag.protocols[:50]):
             parts.append(f"<div class='ladder'><h3>{e(p.name)} <span class='{p.status}'>{p.status}</span>"
-                         f"</h3>{ladder_svg(p)}</div>")
+                         f"</h3>{ladder_svg(p, i)}</div>")
     else:
         parts.append("<p>No VPN protocol recognised.</p>")
     parts.append("</body></html>")

@@ -30,6 +30,11 @@ def test_diagnose_html_is_self_contained_with_a_ladder(captures: Path, tmp_path:
                  "--html", str(report)]) == 0
     text = report.read_text()
     assert "<svg" in text and "stopped: nat-t response" in text
+    import re
+    import xml.etree.ElementTree as ET
+
+    for svg in re.findall(r"<svg.*?</svg>", text, re.S):
+        ET.fromstring(svg)  # every ladder is well-formed SVG
     assert "<script" not in text and "http://" not in text.replace("http://www.w3.org/2000/svg", "")
     assert "natt-blocked" in capsys.readouterr().out
 
