@@ -185,13 +185,17 @@ async function flip(name, input) {
       const answer = await r.json().catch(() => ({ error: "HTTP " + r.status }));
       if (r.status === 401 && attempt === 0) {
         const given = window.prompt("Admin token (from the router's admin.token file):");
-        if (!given) break;
+        if (!given) {
+          message(name.toUpperCase() + " not changed: switching needs the admin token.", true);
+          break;
+        }
         sessionStorage.setItem(TOKEN_KEY, given.trim());
         continue;
       }
       if (!r.ok) throw new Error(answer.error || "HTTP " + r.status);
       message(name.toUpperCase() + " passthrough " + (on ? "on" : "off")
-        + (answer.torn_down ? " (" + answer.torn_down + " tunnels closed)" : "") + ".");
+        + (answer.torn_down ? " (" + answer.torn_down + (answer.torn_down === 1 ? " tunnel" : " tunnels")
+          + " closed)" : "") + ".", false);
       break;
     }
   } catch (err) {
