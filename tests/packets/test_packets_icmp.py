@@ -141,3 +141,25 @@ def test_build_error_rejects_non_errors_and_garbage() -> None:
         build_error(b"\x60" + bytes(39), TIME_EXCEEDED, 0, ROUTER)
     with pytest.raises(PacketError):
         parse_query(build_icmp(3, 3, 0, bytes(28)))
+
+
+def test_icmp_checksums_match_dpkt() -> None:
+    import dpkt
+
+    for pkt in (build_echo(LAN, REMOTE, 7, 8, b"odd"),
+                build_error(build_udp(LAN, REMOTE, 1, 2, b"x" * 9), TIME_EXCEEDED, 0, ROUTER)):
+        ours = int.from_bytes(pkt[22:24], "big")
+        d = dpkt.icmp.ICMP(bytes(pkt[20:]))
+        d.sum = 0  # dpkt fills a zero checksum when packing
+        assert dpkt.icmp.ICMP(bytes(d)).sum == ours
+
+
+def test_error_quotes_an_original_header_with_options_whole() -> None:
+    from natpass.packets.ipv4 import build_ipv4
+    from natpass.packets.udp import build_udp_datagram
+
+    original = build_ipv4(LAN, REMOTE, 17, build_udp_datagram(LAN, REMOTE, 33, 44, b"payload"),
+                          options=b"\x94\x04\x00\x00")
+    e = parse_error(build_error(original, DEST_UNREACHABLE, PORT_UNREACHABLE, REMOTE), 20)
+    assert e.inner.header_len == 24 and (e.inner.sport, e.inner.dport) == (33, 44)
+    assert e.inner.l4_offset == 8 + 24 and not e.inner.truncated
