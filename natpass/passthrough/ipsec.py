@@ -15,10 +15,11 @@ SA from 500 to 4500 is detected (same initiator SPI) and counted. NAT-T works wi
 
 Raw ESP (IP 50) and AH (IP 51) without NAT-T carry no ports: the only demultiplexing key is the SPI
 the *receiver* chose, which the router cannot read from the (encrypted) IKE exchange. The rule:
-- Outbound ESP/AH from LAN host H to gateway G: the source becomes H's WAN address. An SPI not
-  seen before from H makes H *pending* toward G (so do IKE exchanges that create SAs: IKEv1 Main,
-  Aggressive and Quick Mode; IKEv2 IKE_SA_INIT, IKE_AUTH, CREATE_CHILD_SA): H has a new SA whose
-  inbound partner the gateway has not sent yet.
+- Outbound ESP/AH from LAN host H to gateway G: the source becomes H's WAN address. H becomes
+  *pending* toward G when it runs an IKE exchange that creates SAs (IKEv1 Main, Aggressive and
+  Quick Mode; IKEv2 IKE_SA_INIT, IKE_AUTH, CREATE_CHILD_SA) or sends an SPI not seen before whose
+  inbound partner has not arrived yet (SAs come in pairs: a new outbound SPI after an inbound one
+  that came first is that inbound SA's partner and opens nothing).
 - Inbound ESP/AH from G with a bound SPI goes to its LAN host. A new SPI from G (to that WAN
   address) is bound to the one LAN host pending toward G, which is then no longer pending. If no
   host is pending and exactly one LAN host has IPsec state with G, it is that host (e.g. the
@@ -69,7 +70,14 @@ class Session:
     wan: bytes
     created: float
     last_seen: float
-    waiting_since: float | None = None  # pending: a new SA whose inbound SPI is not bound yet
+    ike_pending: bool = False  # an SA-creating IKE exchange not yet followed by a new SA
+    unmatched_out: int = 0  # new outbound SPIs whose inbound partner is not bound yet
+    unmatched_in: int = 0  # inbound SPIs bound before their outbound partner was seen
+
+    @property
+    def pending(self) -> bool:
+        """This host has a new SA whose inbound SPI the gateway has not sent yet."""
+        return self.ike_pending or self.unmatched_out > 0
     out_spis: dict[tuple[int, int], float] = field(default_factory=dict)  # (proto, spi) -> last use
     in_spis: dict[tuple[int, int], float] = field(default_factory=dict)
     up: bool = False
@@ -258,7 +266,8 @@ class IpsecHelper(Helper):
                                  remote=ip_text(flow.remote_addr), at=now)
                 sess = self._sessions.get((flow.lan_addr, flow.remote_addr))
                 if sess is not None:
-                    sess.waiting_since = None  # ESP now travels in UDP 4500, not raw
+                    sess.ike_pending = False  # ESP now travels in UDP 4500, not raw
+                    sess.unmatched_out = 0
             if sa.flow is not None:
                 sa.flow = flow
                 sa.lan_port = flow.lan_port
@@ -266,7 +275,7 @@ class IpsecHelper(Helper):
             sa.last_seen = now
         if not natt and exchange in SA_CREATING_EXCHANGES:
             sess = self._session(flow.lan_addr, flow.remote_addr, flow.wan_addr, now)
-            sess.waiting_since = now
+            sess.ike_pending = True
         return None
 
     def on_flow_closed(self, flow: FlowView, now: float) -> None:
@@ -300,7 +309,12 @@ class IpsecHelper(Helper):
             wan = ctx.wan_address_for(lan)
             sess = self._session(lan, gateway, wan, now)
             if (proto, spi) not in sess.out_spis:
-                sess.waiting_since = now  # a new SA: its inbound partner is due
+                # A new SA: its inbound partner is due, unless the gateway sent it first.
+                if sess.unmatched_in:
+                    sess.unmatched_in -= 1
+                else:
+                    sess.unmatched_out += 1
+                sess.ike_pending = False
                 self._count("ipsec:new-outbound-spi")
             sess.out_spis[(proto, spi)] = now
             ctx.set_src(buf, wan)
@@ -332,7 +346,7 @@ class IpsecHelper(Helper):
         cands = [s for s in self._sessions.values() if s.gateway == gateway and s.wan == wan]
         if not cands:
             return V.NO_MAPPING
-        waiting = [s for s in cands if s.waiting_since is not None]
+        waiting = [s for s in cands if s.pending]
         if len(waiting) == 1:
             sess = waiting[0]
         elif not waiting and len(cands) == 1:
@@ -346,7 +360,11 @@ class IpsecHelper(Helper):
             return "ipsec:ambiguous-spi"
         self._in[key] = sess
         sess.in_spis[(proto, spi)] = now
-        sess.waiting_since = None
+        if sess.unmatched_out:
+            sess.unmatched_out -= 1
+        else:
+            sess.unmatched_in += 1
+        sess.ike_pending = False
         self._count("ipsec:inbound-spi-bound")
         if not sess.up:
             sess.up = True

@@ -80,8 +80,9 @@ def test_replay_pptp_gre_data_without_its_control_connection(captures, tmp_path)
     assert on["helpers"]["pptp"]["stats"]["pptp:gre-without-call"] == 1
     off = replay_capture(fixed, config(pptp=False), lan=["172.16.30.0/24"]).summary
     assert off["drops"] == {"passthrough-disabled:pptp": on["forwarded"]}
-    raw_off = replay(captures, GRE_DATA, "172.16.30.0/24")
-    assert raw_off["by_ip_protocol"]["gre"]["in_dropped"] == raw_off["drops"]["passthrough-disabled:pptp"]
+    raw_off = replay(captures, GRE_DATA, "172.16.30.0/24")  # as captured: nothing of it passes
+    assert raw_off["forwarded"] == 0
+    assert raw_off["drops"]["passthrough-disabled:pptp"] >= raw_off["by_ip_protocol"]["gre"]["in_dropped"] > 0
 
 
 # ---------------------------------------------------------------------------------- IPsec
@@ -185,5 +186,6 @@ def test_replay_fuzzed_l2tp_control_stream_never_crashes(captures):
     name, lan = "l2tp/tcpdump__l2tp-avp-overflow.pcap", "127.0.0.229/32"
     for kw in (ALL_ON, ALL_OFF):
         s = replay(captures, name, lan, **kw)
-        assert s["forwarded"] + s["dropped"] + s["non_ipv4"] + s["lan_local"] == s["packets"]
+        skipped = s["non_ipv4"] + s["lan_local"] + s.get("truncated", 0)
+        assert s["forwarded"] + s["dropped"] + skipped == s["packets"]
         assert set(s["drops"]) <= {"malformed", "no-mapping"}
