@@ -38,6 +38,9 @@ def register(sub: Any) -> None:
     p.add_argument("--strict", choices=("on", "off"), help="override [passthrough] strict")
     p.add_argument("--out", metavar="WAN.pcap", help="write the WAN side as the far end saw it")
     p.add_argument("--lan-out", metavar="LAN.pcap", help="write the LAN side as its hosts saw it")
+    p.add_argument("--keep-checksums", action="store_true",
+                   help="replay packets exactly as captured; by default checksums left unfilled by "
+                   "the capturing host's offload are repaired first (a router would drop them)")
     p.add_argument("--json", action="store_true", help="print one JSON object (for scripts)")
     p.add_argument("--packets", action="store_true", help="list every packet's verdict "
                    "(with --json: add a 'records' list)")
@@ -80,7 +83,7 @@ def run(args: argparse.Namespace) -> int:
             print(f"\r  {n:,} packets…", end="", file=sys.stderr, flush=True)
     try:
         result = replay_capture(args.capture, config, lan=lan, out=args.out, lan_out=args.lan_out,
-                                progress=progress)
+                                progress=progress, repair=not args.keep_checksums)
     except (CaptureError, OSError) as exc:
         print(f"natpass: {args.capture}: {exc}", file=sys.stderr)
         return 2
@@ -102,13 +105,17 @@ def _print_report(result: Any, packets: bool) -> None:
     from rich.table import Table
 
     s = result.summary
-    con = Console()
+    con = Console() if sys.stdout.isatty() else Console(width=140)
     sw = ", ".join(f"{k} {'on' if v else 'off'}" for k, v in s["switches"].items())
     con.print(f"[bold]{s['capture']}[/]: {s['packets']} packets, {s['forwarded']} forwarded, "
               f"{s['dropped']} dropped  (LAN {', '.join(s['lan_prefixes'])}; WAN "
               f"{', '.join(s['wan_addresses'])}; passthrough {sw})")
-    if s["non_ipv4"] or s["lan_local"]:
-        con.print(f"  skipped: {s['non_ipv4']} non-IPv4 frames, {s['lan_local']} LAN-to-LAN packets")
+    if s["non_ipv4"] or s["lan_local"] or s["truncated"]:
+        con.print(f"  skipped: {s['non_ipv4']} non-IPv4 frames, {s['lan_local']} LAN-to-LAN packets, "
+                  f"{s['truncated']} cut short by the capture's snap length")
+    if s["checksums_repaired"]:
+        con.print(f"  {s['checksums_repaired']} packets had checksums left unfilled by the capturing "
+                  "host's offload: repaired before replay (--keep-checksums to replay as captured)")
     if packets:
         t = Table("#", "dir", "flow", "verdict", "reason", box=None)
         for r in result.records:

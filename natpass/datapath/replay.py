@@ -20,6 +20,7 @@ from typing import Any
 from natpass.datapath.pcap import PcapWriter, iter_capture
 from natpass.nat import verdict as V
 from natpass.nat.config import NatConfig
+from natpass.packets.checksum import internet_checksum, l4_checksum
 
 PROTO_NAMES = {1: "icmp", 6: "tcp", 17: "udp", 47: "gre", 50: "esp", 51: "ah"}
 PROTO_KEYS = ("tcp", "udp", "icmp", "gre", "esp", "ah", "other")
@@ -63,6 +64,44 @@ def _is_private(addr: bytes) -> bool:
     return any(ip in net for net in _PRIVATE)
 
 
+def repair_offload(buf: bytearray) -> bool:
+    """Fix checksums left unfilled by the capturing host's checksum offload; True when changed.
+
+    A capture taken on a sending host shows its outbound packets before the NIC filled in the
+    checksums (often 0): on the wire they were correct. A router verifies them, so the replay
+    repairs them first (``--keep-checksums`` turns this off). Truncated packets are left alone.
+    """
+    ihl = (buf[0] & 0x0F) * 4
+    total = (buf[2] << 8) | buf[3]
+    if ihl < 20 or total != len(buf) or ihl > total:
+        return False
+    changed = False
+    if internet_checksum(buf[:ihl]) != 0:
+        buf[10:12] = b"\0\0"
+        buf[10:12] = internet_checksum(buf[:ihl]).to_bytes(2, "big")
+        changed = True
+    if buf[6] & 0x3F or buf[7]:  # a fragment: its L4 checksum covers other fragments too
+        return changed
+    proto, seg = buf[9], memoryview(buf)[ihl:]
+    off = {6: 16, 17: 6, 1: 2}.get(proto)
+    if off is None or len(seg) < off + 2 or (proto == 6 and len(seg) < 20):
+        return changed
+    if proto == 17 and (len(seg) < 8 or seg[6:8] == b"\0\0" or (seg[4] << 8 | seg[5]) != len(seg)):
+        return changed  # no UDP checksum, or a length mismatch that is the packet's own fault
+    old = bytes(seg[off:off + 2])
+    seg[off:off + 2] = b"\0\0"
+    if proto == 1:
+        value = internet_checksum(seg)
+    else:
+        value = l4_checksum(buf[12:16], buf[16:20], proto, seg)
+        if proto == 17 and value == 0:
+            value = 0xFFFF
+    new = value.to_bytes(2, "big")
+    seg[off:off + 2] = new
+    seg.release()
+    return changed or new != old
+
+
 def infer_lan(path: str | Path) -> list[ipaddress.IPv4Network]:
     """Guess the LAN side of a capture: private sources that talk to public addresses, else the
     host that opened the first connection (a TCP SYN, or the first packet's sender)."""
@@ -90,29 +129,23 @@ def infer_lan(path: str | Path) -> list[ipaddress.IPv4Network]:
 
 
 def _flow_label(ip: bytes | bytearray, from_lan: bool) -> str:
-    """A readable LAN-side flow name: ``proto lanhost:id <-> remote:id``."""
+    """One readable name for both directions of a flow: ``proto lanhost:id <-> remote:id``."""
     proto = ip[9]
     ihl = (ip[0] & 0x0F) * 4
     src, dst = ipaddress.IPv4Address(bytes(ip[12:16])), ipaddress.IPv4Address(bytes(ip[16:20]))
     name = PROTO_NAMES.get(proto, f"ip{proto}")
     frag = (ip[6] & 0x1F) << 8 | ip[7]
-    s = d = ""
+    s = d = extra = ""
     if frag == 0 and proto in (6, 17) and len(ip) >= ihl + 4:
         s = f":{int.from_bytes(ip[ihl:ihl + 2], 'big')}"
         d = f":{int.from_bytes(ip[ihl + 2:ihl + 4], 'big')}"
-    elif frag == 0 and proto == 47 and len(ip) >= ihl + 8 and ip[ihl] & 0x20:
-        key = f"#{int.from_bytes(ip[ihl + 6:ihl + 8], 'big')}"
-        if from_lan:
-            d = key
-        else:
-            s = key
     elif frag == 0 and proto in (50, 51) and len(ip) >= ihl + 8:
+        # Each direction of an SA pair has its own SPI: name it, so a one-way SA stands out.
         off = ihl + (4 if proto == 51 else 0)
-        spi = f" spi=0x{int.from_bytes(ip[off:off + 4], 'big'):08x}"
-        return f"{name} {src} -> {dst}{spi}" if from_lan else f"{name} {dst} <- {src}{spi}"
+        extra = f" spi=0x{int.from_bytes(ip[off:off + 4], 'big'):08x}"
     if from_lan:
-        return f"{name} {src}{s} -> {dst}{d}"
-    return f"{name} {dst}{d} <- {src}{s}"
+        return f"{name} {src}{s} <-> {dst}{d}{extra}"
+    return f"{name} {dst}{d} <-> {src}{s}{extra}"
 
 
 def replay_capture(
@@ -123,12 +156,15 @@ def replay_capture(
     lan_out: str | Path | None = None,
     engine_factory: Callable[[NatConfig], Any] | None = None,
     progress: Callable[[int], None] | None = None,
+    repair: bool = True,
 ) -> ReplayResult:
     """Replay ``path`` through a fresh engine built from ``config``.
 
     ``lan``: LAN prefixes overriding the config's (``["auto"]`` infers them from the capture).
     ``out``: pcap of the WAN side as the far end saw it; ``lan_out``: the LAN side as its hosts
-    saw it. ``progress`` is called every 10,000 packets with the count so far.
+    saw it. ``progress`` is called every 10,000 packets with the count so far. ``repair``
+    fixes checksum-offload artifacts of the capture first (see :func:`repair_offload`); packets
+    cut short by the capture's snap length are counted as ``truncated`` and not replayed.
     """
     if lan:
         if list(lan) == ["auto"]:
@@ -168,6 +204,11 @@ def replay_capture(
             now = max(pkt.ts, last_ts)  # captures with duplicated or reordered stamps
             last_ts = now
             buf = bytearray(pkt.ip)
+            if len(buf) >= 20 and buf[0] >> 4 == 4 and ((buf[2] << 8) | buf[3]) > len(buf):
+                counts["truncated"] += 1  # cut by the snap length: not what was on the wire
+                continue
+            if repair and len(buf) >= 20 and buf[0] >> 4 == 4 and repair_offload(buf):
+                counts["repaired"] += 1
             if len(buf) < 20 or buf[0] >> 4 != 4:
                 from_lan = False
                 label = "malformed"
@@ -239,6 +280,8 @@ def replay_capture(
         "by_ip_protocol": by_proto,
         "non_ipv4": counts["non_ipv4"],
         "lan_local": counts["lan_local"],
+        "truncated": counts["truncated"],
+        "checksums_repaired": counts["repaired"],
         "icmp_replies": counts["replies"],
         "lan_prefixes": [str(n) for n in config.lan_prefixes],
         "wan_addresses": [str(ipaddress.IPv4Address(a)) for a in config.wan_addresses],
