@@ -33,10 +33,12 @@ from natpass.packets.ike import (
     IkeHeader,
     IkePayload,
     NatD,
+    NatDCheck,
     build_ike,
     classify_natt,
     iter_payloads,
     nat_d_payloads,
+    natd_check,
     parse_ike,
 )
 from natpass.packets.ipv4 import (
@@ -67,7 +69,7 @@ from natpass.packets.tcp import TcpHeader, build_tcp, parse_tcp, verify_tcp
 from natpass.packets.udp import UdpHeader, build_udp, parse_udp, verify_udp
 
 __all__ = [
-    "AhHeader", "Avp", "EspHeader", "IkeHeader", "IkePayload", "L2tpControl", "L2tpHeader", "NatD",
+    "AhHeader", "Avp", "EspHeader", "IkeHeader", "IkePayload", "L2tpControl", "L2tpHeader", "NatD", "NatDCheck", "natd_check",
     "build_ah", "build_control_message", "build_data", "build_esp", "build_ike", "classify_natt",
     "iter_payloads", "nat_d_payloads", "parse_ah", "parse_control", "parse_esp", "parse_ike", "parse_l2tp",
     "PROTO_AH", "PROTO_ESP", "PROTO_GRE", "PROTO_ICMP", "PROTO_TCP", "PROTO_UDP",

@@ -297,3 +297,50 @@ def build_ike(spi_i: bytes, spi_r: bytes, exchange: int, flags: int = FLAG_INITI
 def build_notify_v2(notify_type: int, data: bytes = b"", protocol: int = 0, spi: bytes = b"") -> bytes:
     """Body of an IKEv2 Notify payload (RFC 7296 3.10)."""
     return struct.pack("!BBH", protocol, len(spi), notify_type) + spi + data
+
+
+NATD_V1_ALGORITHMS: Final = ("sha1", "md5", "sha256", "sha384", "sha512")
+"""Hashes tried for IKEv1 NAT-D: the negotiated one is inside the (unparsed) SA proposal."""
+
+
+class NatDCheck(NamedTuple):
+    """Whether the NAT-D hashes of a message match the addresses it arrived with.
+
+    ``source_match`` False means the sender's address or port changed on the way (the sender is
+    behind a NAT); ``destination_match`` False means the receiver's did (e.g. a port forward or a
+    double NAT in front of it). None: the message had no hash of that kind.
+    """
+
+    source_match: bool | None
+    destination_match: bool | None
+    algorithm: str | None  # the hash that matched (IKEv1), "sha1" for IKEv2
+
+
+def natd_check(buf: Buffer, offset: int, src: bytes, sport: int, dst: bytes, dport: int) -> NatDCheck:
+    """Compare the NAT-D payloads of the IKE message at ``offset`` with the packet's addresses."""
+    hdr = parse_ike(buf, offset)
+    found = nat_d_payloads(buf, offset)
+    if not found:
+        return NatDCheck(None, None, None)
+    algorithms = ("sha1",) if hdr.is_v2 else NATD_V1_ALGORITHMS
+    best: NatDCheck | None = None
+    for algo in algorithms:
+        if hdr.is_v2:
+            want_src = natd_hash_v2(hdr.spi_i, hdr.spi_r, src, sport)
+            want_dst = natd_hash_v2(hdr.spi_i, hdr.spi_r, dst, dport)
+        else:
+            want_src = natd_hash_v1(hdr.spi_i, hdr.spi_r, src, sport, algo)
+            want_dst = natd_hash_v1(hdr.spi_i, hdr.spi_r, dst, dport, algo)
+        srcs = [d.hash for d in found if d.kind == "source"]
+        dsts = [d.hash for d in found if d.kind == "destination"]
+        s_match = (want_src in srcs) if srcs else None
+        d_match = (want_dst in dsts) if dsts else None
+        lengths = {len(h) for h in srcs + dsts}
+        if lengths and lengths != {len(want_src)}:
+            continue  # hash length says this is not the negotiated algorithm
+        check = NatDCheck(s_match, d_match, algo)
+        if s_match or d_match:
+            return check
+        best = best or check
+    return best or NatDCheck(None if not any(d.kind == "source" for d in found) else False,
+                             None if not any(d.kind == "destination" for d in found) else False, None)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from scapy.layers.inet import IP
 from scapy.layers.ipsec import AH, ESP
@@ -128,3 +130,51 @@ def test_natt_classification_rfc3948() -> None:
     for bad in (b"", b"\x00", b"\xfe", b"\x00\x00\x00\x00" + bytes(10), b"\x01\x02\x03\x04\x05"):
         with pytest.raises(PacketError):
             K.classify_natt(bad)
+
+
+def test_natd_check_reports_which_side_was_translated() -> None:
+    lan, wan, server = str_to_addr("192.168.1.5"), str_to_addr("203.0.113.1"), str_to_addr("198.51.100.9")
+    msg = K.build_ike(SPI_I, bytes(8), K.IKE_SA_INIT, K.FLAG_INITIATOR, 0, [
+        (K.V2_NOTIFY, K.build_notify_v2(K.NAT_DETECTION_SOURCE_IP, K.natd_hash_v2(SPI_I, bytes(8), lan, 500))),
+        (K.V2_NOTIFY, K.build_notify_v2(K.NAT_DETECTION_DESTINATION_IP,
+                                        K.natd_hash_v2(SPI_I, bytes(8), server, 500)))])
+    assert K.natd_check(msg, 0, lan, 500, server, 500) == K.NatDCheck(True, True, "sha1")
+    # After a NAT rewrote the source to the WAN address and port, the server sees a mismatch.
+    assert K.natd_check(msg, 0, wan, 61000, server, 500) == K.NatDCheck(False, True, "sha1")
+    v1 = K.build_ike(SPI_I, SPI_R, K.V1_IDENTITY_PROTECTION, 0, 0, [
+        (K.V1_NAT_D, K.natd_hash_v1(SPI_I, SPI_R, server, 500, "md5")),
+        (K.V1_NAT_D, K.natd_hash_v1(SPI_I, SPI_R, lan, 500, "md5"))], major=1)
+    assert K.natd_check(v1, 0, lan, 500, server, 500) == K.NatDCheck(True, True, "md5")
+    assert K.natd_check(v1, 0, lan, 500, wan, 500) == K.NatDCheck(True, False, "md5")
+    assert K.natd_check(K.build_ike(SPI_I, SPI_R, K.IKE_AUTH), 0, lan, 1, wan, 2) == K.NatDCheck(None, None, None)
+
+
+def test_natd_hashes_of_real_captures_match_their_addresses(captures: Path) -> None:
+    """Real peers' NAT-D values are reproduced from the packet's own addresses and ports, which
+    shows the hash inputs and the IKEv1 payload order are right."""
+    from natpass.datapath.pcap import iter_capture
+    from natpass.packets import ipv4, udp
+
+    both_match = 0
+    for path in sorted(p for p in captures.glob("*/*") if p.suffix in (".pcap", ".pcapng", ".cap")):
+        for cp in iter_capture(path):
+            if cp.ip is None:
+                continue
+            try:
+                h = ipv4.parse_ipv4(cp.ip)
+                if h.proto != ipv4.PROTO_UDP or h.is_fragment:
+                    continue
+                u = udp.parse_udp(cp.ip, h.header_len)
+                body = cp.ip[:h.header_len + u.length]
+                at = h.header_len + 8
+                if K.NATT_PORT in (u.sport, u.dport):
+                    if K.classify_natt(body[at:]) != K.NATT_CLASS_IKE:
+                        continue
+                    at += 4
+                elif K.IKE_PORT not in (u.sport, u.dport):
+                    continue
+                r = K.natd_check(body, at, h.src, u.sport, h.dst, u.dport)
+            except PacketError:
+                continue
+            both_match += bool(r.source_match and r.destination_match)
+    assert both_match > 0
