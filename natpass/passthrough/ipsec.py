@@ -110,6 +110,8 @@ class IpsecHelper(Helper):
         self._ike: dict[tuple[bytes, bytes, bytes], IkeSa] = {}  # (gateway, wan, initiator SPI)
         self._natt_flows: dict[int, FlowView] = {}
         self._counters: dict[str, int] = {}
+        self.esp_packets = 0  # raw ESP/AH forwarded: the traffic that needs the switch
+        self.ah_packets = 0
 
     def _count(self, name: str, n: int = 1) -> None:
         self._counters[name] = self._counters.get(name, 0) + n
@@ -157,7 +159,7 @@ class IpsecHelper(Helper):
             if self.ctx is not None:
                 self.ctx.log("tunnel-down", proto="ipsec", lan=ip_text(sess.lan),
                              remote=ip_text(sess.gateway), wan=ip_text(sess.wan), reason=why,
-                             duration=now - sess.created, at=now)
+                             duration=now - sess.created)
 
     def stats(self) -> dict[str, int]:
         out = dict(self._counters)
@@ -169,6 +171,8 @@ class IpsecHelper(Helper):
         out["natt_flows"] = len(self._natt_flows)
         # AH cannot survive address translation: diagnosis reads this to explain the failure.
         out["ah_translated"] = self._counters.get("ipsec:ah-translated", 0)
+        out["esp_packets"] = self.esp_packets
+        out["ah_packets"] = self.ah_packets
         return out
 
     def tunnels(self) -> list[dict[str, Any]]:
@@ -263,7 +267,7 @@ class IpsecHelper(Helper):
                 self._count("ipsec:natt-switch")
                 if self.ctx is not None:
                     self.ctx.log("natt-switch", proto="ipsec", lan=ip_text(flow.lan_addr),
-                                 remote=ip_text(flow.remote_addr), at=now)
+                                 remote=ip_text(flow.remote_addr))
                 sess = self._sessions.get((flow.lan_addr, flow.remote_addr))
                 if sess is not None:
                     sess.ike_pending = False  # ESP now travels in UDP 4500, not raw
@@ -318,8 +322,7 @@ class IpsecHelper(Helper):
                 self._count("ipsec:new-outbound-spi")
             sess.out_spis[(proto, spi)] = now
             ctx.set_src(buf, wan)
-            if proto == PROTO_AH:
-                self._count("ipsec:ah-translated")
+            self._forwarded(proto)
             return V.TO_WAN
         gateway, wan = src_of(buf), dst_of(buf)
         key = (gateway, wan, proto, spi)
@@ -336,9 +339,15 @@ class IpsecHelper(Helper):
         sess_in.last_seen = now
         sess_in.in_spis[(proto, spi)] = now
         ctx.set_dst(buf, sess_in.lan)
-        if proto == PROTO_AH:
-            self._count("ipsec:ah-translated")
+        self._forwarded(proto)
         return V.TO_LAN
+
+    def _forwarded(self, proto: int) -> None:
+        if proto == PROTO_AH:
+            self.ah_packets += 1
+            self._count("ipsec:ah-translated")
+        else:
+            self.esp_packets += 1
 
     def _bind_inbound(self, key: tuple[bytes, bytes, int, int], now: float) -> Session | str:
         """Bind a new inbound SPI to the one LAN host it can belong to, or refuse to guess."""
@@ -356,7 +365,7 @@ class IpsecHelper(Helper):
             self._count("ipsec:ambiguous-spi")
             if self.ctx is not None:
                 self.ctx.log("ambiguous-spi", proto="ipsec", remote=ip_text(gateway), spi=f"{spi:#010x}",
-                             hosts=[ip_text(s.lan) for s in (waiting or cands)], at=now)
+                             hosts=[ip_text(s.lan) for s in (waiting or cands)])
             return "ipsec:ambiguous-spi"
         self._in[key] = sess
         sess.in_spis[(proto, spi)] = now
@@ -371,5 +380,5 @@ class IpsecHelper(Helper):
             self._count("ipsec:tunnels-up")
             if self.ctx is not None:
                 self.ctx.log("tunnel-up", proto="ipsec", lan=ip_text(sess.lan),
-                             remote=ip_text(gateway), wan=ip_text(wan), spi_in=f"{spi:#010x}", at=now)
+                             remote=ip_text(gateway), wan=ip_text(wan), spi_in=f"{spi:#010x}")
         return sess

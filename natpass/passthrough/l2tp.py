@@ -107,6 +107,7 @@ class L2tpHelper(Helper):
         self.timeouts = timeouts or Timeouts()
         self._tunnels: dict[int, Tunnel] = {}  # id(flow) -> tunnel of that flow
         self._counters: dict[str, int] = {}
+        self.l2tp_packets = 0  # UDP 1701 handled with the switch on
 
     def _count(self, name: str, n: int = 1) -> None:
         self._counters[name] = self._counters.get(name, 0) + n
@@ -133,6 +134,7 @@ class L2tpHelper(Helper):
         out = dict(self._counters)
         out["tunnels"] = sum(1 for t in self._tunnels.values() if t.up)
         out["sessions"] = sum(len(t.lan_sessions) for t in self._tunnels.values())
+        out["l2tp_packets"] = self.l2tp_packets
         return out
 
     def tunnels(self) -> list[dict[str, Any]]:
@@ -151,7 +153,7 @@ class L2tpHelper(Helper):
             if self.ctx is not None:
                 self.ctx.log("tunnel-down", proto="l2tp", lan=ip_text(t.lan), remote=ip_text(t.remote),
                              wan=ip_text(t.wan), tunnel_id=t.lan_tunnel_id, reason=why,
-                             duration=now - t.created, at=now)
+                             duration=now - t.created)
 
     def choose_wan_port(self, proto: int, lan_addr: bytes, lan_port: int, remote_addr: bytes,
                         remote_port: int, wan_addr: bytes) -> int | None:
@@ -189,6 +191,7 @@ class L2tpHelper(Helper):
                        now, now, flow=flow)
             self._tunnels[id(flow)] = t
         t.last_seen = now
+        self.l2tp_packets += 1
         total = u16(buf, 2)
         try:
             msg = read_l2tp(bytes(buf[ihl + 8:total]))
@@ -218,7 +221,7 @@ class L2tpHelper(Helper):
                 if self.ctx is not None:
                     self.ctx.log("tunnel-up", proto="l2tp", lan=ip_text(t.lan), remote=ip_text(t.remote),
                                  wan=ip_text(t.wan), tunnel_id=t.lan_tunnel_id,
-                                 peer_tunnel_id=t.remote_tunnel_id, at=now)
+                                 peer_tunnel_id=t.remote_tunnel_id)
         elif mt in (ICRQ, ICRP, OCRQ, OCRP):
             if msg.assigned_session is not None:
                 sessions = t.lan_sessions if from_lan else t.remote_sessions
@@ -242,7 +245,7 @@ class L2tpHelper(Helper):
                 if self.ctx is not None:
                     self.ctx.log("tunnel-down", proto="l2tp", lan=ip_text(t.lan), remote=ip_text(t.remote),
                                  wan=ip_text(t.wan), tunnel_id=t.lan_tunnel_id, reason="stopccn",
-                                 duration=now - t.created, at=now)
+                                 duration=now - t.created)
             t.lan_tunnel_id = None
             t.remote_tunnel_id = None
 

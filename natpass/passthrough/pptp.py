@@ -150,6 +150,7 @@ class PptpHelper(Helper):
         self._ended_out: dict[tuple[bytes, bytes, int], float] = {}
         self._bind: dict[tuple[bytes, bytes], Binding] = {}  # (remote, wan) -> LAN host
         self._counters: dict[str, int] = {}
+        self.gre_packets = 0
 
     # ------------------------------------------------------------------ bookkeeping
 
@@ -197,6 +198,7 @@ class PptpHelper(Helper):
         out["tunnels"] = sum(1 for c in self._by_wan.values() if c.up)
         out["control_connections"] = len(self._controls)
         out["gre_address_bindings"] = len(self._bind)
+        out["gre_packets"] = self.gre_packets
         return out
 
     def tunnels(self) -> list[dict[str, Any]]:
@@ -262,7 +264,7 @@ class PptpHelper(Helper):
         if self.ctx is not None:
             self.ctx.log("tunnel-up", proto="pptp", lan=ip_text(call.lan), remote=ip_text(call.remote),
                          wan=ip_text(call.wan), call_id=call.lan_call_id, wan_call_id=call.wan_call_id,
-                         peer_call_id=call.remote_call_id, at=now)
+                         peer_call_id=call.remote_call_id)
 
     def _end(self, call: Call, now: float, why: str) -> None:
         ctl = call.control
@@ -287,7 +289,7 @@ class PptpHelper(Helper):
                 self.ctx.log("tunnel-down", proto="pptp", lan=ip_text(call.lan),
                              remote=ip_text(call.remote), wan=ip_text(call.wan),
                              call_id=call.lan_call_id, wan_call_id=call.wan_call_id,
-                             reason=why, duration=now - call.created, at=now)
+                             reason=why, duration=now - call.created)
 
     # ------------------------------------------------------------------ control connection
 
@@ -527,6 +529,12 @@ class PptpHelper(Helper):
     def on_ip_packet(self, buf: bytearray, ihl: int, from_lan: bool, now: float) -> int | str:
         if not self.enabled:
             return V.passthrough_disabled(self.name)
+        r = self._gre(buf, ihl, from_lan, now)
+        if not isinstance(r, str):
+            self.gre_packets += 1  # what the usage record calls "used"
+        return r
+
+    def _gre(self, buf: bytearray, ihl: int, from_lan: bool, now: float) -> int | str:
         ctx = need_ctx(self.ctx)
         total = u16(buf, 2)
         if total - ihl < GRE_MIN:

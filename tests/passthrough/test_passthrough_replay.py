@@ -62,6 +62,7 @@ def test_replay_pptp_tcpdump_gre_passes_only_with_the_switch_on(captures):
     assert gre > 0
     on = replay(captures, name, lan, pptp=True)
     assert on["dropped"] == 0 and on["by_ip_protocol"]["gre"]["out_forwarded"] == gre
+    assert on["helpers"]["pptp"]["stats"]["gre_packets"] == gre  # the usage record's "used"
     off = replay(captures, name, lan, **ALL_OFF)
     assert off["drops"] == {"passthrough-disabled:pptp": gre}
     assert off["by_ip_protocol"]["tcp"]["out_dropped"] == 0
@@ -101,7 +102,8 @@ def test_replay_raw_esp_and_ah_pass_only_with_the_ipsec_switch(captures, name, l
     esp, ah = count(captures / name, 50), count(captures / name, 51)
     on = replay(captures, name, lan, ipsec=True)
     assert on["dropped"] == 0
-    assert on["helpers"]["ipsec"]["stats"]["ah_translated"] == ah
+    stats = on["helpers"]["ipsec"]["stats"]
+    assert (stats["ah_translated"], stats["ah_packets"], stats["esp_packets"]) == (ah, ah, esp)
     off = replay(captures, name, lan, pptp=True, l2tp=True)
     assert off["drops"] == {"passthrough-disabled:ipsec": esp + ah}
     assert off["by_ip_protocol"]["udp"]["out_dropped"] == off["by_ip_protocol"]["udp"]["in_dropped"] == 0
