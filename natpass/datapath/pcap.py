@@ -65,11 +65,14 @@ PCAPNG_SPB = dpkt.pcapng.PCAPNG_BT_SPB
 PCAPNG_PB = dpkt.pcapng.PCAPNG_BT_PB
 
 _PCAP_MAGICS = {
-    # magic as read little-endian -> (byte order, nanosecond)
-    dpkt.pcap.TCPDUMP_MAGIC: ("<", False),
-    dpkt.pcap.TCPDUMP_MAGIC_NANO: ("<", True),
-    dpkt.pcap.PMUDPCT_MAGIC: (">", False),
-    dpkt.pcap.PMUDPCT_MAGIC_NANO: (">", True),
+    # magic as read little-endian -> (byte order, nanosecond, record header length)
+    dpkt.pcap.TCPDUMP_MAGIC: ("<", False, 16),
+    dpkt.pcap.TCPDUMP_MAGIC_NANO: ("<", True, 16),
+    dpkt.pcap.PMUDPCT_MAGIC: (">", False, 16),
+    dpkt.pcap.PMUDPCT_MAGIC_NANO: (">", True, 16),
+    # Kuznetsov's patched format: 8 more bytes per record (ifindex, protocol, packet type, pad).
+    dpkt.pcap.MODPCAP_MAGIC: ("<", False, 24),
+    dpkt.pcap.PACPDOM_MAGIC: (">", False, 24),
 }
 
 
@@ -223,11 +226,11 @@ def _iter_buffer(mm: Any, name: str, size: int) -> Iterator[CapturedPacket]:
         raise CaptureError(f"{name}: not a pcap or pcapng file (magic {magic_le:#010x})")
 
 
-def _pcap_header(mm: Any, name: str, size: int) -> tuple[str, bool, int]:
+def _pcap_header(mm: Any, name: str, size: int) -> tuple[str, bool, int, int]:
     if size < 24:
         raise CaptureError(f"{name}: pcap file header truncated ({size} bytes)")
     head = bytes(mm[:24])
-    order, nano = _PCAP_MAGICS[struct.unpack_from("<I", head, 0)[0]]
+    order, nano, reclen = _PCAP_MAGICS[struct.unpack_from("<I", head, 0)[0]]
     try:
         fh = dpkt.pcap.LEFileHdr(head) if order == "<" else dpkt.pcap.FileHdr(head)
     except (dpkt.UnpackError, struct.error) as exc:
@@ -235,11 +238,11 @@ def _pcap_header(mm: Any, name: str, size: int) -> tuple[str, bool, int]:
     # The FCS-length bits (upper bits of the link type field, pcap-savefile(5)) are not the type.
     linktype = int(fh.linktype) & 0x0FFFFFFF
     _check_linktype(linktype, name)
-    return order, nano, linktype
+    return order, nano, linktype, reclen
 
 
 def _iter_pcap(mm: Any, name: str, size: int) -> Iterator[CapturedPacket]:
-    order, nano, linktype = _pcap_header(mm, name, size)
+    order, nano, linktype, reclen = _pcap_header(mm, name, size)
     link = LINK_NAMES[linktype]
     rec = struct.Struct(order + "IIII")
     unpack = rec.unpack_from
@@ -248,10 +251,10 @@ def _iter_pcap(mm: Any, name: str, size: int) -> Iterator[CapturedPacket]:
     index = 0
     decode = ipv4_of_frame
     while off < size:
-        if size - off < 16:
+        if size - off < reclen:
             raise CaptureError(f"{name}: record header of frame {index + 1} cut at byte {off}")
         sec, frac, caplen, wirelen = unpack(mm, off)
-        off += 16
+        off += reclen
         if caplen > MAX_RECORD:
             raise CaptureError(f"{name}: frame {index + 1} claims {caplen} captured bytes (corrupt)")
         if off + caplen > size:
@@ -395,7 +398,7 @@ class PcapWriter:
 
     def __init__(self, path: str | os.PathLike[str], linktype: str = "raw",
                  src_mac: bytes = b"\x02\x00\x00\x00\x00\x01", dst_mac: bytes = b"\x02\x00\x00\x00\x00\x02",
-                 snaplen: int = 65535, nano: bool = False) -> None:
+                 snaplen: int = MAX_RECORD, nano: bool = False) -> None:
         if linktype not in ("raw", "ethernet"):
             raise ValueError(f"PcapWriter link type must be 'raw' or 'ethernet', not {linktype!r}")
         if len(src_mac) != 6 or len(dst_mac) != 6:

@@ -315,3 +315,13 @@ def test_reads_from_a_pipe_as_well_as_a_file(tmp_path: Path) -> None:
 def test_directory_is_a_capture_error(tmp_path: Path) -> None:
     with pytest.raises(CaptureError):
         list(iter_capture(tmp_path))
+
+
+@pytest.mark.parametrize("order", ["<", ">"])
+def test_kuznetsov_modified_pcap_records_are_read(tmp_path: Path, order: str) -> None:
+    head = struct.pack(order + "IHHiIII", 0xA1B2CD34, 2, 4, 0, 0, 65535, 101)
+    rec = struct.pack(order + "IIIIIHBB", 3, 250_000, len(IP1), len(IP1), 2, 0x0800, 0, 0) + IP1
+    path = tmp_path / "mod.pcap"
+    path.write_bytes(head + rec + rec)
+    got = list(iter_capture(path))
+    assert [p.ip for p in got] == [IP1, IP1] and got[0].ts == pytest.approx(3.25)
