@@ -233,8 +233,8 @@ def _pcap_header(mm: Any, name: str, size: int) -> tuple[str, bool, int, int]:
     order, nano, reclen = _PCAP_MAGICS[struct.unpack_from("<I", head, 0)[0]]
     try:
         fh = dpkt.pcap.LEFileHdr(head) if order == "<" else dpkt.pcap.FileHdr(head)
-    except (dpkt.UnpackError, struct.error) as exc:
-        raise CaptureError(f"{name}: bad pcap file header: {exc}") from None
+    except Exception as exc:  # dpkt may raise anything on a damaged header; it is the file's fault
+        raise CaptureError(f"{name}: bad pcap file header: {exc!r}") from None
     # The FCS-length bits (upper bits of the link type field, pcap-savefile(5)) are not the type.
     linktype = int(fh.linktype) & 0x0FFFFFFF
     _check_linktype(linktype, name)
@@ -276,8 +276,8 @@ def _pcapng_iface(block: bytes, le: bool, name: str) -> _Iface:
     try:
         idb = (dpkt.pcapng.InterfaceDescriptionBlockLE(block) if le
                else dpkt.pcapng.InterfaceDescriptionBlock(block))
-    except (dpkt.UnpackError, struct.error, ValueError) as exc:
-        raise CaptureError(f"{name}: bad pcapng interface block: {exc}") from None
+    except Exception as exc:  # dpkt may raise anything on a damaged block; it is the file's fault
+        raise CaptureError(f"{name}: bad pcapng interface block: {exc!r}") from None
     linktype = int(idb.linktype)
     _check_linktype(linktype, name)
     divisor = 1e6
