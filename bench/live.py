@@ -1,6 +1,6 @@
 """Live benchmark: the same bounded load through natpass and through the kernel's NAT, in one run.
 
-Two identical client -- router -- server namespace topologies (prefix ``npdp``): one router runs
+Two identical client -- router -- server namespace topologies (prefix ``npdpb``): one router runs
 ``natpass run``, the other nftables masquerade with ip_forward = 1. The client's and server's veth
 ends have transmit offloads off in both (hosts on a wire, see natpass.datapath.live_lab). For each
 router: small-UDP packets/s arriving at the server (iperf3 -u -l 64, bounded by -t and -b), TCP
@@ -98,8 +98,65 @@ def rss_mb(pid: int) -> tuple[float, float]:
     return cur, peak
 
 
+BURST_PACKETS = 3000  # fits the RX ring (4096 frames) and the plain socket's 4 MiB buffer
+SINK = """
+import socket, time
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); s.bind(("0.0.0.0", 9999))
+s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 8 << 20)
+s.settimeout(15); stamps = []
+try:
+    while True:
+        s.recv(2048); stamps.append(time.perf_counter()); s.settimeout(1.0)
+except OSError:
+    pass
+# stamps[0] is the warm-up packet sent before the burst: time the burst from its first packet.
+print(len(stamps) - 1, (stamps[-1] - stamps[1]) if len(stamps) > 2 else 0.0, flush=True)
+"""
+BLAST = f"""
+import socket
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+for i in range({BURST_PACKETS}):
+    s.sendto(b"x" * 64, ("{SERVER}", 9999))
+"""
+
+
+def burst_capacity(topo: Topology, natpass_pid: int) -> dict[str, float]:
+    """natpass's drain rate with full batches: stop it, queue a burst in its RX ring, resume, and
+    time the arrivals at the server. Less sensitive to the other work on the machine than iperf3."""
+    import signal as _signal
+
+    lab = topo.lab
+    sink = lab.spawn(topo.srv, [sys.executable, "-u", "-c", SINK], label=f"sink-{topo.srv}")
+    try:
+        time.sleep(0.3)
+        lab.run(topo.cli, [sys.executable, "-c", BLAST.replace(f"range({BURST_PACKETS})", "range(1)")])
+        time.sleep(0.2)  # the one packet above makes the mapping and the ARP entries
+        os.kill(natpass_pid, _signal.SIGSTOP)
+        try:
+            lab.run(topo.cli, [sys.executable, "-c", BLAST])
+            time.sleep(0.2)
+        finally:
+            os.kill(natpass_pid, _signal.SIGCONT)
+        lab.wait_for(lambda: not lab.alive(sink), timeout=15)
+    finally:
+        lab.kill(sink)
+    words = lab.log(f"sink-{topo.srv}").split()
+    n, seconds = (int(words[-2]), float(words[-1])) if len(words) >= 2 else (0, 0.0)
+    return {"packets": n, "pps": (n / seconds) if seconds > 0 else 0.0}
+
+
+def cpu_seconds(pid: int) -> float:
+    """utime + stime of ``pid`` (user and kernel time, the kernel part includes the sends)."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def measure(topo: Topology, natpass_pid: int | None, profile: str | None = None) -> dict[str, Any]:
     out: dict[str, Any] = {}
+    cpu0 = cpu_seconds(natpass_pid) if natpass_pid else 0.0
     spy = None
     if profile and natpass_pid and shutil.which("py-spy"):
         fmt = ["-f", "raw"] if profile.endswith(".txt") else []  # collapsed stacks, or a flame graph
@@ -107,8 +164,14 @@ def measure(topo: Topology, natpass_pid: int | None, profile: str | None = None)
                                 "-r", "200", "-p", str(natpass_pid), "--nonblocking"],
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     out["udp"] = udp_pps(topo)
+    if natpass_pid and out["udp"]["pps"]:
+        # CPU per forwarded packet: steadier than pkt/s on a machine shared with other work.
+        forwarded = out["udp"]["pps"] * UDP_SECONDS
+        out["udp"]["cpu_us_per_packet"] = (cpu_seconds(natpass_pid) - cpu0) / forwarded * 1e6
     if spy is not None:
         spy.wait(timeout=60)
+    if natpass_pid:
+        out["burst"] = burst_capacity(topo, natpass_pid)
     out["tcp_gbps"] = tcp_gbps(topo)
     out["latency"] = ping_latency(topo)
     if natpass_pid:
@@ -121,11 +184,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument("--profile", metavar="SVG", help="py-spy profile of natpass under UDP load (.svg flame graph, .txt collapsed stacks)")
     parser.add_argument("--only", choices=("natpass", "kernel"), help="measure one router only")
+    parser.add_argument("--no-rings", action="store_true",
+                        help="natpass without PACKET_MMAP rings (one syscall per packet), for comparison")
     args = parser.parse_args(argv)
     if os.geteuid() != 0:
         print("bench/live.py needs root (network namespaces)", file=sys.stderr)
         return 2
-    lab = Netns("npdp")
+    # Its own prefix (npdpb-*), so that a test run of the npdp-* lab elsewhere cannot remove it mid-run.
+    lab = Netns("npdpb")
     lab.cleanup()
     started = time.monotonic()
     results: dict[str, Any] = {}
@@ -137,7 +203,8 @@ def main(argv: list[str] | None = None) -> int:
                                                       'log_level = "info"\n'))
             pid = nat.start_natpass(cfg, label="natpass-bench",
                                     runner=[sys.executable, "-m", "natpass.router.cli_run", "--config",
-                                            str(cfg)])
+                                            str(cfg)],
+                                    env={"NATPASS_PACKET_RINGS": "0" if args.no_rings else "1"})
             try:
                 results["natpass"] = measure(nat, pid, args.profile)
             finally:
@@ -167,6 +234,9 @@ def main(argv: list[str] | None = None) -> int:
         "natpass_p99_ms": n["latency"]["p99_ms"] if n else None,
         "kernel_p50_ms": k["latency"]["p50_ms"] if k else None,
         "kernel_p99_ms": k["latency"]["p99_ms"] if k else None,
+        "natpass_burst_pps": round(n["burst"]["pps"]) if n else None,
+        "natpass_burst_packets": n["burst"]["packets"] if n else None,
+        "natpass_cpu_us_per_packet": round(n["udp"].get("cpu_us_per_packet", 0.0), 2) if n else None,
         "natpass_rss_mb": round(n["rss_mb"], 1) if n else None,
         "natpass_peak_rss_mb": round(n["peak_rss_mb"], 1) if n else None,
         "seconds": round(time.monotonic() - started, 1),
@@ -183,6 +253,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"small UDP ({UDP_PAYLOAD} B) at the server: natpass {summary['natpass_pps']} pkt/s, "
               f"kernel {summary['kernel_pps']} pkt/s (sent {summary['natpass_sent_pps']} / "
               f"{summary['kernel_sent_pps']}), ratio {summary.get('pps_ratio')}")
+        print(f"natpass drain rate of a {BURST_PACKETS}-packet burst queued while it was stopped: "
+              f"{summary['natpass_burst_pps']} pkt/s ({summary['natpass_burst_packets']} arrived)")
+        print(f"natpass CPU per forwarded small UDP packet: {summary['natpass_cpu_us_per_packet']} us")
         print(f"TCP: natpass {summary['natpass_tcp_gbps']} Gbit/s, kernel {summary['kernel_tcp_gbps']} Gbit/s, "
               f"ratio {summary.get('tcp_ratio')}")
         print(f"ping p50/p99: natpass {summary['natpass_p50_ms']}/{summary['natpass_p99_ms']} ms, "

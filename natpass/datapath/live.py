@@ -16,6 +16,7 @@ import ipaddress
 import logging
 import os
 import select
+import struct
 import subprocess
 import threading
 import time
@@ -26,8 +27,16 @@ from typing import Any
 
 from natpass.datapath import packetsock
 from natpass.datapath.arp import ETH_HEADER, ETH_P_ARP, ETH_P_IP, ArpCache
+from natpass.datapath.packetsock import (
+    RING_FRAME,
+    TP_STATUS_AVAILABLE,
+    TP_STATUS_CSUMNOTREADY,
+    TP_STATUS_SEND_REQUEST,
+    TPACKET2_HDR,
+    TPACKET2_TX_DATA,
+)
 from natpass.nat import verdict as V
-from natpass.packets.checksum import internet_checksum
+from natpass.packets.checksum import internet_checksum, l4_checksum
 
 log = logging.getLogger("natpass.datapath")
 
@@ -37,6 +46,8 @@ TICK_S = 0.25  # ARP retries and engine timers run at least this often
 ICMP_ECHO_REQUEST = 8  # RFC 792
 ICMP_ECHO_REPLY = 0
 _ETH_IP = ETH_P_IP.to_bytes(2, "big")
+_LEN = struct.Struct("<I")
+_ZERO4 = bytes(4)
 
 
 def _onlink_prefixes(ifname: str) -> list[ipaddress.IPv4Network]:
@@ -68,24 +79,72 @@ def answer_echo(buf: bytearray) -> bool:
     return True
 
 
-class Side:
-    """One interface: its sockets, MAC, ARP cache and next-hop choice."""
+def complete_checksum(buf: bytearray) -> None:
+    """Fill in the TCP/UDP checksum of a packet the kernel marked checksum-partial.
 
-    def __init__(self, name: str, ifname: str, skip_dst: bytes | None, gateway: bytes | None) -> None:
+    Frames sent by a process on this same host (over veth) may leave the checksum to the
+    "hardware": the field then holds only the pseudo-header sum. Translating that incrementally
+    would send a wrong checksum, so it is computed whole first.
+    """
+    ihl = (buf[0] & 0x0F) * 4
+    proto = buf[9]
+    if (buf[6] & 0x3F) or buf[7] or len(buf) < ihl + 8:
+        return  # a fragment: only the whole datagram has a checksum
+    if proto == 6 and len(buf) >= ihl + 20:
+        off = ihl + 16
+    elif proto == 17:
+        off = ihl + 6
+    else:
+        return
+    buf[off:off + 2] = b"\x00\x00"
+    csum = l4_checksum(buf[12:16], buf[16:20], proto, buf[ihl:])
+    if proto == 17 and csum == 0:
+        csum = 0xFFFF  # RFC 768: a computed zero is sent as all ones
+    buf[off:off + 2] = csum.to_bytes(2, "big")
+
+
+class Side:
+    """One interface: its sockets (and PACKET_MMAP rings), MAC, ARP cache and next-hop choice."""
+
+    def __init__(self, name: str, ifname: str, skip_dst: bytes | None, gateway: bytes | None,
+                 rings: bool = True) -> None:
         self.name = name
         self.ifname = ifname
         self.mac = packetsock.mac_address(ifname)
         self.ip = packetsock.ipv4_address(ifname) or b"\x00\x00\x00\x00"
-        self.onlink = _onlink_prefixes(ifname)
+        self.onlink = [(int(net.network_address), int(net.netmask)) for net in _onlink_prefixes(ifname)]
         self.gateway = gateway
-        self.ip_sock = packetsock.open_packet_socket(ifname, ETH_P_IP, skip_dst=skip_dst)
+        self.rx_ring: packetsock.Ring | None = None
+        self.tx_ring: packetsock.Ring | None = None
+        self.tx_sock = None
+        if rings:
+            try:
+                self.ip_sock, self.rx_ring = packetsock.open_rx_ring(ifname, skip_dst)
+                self.tx_sock, self.tx_ring = packetsock.open_tx_ring(ifname)
+            except OSError as exc:
+                log.warning("%s: packet rings unavailable (%s); using one syscall per packet", ifname, exc)
+                self._close_rings()
+        if self.rx_ring is None:
+            self.ip_sock = packetsock.open_packet_socket(ifname, ETH_P_IP, skip_dst=skip_dst)
         self.arp_sock = packetsock.open_packet_socket(ifname, ETH_P_ARP)
         self.arp = ArpCache(self.mac, self.ip, self._send_arp)
         self.tail = self.mac + _ETH_IP
         self.headers: dict[bytes, bytes] = {}  # next hop -> ready Ethernet header
+        self.tx_pending = 0
         self.rx = 0
         self.tx = 0
         self.tx_errors = 0
+        self.emit = self._emit_ring if self.tx_ring is not None else self._emit_send  # type: ignore[method-assign]
+
+    def _close_rings(self) -> None:
+        for ring in (self.rx_ring, self.tx_ring):
+            if ring is not None:
+                ring.close()
+        for sock in (getattr(self, "ip_sock", None), self.tx_sock):
+            if sock is not None:
+                sock.close()
+        self.rx_ring = self.tx_ring = None
+        self.tx_sock = None
 
     def _send_arp(self, frame: bytes) -> None:
         try:
@@ -96,32 +155,86 @@ class Side:
     def next_hop(self, dst: bytes) -> bytes:
         if self.gateway is None:
             return dst
-        addr = ipaddress.IPv4Address(dst)
-        if any(addr in net for net in self.onlink):
-            return dst
+        value = int.from_bytes(dst, "big")
+        for net, mask in self.onlink:
+            if value & mask == net:
+                return dst
         return self.gateway
 
-    def emit(self, packet: bytes | bytearray, now: float) -> None:
+    def _header(self, packet: bytes | bytearray, now: float) -> bytes | None:
+        """The Ethernet header for ``packet``'s next hop; None when ARP holds the packet meanwhile."""
         nh = self.next_hop(bytes(packet[16:20]))
         hdr = self.headers.get(nh)
         if hdr is None:
             mac = self.arp.lookup(nh, now)
             if mac is None:
                 self.arp.hold(nh, packet, now)
-                return
+                return None
             hdr = self.headers[nh] = mac + self.tail
+        return hdr
+
+    def emit(self, packet: bytes | bytearray, now: float) -> None:
+        """Send one IPv4 packet out of this interface (bound to the ring or the plain variant)."""
+        raise NotImplementedError
+
+    def _emit_send(self, packet: bytes | bytearray, now: float) -> None:
+        hdr = self.headers.get(bytes(packet[16:20])) if self.gateway is None else None
+        if hdr is None:
+            hdr = self._header(packet, now)
+            if hdr is None:
+                return
         try:
             self.ip_sock.send(hdr + packet)
             self.tx += 1
         except OSError:
             self.tx_errors += 1
 
+    def _emit_ring(self, packet: bytes | bytearray, now: float) -> None:
+        hdr = self.headers.get(bytes(packet[16:20])) if self.gateway is None else None
+        if hdr is None:
+            hdr = self._header(packet, now)
+            if hdr is None:
+                return
+        ring = self.tx_ring
+        assert ring is not None
+        mv = ring.mv
+        off = ring.index * RING_FRAME
+        if mv[off] != TP_STATUS_AVAILABLE:
+            self.flush()  # the ring is full of frames the kernel has not sent yet
+            if mv[off] != TP_STATUS_AVAILABLE:
+                self.tx_errors += 1
+                return
+        length = ETH_HEADER + len(packet)
+        if length > RING_FRAME - TPACKET2_TX_DATA:
+            self.tx_errors += 1
+            return
+        data = off + TPACKET2_TX_DATA
+        mv[data:data + ETH_HEADER] = hdr
+        mv[data + ETH_HEADER:data + length] = packet
+        _LEN.pack_into(mv, off + 4, length)
+        mv[off] = TP_STATUS_SEND_REQUEST  # after the data: the kernel reads the frame once it sees this
+        ring.index = (ring.index + 1) % ring.frames
+        self.tx_pending += 1
+
+    def flush(self) -> None:
+        """Hand every frame written to the TX ring to the kernel with one syscall."""
+        if not self.tx_pending:
+            return
+        pending, self.tx_pending = self.tx_pending, 0
+        try:
+            self.tx_sock.send(b"")  # type: ignore[union-attr]
+            self.tx += pending
+        except (BlockingIOError, InterruptedError):
+            self.tx += pending  # queued frames stay in the ring; the next flush sends them
+        except OSError:
+            self.tx_errors += pending
+
     def on_arp(self, now: float) -> None:
         for _ in range(BATCH):
             try:
                 frame = self.arp_sock.recv(FRAME_MAX)
             except (BlockingIOError, InterruptedError):
-                return
+                break
             got = self.arp.on_frame(frame, now)
             if got is None:
                 continue
@@ -131,8 +244,10 @@ class Side:
                 self.headers[ip] = entry[0] + self.tail
             for packet in waiting:
                 self.emit(packet, now)
+        self.flush()
 
     def close(self) -> None:
+        self._close_rings()
         self.ip_sock.close()
         self.arp_sock.close()
 
@@ -142,12 +257,20 @@ class LiveDatapath:
 
     def __init__(self, engine: Any, lan_if: str, wan_if: str, lan_address: bytes | None,
                  wan_gateway: bytes | None, wan_addresses: tuple[bytes, ...],
-                 clock: Callable[[], float] = time.monotonic, answer_wan_ping: bool = True) -> None:
+                 clock: Callable[[], float] = time.monotonic, answer_wan_ping: bool = True,
+                 rings: bool | None = None) -> None:
+        if rings is None:
+            # NATPASS_PACKET_RINGS=0: one syscall per packet (for comparisons and odd kernels).
+            rings = os.environ.get("NATPASS_PACKET_RINGS", "1") != "0"
         self.engine = engine
         self.clock = clock
         self.lan_address = lan_address or packetsock.ipv4_address(lan_if)
-        self.lan = Side("lan", lan_if, self.lan_address, None)
-        self.wan = Side("wan", wan_if, None, wan_gateway)
+        self.lan = Side("lan", lan_if, self.lan_address, None, rings)
+        try:
+            self.wan = Side("wan", wan_if, None, wan_gateway, rings)
+        except BaseException:
+            self.lan.close()
+            raise
         self.wan_addresses = frozenset(wan_addresses)
         self.answer_wan_ping = answer_wan_ping
         self.drops = 0
@@ -189,6 +312,7 @@ class LiveDatapath:
             "icmp_replies": self.replies, "pings_answered": self.pings_answered,
             "arp_requests": self.lan.arp.requests_sent + self.wan.arp.requests_sent,
             "arp_unresolved_drops": self.lan.arp.unresolved_drops + self.wan.arp.unresolved_drops,
+            "rings": int(self.lan.rx_ring is not None and self.wan.rx_ring is not None),
         }
 
     # ----- the loop --------------------------------------------------------------------------------
@@ -204,15 +328,22 @@ class LiveDatapath:
             poller.register(fd, select.POLLIN)
         next_tick = 0.0
         clock = self.clock
+        lan, wan = self.lan, self.wan
+        drain_lan = self._drain_ring if lan.rx_ring is not None else self._drain
+        drain_wan = self._drain_ring if wan.rx_ring is not None else self._drain
         try:
             while not self._stopping:
                 events = poller.poll(TICK_S * 1000)
                 now = clock()
                 for fd, _ev in events:
                     if fd == lan_fd:
-                        self._drain(self.lan, True, now)
+                        drain_lan(lan, True, now)
+                        wan.flush()
+                        lan.flush()  # hairpinned traffic and ICMP errors go back to the LAN
                     elif fd == wan_fd:
-                        self._drain(self.wan, False, now)
+                        drain_wan(wan, False, now)
+                        lan.flush()
+                        wan.flush()
                     elif fd == lan_arp:
                         self.lan.on_arp(now)
                     elif fd == wan_arp:
@@ -227,6 +358,8 @@ class LiveDatapath:
                 if now >= next_tick:
                     next_tick = now + TICK_S
                     self._tick(now)
+                    lan.flush()
+                    wan.flush()
         finally:
             self._run_calls()  # nobody waits forever on a call made while stopping
             self.loop_thread = None
@@ -295,6 +428,63 @@ class LiveDatapath:
                     self.drops += 1
             else:
                 self._special(code, now)
+
+    def _drain_ring(self, side: Side, from_lan: bool, now: float) -> None:
+        """As :meth:`_drain`, reading frames straight from the mmap'ed RX ring (no syscall each)."""
+        ring = side.rx_ring
+        assert ring is not None
+        mv = ring.mv
+        frames = ring.frames
+        index = ring.index
+        unpack = TPACKET2_HDR.unpack_from
+        process = self.engine.process
+        lan, wan = self.lan, self.wan
+        count = 0
+        try:
+            for _ in range(BATCH):
+                off = index * RING_FRAME
+                if not mv[off] & 1:  # TP_STATUS_USER clear: the kernel has not filled this frame yet
+                    break
+                status, _len, snaplen, mac, net = unpack(mv, off)
+                start = off + net
+                n = snaplen - (net - mac)
+                if n >= 20:
+                    total = (mv[start + 2] << 8) | mv[start + 3]
+                    if total < n:
+                        n = total  # Ethernet padding after the IPv4 packet
+                buf = bytearray(mv[start:start + n])
+                mv[off:off + 4] = _ZERO4  # TP_STATUS_KERNEL: the frame goes back to the kernel
+                index += 1
+                if index == frames:
+                    index = 0
+                count += 1
+                if n < 20:
+                    self.drops += 1
+                    continue
+                if status & TP_STATUS_CSUMNOTREADY:
+                    complete_checksum(buf)
+                try:
+                    code = process(buf, from_lan, now)
+                except Exception:  # an engine bug drops one packet, never the router
+                    log.exception("engine.process failed")
+                    self.drops += 1
+                    continue
+                if code == V.TO_WAN:
+                    wan.emit(buf, now)
+                elif code == V.TO_LAN:
+                    lan.emit(buf, now)
+                elif code == V.DROP:
+                    if not from_lan and self.answer_wan_ping and bytes(buf[16:20]) in self.wan_addresses \
+                            and answer_echo(buf):
+                        self.pings_answered += 1
+                        wan.emit(buf, now)
+                    else:
+                        self.drops += 1
+                else:
+                    self._special(code, now)
+        finally:
+            ring.index = index
+            side.rx += count
 
     def _special(self, code: int, now: float) -> None:
         side = self.wan if code & 3 == V.TO_WAN else self.lan

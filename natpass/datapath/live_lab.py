@@ -99,13 +99,14 @@ class Topology:
             lab.nft(self.rtr, NFT_KERNEL_NAT)
         return self
 
-    def start_natpass(self, config: Path, label: str = "natpass", runner: list[str] | None = None) -> int:
+    def start_natpass(self, config: Path, label: str = "natpass", runner: list[str] | None = None,
+                      env: dict[str, str] | None = None) -> int:
         """Start ``natpass run`` (or ``runner``) in the router namespace; returns its PID once the
         nft table is in place (it is then ready to forward)."""
         argv = runner or [sys.executable, "-m", "natpass.router.cli_run", "--config", str(config),
                           "--log-level", "debug"]
         seen = len(self.lab.log(label))  # the log file is appended to by every start with this label
-        pid = self.lab.spawn(self.rtr, argv, label=label, env={"PYTHONPATH": _pythonpath()})
+        pid = self.lab.spawn(self.rtr, argv, label=label, env={"PYTHONPATH": _pythonpath(), **(env or {})})
         ok = self.lab.wait_for(lambda: not self.lab.alive(pid) or self.natpass_ready(label, seen),
                                timeout=15)
         if not ok or not self.lab.alive(pid):
