@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from natpass.nat.helper import HelperContext
 from natpass.packets.ipv4 import OFF_DST, OFF_SRC, addr_to_str
 
@@ -34,3 +36,10 @@ def need_ctx(ctx: HelperContext | None) -> HelperContext:
     if ctx is None:
         raise RuntimeError("passthrough helper used before Engine.bind()")
     return ctx
+
+
+def cap(table: dict[Any, Any], limit: int) -> None:
+    """Forget the oldest entries (dicts keep insertion order) beyond ``limit``: helper tables
+    fed by packets must stay bounded whatever a peer sends."""
+    while len(table) > limit:
+        del table[next(iter(table))]

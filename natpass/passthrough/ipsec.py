@@ -46,7 +46,7 @@ from natpass.nat import verdict as V
 from natpass.nat.config import Timeouts
 from natpass.nat.helper import FlowView, Helper
 from natpass.packets.ipv4 import PROTO_AH, PROTO_ESP, PROTO_UDP
-from natpass.passthrough._common import dst_of, ip_text, need_ctx, src_of, u16, u32
+from natpass.passthrough._common import cap, dst_of, ip_text, need_ctx, src_of, u16, u32
 
 IKE_PORT: Final = 500  # RFC 7296 2
 NATT_PORT: Final = 4500  # RFC 3947 4, RFC 3948 1
@@ -59,6 +59,11 @@ NATT_KEEPALIVE: Final = 0xFF  # RFC 3948 2.3
 SA_CREATING_EXCHANGES: Final = frozenset({2, 4, 32, 34, 35, 36})
 ESP_SPI_OFFSET: Final = 0  # RFC 4303 2
 AH_SPI_OFFSET: Final = 4  # RFC 4302 2 (next header, payload len, reserved, SPI)
+# Bounds of the tables packets feed (oldest entries forgotten first).
+MAX_SESSIONS: Final = 8192
+MAX_SPIS_PER_SESSION: Final = 64
+MAX_POISONED: Final = 4096
+MAX_IKE_SAS: Final = 8192
 
 
 @dataclass(slots=True, eq=False)
@@ -255,13 +260,17 @@ class IpsecHelper(Helper):
         spi, exchange = ike
         key = (flow.remote_addr, flow.wan_addr, spi)
         sa = self._ike.get(key)
+        # Only what LAN hosts send is indexed: a WAN peer can neither fill nor spoil the index.
         if sa is None:
-            self._ike[key] = IkeSa(flow, flow.lan_addr, flow.lan_port, now, natt)
+            if from_lan:
+                self._ike[key] = IkeSa(flow, flow.lan_addr, flow.lan_port, now, natt)
+                cap(self._ike, MAX_IKE_SAS)
         elif sa.lan != flow.lan_addr:
-            if sa.flow is not None:
-                self._count("ipsec:ike-spi-collision")
-            sa.flow = None
-            sa.last_seen = now
+            if from_lan:
+                if sa.flow is not None:
+                    self._count("ipsec:ike-spi-collision")
+                sa.flow = None  # two LAN hosts use this SPI: it routes nothing any more
+                sa.last_seen = now
         else:
             if natt and not sa.natt:
                 self._count("ipsec:natt-switch")
@@ -294,6 +303,8 @@ class IpsecHelper(Helper):
         if sess is None:
             sess = Session(lan, gateway, wan, now, now)
             self._sessions[(lan, gateway)] = sess
+            if len(self._sessions) > MAX_SESSIONS:
+                self._end(next(iter(self._sessions.values())), now, "table-full")
         sess.last_seen = now
         return sess
 
@@ -321,6 +332,7 @@ class IpsecHelper(Helper):
                 sess.ike_pending = False
                 self._count("ipsec:new-outbound-spi")
             sess.out_spis[(proto, spi)] = now
+            cap(sess.out_spis, MAX_SPIS_PER_SESSION)
             ctx.set_src(buf, wan)
             self._forwarded(proto)
             return V.TO_WAN
@@ -362,6 +374,7 @@ class IpsecHelper(Helper):
             sess = cands[0]
         else:
             self._poisoned[key] = now
+            cap(self._poisoned, MAX_POISONED)
             self._count("ipsec:ambiguous-spi")
             if self.ctx is not None:
                 self.ctx.log("ambiguous-spi", proto="ipsec", remote=ip_text(gateway), spi=f"{spi:#010x}",
@@ -369,6 +382,10 @@ class IpsecHelper(Helper):
             return "ipsec:ambiguous-spi"
         self._in[key] = sess
         sess.in_spis[(proto, spi)] = now
+        while len(sess.in_spis) > MAX_SPIS_PER_SESSION:
+            old = next(iter(sess.in_spis))
+            del sess.in_spis[old]
+            self._in.pop((gateway, wan, old[0], old[1]), None)
         if sess.unmatched_out:
             sess.unmatched_out -= 1
         else:

@@ -42,7 +42,7 @@ from natpass.packets import gre as G
 from natpass.packets import pptp as P
 from natpass.packets.errors import PacketError
 from natpass.packets.ipv4 import PROTO_GRE, PROTO_TCP
-from natpass.passthrough._common import HALF_SEQ, SEQ_MASK, dst_of, ip_text, need_ctx, src_of, u16, u32
+from natpass.passthrough._common import HALF_SEQ, SEQ_MASK, cap, dst_of, ip_text, need_ctx, src_of, u16, u32
 
 PPTP_PORT: Final = P.PPTP_PORT
 OWN: Final = "own"  # the sender's own Call ID
@@ -57,6 +57,7 @@ RESULT_OK: Final = 1  # OCRP "Connected", ICRP "Connect"
 MAX_CALLS_PER_CONTROL: Final = 64  # far beyond any real client; bounds what one LAN host can hold
 REWRITE_MEMORY: Final = 64  # rewrites remembered per direction for retransmissions
 GRE_MIN: Final = 4
+MAX_REMEMBERED: Final = 4096  # ended calls and address bindings kept at most
 
 
 def _fields_of(ctype: int) -> list[tuple[int, str]]:
@@ -277,11 +278,13 @@ class PptpHelper(Helper):
             del self._by_wan[key_in]
             self._ids.get((call.remote, call.wan), set()).discard(call.wan_call_id)
         self._ended_in[key_in] = now
+        cap(self._ended_in, MAX_REMEMBERED)
         if call.remote_call_id is not None:
             key_out = (call.lan, call.remote, call.remote_call_id)
             if self._by_out.get(key_out) is call:
                 del self._by_out[key_out]
             self._ended_out[key_out] = now
+            cap(self._ended_out, MAX_REMEMBERED)
         if call.up:
             call.up = False
             self._count("pptp:tunnels-down")
@@ -313,7 +316,10 @@ class PptpHelper(Helper):
             return V.strict_blocked(self.name) if self.strict else None
         ctl = self._control_for(flow, now)
         if not ctl.tracked:
-            return None
+            if buf[ihl + 13] & 0x12 != 0x02:
+                return None
+            flow.helper_state = None  # a SYN: a new control connection reusing this flow
+            ctl = self._control_for(flow, now)
         ctl.last_seen = now
         for call in ctl.by_lan.values():
             call.last_seen = now  # control traffic (echo) keeps the calls known
@@ -347,8 +353,8 @@ class PptpHelper(Helper):
         seq = u32(buf, ihl + 4)
         if buf[ihl + 13] & 0x02:  # SYN occupies one sequence number
             seq = (seq + 1) & SEQ_MASK
-            if d.next_seq is None:
-                d.next_seq = seq
+            if d.next_seq != seq:  # first SYN, or a new connection on the same 4-tuple
+                self._restart(d, seq)
         plen = total - pay
         if plen == 0:
             return None
@@ -391,6 +397,17 @@ class PptpHelper(Helper):
                 d.skip = False
         d.next_seq = (seq + plen) & SEQ_MASK
         return None
+
+    @staticmethod
+    def _restart(d: StreamDir, seq: int) -> None:
+        d.next_seq = seq
+        d.partial = bytearray()
+        d.msg_len = 0
+        d.skip = False
+        d.pending = []
+        d.values = {}
+        d.broken = None
+        d.rewrites.clear()
 
     def _header(self, d: StreamDir, far_end: bool) -> None:
         h = d.partial
@@ -566,6 +583,7 @@ class PptpHelper(Helper):
                 return "pptp:gre-conflict"
             if b is None or b.lan != src:
                 self._bind[(dst, wan)] = Binding(src, now)
+                cap(self._bind, MAX_REMEMBERED)
                 if call_id is not None:
                     self._count("pptp:gre-without-call")
             else:
