@@ -50,7 +50,11 @@ class Pptp(Peer):
              "-p", str(d / "pptpd.pid")],
             "server", server=True, dev_log=str(sock), env={"NATPASS_STANDIN_LOG": str(self.server_log)},
         )
-        self.lab.wait_for(lambda: "MGR: Manager process started" in self.log("syslog"), 3)
+        if not self.lab.wait_for(lambda: f"{self.server_addr}:{PORT}" in self.lab.run(
+                self.server, ["ss", "-ltn"], check=False).stdout, 5):
+            from natpass.lab.netns import LabError
+
+            raise LabError(f"pptpd is not listening on {self.server_addr}:{PORT}: {self.log('syslog')[-300:]}")
 
     def start_client(self) -> None:
         standin = self.standin_pppd()
@@ -79,4 +83,5 @@ class Pptp(Peer):
         recv = ev.count("recv LCP")
         ctl = "control connection up" if "recv LCP" in ev or "Outgoing call established" in self.log(
             f"client-{self.client}") else "no answer"
-        return f"LCP not opened: {sent} frames sent, {recv} received ({ctl})"
+        tail = [x for x in self.log(f"client-{self.client}").splitlines() if "standin-pppd" not in x][-2:]
+        return f"LCP not opened: {sent} frames sent, {recv} received ({ctl}); pptp: {' | '.join(tail)}"
