@@ -222,7 +222,7 @@ class Analyzer:
             dp = (p[2] << 8) | p[3]
             pl = p[8:]
             if sp == 4500 or dp == 4500 or sp == 500 or dp == 500:
-                self._ike_port(frame, t, src, sp, dst, dp, pl, bool(ip[6] & 0x20))
+                self._ike_port(frame, t, src, sp, dst, dp, pl, bool(ip[6] & 0x20), ip[8])
             elif sp == d.L2TP_PORT or dp == d.L2TP_PORT:
                 self._l2tp(frame, t, src, sp, dst, dp, pl)
             else:
@@ -371,7 +371,7 @@ class Analyzer:
 
     # ------------------------------------------------------------------ IKE / NAT-T / ESP / AH
     def _ike_port(self, frame: int, t: float, src: bytes, sp: int, dst: bytes, dp: int, pl: bytes,
-                  more_fragments: bool) -> None:
+                  more_fragments: bool, ttl: int = 0) -> None:
         natt = sp == 4500 or dp == 4500
         if natt:
             if pl == d.NATT_KEEPALIVE:
@@ -415,6 +415,8 @@ class Analyzer:
             self.ike_pair[(client, server)] = s
         outbound = src == s.client
         s.count(outbound, t)
+        if outbound:
+            s.extra.setdefault("client_ttl", ttl)
         if natt:
             s.extra["natt"] = True
             if outbound:

@@ -28,6 +28,7 @@ ERROR_619 = 619  # Windows: "connection to the remote computer could not be esta
 ERROR_809 = 809  # Windows: "network connection ... could not be established" (IKE/L2TP/ESP blocked)
 
 PASSTHROUGH_PROTOCOLS = {"pptp", "esp", "ah", "l2tp"}
+INITIAL_TTLS = (32, 64, 128, 255)  # what hosts send with; one router hop later it is one less
 PLAIN_NAT_PROTOCOLS = {"openvpn", "wireguard", "nat-t"}
 
 PHASE_ORDER = {
@@ -369,19 +370,22 @@ class Rules:
             after = natd.get("client_as_seen_by_server")
             nat_before = before is not None and not before[0]
             nat_after = after is not None and not after[0]
+            if nat_before and s.extra.get("client_ttl") in INITIAL_TTLS:
+                # Captured on the client itself (its packets have not crossed a router yet), so
+                # nothing translated them before this point: the client fakes its source hash
+                # to force UDP encapsulation (strongSwan encap=yes, libipsec) - not a NAT.
+                nat_before = False
             ck, sk = d.address_kind(s.client), d.address_kind(s.server)
             ev = [Evidence(x[1], round(x[2], 6), "NAT-D") for x in (before, after) if x is not None]
             if nat_before and nat_after:
                 dbl_ev += ev
                 dbl_why.append(f"IKE NAT-D: the client's own address was rewritten before this capture "
                                f"point and again after it ({d.addr_str(s.client)} is neither the client's "
-                               "address nor the one the server sees; a client that forces UDP "
-                               "encapsulation fakes its source hash, which looks the same)")
+                               "address nor the one the server sees)")
             elif nat_before and ck == "private" and sk == "public":
                 dbl_ev += ev
                 dbl_why.append(f"IKE NAT-D: the client is behind a NAT, and the translated address "
-                               f"{d.addr_str(s.client)} is itself private: another NAT follows (unless the "
-                               "client forces UDP encapsulation, which fakes its source hash)")
+                               f"{d.addr_str(s.client)} is itself private: another NAT follows")
             if nat_after and ck in ("public", "cgnat"):
                 cg_ev += ev
                 cg_why.append(f"IKE NAT-D: the server sees the client at an address other than "

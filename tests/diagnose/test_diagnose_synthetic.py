@@ -102,16 +102,19 @@ def natd(spi_i: bytes, spi_r: bytes, addr: str, port: int) -> bytes:
     return hashlib.sha1(spi_i + spi_r + str_to_addr(addr) + struct.pack("!H", port)).digest()
 
 
-def ikev2_sa_init(seen_client: str, real_client: str, server_sees: str) -> list[tuple[float, bytes]]:
+def ikev2_sa_init(seen_client: str, real_client: str, server_sees: str,
+                  fake_source: bool = False) -> list[tuple[float, bytes]]:
     """IKE_SA_INIT as captured with the client at ``seen_client``; the client's own address is
-    ``real_client`` and the server sees it as ``server_sees`` (RFC 7296 2.23 hashes)."""
+    ``real_client`` and the server sees it as ``server_sees`` (RFC 7296 2.23 hashes). A capture
+    away from the client sees its packets one router hop on (TTL 63)."""
     req = build_ike(SPI_I, bytes(8), 34, flags=0x08, payload_list=[
-        (41, build_notify_v2(16388, natd(SPI_I, bytes(8), real_client, 500))),
+        (41, build_notify_v2(16388, bytes(20) if fake_source else natd(SPI_I, bytes(8), real_client, 500))),
         (41, build_notify_v2(16389, natd(SPI_I, bytes(8), SERVER, 500)))])
     resp = build_ike(SPI_I, SPI_R, 34, flags=0x20, payload_list=[
         (41, build_notify_v2(16388, natd(SPI_I, SPI_R, SERVER, 500))),
         (41, build_notify_v2(16389, natd(SPI_I, SPI_R, server_sees, 500)))])
-    return [(0.0, build_udp(seen_client, SERVER, 500, 500, req)),
+    ttl = 64 if seen_client == real_client else 63
+    return [(0.0, build_udp(seen_client, SERVER, 500, 500, req, ttl=ttl)),
             (0.05, build_udp(SERVER, seen_client, 500, 500, resp))]
 
 
@@ -122,6 +125,12 @@ def test_one_home_nat_seen_from_the_client_is_not_flagged() -> None:
 
 def test_one_home_nat_seen_on_the_wan_is_not_flagged() -> None:
     diag = diagnose_packets(ikev2_sa_init(WAN, LAN, WAN))
+    assert not diag.codes() & {"cgnat", "double-nat"}
+
+
+def test_client_forcing_udp_encapsulation_is_not_a_nat() -> None:
+    """strongSwan encap=yes sends a made-up source hash; captured on the client it means nothing."""
+    diag = diagnose_packets(ikev2_sa_init(LAN, LAN, WAN, fake_source=True))
     assert not diag.codes() & {"cgnat", "double-nat"}
 
 

@@ -76,8 +76,12 @@ def drop(link: int, frames: Frames, pred: Callable[[bytes, bytes, int, int, int]
     return out
 
 
-def rewrite_address(link: int, frames: Frames, old: str, new: str) -> Frames:
-    """Every occurrence of ``old`` as IPv4 source or destination becomes ``new``; checksums fixed."""
+def rewrite_address(link: int, frames: Frames, old: str, new: str, hops: int = 0) -> Frames:
+    """Every occurrence of ``old`` as IPv4 source or destination becomes ``new``; checksums fixed.
+
+    ``hops``: routers the rewritten sender's packets crossed to get here (their TTL drops by as
+    much), as when the capture point moves from the client to a NAT router's outside.
+    """
     o, n = str_to_addr(old), str_to_addr(new)
     out = []
     for ts, fr in frames:
@@ -94,6 +98,8 @@ def rewrite_address(link: int, frames: Frames, old: str, new: str) -> Frames:
             if bytes(ip[pos:pos + 4]) == o:
                 ip[pos:pos + 4] = n
                 changed = True
+                if pos == 12 and hops:
+                    ip[8] = max(1, ip[8] - hops)
         if changed:
             fix_ip_checksum(ip[:hl])
             frag = ((ip[6] & 0x1F) << 8) | ip[7]
@@ -159,17 +165,18 @@ def _ah_public_server(link: int, fr: Frames) -> Frames:
 
 def _wg_outside_cgnat(link: int, fr: Frames) -> Frames:
     # WireGuard 188.166.170.114 -> .115:51194 seen on a WAN whose address is carrier NAT space
-    return rewrite_address(link, fr, "188.166.170.114", "100.64.12.114")
+    return rewrite_address(link, fr, "188.166.170.114", "100.64.12.114", hops=1)
 
 
 def _ike_rewritten_client(link: int, fr: Frames) -> Frames:
     # ndpi esp.pcapng: IKEv2 10.2.3.2 -> 10.3.4.4 with matching NAT-D; the capture point now
-    # sees the client as 10.20.0.2, which neither the client's nor the server's hashes name.
-    return rewrite_address(link, fr, "10.2.3.2", "10.20.0.2")
+    # sees the client as 10.20.0.2 one router hop on, which neither the client's nor the
+    # server's hashes name: translated before this point and again after it.
+    return rewrite_address(link, fr, "10.2.3.2", "10.20.0.2", hops=1)
 
 
 def _ike_client_cgnat(link: int, fr: Frames) -> Frames:
-    return rewrite_address(link, fr, "10.2.3.2", "100.72.3.2")
+    return rewrite_address(link, fr, "10.2.3.2", "100.72.3.2", hops=1)
 
 
 def _wg_no_response(link: int, fr: Frames) -> Frames:

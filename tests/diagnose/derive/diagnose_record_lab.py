@@ -1,0 +1,76 @@
+"""Record small captures of real VPN programs in the lab for the diagnose tests (tests/data/diagnose/).
+
+    python tests/diagnose/derive/diagnose_record_lab.py OUT_DIR [ikev2|wireguard|openvpn ...]
+
+Needs root and network namespaces (everything runs inside namespaces of the prefix ``npdiag``,
+documentation and RFC 6598 addresses only, all processes stopped and namespaces deleted after).
+For each VPN it records the client's LAN link and the home router's WAN link at once, in the
+``basic`` topology (one NAT) and, for IKEv2, the ``cgnat`` topology (home NAT + carrier NAT), so
+the tests can check that the diagnosis is the same from both capture points and that real IKE NAT-D
+hashes reveal the carrier NAT.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+
+from natpass.lab import topology as T
+from natpass.lab.capture import Capture
+from natpass.lab.netns import Netns
+from natpass.lab.peers.ipsec import StrongSwan
+from natpass.lab.peers.openvpn import OpenVpn
+from natpass.lab.peers.wireguard import WireGuard
+
+PREFIX = "npdiag"
+PEERS = {
+    "ikev2": (StrongSwan, "udp port 500 or udp port 4500 or ip proto 50"),
+    "wireguard": (WireGuard, "udp"),
+    "openvpn": (OpenVpn, "udp or tcp"),
+}
+
+
+def record(name: str, topology: str, out_dir: Path) -> list[Path]:
+    peer_cls, bpf = PEERS[name]
+    lab = Netns(PREFIX)
+    with lab.session():
+        topo = T.build(lab, topology, router="kernel")
+        T.wait_reachable(lab, "c1", topo.server_addrs[0])
+        home = topo.home
+        stem = f"{name}-{topology}"
+        lan = Capture(lab, "c1", "eth0", bpf, out_dir / f"{stem}-client.pcap").start()
+        wan = Capture(lab, home.node, home.wan_if, bpf, out_dir / f"{stem}-router-wan.pcap").start()
+        peer = peer_cls(lab, topo, timeout=20)
+        try:
+            t0 = peer.start()
+            res = peer.wait(t0)
+            time.sleep(2.0)  # tcpdump hands packets over per ring block: let the block time out
+        finally:
+            peer.stop()
+            lan.stop()
+            wan.stop()
+        if not res.connected:
+            raise SystemExit(f"{name} in {topology} did not connect: {res.detail}")
+        return [lan.path, wan.path]
+
+
+def main(argv: list[str]) -> int:
+    if not argv:
+        print(__doc__, file=sys.stderr)
+        return 2
+    out = Path(argv[0])
+    out.mkdir(parents=True, exist_ok=True)
+    jobs = []
+    for name in argv[1:] or ["ikev2", "wireguard"]:
+        jobs.append((name, "basic"))
+        if name == "ikev2":
+            jobs.append((name, "cgnat"))
+    for name, topology in jobs:
+        for p in record(name, topology, out):
+            print(p, p.stat().st_size)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
