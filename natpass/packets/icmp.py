@@ -256,8 +256,10 @@ def build_timestamp(src: Buffer | str, dst: Buffer | str, ident: int, seq: int, 
 
 
 def may_send_error_about(original: Buffer) -> bool:
-    """RFC 1812 4.3.2.7: never an ICMP error about an ICMP error, a non-first fragment, or a packet
-    from a broadcast/multicast/unspecified source (caller still checks link-layer broadcast)."""
+    """RFC 1812 4.3.2.7: never an ICMP error about an ICMP error, a non-first fragment, a packet
+    to a multicast or broadcast address, or one from an address that does not name one host
+    (0/8, 127/8, multicast, class E). Directed broadcasts and link-layer broadcast are the
+    caller's to check: they depend on the interface."""
     if len(original) < IPV4_MIN_HEADER or original[0] >> 4 != 4:
         return False
     hlen = (original[0] & 0x0F) * 4
@@ -267,8 +269,10 @@ def may_send_error_about(original: Buffer) -> bool:
     if frag:
         return False
     src0 = original[12]
-    if src0 == 0 or src0 >= 224 or bytes(original[12:16]) == b"\xff\xff\xff\xff":
-        return False
+    if src0 == 0 or src0 >= 224 or src0 == 127:
+        return False  # unspecified, loopback, multicast, class E or limited broadcast source
+    if original[16] >= 224:
+        return False  # multicast or limited-broadcast destination
     if original[9] == PROTO_ICMP and frag == 0:
         if len(original) < hlen + 1:
             return False

@@ -130,8 +130,9 @@ def test_no_error_about_an_error_a_fragment_or_a_broadcast_source() -> None:
     frag = bytearray(udp)
     frag[6:8] = b"\x00\x10"
     assert not may_send_error_about(frag)
-    bcast = build_udp("255.255.255.255", REMOTE, 1, 2, b"x")
-    assert not may_send_error_about(bcast)
+    for src, dst in (("255.255.255.255", REMOTE), ("0.0.0.0", REMOTE), ("127.0.0.1", REMOTE),
+                     ("224.0.0.5", REMOTE), (LAN, "239.1.2.3"), (LAN, "255.255.255.255")):
+        assert not may_send_error_about(build_udp(src, dst, 1, 2, b"x")), (src, dst)
 
 
 def test_build_error_rejects_non_errors_and_garbage() -> None:
