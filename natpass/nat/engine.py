@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import heapq
 import random
+import struct
 from collections.abc import Iterator, Sequence
 from typing import Any, cast
 
@@ -86,6 +87,11 @@ PORT_BYTES: tuple[bytes, ...] = tuple(p.to_bytes(2, "big") for p in range(65536)
 _INTS: tuple[int, ...] = tuple(range(0x20000))
 
 _HELD = V.FRAGMENT_HELD
+# version/IHL, total length, flags+offset, TTL, protocol, header checksum, then
+# src+dst+ports (the flow key)
+_FAST_HDR = struct.Struct("!BxH2xHBBH12s").unpack_from
+# TTL, protocol, header checksum written in one go
+_TTL_CSUM = struct.Struct("!BBH").pack_into
 
 
 class _Ctx:
@@ -144,6 +150,13 @@ class _Ctx:
 def _fold(x: int) -> int:
     x = (x & 0xFFFF) + (x >> 16)
     return (x & 0xFFFF) + (x >> 16)
+
+
+def _fold_all(x: int) -> int:
+    """Fold a non-negative sum into 16 bits (one's complement end-around carry)."""
+    while x > 0xFFFF:
+        x = (x & 0xFFFF) + (x >> 16)
+    return x
 
 
 def _adjust(buf: bytearray, off: int, adj: int) -> None:
@@ -343,6 +356,11 @@ class Engine:
 
     def __init__(self, config: NatConfig, helpers: Sequence[Helper] = ()) -> None:
         self.table = FlowTable()
+        # the hot path reads these dicts directly (the table never replaces them)
+        self._out6: dict[bytes, Flow] = self.table.out[PROTO_TCP]  # type: ignore[assignment]
+        self._out17: dict[bytes, Flow] = self.table.out[PROTO_UDP]  # type: ignore[assignment]
+        self._in6: dict[bytes, Flow] = self.table.inb[PROTO_TCP]  # type: ignore[assignment]
+        self._in17: dict[bytes, Flow] = self.table.inb[PROTO_UDP]  # type: ignore[assignment]
         self.last_drop: str | None = None
         self.reply: bytearray | None = None
         self.emitted: list[bytearray] = []
@@ -553,33 +571,30 @@ class Engine:
             if now >= self._next_tick:
                 self._tick(now)
             n = len(buf)
-            # Fast path: 20-byte header, not a fragment, TTL > 1, TCP or UDP, known flow.
-            if (n >= 28 and buf[0] == 0x45 and not (buf[6] & 0x3F or buf[7]) and buf[8] > 1
-                    and (buf[2] << 8 | buf[3]) == n
-                    and not int.from_bytes(buf[0:20], "big") % 0xFFFF):
-                proto = buf[9]
-                if proto == 6 or proto == 17:
-                    key = bytes(buf[12:24])
+            # Fast path: 20-byte header, not a fragment, TTL > 1, TCP or UDP, known flow, no
+            # SYN/FIN/RST. One unpack gives the header fields and the flow key (addresses+ports).
+            if n >= 40 or (n >= 28 and buf[9] == 17):
+                b0, total, ff, ttl, proto, ipck, key = _FAST_HDR(buf, 0)
+                if (b0 == 0x45 and total == n and not ff & 0x3FFF and ttl > 1
+                        and (proto == 6 or proto == 17)
+                        and not int.from_bytes(buf[0:20], "big") % 0xFFFF):
                     if from_lan:
-                        f = self.table.out[proto].get(key)  # type: ignore[union-attr]
-                        if (f is not None and not f.flags & SLOW_OUT and n <= self._mtu
-                                and (proto == 17 or (n >= 40 and buf[32] >= 0x50
-                                                     and not buf[33] & TCP_SYN_FIN_RST))):
-                            if proto == 17:
+                        f = (self._out6 if proto == 6 else self._out17).get(key)
+                        if f is not None and not f.flags & SLOW_OUT and n <= self._mtu:
+                            if proto == 6:
+                                if buf[32] < 0x50 or buf[33] & TCP_SYN_FIN_RST:
+                                    return self._slow(buf, from_lan, now)
+                                ck = 36
+                            else:
                                 ulen = buf[24] << 8 | buf[25]
                                 if ulen < 8 or ulen > n - 20:
                                     return self._slow(buf, from_lan, now)
                                 ck = 26
-                            else:
-                                ck = 36
-                            buf[12:16] = f.o_addr
-                            buf[20:22] = f.o_port
-                            buf[8] -= 1
-                            c = ((buf[10] << 8 | buf[11]) ^ 0xFFFF) + f.o_ipd
+                            buf[12:24] = f.o_bytes
+                            c = (ipck ^ 0xFFFF) + f.o_ipd
                             c = (c & 0xFFFF) + (c >> 16)
                             c = ((c & 0xFFFF) + (c >> 16)) ^ 0xFFFF
-                            buf[10] = c >> 8
-                            buf[11] = c & 0xFF
+                            _TTL_CSUM(buf, 8, ttl - 1, proto, c)
                             if proto == 6 or buf[26] or buf[27]:
                                 c = ((buf[ck] << 8 | buf[ck + 1]) ^ 0xFFFF) + f.o_l4d
                                 c = (c & 0xFFFF) + (c >> 16)
@@ -596,25 +611,22 @@ class Engine:
                     else:
                         hp = self._hport[proto]
                         if hp is None or not (hp[buf[20] << 8 | buf[21]] or hp[buf[22] << 8 | buf[23]]):
-                            f = self.table.inb[proto].get(key)  # type: ignore[union-attr]
-                            if (f is not None and not f.flags & SLOW_IN
-                                    and (proto == 17 or (n >= 40 and buf[32] >= 0x50
-                                                         and not buf[33] & TCP_SYN_FIN_RST))):
-                                if proto == 17:
+                            f = (self._in6 if proto == 6 else self._in17).get(key)
+                            if f is not None and not f.flags & SLOW_IN:
+                                if proto == 6:
+                                    if buf[32] < 0x50 or buf[33] & TCP_SYN_FIN_RST:
+                                        return self._slow(buf, from_lan, now)
+                                    ck = 36
+                                else:
                                     ulen = buf[24] << 8 | buf[25]
                                     if ulen < 8 or ulen > n - 20:
                                         return self._slow(buf, from_lan, now)
                                     ck = 26
-                                else:
-                                    ck = 36
-                                buf[16:20] = f.i_addr
-                                buf[22:24] = f.i_port
-                                buf[8] -= 1
-                                c = ((buf[10] << 8 | buf[11]) ^ 0xFFFF) + f.i_ipd
+                                buf[12:24] = f.i_bytes
+                                c = (ipck ^ 0xFFFF) + f.i_ipd
                                 c = (c & 0xFFFF) + (c >> 16)
                                 c = ((c & 0xFFFF) + (c >> 16)) ^ 0xFFFF
-                                buf[10] = c >> 8
-                                buf[11] = c & 0xFF
+                                _TTL_CSUM(buf, 8, ttl - 1, proto, c)
                                 if proto == 6 or buf[26] or buf[27]:
                                     c = ((buf[ck] << 8 | buf[ck + 1]) ^ 0xFFFF) + f.i_l4d
                                     c = (c & 0xFFFF) + (c >> 16)
@@ -961,28 +973,32 @@ class Engine:
                   outbound: bool, now: float) -> Flow:
         f = Flow(proto, out_key, in_key)
         hosts = self._hosts
+        hosts[lan] = hosts.get(lan, 0) + 1
         # one shared bytes object per LAN host (i_addr) for all its flows
-        if lan in hosts:
-            hosts[lan] += 1
-        else:
-            hosts[lan] = 1
         lan = self._lan_intern.setdefault(lan, lan)
         f.o_addr = wan
         f.i_addr = lan
+        # RFC 1624 deltas in plain integer arithmetic: ~m is 0xFFFF - m per 16-bit word.
         ints = _INTS
-        ipd = delta(lan, wan)
-        f.o_ipd = ints[combine(ipd, TTL_DEC_DELTA)]
-        f.i_ipd = ints[combine(delta(wan, lan), TTL_DEC_DELTA)]
+        la = int.from_bytes(lan, "big")
+        wa = int.from_bytes(wan, "big")
+        sl = (la >> 16) + (la & 0xFFFF)
+        sw = (wa >> 16) + (wa & 0xFFFF)
+        f.o_ipd = ints[_fold_all(0x1FFFE - sl + sw + TTL_DEC_DELTA)]
+        f.i_ipd = ints[_fold_all(0x1FFFE - sw + sl + TTL_DEC_DELTA)]
         if proto == PROTO_TCP or proto == PROTO_UDP:
-            f.o_port = PORT_BYTES[wport]
-            f.i_port = PORT_BYTES[lport]
-            f.o_l4d = ints[delta(lan + f.i_port, wan + f.o_port)]
-            f.i_l4d = ints[delta(wan + f.o_port, lan + f.i_port)]
+            op = f.o_port = PORT_BYTES[wport]
+            ip_ = f.i_port = PORT_BYTES[lport]
+            f.o_l4d = ints[_fold_all(0x2FFFD - sl - lport + sw + wport)]
+            f.i_l4d = ints[_fold_all(0x2FFFD - sw - wport + sl + lport)]
+            # the translated bytes 12..24 of each direction, written in one slice
+            f.o_bytes = wan + out_key[4:8] + op + out_key[10:12]
+            f.i_bytes = in_key[0:4] + lan + in_key[8:10] + ip_
         elif proto == PROTO_ICMP:
             f.o_port = PORT_BYTES[wport]
             f.i_port = PORT_BYTES[lport]
-            f.o_l4d = ints[delta(f.i_port, f.o_port)]
-            f.i_l4d = ints[delta(f.o_port, f.i_port)]
+            f.o_l4d = ints[_fold_all(0xFFFF - lport + wport)]
+            f.i_l4d = ints[_fold_all(0xFFFF - wport + lport)]
         fl = OUTBOUND | SLOW_IN if outbound else SLOW_OUT
         remote = out_key[4:8]
         if remote in self._wan_set:
@@ -997,11 +1013,19 @@ class Engine:
             if mapping.remotes is not None:
                 mapping.remotes[remote] = mapping.remotes.get(remote, 0) + 1
         f.last = now
-        f.timeout = self._timeout_for(f)
+        if proto == PROTO_TCP:
+            to = self._t_trans
+        elif proto == PROTO_UDP:
+            to = self._t_natt if (lport in UDP_NATT_PORTS or
+                                  (out_key[10] << 8 | out_key[11]) in UDP_NATT_PORTS) else self._t_udp
+        else:
+            to = self._timeout_for(f)
+        f.timeout = to
         self.table.add(f)
         self._unreplied[f] = None
-        self._schedule(f, now + f.timeout)
-        self._count("flows_created")
+        self._schedule(f, now + to)
+        c = self._counters
+        c["flows_created"] = c.get("flows_created", 0) + 1
         return f
 
     def _remove(self, f: Flow, why: str) -> None:

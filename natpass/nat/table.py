@@ -65,8 +65,8 @@ class Flow:
     """One session. Implements :class:`natpass.nat.helper.FlowView` (addresses are 4-byte bytes)."""
 
     __slots__ = ("proto", "out_key", "in_key", "o_addr", "o_port", "o_ipd", "o_l4d", "i_addr",
-                 "i_port", "i_ipd", "i_l4d", "last", "timeout", "state", "flags", "mapping",
-                 "helper", "helper_state", "bucket")
+                 "i_port", "i_ipd", "i_l4d", "o_bytes", "i_bytes", "last", "timeout", "state",
+                 "flags", "mapping", "helper", "helper_state", "bucket")
 
     def __init__(self, proto: int, out_key: bytes, in_key: bytes) -> None:
         self.proto = proto
@@ -82,6 +82,9 @@ class Flow:
         self.i_port = b""
         self.i_ipd = 0
         self.i_l4d = 0
+        # TCP/UDP: bytes 12..24 (addresses and ports) of a translated packet, per direction
+        self.o_bytes = b""
+        self.i_bytes = b""
         self.last = 0.0
         self.timeout = 0.0
         self.state = 0
