@@ -40,12 +40,8 @@ Packet = tuple[float, bytearray]
 
 NDPI_PPTP = "pptp/ndpi__pptp.pcap"
 NDPI_CLIENT, NDPI_SERVER = "192.168.43.22", "191.101.61.1"
-NDPI_SERVER_CALL = 11755  # the server's Call ID in that capture's Outgoing-Call-Reply
-NDPI_CLIENT_CALL = 0
-NDPI_LAST_SETUP_FRAME = 11  # the client's ACK of the Outgoing-Call-Reply
 GRE_DATA = "pptp/flowcontainer__pptp_gre_data.pcap"
 GRE_CLIENT, GRE_SERVER = "172.16.30.107", "155.138.217.96"
-GRE_KEY_TO_SERVER, GRE_KEY_TO_CLIENT = 55936, 2035
 
 CORELIGHT_IPSEC = "esp_ah/corelight__ipsec.cap"
 IPSEC_CLIENT, IPSEC_GATEWAY = "192.168.140.205", "192.168.140.200"
@@ -174,13 +170,50 @@ def rebase(packets: list[Packet], start: float = 0.0) -> list[Packet]:
     return [(ts - t0 + start, buf) for ts, buf in packets]
 
 
+def call_setup(packets: list[Packet]) -> tuple[int, int, int]:
+    """(client Call ID, server Call ID, index just after the Outgoing-Call-Reply's ACK) of a
+    captured control connection, read from its OCRQ and OCRP."""
+    client_id = server_id = None
+    for i, (_, buf) in enumerate(packets):
+        ihl = (buf[0] & 15) * 4
+        if buf[9] != 6:
+            continue
+        pay = bytes(buf[ihl + (buf[ihl + 12] >> 4) * 4:int.from_bytes(buf[2:4], "big")])
+        if len(pay) < P.HEADER_LEN:
+            continue
+        msg = P.parse_pptp(pay)
+        if msg.ctrl_type == P.OCRQ:
+            client_id = msg.call_id
+        elif msg.ctrl_type == P.OCRP and client_id is not None and msg.call_id is not None:
+            server_id = msg.call_id
+            return client_id, server_id, i + 2  # the OCRP and the client's ACK of it
+    raise ValueError("no Outgoing-Call-Request/Reply in the control connection")
+
+
+def gre_keys(packets: list[Packet], client: str) -> tuple[int, int]:
+    """(key of client->server GRE, key of server->client GRE) of a captured GRE v1 stream."""
+    caddr = str_to_addr(client)
+
+    def key(b: bytearray) -> int:
+        off = (b[0] & 15) * 4 + 6  # GRE v1 call ID (RFC 2637 4.1)
+        return int.from_bytes(b[off:off + 2], "big")
+
+    to_server = {key(b) for _, b in packets if b[9] == 47 and bytes(b[12:16]) == caddr}
+    to_client = {key(b) for _, b in packets if b[9] == 47 and bytes(b[16:20]) == caddr}
+    if len(to_server) != 1 or len(to_client) != 1:
+        raise ValueError("expected one GRE call in each direction")
+    return to_server.pop(), to_client.pop()
+
+
 def pptp_session(captures: Path) -> list[Packet]:
     """One whole PPTP session (control + GRE both ways) between NDPI_CLIENT and NDPI_SERVER."""
     ctl = rebase(load(captures / NDPI_PPTP))
-    head, tail = ctl[:NDPI_LAST_SETUP_FRAME], ctl[NDPI_LAST_SETUP_FRAME:]
-    gre = derive(load(captures / GRE_DATA), GRE_CLIENT, {GRE_SERVER: NDPI_SERVER},
-                 Client(NDPI_CLIENT),
-                 gre_keys={GRE_KEY_TO_SERVER: NDPI_SERVER_CALL, GRE_KEY_TO_CLIENT: NDPI_CLIENT_CALL})
+    client_id, server_id, split = call_setup(ctl)
+    head, tail = ctl[:split], ctl[split:]
+    data = load(captures / GRE_DATA)
+    key_out, key_in = gre_keys(data, GRE_CLIENT)
+    gre = derive(data, GRE_CLIENT, {GRE_SERVER: NDPI_SERVER}, Client(NDPI_CLIENT),
+                 gre_keys={key_out: server_id, key_in: client_id})
     gre = rebase(gre, head[-1][0] + 0.2)
     # the Set-Link-Info, Call-Clear-Request and the rest follow the data
     tail = rebase(tail, gre[-1][0] + 0.5)

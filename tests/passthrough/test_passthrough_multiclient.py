@@ -14,8 +14,6 @@ from pathlib import Path
 
 import pytest
 from passthrough_multiclient import (
-    NDPI_CLIENT_CALL,
-    NDPI_SERVER_CALL,
     Client,
     Packet,
     ipsec_clients,
@@ -41,6 +39,7 @@ class Outcome:
     code: int
     reason: str | None
     out: bytearray
+    orig: bytearray  # as captured
 
 
 def ip(b: bytes | bytearray) -> str:
@@ -57,7 +56,8 @@ def run(packets: list[Packet], **switches: bool) -> tuple[object, list[Outcome]]
         if not from_lan:
             eng.far_end_view(buf, ts)
         code = eng.process(buf, from_lan, ts)
-        res.append(Outcome(from_lan, orig[9], meant, code, eng.last_drop if code == V.DROP else None, buf))
+        res.append(Outcome(from_lan, orig[9], meant, code, eng.last_drop if code == V.DROP else None, buf,
+                           orig))
     return eng, res
 
 
@@ -86,8 +86,9 @@ def test_pptp_two_clients_same_call_id_overlapping_real_traffic(pptp_two):
     delivered = gre_in(out)
     assert delivered and all(o.code == V.TO_LAN for o in delivered)
     assert {o.meant_for for o in delivered} == {A, B}
-    # the LAN hosts get their own Call ID back in the GRE key
-    assert all(G.get_call_id(o.out, 20) == NDPI_CLIENT_CALL for o in delivered)
+    # the LAN hosts get their own Call ID back in the GRE key (both picked the same)
+    assert all(G.get_call_id(o.out, 20) == G.get_call_id(o.orig, 20) for o in delivered)
+    assert len({G.get_call_id(o.orig, 20) for o in delivered}) == 1
     assert all(o.code == V.TO_WAN for o in out if o.from_lan and o.proto == 47)
     # and the server saw two different Call IDs from the one WAN address
     pays = [tcp_payload(o.out) for o in out if o.from_lan and o.proto == 6 and o.code == V.TO_WAN]
@@ -102,8 +103,9 @@ def test_pptp_two_clients_same_server_call_id_too(captures):
     _, out = run(packets, pptp=True)
     assert_never_misdelivered(out)
     assert all(o.code == V.TO_LAN for o in gre_in(out))
-    assert all(o.code == V.TO_WAN and G.get_call_id(o.out, 20) == NDPI_SERVER_CALL
-               for o in out if o.from_lan and o.proto == 47)
+    outbound = [o for o in out if o.from_lan and o.proto == 47]
+    assert all(o.code == V.TO_WAN and G.get_call_id(o.out, 20) == G.get_call_id(o.orig, 20) for o in outbound)
+    assert len({G.get_call_id(o.orig, 20) for o in outbound}) == 1  # one server Call ID for both
 
 
 def test_pptp_three_clients_not_overlapping_and_overlapping(captures):

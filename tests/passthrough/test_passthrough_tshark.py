@@ -7,7 +7,7 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from passthrough_multiclient import NDPI_CLIENT_CALL, Client, ipsec_clients, pptp_clients, write
+from passthrough_multiclient import Client, ipsec_clients, pptp_clients, write
 from passthrough_util import config
 from tshark_check import bad_checksums, frame_count, tshark_available
 
@@ -50,21 +50,22 @@ def test_pptp_messages_keep_their_type_and_carry_the_translated_call_ids(pptp_re
     assert [r[1:3] for r in wan] == [r[1:3] for r in sent]  # same messages, same order, same types
     ocrq_ids = [int(r[3]) for r in wan if r[2] == "7"]
     assert len(ocrq_ids) == 3 and len(set(ocrq_ids)) == 3  # three clients, Call ID 0 each
-    assert {int(r[3]) for r in sent if r[2] == "7"} == {NDPI_CLIENT_CALL}
+    (client_call,) = {int(r[3]) for r in sent if r[2] == "7"}  # every client picked the same
     # the server answers each WAN id; the LAN hosts get their own id back
     ocrp_wan = fields(pptp_replayed["wan"], "pptp.control_message_type == 8", *names)
     assert sorted(int(r[4]) for r in ocrp_wan) == sorted(ocrq_ids)
     ocrp_lan = fields(pptp_replayed["lan"], "pptp.control_message_type == 8", *names)
-    assert [int(r[4]) for r in ocrp_lan] == [NDPI_CLIENT_CALL] * 3
+    assert [int(r[4]) for r in ocrp_lan] == [client_call] * 3
     sli_lan = fields(pptp_replayed["lan"], "pptp.control_message_type == 15", *names)
-    assert sli_lan and {int(r[4]) for r in sli_lan} == {NDPI_CLIENT_CALL}
+    assert sli_lan and {int(r[4]) for r in sli_lan} == {client_call}
 
 
 def test_pptp_gre_keys_in_tshark(pptp_replayed):
     wan_in = fields(pptp_replayed["wan"], "gre && ip.dst==203.0.113.1", "gre.key.call_id")
     lan_in = fields(pptp_replayed["lan"], "gre && ip.src==198.51.100.7", "ip.dst", "gre.key.call_id")
     assert len({r[0] for r in wan_in}) == 3  # one WAN id per client
-    assert {r[1] for r in lan_in} == {str(NDPI_CLIENT_CALL)}
+    sent = fields(pptp_replayed["in"], "gre && ip.src==198.51.100.7", "gre.key.call_id")
+    assert {r[1] for r in lan_in} == {r[0] for r in sent} and len({r[0] for r in sent}) == 1
     assert {r[0] for r in lan_in} == {A, B, C}
 
 
