@@ -28,7 +28,10 @@ ERROR_619 = 619  # Windows: "connection to the remote computer could not be esta
 ERROR_809 = 809  # Windows: "network connection ... could not be established" (IKE/L2TP/ESP blocked)
 
 PASSTHROUGH_PROTOCOLS = {"pptp", "esp", "ah", "l2tp"}
-INITIAL_TTLS = (32, 64, 128, 255)  # what hosts send with; one router hop later it is one less
+INITIAL_TTLS = (32, 64, 128, 255)
+# steps that answer something: seeing them without any client packet means a one-sided capture
+ANSWERS = ("tcp-connect", "sccrp", "ocrp", "sa_init response", "auth response", "main mode responder",
+           "aggressive mode responder", "response", "hard-reset-server")  # what hosts send with; one router hop later it is one less
 PLAIN_NAT_PROTOCOLS = {"openvpn", "wireguard", "nat-t"}
 
 PHASE_ORDER = {
@@ -466,10 +469,32 @@ class Rules:
                      f"No VPN traffic was recognised in this capture{extra}.",
                      "Capture while the VPN client connects, without a port filter.")
 
+    def one_sided(self) -> set[int]:
+        """Sessions where the capture holds answers to requests it never saw: it misses the
+        client-to-server direction (e.g. tcpdump on a router that sends through a packet socket),
+        so nothing can be concluded about what did not come back."""
+        found: list[Session] = []
+        for s in self.sessions:
+            if s.out == 0 and s.inn > 0 and any(n in s.steps.first for n in ANSWERS):
+                found.append(s)
+        if found:
+            ev = [e for s in found for e in _step_ev(s, *ANSWERS)][:MAX_EVIDENCE]
+            who = ", ".join(dict.fromkeys(f"{s.name} {d.addr_str(s.client)}" for s in found))
+            self.add("capture-one-sided", "info", None, ev,
+                     f"The capture holds server answers but nothing the client sent ({who}): it sees "
+                     "one direction only, so missing traffic cannot be judged. A capture on a router "
+                     "may miss what the router itself sends.",
+                     "Capture on the client, or on a switch mirror port that sees both directions.")
+        return {id(s) for s in found}
+
     # -------------------------------------------------------------- all
     def run(self) -> Diagnosis:
         by: dict[str, list[Session]] = defaultdict(list)
+        blind = self.one_sided()
         for s in self.sessions:
+            if id(s) in blind:
+                self.set_status(s, "incomplete", "client traffic not captured")
+                continue
             by[s.name].append(s)
         for s in by["pptp"]:
             self.pptp(s)

@@ -68,3 +68,24 @@ def test_lab_l2tp_with_replies_dropped_is_no_response(tmp_path: Path) -> None:
     diag = diagnose(path)
     (f,) = [f for f in diag.findings if f.code == "l2tp-no-response"]
     assert f.windows_error == 809
+
+
+def test_pptp_through_natpass_with_switch_on_is_established() -> None:
+    diag = diagnose(DATA / "pptp-basic-natpass-switch-on-client.pcap")
+    (p,) = diag.protocols
+    assert (p.name, p.status) == ("pptp", "established") and not diag.errors()
+
+
+def test_pptp_through_natpass_with_switch_off_is_gre_blocked_on_the_client() -> None:
+    diag = diagnose(DATA / "pptp-basic-natpass-switch-off-client.pcap")
+    (f,) = [f for f in diag.findings if f.code == "gre-blocked"]
+    assert f.windows_error == 619
+    (p,) = diag.protocols
+    assert p.status == "failed" and p.stopped_at == "gre-in"
+
+
+@pytest.mark.parametrize("switch", ["on", "off"])
+def test_one_sided_router_capture_is_said_so_not_judged(switch: str) -> None:
+    """tcpdump on the natpass router's WAN sees only what arrives: no verdict on what is missing."""
+    diag = diagnose(DATA / f"pptp-basic-natpass-switch-{switch}-router-wan.pcap")
+    assert "capture-one-sided" in diag.codes() and not diag.errors()

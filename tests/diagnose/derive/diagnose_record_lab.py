@@ -1,13 +1,14 @@
 """Record small captures of real VPN programs in the lab for the diagnose tests (tests/data/diagnose/).
 
-    python tests/diagnose/derive/diagnose_record_lab.py OUT_DIR [ikev2|wireguard|openvpn ...]
+    python tests/diagnose/derive/diagnose_record_lab.py OUT_DIR [ikev2|wireguard|openvpn|pptp ...]
 
 Needs root and network namespaces (everything runs inside namespaces of the prefix ``npdiag``,
 documentation and RFC 6598 addresses only, all processes stopped and namespaces deleted after).
 For each VPN it records the client's LAN link and the home router's WAN link at once, in the
 ``basic`` topology (one NAT) and, for IKEv2, the ``cgnat`` topology (home NAT + carrier NAT), so
 the tests can check that the diagnosis is the same from both capture points and that real IKE NAT-D
-hashes reveal the carrier NAT.
+hashes reveal the carrier NAT. PPTP goes through a natpass router, once with the pptp switch on and
+once off (the real failure: GRE dropped at the router).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from natpass.lab.capture import Capture
 from natpass.lab.netns import Netns
 from natpass.lab.peers.ipsec import StrongSwan
 from natpass.lab.peers.openvpn import OpenVpn
+from natpass.lab.peers.pptp import Pptp
 from natpass.lab.peers.wireguard import WireGuard
 
 PREFIX = "npdiag"
@@ -28,20 +30,24 @@ PEERS = {
     "ikev2": (StrongSwan, "udp port 500 or udp port 4500 or ip proto 50"),
     "wireguard": (WireGuard, "udp"),
     "openvpn": (OpenVpn, "udp or tcp"),
+    "pptp": (Pptp, "tcp port 1723 or ip proto 47"),
 }
 
 
-def record(name: str, topology: str, out_dir: Path) -> list[Path]:
+def record(name: str, topology: str, out_dir: Path, router: str = "kernel", switch: bool | None = None,
+           expect_connected: bool = True) -> list[Path]:
+    """Record one attempt; ``switch`` sets the natpass router's passthrough switch for ``name``."""
     peer_cls, bpf = PEERS[name]
     lab = Netns(PREFIX)
     with lab.session():
-        topo = T.build(lab, topology, router="kernel")
+        switches = {name: switch} if switch is not None and name in ("pptp", "l2tp") else {}
+        topo = T.build(lab, topology, router=router, **switches)
         T.wait_reachable(lab, "c1", topo.server_addrs[0])
         home = topo.home
-        stem = f"{name}-{topology}"
+        stem = f"{name}-{topology}" + ("" if switch is None else f"-{router}-switch-{'on' if switch else 'off'}")
         lan = Capture(lab, "c1", "eth0", bpf, out_dir / f"{stem}-client.pcap").start()
         wan = Capture(lab, home.node, home.wan_if, bpf, out_dir / f"{stem}-router-wan.pcap").start()
-        peer = peer_cls(lab, topo, timeout=20)
+        peer = peer_cls(lab, topo, timeout=12)
         try:
             t0 = peer.start()
             res = peer.wait(t0)
@@ -50,8 +56,8 @@ def record(name: str, topology: str, out_dir: Path) -> list[Path]:
             peer.stop()
             lan.stop()
             wan.stop()
-        if not res.connected:
-            raise SystemExit(f"{name} in {topology} did not connect: {res.detail}")
+        if res.connected != expect_connected:
+            raise SystemExit(f"{stem}: connected={res.connected}, expected {expect_connected}: {res.detail}")
         return [lan.path, wan.path]
 
 
@@ -61,13 +67,16 @@ def main(argv: list[str]) -> int:
         return 2
     out = Path(argv[0])
     out.mkdir(parents=True, exist_ok=True)
-    jobs = []
-    for name in argv[1:] or ["ikev2", "wireguard"]:
-        jobs.append((name, "basic"))
+    jobs: list[tuple[str, str, str, bool | None, bool]] = []
+    for name in argv[1:] or ["ikev2", "wireguard", "pptp"]:
+        if name == "pptp":  # through natpass with the switch on (works) and off (GRE dropped)
+            jobs += [(name, "basic", "natpass", True, True), (name, "basic", "natpass", False, False)]
+            continue
+        jobs.append((name, "basic", "kernel", None, True))
         if name == "ikev2":
-            jobs.append((name, "cgnat"))
-    for name, topology in jobs:
-        for p in record(name, topology, out):
+            jobs.append((name, "cgnat", "kernel", None, True))
+    for name, topology, router, switch, ok in jobs:
+        for p in record(name, topology, out, router, switch, ok):
             print(p, p.stat().st_size)
     return 0
 
