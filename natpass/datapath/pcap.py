@@ -270,6 +270,7 @@ class _Iface(NamedTuple):
     linktype: int
     divisor: float
     tsoffset: int
+    link: str
 
 
 def _pcapng_iface(block: bytes, le: bool, name: str) -> _Iface:
@@ -288,47 +289,48 @@ def _pcapng_iface(block: bytes, le: bool, name: str) -> _Iface:
             divisor = float(2 ** (v & 0x7F)) if v & 0x80 else float(10 ** (v & 0x7F))
         elif opt.code == dpkt.pcapng.PCAPNG_OPT_IF_TSOFFSET and len(opt.data) >= 8:
             tsoffset = struct.unpack("<q" if le else ">q", bytes(opt.data[:8]))[0]
-    return _Iface(linktype, divisor, tsoffset)
+    return _Iface(linktype, divisor, tsoffset, LINK_NAMES[linktype])
+
+
+_NG_HDR = {True: struct.Struct("<II"), False: struct.Struct(">II")}
+_NG_U32 = {True: struct.Struct("<I"), False: struct.Struct(">I")}
+_NG_EPB = {True: struct.Struct("<IIIII"), False: struct.Struct(">IIIII")}
+_NG_PB = {True: struct.Struct("<HHIIII"), False: struct.Struct(">HHIIII")}
 
 
 def _iter_pcapng(mm: Any, name: str, size: int) -> Iterator[CapturedPacket]:
     off = 0
     index = 0
     le = True
+    hdr, u32, epb, pb = _NG_HDR[le].unpack_from, _NG_U32[le].unpack_from, _NG_EPB[le].unpack_from, _NG_PB[le].unpack_from
     ifaces: list[_Iface] = []
+    decode = ipv4_of_frame
     while off < size:
         if size - off < 12:
             raise CaptureError(f"{name}: pcapng block header cut at byte {off}")
-        btype_le = struct.unpack_from("<I", mm, off)[0]
-        if btype_le == PCAPNG_SHB:
+        if _NG_U32[True].unpack_from(mm, off)[0] == PCAPNG_SHB:
             # A new section: byte order from its byte-order magic; interfaces start again.
-            bom = struct.unpack_from("<I", mm, off + 8)[0]
+            bom = _NG_U32[True].unpack_from(mm, off + 8)[0]
             if bom == dpkt.pcapng.BYTE_ORDER_MAGIC:
                 le = True
             elif bom == dpkt.pcapng.BYTE_ORDER_MAGIC_LE:
                 le = False
             else:
                 raise CaptureError(f"{name}: bad pcapng byte-order magic {bom:#010x} at byte {off}")
+            hdr, u32, epb, pb = _NG_HDR[le].unpack_from, _NG_U32[le].unpack_from, _NG_EPB[le].unpack_from, _NG_PB[le].unpack_from
             ifaces = []
-        o = "<" if le else ">"
-        btype, blen = struct.unpack_from(o + "II", mm, off)
+        btype, blen = hdr(mm, off)
         if blen < 12 or blen % 4 or off + blen > size:
             raise CaptureError(f"{name}: pcapng block at byte {off} has bad length {blen}")
-        if struct.unpack_from(o + "I", mm, off + blen - 4)[0] != blen:
+        if u32(mm, off + blen - 4)[0] != blen:
             raise CaptureError(f"{name}: pcapng block at byte {off}: trailing length mismatch")
-        if btype == PCAPNG_SHB:
-            major = struct.unpack_from(o + "H", mm, off + 12)[0] if blen >= 16 else -1
-            if major != dpkt.pcapng.PCAPNG_VERSION_MAJOR:
-                raise CaptureError(f"{name}: unsupported pcapng version {major}")
-        elif btype == PCAPNG_IDB:
-            ifaces.append(_pcapng_iface(bytes(mm[off:off + blen]), le, name))
-        elif btype in (PCAPNG_EPB, PCAPNG_PB):
+        if btype == PCAPNG_EPB or btype == PCAPNG_PB:
             if blen < 32:
                 raise CaptureError(f"{name}: pcapng packet block at byte {off} too short")
             if btype == PCAPNG_EPB:
-                iface_id, ts_hi, ts_lo, caplen, wirelen = struct.unpack_from(o + "IIIII", mm, off + 8)
+                iface_id, ts_hi, ts_lo, caplen, wirelen = epb(mm, off + 8)
             else:
-                iface_id, _drops, ts_hi, ts_lo, caplen, wirelen = struct.unpack_from(o + "HHIIII", mm, off + 8)
+                iface_id, _drops, ts_hi, ts_lo, caplen, wirelen = pb(mm, off + 8)
             if iface_id >= len(ifaces):
                 raise CaptureError(f"{name}: packet at byte {off} names unknown interface {iface_id}")
             if 28 + caplen > blen - 4:
@@ -336,19 +338,25 @@ def _iter_pcapng(mm: Any, name: str, size: int) -> Iterator[CapturedPacket]:
             iface = ifaces[iface_id]
             frame = mm[off + 28:off + 28 + caplen]
             index += 1
-            ip, outer = ipv4_of_frame(iface.linktype, frame)
+            ip, outer = decode(iface.linktype, frame)
             ts = iface.tsoffset + ((ts_hi << 32) | ts_lo) / iface.divisor
-            yield CapturedPacket(index, ts, ip, LINK_NAMES[iface.linktype], max(wirelen, caplen), caplen, outer)
+            yield CapturedPacket(index, ts, ip, iface.link, max(wirelen, caplen), caplen, outer)
+        elif btype == PCAPNG_SHB:
+            major = (u32(mm, off + 12)[0] & 0xFFFF if le else u32(mm, off + 12)[0] >> 16) if blen >= 16 else -1
+            if major != dpkt.pcapng.PCAPNG_VERSION_MAJOR:
+                raise CaptureError(f"{name}: unsupported pcapng version {major}")
+        elif btype == PCAPNG_IDB:
+            ifaces.append(_pcapng_iface(bytes(mm[off:off + blen]), le, name))
         elif btype == PCAPNG_SPB:
             if not ifaces:
                 raise CaptureError(f"{name}: simple packet block at byte {off} before any interface")
-            wirelen = struct.unpack_from(o + "I", mm, off + 8)[0]
+            wirelen = u32(mm, off + 8)[0]
             caplen = min(wirelen, blen - 16)
             iface = ifaces[0]
             frame = mm[off + 12:off + 12 + caplen]
             index += 1
-            ip, outer = ipv4_of_frame(iface.linktype, frame)
-            yield CapturedPacket(index, 0.0, ip, LINK_NAMES[iface.linktype], wirelen, caplen, outer)
+            ip, outer = decode(iface.linktype, frame)
+            yield CapturedPacket(index, 0.0, ip, iface.link, wirelen, caplen, outer)
         # Other blocks (name resolution, statistics, custom) carry no frames.
         off += blen
 

@@ -325,3 +325,28 @@ def test_kuznetsov_modified_pcap_records_are_read(tmp_path: Path, order: str) ->
     path.write_bytes(head + rec + rec)
     got = list(iter_capture(path))
     assert [p.ip for p in got] == [IP1, IP1] and got[0].ts == pytest.approx(3.25)
+
+
+def _ng_block(order: str, btype: int, body: bytes) -> bytes:
+    body += bytes(-len(body) % 4)
+    n = 12 + len(body)
+    return struct.pack(order + "II", btype, n) + body + struct.pack(order + "I", n)
+
+
+@pytest.mark.parametrize("order", ["<", ">"])
+def test_pcapng_either_byte_order_two_sections_and_simple_packets(tmp_path: Path, order: str) -> None:
+    def section(linktype: int, frame: bytes, ts_us: int) -> bytes:
+        shb = _ng_block(order, 0x0A0D0D0A, struct.pack(order + "IHHq", 0x1A2B3C4D, 1, 0, -1))
+        idb = _ng_block(order, 1, struct.pack(order + "HHI", linktype, 0, 65535))
+        epb = _ng_block(order, 6, struct.pack(order + "IIIII", 0, ts_us >> 32, ts_us & 0xFFFFFFFF,
+                                              len(frame), len(frame)) + frame)
+        spb = _ng_block(order, 3, struct.pack(order + "I", len(frame)) + frame)
+        return shb + idb + epb + spb
+
+    path = tmp_path / "two.pcapng"
+    path.write_bytes(section(101, IP1, 5_000_000) + section(1, ETH + b"\x08\x00" + IP1, 6_500_000))
+    got = list(iter_capture(path))
+    assert [p.link for p in got] == ["raw", "raw", "ethernet", "ethernet"]
+    assert all(p.ip == IP1 for p in got) and got[0].ts == pytest.approx(5.0) and got[2].ts == pytest.approx(6.5)
+    if tshark_available():
+        assert _tshark_ip_frames(path) == [1, 2, 3, 4]
