@@ -199,3 +199,13 @@ def test_audit_reads_the_usage_db(tmp_path: Path, capsys) -> None:
     got = {(f["code"], f["switch"]) for f in out["findings"]}
     assert ("pptp-in-use", "pptp") in got and ("switch-unused", "ipsec") in got
     assert ("switch-unused", "pptp") not in got
+
+
+def test_advise_interactive_asks_then_advises(monkeypatch) -> None:
+    from natpass.diagnose import advise as adv_mod
+
+    answers = iter(["l2tp", "n", "n", "y", "n", ""])
+    monkeypatch.setattr("builtins.input", lambda _prompt="": next(answers))
+    got = adv_mod.interactive()
+    assert got.protocol == "l2tp" and got.situations == ["remote-work"]
+    assert got.switches["ipsec"].decision == "enable"
