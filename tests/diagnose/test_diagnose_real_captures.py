@@ -123,3 +123,39 @@ def test_gre_directions_agree_with_tshark(captures: Path) -> None:
     client = pptp.client.split(":")[0]
     out = sum(1 for r in rows if r == client)
     assert f"GRE out {out}, in {len(rows) - out}" in pptp.notes
+
+
+# policy/info codes: a public capture that must produce each, and one that must not
+POLICY = [
+    ("pptp-insecure", "pptp/ndpi__pptp.pcap", "openvpn/corelight__openvpn_udp1198.pcap"),
+    ("l2tp-unencrypted", "l2tp/packetnet__l2tp_data_over_pppoe.pcap",
+     "natt/flowcontainer__l2tp_over_ipsec_natt.pcap"),  # L2TP inside IPsec: not visible, not flagged
+    ("passthrough-not-needed", "wireguard/ndpi__wireguard.pcap", "pptp/flowcontainer__pptp_gre_data.pcap"),
+    ("passthrough-not-needed", "natt/scapy__ikev2_nat_t.pcapng", "esp_ah/corelight__ipsec.cap"),
+    ("gre-not-captured", "pptp/ndpi__pptp.pcap", "pptp/tcpdump__pptp.pcap"),
+    ("one-way-inconclusive", "natt/tcpdump__espudp1.pcap", "natt/scapy__ikev2_nat_t.pcapng"),
+    ("no-vpn-found", "ike/arkime__IKEv2_ipv6.pcap", "ike/tcpdump__ISAKMP_sa_setup.pcap"),
+]
+
+
+@pytest.mark.parametrize("code,produces,clean", POLICY)
+def test_policy_finding_on_one_capture_and_not_on_another(captures: Path, code: str, produces: str,
+                                                           clean: str) -> None:
+    assert code in diagnose(captures / produces).codes()
+    assert code not in diagnose(captures / clean).codes()
+
+
+@pytest.mark.parametrize("name", sorted(n for n in EXPECTED if "IKEv2_ipv6" not in n and "in_ipv6" not in n))
+def test_own_reader_agrees_with_the_datapath_reader(captures: Path, name: str) -> None:
+    from natpass.datapath.pcap import iter_capture
+    from natpass.diagnose.capture import read_frames
+
+    ours = [(f.number, f.ip) for f in read_frames(captures / name)]
+    theirs = [(p.index, p.ip) for p in iter_capture(captures / name)]
+    assert len(ours) == len(theirs)
+    for (n1, ip1), (n2, ip2) in zip(ours, theirs, strict=True):
+        assert n1 == n2
+        if ip1 is not None and ip2 is not None:  # the datapath reader trims to the total length
+            assert ip1[:len(ip2)] == ip2
+        else:
+            assert ip1 is None and ip2 is None
