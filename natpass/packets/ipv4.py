@@ -35,6 +35,12 @@ OFF_DST: Final = 16
 # Option types (RFC 791 3.1): the two single-byte options; every other has a length byte.
 OPT_EOL: Final = 0
 OPT_NOP: Final = 1
+OPT_RR: Final = 7  # record route (RFC 791)
+OPT_TS: Final = 68  # timestamp (RFC 791)
+OPT_LSRR: Final = 131  # loose source and record route (RFC 791)
+OPT_SSRR: Final = 137  # strict source and record route (RFC 791)
+OPT_RA: Final = 148  # router alert (RFC 2113)
+SOURCE_ROUTE_OPTIONS: Final = frozenset({OPT_LSRR, OPT_SSRR})
 
 _HDR = struct.Struct("!BBHHHBBH4s4s")
 
@@ -88,6 +94,27 @@ def check_options(options: Buffer) -> None:
         if olen < 2 or i + olen > n:
             raise PacketError(f"IPv4 option {kind} at {i} has bad length {olen}")
         i += olen
+
+
+def option_types(options: Buffer) -> list[int]:
+    """The option type of every option in a well-formed list (NOPs included, EOL ends it)."""
+    check_options(options)
+    out: list[int] = []
+    i = 0
+    n = len(options)
+    while i < n:
+        kind = options[i]
+        if kind == OPT_EOL:
+            break
+        out.append(kind)
+        i += 1 if kind == OPT_NOP else options[i + 1]
+    return out
+
+
+def has_source_route(options: Buffer) -> bool:
+    """True when the options carry LSRR/SSRR, which routers commonly refuse to forward
+    (RFC 1812 5.2.4.1 lets them be configured to drop such packets)."""
+    return any(t in SOURCE_ROUTE_OPTIONS for t in option_types(options))
 
 
 def parse_ipv4(buf: Buffer, check_options_: bool = True) -> IPv4Header:

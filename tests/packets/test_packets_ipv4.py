@@ -113,3 +113,16 @@ def test_build_rejects_what_cannot_be_encoded() -> None:
         build_ipv4(SRC, DST, 17, b"", options=bytes(44))
     with pytest.raises(PacketError):
         build_ipv4(SRC, DST, 17, bytes(65536))
+
+
+def test_option_types_and_source_route_detection() -> None:
+    from natpass.packets.ipv4 import OPT_LSRR, OPT_NOP, OPT_RA, has_source_route, option_types
+
+    lsrr = bytes([OPT_LSRR, 7, 4]) + str_to_addr("198.51.100.1")
+    assert option_types(b"\x01" + lsrr) == [OPT_NOP, OPT_LSRR] and has_source_route(b"\x01" + lsrr)
+    ra = bytes([OPT_RA, 4, 0, 0])
+    assert option_types(ra + b"\x00\x07\x07") == [OPT_RA] and not has_source_route(ra)
+    h = parse_ipv4(build_ipv4(SRC, DST, 17, b"", options=lsrr))
+    assert has_source_route(h.options)
+    with pytest.raises(PacketError):
+        option_types(b"\x83\x09\x04")
