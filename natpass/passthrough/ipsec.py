@@ -45,8 +45,8 @@ from typing import Any, Final
 from natpass.nat import verdict as V
 from natpass.nat.config import Timeouts
 from natpass.nat.helper import FlowView, Helper
-from natpass.packets.ipv4 import PROTO_AH, PROTO_ESP, PROTO_UDP
-from natpass.passthrough._common import cap, dst_of, ip_text, need_ctx, src_of, u16, u32
+from natpass.packets.ipv4 import OFF_DST, OFF_SRC, PROTO_AH, PROTO_ESP, PROTO_UDP
+from natpass.passthrough._common import cap, dst_of, ip_text, need_ctx, set_ip_addr, src_of, u16, u32
 
 IKE_PORT: Final = 500  # RFC 7296 2
 NATT_PORT: Final = 4500  # RFC 3947 4, RFC 3948 1
@@ -333,7 +333,7 @@ class IpsecHelper(Helper):
                 self._count("ipsec:new-outbound-spi")
             sess.out_spis[(proto, spi)] = now
             cap(sess.out_spis, MAX_SPIS_PER_SESSION)
-            ctx.set_src(buf, wan)
+            set_ip_addr(buf, OFF_SRC, wan)
             self._forwarded(proto)
             return V.TO_WAN
         gateway, wan = src_of(buf), dst_of(buf)
@@ -350,7 +350,7 @@ class IpsecHelper(Helper):
             sess_in = found
         sess_in.last_seen = now
         sess_in.in_spis[(proto, spi)] = now
-        ctx.set_dst(buf, sess_in.lan)
+        set_ip_addr(buf, OFF_DST, sess_in.lan)
         self._forwarded(proto)
         return V.TO_LAN
 

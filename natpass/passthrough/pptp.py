@@ -40,9 +40,19 @@ from natpass.nat.config import Timeouts
 from natpass.nat.helper import FlowView, Helper
 from natpass.packets import gre as G
 from natpass.packets import pptp as P
-from natpass.packets.errors import PacketError
-from natpass.packets.ipv4 import PROTO_GRE, PROTO_TCP
-from natpass.passthrough._common import HALF_SEQ, SEQ_MASK, cap, dst_of, ip_text, need_ctx, src_of, u16, u32
+from natpass.packets.ipv4 import OFF_DST, OFF_SRC, PROTO_GRE, PROTO_TCP
+from natpass.passthrough._common import (
+    HALF_SEQ,
+    SEQ_MASK,
+    cap,
+    dst_of,
+    ip_text,
+    need_ctx,
+    set_ip_addr,
+    src_of,
+    u16,
+    u32,
+)
 
 PPTP_PORT: Final = P.PPTP_PORT
 OWN: Final = "own"  # the sender's own Call ID
@@ -559,9 +569,11 @@ class PptpHelper(Helper):
         version = buf[ihl + 1] & G.VERSION_MASK
         call_id: int | None = None
         if version == G.GRE_VERSION_PPTP:
-            try:
-                G.parse_gre(buf[:total], ihl)
-            except PacketError:
+            # RFC 2637 4.1: K set, C and R clear, protocol 0x880B, key + optional seq/ack present
+            b0 = buf[ihl]
+            need = 8 + (4 if b0 & G.FLAG_S else 0) + (4 if buf[ihl + 1] & G.FLAG_A else 0)
+            if (b0 & (G.FLAG_C | G.FLAG_R) or not b0 & G.FLAG_K or total - ihl < need
+                    or u16(buf, ihl + 2) != G.PPTP_GRE_PROTO):
                 return V.MALFORMED
             call_id = G.get_call_id(buf, ihl)
         src = src_of(buf)
@@ -571,7 +583,7 @@ class PptpHelper(Helper):
                 call = self._by_out.get((src, dst, call_id))
                 if call is not None:
                     call.last_seen = now
-                    ctx.set_src(buf, call.wan)
+                    set_ip_addr(buf, OFF_SRC, call.wan)
                     return V.TO_WAN
                 if (src, dst, call_id) in self._ended_out or self._has_calls(src, dst):
                     self._count("pptp:gre-without-call")
@@ -588,13 +600,13 @@ class PptpHelper(Helper):
                     self._count("pptp:gre-without-call")
             else:
                 b.last_seen = now
-            ctx.set_src(buf, wan)
+            set_ip_addr(buf, OFF_SRC, wan)
             return V.TO_WAN
         if call_id is not None:
             call = self._by_wan.get((src, dst, call_id))
             if call is not None:
                 call.last_seen = now
-                ctx.set_dst(buf, call.lan)
+                set_ip_addr(buf, OFF_DST, call.lan)
                 G.set_call_id(buf, ihl, call.lan_call_id)
                 return V.TO_LAN
             if (src, dst, call_id) in self._ended_in:
@@ -603,7 +615,7 @@ class PptpHelper(Helper):
         b = self._bind.get((src, dst))
         if b is not None and now - b.last_seen <= self.timeouts.gre:
             b.last_seen = now
-            ctx.set_dst(buf, b.lan)
+            set_ip_addr(buf, OFF_DST, b.lan)
             return V.TO_LAN
         if call_id is not None:
             self._count("pptp:gre-without-call")
