@@ -126,7 +126,8 @@ def client(sa_file: Path, server: str, count: int, interval: float) -> int:
             body = bytes(dec[UDP].payload) if UDP in dec else b""
             if nonce in body:
                 got += 1
-                print(f"reply {n} from {src} spi 0x{spi:08x} in {time.monotonic() - t:.3f}s: {body!r}", flush=True)
+                print(f"reply {n} from {src} spi 0x{spi:08x} in {time.monotonic() - t:.3f}s at {time.time():.3f}: {body!r}",
+                      flush=True)
                 break
         time.sleep(max(0.0, deadline - time.monotonic()))
     return 0 if got else 1
@@ -168,13 +169,14 @@ class RawEsp(Peer):
         log = self.log(f"client-{self.client}")
         replies = [x for x in log.splitlines() if x.startswith("reply ")]
         if replies:
-            self.detail = replies[0].split(":")[0]
+            self.detail = replies[0].split(" at ")[0]
             return True
         return False
 
-    def replies(self) -> int:
-        """Decrypted replies this client has received so far."""
-        return sum(1 for x in self.log(f"client-{self.client}").splitlines() if x.startswith("reply "))
+    def reply_times(self) -> list[float]:
+        """Wall-clock times of the decrypted replies this client received."""
+        return [float(x.split(" at ")[1].split(":")[0]) for x in self.log(f"client-{self.client}").splitlines()
+                if x.startswith("reply ") and " at " in x]
 
     def failure_detail(self) -> str:
         srv = [x for x in self.log("server").splitlines() if f"0x{SPI_OUT_BASE + self.index:08x}" in x]
