@@ -102,7 +102,7 @@ class Flow:
         self.sess: Session | None = None
         self.syn_from: tuple[bytes, int] | None = None
         self.tries = 0
-        self.tent: dict[str, object] | None = None
+        self.tent: dict[object, object] | None = None
 
 
 class Analyzer:
@@ -241,7 +241,7 @@ class Analyzer:
         elif proto == PROTO_AH:
             self._raw_ipsec(self.ah, "ah", frame, t, src, dst)
 
-    def _fragment(self, frame: int, t: float, key: tuple[bytes, bytes, int, bytes, int], src: bytes) -> None:
+    def _fragment(self, frame: int, t: float, key: tuple[int, bytes, int, bytes, int], src: bytes) -> None:
         _proto, a, ap, b, bp = key
         if ap in (500, 4500) or bp in (500, 4500):
             s = self._natt_or_ike_session(a, b)

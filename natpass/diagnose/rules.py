@@ -167,8 +167,7 @@ class Rules:
                      "cannot be judged.",
                      "Capture without a port filter (or with 'tcp port 1723 or proto 47').", "pptp")
         order = PHASE_ORDER["pptp"]
-        missing = next((p for p in order if p not in f), None)
-        self.set_status(s, "incomplete", missing)
+        self.set_status(s, "incomplete", next((p for p in order if p not in f), None))
 
     def ike_groups(self, ike: list[Session]) -> None:
         by_pair: dict[tuple[bytes, bytes], list[Session]] = defaultdict(list)
@@ -206,14 +205,14 @@ class Rules:
         for (client, _server), group in self.natt_blocked.items():
             out4500 = sum(_int(s, "out_4500") for s in group)
             frag = sum(_int(s, "fragments") for s in group)
-            ev: list[Evidence] = []
+            nev: list[Evidence] = []
             for s in group[:2]:
-                ev += _step_ev(s, "sa_init response", "main mode responder")
-                ev += _ev(s.steps.ev.get("out-4500"), "IKE on UDP 4500, no answer")[:3]
+                nev += _step_ev(s, "sa_init response", "main mode responder")
+                nev += _ev(s.steps.ev.get("out-4500"), "IKE on UDP 4500, no answer")[:3]
             fragnote = (f" The requests on 4500 were IP-fragmented ({frag} fragment frames): "
                         "fragments are often dropped on the way." if frag else "")
             tries = f" in {len(group)} attempts" if len(group) > 1 else ""
-            self.add("natt-blocked", "error", ERROR_809, ev,
+            self.add("natt-blocked", "error", ERROR_809, nev,
                      f"IKE was answered on UDP 500 but after the NAT-T switch to UDP 4500, {out4500} "
                      f"request(s) from {d.addr_str(client)}{tries} got no answer." + fragnote,
                      "Allow UDP 4500 both ways (router and server firewall); if the requests are "
