@@ -26,7 +26,11 @@ it, even when the rest of its message arrives later. Per direction the parser ke
 expected sequence number; bytes before it (retransmissions) are not parsed again but get the same
 rewrite as the first time; a segment beyond it (a hole) is dropped so that the sender retransmits
 in order. A Call ID split across two segments is handled too: WAN ids keep the LAN id's high byte
-whenever possible, so only the low byte, which is in the later segment, has to change.
+whenever possible, so only the low byte, which is in the later segment, has to change. A direction
+whose framing is lost (bad magic cookie, impossible length) fails closed: its data segments are
+dropped (``pptp:stream-lost``) until the connection ends, because passing them untranslated could
+put a Call ID on the wire that collides with another client's. Messages of an unknown type, or of
+a known type with the wrong length, are counted and passed untouched (as Linux does).
 """
 
 from __future__ import annotations
@@ -367,12 +371,15 @@ class PptpHelper(Helper):
                 self._restart(d, seq)
         plen = total - pay
         if plen == 0:
-            return None
+            return None  # SYN, ACK, FIN, RST without data always pass: the connection can end
+        if d.broken is not None:
+            return self._lost(far_end)
         if d.next_seq is None:
             d.next_seq = seq  # picked up mid-stream: assume a message starts here (cookie checks it)
         ahead = (seq - d.next_seq) & SEQ_MASK
         if ahead and ahead < HALF_SEQ:
-            self._count("pptp:out-of-order")
+            if not far_end:
+                self._count("pptp:out-of-order")
             return "pptp:out-of-order"
         old = 0 if ahead == 0 else min((d.next_seq - seq) & SEQ_MASK, plen)
         if old:
@@ -392,7 +399,7 @@ class PptpHelper(Helper):
                     break
                 self._header(d, far_end)
                 if d.broken is not None:
-                    break
+                    return self._lost(far_end)
             for off, kind in list(d.pending):
                 if len(d.partial) >= off + 2:
                     d.pending.remove((off, kind))
@@ -407,6 +414,15 @@ class PptpHelper(Helper):
                 d.skip = False
         d.next_seq = (seq + plen) & SEQ_MASK
         return None
+
+    def _lost(self, far_end: bool) -> str:
+        """The framing of this direction is lost (bad cookie or length): its data is dropped from
+        now on. Passing it untranslated could put a LAN Call ID on the wire that collides with
+        another client's WAN id, and GRE would then reach the wrong host; failing closed makes
+        the client reconnect on a fresh, followed, connection."""
+        if not far_end:
+            self._count("pptp:stream-lost-drops")
+        return "pptp:stream-lost"
 
     @staticmethod
     def _restart(d: StreamDir, seq: int) -> None:

@@ -179,16 +179,22 @@ def test_pptp_out_of_order_segment_is_dropped_until_the_hole_is_filled():
     assert [m.ctrl_type for m in messages(bytes(c.lan_out))] == [P.SCCRQ, P.OCRQ]
 
 
-def test_pptp_bad_magic_cookie_stops_following_the_stream_but_not_the_tcp():
+def test_pptp_bad_magic_cookie_loses_the_stream_and_fails_closed():
     eng = engine(pptp=True)
+    open_call(eng, HOSTS[1], 9, lport=40001)  # another client holds WAN id 9 with the server
     c = Conv(eng, HOSTS[0], 40000, SERVER, 1723)
     c.handshake()
     bad = bytearray(P.build_sccrq())
     bad[4:8] = b"\xde\xad\xbe\xef"
-    assert c.from_lan(bytes(bad)) == V.TO_WAN
-    assert c.from_lan(bytes(P.build_ocrq(9))) == V.TO_WAN
+    assert c.from_lan(bytes(bad)) == V.DROP and eng.last_drop == "pptp:stream-lost"
+    # an untranslated Call ID 9 must never reach the server: it would collide with the other call
+    assert c.from_lan(bytes(P.build_ocrq(9))) == V.DROP and eng.last_drop == "pptp:stream-lost"
     assert eng.counters["pptp:bad-cookie"] == 1
-    assert eng.status()["helpers"]["pptp"]["tunnels"] == []
+    assert c.from_lan(flags=RST | ACK) == V.TO_WAN  # the connection can still end
+    c2 = Conv(eng, HOSTS[0], 40002, SERVER, 1723)  # and the client's next one is followed
+    c2.handshake()
+    assert c2.from_lan(bytes(P.build_ocrq(9))) == V.TO_WAN
+    assert messages(bytes(c2.lan_out))[-1].call_id != 9
 
 
 def test_pptp_unknown_type_and_wrong_length_are_counted_and_skipped():
