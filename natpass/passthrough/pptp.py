@@ -404,6 +404,8 @@ class PptpHelper(Helper):
                 if len(d.partial) >= off + 2:
                     d.pending.remove((off, kind))
                     self._field(ctl, d, buf, pay, seq, plen, off, kind, from_lan, far_end, now)
+            if d.broken is not None:
+                return self._lost(far_end)
             if len(d.partial) == d.msg_len:
                 if not d.skip and not far_end:
                     self._message(ctl, d, from_lan, now)
@@ -525,6 +527,10 @@ class PptpHelper(Helper):
                     return None
                 call = self._new_call(ctl, value, now)
                 if call is None:
+                    # No WAN id to give: the LAN id must not go out untranslated (it could be
+                    # another client's WAN id), so this connection fails closed.
+                    d = ctl.from_lan
+                    d.broken = "no WAN Call ID available"
                     return None
             return call.wan_call_id
         if not from_lan and kind == PEER:

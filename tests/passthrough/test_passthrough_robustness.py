@@ -129,3 +129,15 @@ def test_pptp_control_connection_reopened_on_the_same_ports_is_followed_again():
     assert c.from_lan(bytes(P.build_ocrq(1))) == V.TO_WAN
     assert messages(bytes(c.lan_out))[-1].call_id == 1
     assert [t["lan_call_id"] for t in eng.status()["helpers"]["pptp"]["tunnels"]] == [1]
+
+
+def test_pptp_call_limit_fails_closed_instead_of_leaking_an_untranslated_call_id(monkeypatch):
+    monkeypatch.setattr(pptp_mod, "MAX_CALLS_PER_CONTROL", 2)
+    eng = engine(pptp=True)
+    c = Conv(eng, HOSTS[0], 40000, SERVER, 1723)
+    c.handshake()
+    assert c.from_lan(bytes(P.build_ocrq(1))) == V.TO_WAN
+    assert c.from_lan(bytes(P.build_ocrq(2))) == V.TO_WAN
+    assert c.from_lan(bytes(P.build_ocrq(3))) == V.DROP and eng.last_drop == "pptp:stream-lost"
+    assert eng.counters["pptp:call-limit"] == 1
+    assert [m.call_id for m in messages(bytes(c.lan_out))] == [1, 2]
