@@ -482,23 +482,27 @@ class PptpHelper(Helper):
             return
         new = bytes(((new_value >> 8) & 0xFF, new_value & 0xFF))
         start = (d.msg_seq + off) & SEQ_MASK
-        self._write(buf, pay, seq, plen, start, old, new, far_end)
+        if not self._write(buf, pay, seq, plen, start, old, new, far_end):
+            # Half of the Call ID already went out unchanged: the value on the wire would be
+            # nobody's (or somebody else's) id. Fail closed.
+            if not far_end:
+                self._count("pptp:split-call-id")
+            d.broken = "split Call ID"
         d.rewrites.append((start, old, new))
 
     def _write(self, buf: bytearray, pay: int, seq: int, plen: int, start: int, old: bytes,
-               new: bytes, far_end: bool) -> None:
-        """Put ``new`` at stream position ``start`` where it falls inside this segment."""
+               new: bytes, far_end: bool) -> bool:
+        """Put ``new`` at stream position ``start`` where it falls inside this segment; False when
+        a byte that must change already left in an earlier segment."""
         ctx = need_ctx(self.ctx)
         idx = [(start + j - seq) & SEQ_MASK for j in range(len(new))]
-        inside = [j for j in range(len(new)) if idx[j] < plen]
-        if len(inside) == len(new):
-            ctx.rewrite(buf, pay + idx[0], new)
-            return
+        ok = True
         for j in range(len(new)):
-            if j in inside:
+            if idx[j] < plen:
                 ctx.rewrite(buf, pay + idx[j], new[j:j + 1])
-            elif old[j] != new[j] and not far_end:
-                self._count("pptp:split-call-id")  # that byte already left in an earlier segment
+            elif old[j] != new[j]:
+                ok = False
+        return ok
 
     def _replay_rewrites(self, d: StreamDir, buf: bytearray, pay: int, seq: int, n: int) -> None:
         """A retransmission: give the bytes already parsed the same rewrite as the first time."""
