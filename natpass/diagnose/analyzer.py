@@ -35,6 +35,7 @@ FAST_WG = 1
 FAST_ESP_IN_UDP = 2
 FAST_OVPN = 3
 FAST_RAW = 4
+FAST_GRE = 5
 ZERO4 = b"\0\0\0\0"
 
 
@@ -80,6 +81,16 @@ class Session:
     last_in_t: float = 0.0
     steps: Steps = field(default_factory=Steps)
     extra: dict[str, object] = field(default_factory=dict)
+    gre_out: int = 0  # PPTP: GRE packets client -> server
+    gre_in: int = 0
+
+    def count_gre(self, outbound: bool, t: float) -> None:
+        """A PPTP session's data packet (its ``out``/``inn`` count the TCP control connection)."""
+        if outbound:
+            self.gre_out += 1
+        else:
+            self.gre_in += 1
+        self.last_t = t
 
     def count(self, outbound: bool, t: float) -> None:
         if outbound:
@@ -127,8 +138,10 @@ class Analyzer:
         self._last_ts = -1.0
         # fast path: raw key -> (session or None for ordinary traffic, outbound, steady kind)
         self.fast: dict[int, dict[bytes, tuple[Session | None, bool, int]]] = {
-            PROTO_UDP: {}, PROTO_TCP: {}, PROTO_ESP: {}, PROTO_AH: {}}
+            PROTO_UDP: {}, PROTO_TCP: {}, PROTO_ESP: {}, PROTO_AH: {}, PROTO_GRE: {}}
+        self._fast_get = {proto: table.get for proto, table in self.fast.items()}.get
         self._tmax = 0.0
+        self._fed = 0  # IPv4 packets given to feed (ipv4 = fed - malformed - duplicates)
 
     def _go_fast(self, proto: int, src: bytes, sp: int, dst: bytes, dp: int, s: Session | None,
                  kind: int) -> None:
@@ -136,62 +149,66 @@ class Analyzer:
         table = self.fast[proto]
         if len(table) >= 2 * MAX_FLOWS:
             return
-        if proto in (PROTO_ESP, PROTO_AH):
+        raw_ip = proto in (PROTO_ESP, PROTO_AH, PROTO_GRE)
+        if raw_ip:
             k1, k2 = src + dst, dst + src
         else:
             k1, k2 = _key(src, sp, dst, dp), _key(dst, dp, src, sp)
-        out1 = s is not None and src == s.client and (sp == s.cport or proto in (PROTO_ESP, PROTO_AH))
+        out1 = s is not None and src == s.client and (sp == s.cport or raw_ip)
         table[k1] = (s, out1, kind)
         table[k2] = (s, not out1 if s is not None else False, kind)
 
     # ------------------------------------------------------------------ packets
     def skip(self, ipv6: bool) -> None:
         """Count a frame that carried no IPv4 packet."""
-        self.info.packets += 1
         if ipv6:
             self.info.ipv6 += 1
         else:
             self.info.other += 1
 
     def feed(self, frame: int, ts: float, ip: bytes) -> None:
-        info = self.info
-        info.packets += 1
-        if self.t0 is None:
-            self.t0 = ts
-            info.first_time = ts
-        t = ts - self.t0
+        """One IPv4 packet (frame number, capture time, bytes from the IP header on)."""
+        self._fed += 1
+        t0 = self.t0
+        if t0 is None:
+            t0 = self.t0 = ts
+            self.info.first_time = ts
+        t = ts - t0
         if t > self._tmax:
             self._tmax = t
         n = len(ip)
         if n < 20 or ip[0] >> 4 != 4:
-            info.malformed += 1
+            self.info.malformed += 1
             return
-        hl = (ip[0] & 15) * 4
+        hl = (ip[0] & 15) << 2
         total = (ip[2] << 8) | ip[3]
         if total < hl or hl < 20:
-            info.malformed += 1
+            self.info.malformed += 1
             return
         end = total if total <= n else n
         if end < n:
             ip = ip[:end]  # drop link-layer padding so that duplicates compare equal
         if ip == self._last_ip and 0 <= ts - self._last_ts < DUPLICATE_WINDOW:
-            info.duplicates += 1
+            self.info.duplicates += 1
             return
         self._last_ip = ip
         self._last_ts = ts
-        info.ipv4 += 1
         proto = ip[9]
-        if proto in self.fast and not (ip[6] & 0x3F or ip[7]):
+        table = self._fast_get(proto)
+        if table is not None and not (ip[6] & 0x3F or ip[7]):
             if proto == PROTO_UDP or proto == PROTO_TCP:
-                e = self.fast[proto].get(ip[12:24] if hl == 20 else ip[12:20] + ip[hl:hl + 4])
+                e = table(ip[12:24] if hl == 20 else ip[12:20] + ip[hl:hl + 4])
             else:
-                e = self.fast[proto].get(ip[12:20])
+                e = table(ip[12:20])
             if e is not None:
                 s, outbound, kind = e
                 if s is None:
                     return
                 if kind == FAST_RAW:
                     s.count(outbound, t)
+                    return
+                if kind == FAST_GRE:
+                    s.count_gre(outbound, t)
                     return
                 if end > hl + 8:
                     b0 = ip[hl + 8]
@@ -216,7 +233,7 @@ class Analyzer:
                 self.frags[(src, dst, (ip[4] << 8) | ip[5], proto)] = (proto, src, sp, dst, dp)
         if proto == PROTO_UDP:
             if len(p) < 8:
-                info.malformed += 1
+                self.info.malformed += 1
                 return
             sp = (p[0] << 8) | p[1]
             dp = (p[2] << 8) | p[3]
@@ -229,7 +246,7 @@ class Analyzer:
                 self._udp(frame, t, src, sp, dst, dp, pl)
         elif proto == PROTO_TCP:
             if len(p) < 20:
-                info.malformed += 1
+                self.info.malformed += 1
                 return
             sp = (p[0] << 8) | p[1]
             dp = (p[2] << 8) | p[3]
@@ -358,16 +375,17 @@ class Analyzer:
         s.last_t = t
         call_id = (p[6] << 8) | p[7]
         if outbound:
-            s.extra["gre_out"] = int(s.extra.get("gre_out", 0)) + 1  # type: ignore[call-overload]
-            s.extra["gre_last_out"] = t
+            s.gre_out += 1
             s.steps.mark("gre-out", frame, t, "out")
             s.steps.note("gre-out", frame, t)
             s.extra.setdefault("gre_out_call_id", call_id)
         else:
-            s.extra["gre_in"] = int(s.extra.get("gre_in", 0)) + 1  # type: ignore[call-overload]
+            s.gre_in += 1
             s.steps.mark("gre-in", frame, t, "in")
             s.steps.note("gre-in", frame, t)
             s.extra.setdefault("gre_in_call_id", call_id)
+        if s.gre_out and s.gre_in and s.steps.ev.get("gre-in", ()) and len(s.steps.ev["gre-in"]) >= MAX_EVIDENCE:
+            self._go_fast(PROTO_GRE, src, 0, dst, 0, s, FAST_GRE)
 
     # ------------------------------------------------------------------ IKE / NAT-T / ESP / AH
     def _ike_port(self, frame: int, t: float, src: bytes, sp: int, dst: bytes, dp: int, pl: bytes,
@@ -720,6 +738,9 @@ class Analyzer:
 
     # ------------------------------------------------------------------ result
     def finish(self) -> tuple[CaptureInfo, list[Session], list[tuple[int, float, bytes, int, str, int]]]:
-        self.info.flows = len(self.flows)
-        self.info.duration = self._tmax
+        info = self.info
+        info.flows = len(self.flows)
+        info.duration = self._tmax
+        info.packets = self._fed + info.ipv6 + info.other
+        info.ipv4 = self._fed - info.malformed - info.duplicates
         return self.info, self.sessions, self.stun

@@ -106,7 +106,7 @@ class Rules:
         st = s.steps
         f = st.first
         who = f"{d.addr_str(s.client)} -> {d.addr_str(s.server)}"
-        gre_out, gre_in = _int(s, "gre_out"), _int(s, "gre_in")
+        gre_out, gre_in = s.gre_out, s.gre_in
         syns = st.ev.get("syn", [])
         if "tcp-syn" in f and "tcp-connect" not in f and "sccrq" not in f:
             reset = "tcp-reset" in f
@@ -533,7 +533,7 @@ class Rules:
         if "redirect" in s.steps.first:
             notes.append("server answered with REDIRECT (RFC 5685)")
         if s.name == "pptp":
-            gre = f"GRE out {_int(s, 'gre_out')}, in {_int(s, 'gre_in')}"
+            gre = f"GRE out {s.gre_out}, in {s.gre_in}"
             notes.append(gre)
         return ProtocolReport(s.name, status, _ep(s.client, s.cport), _ep(s.server, s.sport),  # type: ignore[arg-type]
                               s.transport, phases, s.out, s.inn, stopped if status != "established" else None,

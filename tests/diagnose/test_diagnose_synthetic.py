@@ -240,3 +240,27 @@ def test_not_a_capture_file_is_a_clear_error(tmp_path: Path) -> None:
     bad.write_bytes(b"hello world, not a pcap")
     with pytest.raises(CaptureError):
         diagnose(bad)
+
+
+def test_truncated_transport_headers_are_counted_malformed() -> None:
+    from natpass.packets.ipv4 import build_ipv4
+
+    pk = [(0.0, bytes(build_ipv4(LAN, SERVER, 17, b"\x01\x02\x03"))),
+          (0.1, bytes(build_ipv4(LAN, SERVER, 6, b"\x01\x02\x03\x04\x05"))),
+          (0.2, b"\x45\x00\x00\x10" + bytes(16))]  # total length below the header length
+    diag = diagnose_packets(pk)
+    assert diag.capture.malformed == 3 and diag.capture.ipv4 == 0
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.tuples(st.sampled_from([1, 6, 17, 47, 50, 51]), st.binary(max_size=80),
+                          st.booleans()), max_size=16))
+def test_valid_ip_headers_with_garbage_transport_never_crash(items: list[tuple[int, bytes, bool]]) -> None:
+    from natpass.packets.ipv4 import build_ipv4
+
+    pk = []
+    for i, (proto, body, reverse) in enumerate(items):
+        src, dst = (SERVER, LAN) if reverse else (LAN, SERVER)
+        pk.append((i * 0.5, bytes(build_ipv4(src, dst, proto, body, mf=bool(i % 5 == 1)))))
+    diag = diagnose_packets(pk)
+    assert diag.capture.ipv4 + diag.capture.malformed + diag.capture.duplicates == len(pk)
