@@ -38,7 +38,7 @@ from natpass.nat.table import (
     FlowTable,
     Mapping,
 )
-from natpass.packets.checksum import combine, delta, internet_checksum, ones_sum
+from natpass.packets.checksum import combine, delta, internet_checksum
 
 DROP = V.DROP
 TO_WAN = V.TO_WAN
@@ -92,6 +92,7 @@ _HELD = V.FRAGMENT_HELD
 _FAST_HDR = struct.Struct("!BxH2xHBBH12s").unpack_from
 # TTL, protocol, header checksum written in one go
 _TTL_CSUM = struct.Struct("!BBH").pack_into
+_KEY12 = struct.Struct("12s").unpack_from
 
 
 class _Ctx:
@@ -150,6 +151,9 @@ class _Ctx:
 def _fold(x: int) -> int:
     x = (x & 0xFFFF) + (x >> 16)
     return (x & 0xFFFF) + (x >> 16)
+
+
+_new_flow_object = object.__new__  # Flow without __init__: _new_flow sets every slot once
 
 
 def _fold_all(x: int) -> int:
@@ -361,6 +365,8 @@ class Engine:
         self._out17: dict[bytes, Flow] = self.table.out[PROTO_UDP]  # type: ignore[assignment]
         self._in6: dict[bytes, Flow] = self.table.inb[PROTO_TCP]  # type: ignore[assignment]
         self._in17: dict[bytes, Flow] = self.table.inb[PROTO_UDP]  # type: ignore[assignment]
+        self._out1: dict[bytes, Flow] = self.table.out[PROTO_ICMP]  # type: ignore[assignment]
+        self._in1: dict[bytes, Flow] = self.table.inb[PROTO_ICMP]  # type: ignore[assignment]
         self.last_drop: str | None = None
         self.reply: bytearray | None = None
         self.emitted: list[bytearray] = []
@@ -424,6 +430,7 @@ class Engine:
         self._max_per_host = config.limits.max_flows_per_host
         self._max_frags = config.limits.max_fragments
         self._inbound_refresh = config.inbound_refresh
+        self._preserve = config.port_preservation
         self._track_remotes = config.filtering == "address-dependent"
 
     def _register(self, h: Helper) -> None:
@@ -573,9 +580,53 @@ class Engine:
             n = len(buf)
             # Fast path: 20-byte header, not a fragment, TTL > 1, TCP or UDP, known flow, no
             # SYN/FIN/RST. One unpack gives the header fields and the flow key (addresses+ports).
-            if n >= 40 or (n >= 28 and buf[9] == 17):
+            if n >= 40 or (n >= 28 and buf[9] != 6):
                 b0, total, ff, ttl, proto, ipck, key = _FAST_HDR(buf, 0)
-                if (b0 == 0x45 and total == n and not ff & 0x3FFF and ttl > 1
+                if (proto == 1 and b0 == 0x45 and total == n and not ff & 0x3FFF and ttl > 1
+                        and not int.from_bytes(buf[0:20], "big") % 0xFFFF):
+                    # ICMP echo / timestamp of a known query flow: the identifier is the port
+                    typ = buf[20]
+                    if from_lan:
+                        if typ == 8 or typ == 13:
+                            f = self._out1.get(key[0:8] + key[12:14])
+                            if f is not None and not f.flags & SLOW_OUT and n <= self._mtu:
+                                buf[12:16] = f.o_addr
+                                buf[24:26] = f.o_port
+                                c = (ipck ^ 0xFFFF) + f.o_ipd
+                                c = (c & 0xFFFF) + (c >> 16)
+                                c = ((c & 0xFFFF) + (c >> 16)) ^ 0xFFFF
+                                _TTL_CSUM(buf, 8, ttl - 1, 1, c)
+                                c = ((buf[22] << 8 | buf[23]) ^ 0xFFFF) + f.o_l4d
+                                c = (c & 0xFFFF) + (c >> 16)
+                                c = ((c & 0xFFFF) + (c >> 16)) ^ 0xFFFF
+                                buf[22] = c >> 8
+                                buf[23] = c & 0xFF
+                                f.last = now
+                                h = self._hot
+                                h[0] += 1
+                                h[1] += n
+                                return 1
+                    elif typ == 0 or typ == 14:
+                        f = self._in1.get(key[0:8] + key[12:14])
+                        if f is not None and not f.flags & SLOW_IN:
+                            buf[16:20] = f.i_addr
+                            buf[24:26] = f.i_port
+                            c = (ipck ^ 0xFFFF) + f.i_ipd
+                            c = (c & 0xFFFF) + (c >> 16)
+                            c = ((c & 0xFFFF) + (c >> 16)) ^ 0xFFFF
+                            _TTL_CSUM(buf, 8, ttl - 1, 1, c)
+                            c = ((buf[22] << 8 | buf[23]) ^ 0xFFFF) + f.i_l4d
+                            c = (c & 0xFFFF) + (c >> 16)
+                            c = ((c & 0xFFFF) + (c >> 16)) ^ 0xFFFF
+                            buf[22] = c >> 8
+                            buf[23] = c & 0xFF
+                            if self._inbound_refresh:
+                                f.last = now
+                            h = self._hot
+                            h[2] += 1
+                            h[3] += n
+                            return 2
+                elif (b0 == 0x45 and total == n and not ff & 0x3FFF and ttl > 1
                         and (proto == 6 or proto == 17)
                         and not int.from_bytes(buf[0:20], "big") % 0xFFFF):
                     if from_lan:
@@ -666,7 +717,7 @@ class Engine:
         total = buf[2] << 8 | buf[3]
         if ihl < 20 or ihl > n or total < ihl or total > n:
             return self._drop(V.MALFORMED)
-        if ones_sum(buf[0:ihl]) != 0xFFFF:
+        if int.from_bytes(buf[0:ihl], "big") % 0xFFFF:  # header words do not sum to all ones
             return self._drop(V.MALFORMED)
         if total < n:
             del buf[total:]  # link-layer padding after the datagram
@@ -971,7 +1022,14 @@ class Engine:
     def _new_flow(self, proto: int, out_key: bytes, in_key: bytes, lan: bytes, lport: int,
                   wan: bytes, wport: int, mapping: Mapping | None, helper: Helper | None,
                   outbound: bool, now: float) -> Flow:
-        f = Flow(proto, out_key, in_key)
+        f = _new_flow_object(Flow)
+        f.proto = proto
+        f.out_key = out_key
+        f.in_key = in_key
+        f.o_bytes = f.i_bytes = f.o_port = f.i_port = b""
+        f.o_l4d = f.i_l4d = 0
+        f.state = 0
+        f.helper_state = None
         hosts = self._hosts
         hosts[lan] = hosts.get(lan, 0) + 1
         # one shared bytes object per LAN host (i_addr) for all its flows
@@ -1076,22 +1134,36 @@ class Engine:
 
     def _new_outbound(self, proto: int, out_key: bytes, lan: bytes, lport: int, remote: bytes,
                       rport: int, now: float) -> Flow | str:
-        why = self._make_room(lan)
-        if why is not None:
-            return why
+        if (self._max_flows and self.table.count >= self._max_flows) or (
+                self._max_per_host and self._hosts.get(lan, 0) >= self._max_per_host):
+            why = self._make_room(lan)
+            if why is not None:
+                return why
         helper = self._port_helpers[proto].get(rport) if proto != PROTO_ICMP else None
-        mkey = self._mapping_key(proto, lan, lport, remote, rport)
+        if self._mapping == "endpoint-independent":
+            mkey = lan + PORT_BYTES[lport]
+        else:
+            mkey = self._mapping_key(proto, lan, lport, remote, rport)
         maps_lan = self._maps_lan[proto]
         m = maps_lan.get(mkey)
         if m is None:
             wan = self._pair(lan)
-            pref = None
-            if helper is not None:
-                pref = helper.choose_wan_port(proto, lan, lport, remote, rport, wan)
-            port = self._alloc_port(proto, wan, pref,
-                                    lport if self.config.port_preservation else None)
-            if port is None:
-                return V.PORTS_EXHAUSTED
+            port: int | None
+            pool = self._ports.get((proto, wan))
+            if (helper is None and self._preserve and pool is not None and lport not in pool
+                    and lport):
+                # port preservation (RFC 4787 REQ-3), the common case, without the general call
+                port = _INTS[lport]
+                pool.add(port)
+                if self._port_lo <= port <= self._port_hi:
+                    self._ports_in_range[(proto, wan)] += 1
+            else:
+                pref = None
+                if helper is not None:
+                    pref = helper.choose_wan_port(proto, lan, lport, remote, rport, wan)
+                port = self._alloc_port(proto, wan, pref, lport if self._preserve else None)
+                if port is None:
+                    return V.PORTS_EXHAUSTED
             wkey = wan + PORT_BYTES[port]
             m = Mapping(proto, mkey, wkey, lan, lport, wan, port)
             if self._track_remotes:
@@ -1102,8 +1174,9 @@ class Engine:
         if proto == PROTO_ICMP:
             in_key = remote + wan + PORT_BYTES[wport]
         else:
-            in_key = remote + wan + PORT_BYTES[rport] + PORT_BYTES[wport]
-        if self.table.lookup_in(proto, in_key) is not None:
+            in_key = remote + wan + out_key[10:12] + PORT_BYTES[wport]
+        inb = self.table.inb[proto]
+        if inb is not None and in_key in inb:
             # Another LAN endpoint already talks to this remote endpoint through this WAN
             # endpoint (only possible with overlapping forwards/expectations): refuse.
             if m.sessions == 0 and not m.static:
@@ -1173,7 +1246,7 @@ class Engine:
             ulen = buf[ihl + 4] << 8 | buf[ihl + 5]
             if ulen < 8 or (ulen > l4len and not first_frag):
                 return self._drop(V.MALFORMED)
-        key = bytes(buf[12:20]) + bytes(buf[ihl:ihl + 4])
+        key = _KEY12(buf, 12)[0] if ihl == 20 else bytes(buf[12:20]) + bytes(buf[ihl:ihl + 4])
         table = self.table
         if from_lan:
             f = table.out[proto].get(key)  # type: ignore[union-attr]

@@ -251,3 +251,53 @@ def test_tcp_checksum_after_translation_matches_scapy():
     p = parse(b)
     assert p[TCP].sport == 40000 and p.src == WAN1
     assert bytes(p[Raw].load) == b"\x01" * 33
+
+
+def test_established_flows_keep_translating_correctly_packet_after_packet():
+    """After the first exchange, packets take the engine's fast path: same results as scapy."""
+    e = eng()
+    s = tcp(LAN1, REMOTE, 40000, 443, "S")
+    out(e, s)
+    wport = parse(s).sport
+    inb(e, tcp(REMOTE, WAN1, 443, wport, "SA"))
+    u = udp(LAN1, REMOTE, 5000, 123, b"t")
+    out(e, u)
+    uport = parse(u).sport
+    inb(e, udp(REMOTE, WAN1, 123, uport, b"r"))
+    q = echo(LAN1, REMOTE, 55)
+    out(e, q)
+    qid = parse(q)[ICMP].id
+    inb(e, echo(REMOTE, WAN1, qid, reply=True))
+    for i in range(1, 6):
+        data = bytes(range(i * 7 % 256)) * (i % 3 + 1)
+        cases = [
+            (True, tcp(LAN1, REMOTE, 40000, 443, "PA", data, ttl=10 + i), (WAN1, wport)),
+            (False, tcp(REMOTE, WAN1, 443, wport, "A", data), (LAN1, 40000)),
+            (True, udp(LAN1, REMOTE, 5000, 123, data, ttl=2 + i), (WAN1, uport)),
+            (False, udp(REMOTE, WAN1, 123, uport, data), (LAN1, 5000)),
+            (True, echo(LAN1, REMOTE, 55, seq=i), (WAN1, qid)),
+            (False, echo(REMOTE, WAN1, qid, reply=True, seq=i), (LAN1, 55)),
+        ]
+        for from_lan, b, (addr, port) in cases:
+            ttl = b[8]
+            assert e.process(b, from_lan, float(i)) == (V.TO_WAN if from_lan else V.TO_LAN)
+            p = parse(b)
+            assert p.ttl == ttl - 1
+            if from_lan:
+                got = (p.src, p[ICMP].id if ICMP in p else p.sport)
+            else:
+                got = (p.dst, p[ICMP].id if ICMP in p else p.dport)
+            assert got == (addr, port)
+            assert checksums_ok(b)
+
+
+def test_udp_zero_checksum_stays_zero():
+    e = eng()
+    b = udp(LAN1, REMOTE, 5000, 9, b"abc")
+    b[26:28] = b"\x00\x00"
+    out(e, b)
+    b2 = udp(LAN1, REMOTE, 5000, 9, b"abcd")
+    b2[26:28] = b"\x00\x00"
+    out(e, b2)
+    assert bytes(b[26:28]) == b"\x00\x00" and bytes(b2[26:28]) == b"\x00\x00"
+    assert parse(b2).src == WAN1
