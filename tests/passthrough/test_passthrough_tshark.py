@@ -80,3 +80,21 @@ def test_ipsec_translated_traffic_decodes_with_good_checksums(captures, tmp_path
     for dst, spi in esp_lan:
         by_host.setdefault(dst, set()).add(spi)
     assert set(by_host) == {A, B} and not by_host[A] & by_host[B]
+
+
+@pytest.mark.parametrize("name,lan", [
+    ("pptp/ndpi__pptp.pcap", "192.168.43.0/24"),
+    ("pptp/tcpdump__pptp.pcap", "10.1.1.11/32"),
+    ("esp_ah/ndpi__ah.pcapng", "10.2.3.2/32"),
+    ("esp_ah/corelight__ipsec.cap", "192.168.140.205/32"),
+    ("natt/tcpdump__isakmp4500.pcap", "192.1.2.254/32"),
+    ("l2tp/packetnet__l2tp_data_over_pppoe.pcap", "109.6.1.72/32"),
+])
+def test_real_captures_replayed_with_every_switch_on_decode_cleanly(captures, tmp_path, name, lan):
+    wan, lan_side = tmp_path / "wan.pcap", tmp_path / "lan.pcap"
+    s = replay_capture(captures / name, config(pptp=True, ipsec=True, l2tp=True), lan=[lan], out=wan,
+                       lan_out=lan_side).summary
+    assert s["dropped"] == 0
+    for side in (wan, lan_side):
+        assert frame_count(side) > 0
+        assert bad_checksums(side) == []
