@@ -27,6 +27,7 @@ TCP_RST = 0x04
 TCP_ACK = 0x10
 CLASSIFY_PACKETS = 8  # a flow not recognised within its first packets is ordinary traffic
 MAX_FLOWS = 200_000  # beyond this, new unrecognised flows are only counted (bounded memory)
+MAX_SESSIONS = 50_000  # VPN attempts tracked; beyond this new ones are counted, not followed
 DUPLICATE_WINDOW = 0.001  # identical IP packets this close are one packet captured twice
 # Steady-state kinds of the fast path: once a flow's handshake steps are all recorded, its data
 # packets only need counting, which a single dict lookup on the raw header bytes decides.
@@ -102,6 +103,10 @@ class Session:
         self.last_t = t
 
 
+class _SessionLimit(Exception):
+    """More VPN sessions than MAX_SESSIONS: the packet is counted but not followed."""
+
+
 class Flow:
     """A 5-tuple flow; ``a`` is the side that sent the first packet seen."""
 
@@ -142,6 +147,7 @@ class Analyzer:
         self._fast_get = {proto: table.get for proto, table in self.fast.items()}.get
         self._tmax = 0.0
         self._fed = 0  # IPv4 packets given to feed (ipv4 = fed - malformed - duplicates)
+        self.untracked = 0  # packets of sessions beyond MAX_SESSIONS
 
     def _go_fast(self, proto: int, src: bytes, sp: int, dst: bytes, dp: int, s: Session | None,
                  kind: int) -> None:
@@ -216,6 +222,13 @@ class Analyzer:
                             or kind == FAST_ESP_IN_UDP and end > hl + 9 and ip[hl + 8:hl + 12] != ZERO4):
                         s.count(outbound, t)
                         return
+        try:
+            self._dispatch(frame, t, ip, hl, end, proto)
+        except _SessionLimit:
+            self.untracked += 1
+
+    def _dispatch(self, frame: int, t: float, ip: bytes, hl: int, end: int, proto: int) -> None:
+        """The slow path: classify and follow the packet's flow and session."""
         src = ip[12:16]
         dst = ip[16:20]
         frag = ((ip[6] & 0x1F) << 8) | ip[7]
@@ -272,6 +285,8 @@ class Analyzer:
         return self.ike_pair.get((a, b)) or self.ike_pair.get((b, a))
 
     def _new(self, s: Session, t: float) -> Session:
+        if len(self.sessions) >= MAX_SESSIONS:
+            raise _SessionLimit
         s.first_t = s.last_t = t
         self.sessions.append(s)
         return s
@@ -384,7 +399,8 @@ class Analyzer:
             s.steps.mark("gre-in", frame, t, "in")
             s.steps.note("gre-in", frame, t)
             s.extra.setdefault("gre_in_call_id", call_id)
-        if s.gre_out and s.gre_in and s.steps.ev.get("gre-in", ()) and len(s.steps.ev["gre-in"]) >= MAX_EVIDENCE:
+        ev = s.steps.ev
+        if len(ev.get("gre-in", [])) >= MAX_EVIDENCE and len(ev.get("gre-out", [])) >= MAX_EVIDENCE:
             self._go_fast(PROTO_GRE, src, 0, dst, 0, s, FAST_GRE)
 
     # ------------------------------------------------------------------ IKE / NAT-T / ESP / AH
@@ -743,4 +759,7 @@ class Analyzer:
         info.duration = self._tmax
         info.packets = self._fed + info.ipv6 + info.other
         info.ipv4 = self._fed - info.malformed - info.duplicates
+        if self.untracked:
+            info.problems.append(f"more than {MAX_SESSIONS} VPN sessions: {self.untracked} packet(s) of "
+                                 "further sessions were counted but not followed")
         return self.info, self.sessions, self.stun

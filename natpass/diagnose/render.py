@@ -28,6 +28,8 @@ def print_text(diag: Diagnosis, file: IO[str] | None = None) -> None:
     c = diag.capture
     con.print(f"[bold]{c.file}[/bold]: {c.packets} packets, {c.duration:.1f} s, {c.ipv4} IPv4, "
               f"{c.ipv6} IPv6, {c.duplicates} duplicate(s), {c.malformed} malformed")
+    for problem in c.problems:
+        con.print(f"[yellow]note:[/yellow] {escape(problem)}")
     if diag.protocols:
         t = Table(title="VPN protocols seen", title_justify="left")
         for col in ("protocol", "status", "client", "server", "transport", "out/in", "phases reached",
@@ -109,7 +111,9 @@ def to_html(diag: Diagnosis) -> str:
              f"<title>natpass diagnose: {e(c.file)}</title><style>{CSS}</style></head><body>",
              f"<h1>VPN diagnosis: {e(c.file)}</h1>",
              f"<p>{c.packets} packets over {c.duration:.1f} s ({c.ipv4} IPv4, {c.ipv6} IPv6, "
-             f"{c.duplicates} duplicate, {c.malformed} malformed).</p>", "<h2>Findings</h2>"]
+             f"{c.duplicates} duplicate, {c.malformed} malformed).</p>"]
+    parts += [f"<p class='warning'>Note: {e(p)}</p>" for p in c.problems]
+    parts.append("<h2>Findings</h2>")
     if diag.findings:
         parts.append("<table><tr><th>severity</th><th>code</th><th>Windows error</th><th>evidence</th>"
                      "<th>explanation</th><th>advice</th></tr>")

@@ -264,3 +264,22 @@ def test_valid_ip_headers_with_garbage_transport_never_crash(items: list[tuple[i
         pk.append((i * 0.5, bytes(build_ipv4(src, dst, proto, body, mf=bool(i % 5 == 1)))))
     diag = diagnose_packets(pk)
     assert diag.capture.ipv4 + diag.capture.malformed + diag.capture.duplicates == len(pk)
+
+
+def test_session_limit_keeps_memory_bounded_and_says_so(monkeypatch) -> None:
+    from natpass.diagnose import analyzer
+
+    monkeypatch.setattr(analyzer, "MAX_SESSIONS", 5)
+    init = b"\x01\0\0\0" + b"\x22" * 144
+    pk = [(i * 0.01, build_udp(LAN, SERVER, 30000 + i, 51820, init)) for i in range(20)]
+    diag = diagnose_packets(pk)
+    assert len(diag.protocols) == 5
+    assert any("more than 5 VPN sessions" in p for p in diag.capture.problems)
+
+
+def test_cut_capture_is_diagnosed_up_to_the_cut(captures: Path, tmp_path: Path) -> None:
+    data = (captures / "wireguard/corelight__wireguard_port51194.pcap").read_bytes()
+    cut = tmp_path / "cut.pcap"
+    cut.write_bytes(data[:len(data) // 2])
+    diag = diagnose(cut)
+    assert diag.capture.problems and {p.name for p in diag.protocols} == {"wireguard"}
