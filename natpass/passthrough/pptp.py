@@ -574,6 +574,9 @@ class PptpHelper(Helper):
                 call = ctl.by_lan.get(own)
             else:
                 call = next((c for c in ctl.by_lan.values() if c.remote_call_id == own), None)
+                if call is None:
+                    # Some servers put the peer's id (ours, the WAN id) in their CDN.
+                    call = ctl.by_wan.get(own)
             if call is not None:
                 self._end(call, now, "call-cleared")
 

@@ -358,3 +358,13 @@ def test_pptp_fin_with_data_is_parsed():
     assert messages(bytes(c.lan_out))[-1].ctrl_type == P.CCRQ
     assert gre_in(eng, w)[0] == V.DROP
     assert ACK  # flags imported for readability
+
+
+def test_pptp_server_disconnect_naming_the_clients_call_id_also_ends_the_call():
+    # The nDPI capture's server sends its Call-Disconnect-Notify with the client's Call ID.
+    eng = engine(pptp=True)
+    open_call(eng, HOSTS[0], 0x30)
+    c, w = open_call(eng, HOSTS[1], 0x30, lport=40001, server_call=0x31)
+    c.from_remote(bytes(P.build_cdn(w)))
+    assert gre_in(eng, w)[0] == V.DROP and eng.last_drop == "pptp:no-call"
+    assert eng.status()["helpers"]["pptp"]["stats"]["calls"] == 1  # the other client's is intact
