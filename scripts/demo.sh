@@ -5,5 +5,5 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install-deps.sh
-python3 -m pip install -q --disable-pip-version-check -e .
+python3 -m pip install -q --disable-pip-version-check -e . "scapy>=2.5"  # scapy: the crafted raw ESP peer
 exec python3 -m natpass.cli lab demo "$@"
