@@ -89,3 +89,11 @@ def test_one_sided_router_capture_is_said_so_not_judged(switch: str) -> None:
     """tcpdump on the natpass router's WAN sees only what arrives: no verdict on what is missing."""
     diag = diagnose(DATA / f"pptp-basic-natpass-switch-{switch}-router-wan.pcap")
     assert "capture-one-sided" in diag.codes() and not diag.errors()
+
+
+def test_raw_esp_through_natpass_switch_on_is_established_and_off_is_esp_blocked() -> None:
+    on = diagnose(DATA / "esp-basic-natpass-switch-on-client.pcap")
+    assert [(p.name, p.status) for p in on.protocols] == [("esp", "established")] and not on.errors()
+    off = diagnose(DATA / "esp-basic-natpass-switch-off-client.pcap")
+    (f,) = [f for f in off.findings if f.code == "esp-blocked"]
+    assert f.windows_error == 809 and off.protocols[0].client.startswith("192.168.1.11")

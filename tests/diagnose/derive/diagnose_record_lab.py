@@ -1,14 +1,15 @@
 """Record small captures of real VPN programs in the lab for the diagnose tests (tests/data/diagnose/).
 
-    python tests/diagnose/derive/diagnose_record_lab.py OUT_DIR [ikev2|wireguard|openvpn|pptp ...]
+    python tests/diagnose/derive/diagnose_record_lab.py OUT_DIR [ikev2|wireguard|openvpn|pptp|esp ...]
 
 Needs root and network namespaces (everything runs inside namespaces of the prefix ``npdiag``,
 documentation and RFC 6598 addresses only, all processes stopped and namespaces deleted after).
 For each VPN it records the client's LAN link and the home router's WAN link at once, in the
 ``basic`` topology (one NAT) and, for IKEv2, the ``cgnat`` topology (home NAT + carrier NAT), so
 the tests can check that the diagnosis is the same from both capture points and that real IKE NAT-D
-hashes reveal the carrier NAT. PPTP goes through a natpass router, once with the pptp switch on and
-once off (the real failure: GRE dropped at the router).
+hashes reveal the carrier NAT. PPTP and raw ESP go through a natpass router, once with their switch
+on and once off (the real failure: GRE/ESP dropped at the router). Raw ESP comes from the lab's
+scapy-crafted ESP peer (no program here sends raw ESP), with real ESP encryption.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from pathlib import Path
 from natpass.lab import topology as T
 from natpass.lab.capture import Capture
 from natpass.lab.netns import Netns
+from natpass.lab.peers.esp import RawEsp
 from natpass.lab.peers.ipsec import StrongSwan
 from natpass.lab.peers.openvpn import OpenVpn
 from natpass.lab.peers.pptp import Pptp
@@ -31,7 +33,9 @@ PEERS = {
     "wireguard": (WireGuard, "udp"),
     "openvpn": (OpenVpn, "udp or tcp"),
     "pptp": (Pptp, "tcp port 1723 or ip proto 47"),
+    "esp": (RawEsp, "ip proto 50"),
 }
+SWITCH_OF = {"pptp": "pptp", "l2tp": "l2tp", "esp": "ipsec"}  # the natpass switch each one needs
 
 
 def record(name: str, topology: str, out_dir: Path, router: str = "kernel", switch: bool | None = None,
@@ -40,14 +44,14 @@ def record(name: str, topology: str, out_dir: Path, router: str = "kernel", swit
     peer_cls, bpf = PEERS[name]
     lab = Netns(PREFIX)
     with lab.session():
-        switches = {name: switch} if switch is not None and name in ("pptp", "l2tp") else {}
+        switches = {SWITCH_OF[name]: switch} if switch is not None and name in SWITCH_OF else {}
         topo = T.build(lab, topology, router=router, **switches)
         T.wait_reachable(lab, "c1", topo.server_addrs[0])
         home = topo.home
         stem = f"{name}-{topology}" + ("" if switch is None else f"-{router}-switch-{'on' if switch else 'off'}")
         lan = Capture(lab, "c1", "eth0", bpf, out_dir / f"{stem}-client.pcap").start()
         wan = Capture(lab, home.node, home.wan_if, bpf, out_dir / f"{stem}-router-wan.pcap").start()
-        peer = peer_cls(lab, topo, timeout=12)
+        peer = peer_cls(lab, topo, timeout=8 if name == "esp" else 12)
         try:
             t0 = peer.start()
             res = peer.wait(t0)
@@ -69,7 +73,7 @@ def main(argv: list[str]) -> int:
     out.mkdir(parents=True, exist_ok=True)
     jobs: list[tuple[str, str, str, bool | None, bool]] = []
     for name in argv[1:] or ["ikev2", "wireguard", "pptp"]:
-        if name == "pptp":  # through natpass with the switch on (works) and off (GRE dropped)
+        if name in ("pptp", "esp"):  # through natpass with the switch on (works) and off (dropped)
             jobs += [(name, "basic", "natpass", True, True), (name, "basic", "natpass", False, False)]
             continue
         jobs.append((name, "basic", "kernel", None, True))
