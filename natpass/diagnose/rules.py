@@ -47,7 +47,7 @@ PHASE_ORDER = {
     "nat-t": ["ike-out", "ike-in", "esp-in-udp-out", "esp-in-udp-in"],
 }
 
-ADVICE_MODERN = ("use a VPN that crosses NAT as ordinary UDP/TCP: WireGuard, OpenVPN, or IKEv2 with "
+ADVICE_MODERN = ("a VPN that crosses NAT as ordinary UDP/TCP: WireGuard, OpenVPN, or IKEv2 with "
                  "NAT-T (UDP 500/4500)")
 ADVICE_CGNAT = ("Passthrough switches on your router cannot fix this: the other NAT is not yours. Use "
                 "WireGuard or OpenVPN (a server you reach outbound), IKEv2 with NAT-T, or a relay/mesh "
