@@ -67,15 +67,15 @@ def test_esp_blocked_keeps_ike_established(captures: Path, tmp_path: Path) -> No
     assert status == {"ikev1": "established", "esp": "failed"}
 
 
-def test_derived_captures_decode_in_tshark(captures: Path, tmp_path: Path) -> None:
-    """Rewritten packets keep correct checksums (tests/tshark_check.py does the decoding)."""
+@pytest.mark.parametrize("recipe", ["ah-through-nat", "cgnat", "cgnat-ike", "double-nat"])
+def test_rewritten_captures_keep_correct_checksums(captures: Path, tmp_path: Path, recipe: str) -> None:
+    """Address rewriting fixes the IP/UDP/TCP checksums: tshark flags no more than in the source."""
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
     import shutil
-    import subprocess
+
+    from tshark_check import bad_checksums
 
     if shutil.which("tshark") is None:
         pytest.skip("tshark not installed")
-    path = derive("ah-through-nat", captures, tmp_path)
-    res = subprocess.run(["tshark", "-r", str(path), "-o", "ip.check_checksum:TRUE", "-Y",
-                          "ip.checksum.status == \"Bad\""], capture_output=True, text=True, timeout=60)
-    assert res.returncode == 0 and res.stdout.strip() == ""
+    derived = derive(recipe, captures, tmp_path)
+    assert len(bad_checksums(derived)) <= len(bad_checksums(captures / RECIPES[recipe][0]))
