@@ -283,3 +283,17 @@ def test_cut_capture_is_diagnosed_up_to_the_cut(captures: Path, tmp_path: Path) 
     cut.write_bytes(data[:len(data) // 2])
     diag = diagnose(cut)
     assert diag.capture.problems and {p.name for p in diag.protocols} == {"wireguard"}
+
+
+def test_ah_from_another_address_than_the_ike_client_is_ah_through_nat() -> None:
+    from natpass.packets.esp import build_ah_packet
+
+    client = "203.0.113.5"  # public ends, no NAT between them as far as IKE can tell
+    ike = ikev2_sa_init(client, client, client)
+
+    def ah(source: str) -> list[tuple[float, bytes]]:
+        return [(1.0 + i, bytes(build_ah_packet(source, SERVER, 0x99, i + 1, 1) if i % 2 == 0
+                                else build_ah_packet(SERVER, source, 0x98, i + 1, 1))) for i in range(4)]
+
+    assert "ah-through-nat" not in diagnose_packets(ike + ah(client)).codes()
+    assert "ah-through-nat" in diagnose_packets(ike + ah("203.0.113.99")).codes()
