@@ -23,7 +23,7 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from natpass.datapath.live_lab import SERVER, Topology, config_text  # noqa: E402
+from natpass.datapath.live_lab import SERVER, Topology, config_text, exclusive  # noqa: E402
 from natpass.lab.netns import Netns  # noqa: E402
 
 UDP_SECONDS = 4
@@ -192,9 +192,16 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     # Its own prefix (npdpb-*), so that a test run of the npdp-* lab elsewhere cannot remove it mid-run.
     lab = Netns("npdpb")
-    lab.cleanup()
     started = time.monotonic()
     results: dict[str, Any] = {}
+    with exclusive("npdpb"):
+        lab.cleanup()
+        _run(lab, args, results)
+    _report(args, results, started)
+    return 0
+
+
+def _run(lab: Netns, args: argparse.Namespace, results: dict[str, Any]) -> None:
     try:
         if args.only != "kernel":
             nat = Topology(lab, "bn").build()
@@ -218,6 +225,9 @@ def main(argv: list[str] | None = None) -> int:
             results["kernel"] = measure(kern, None)
     finally:
         lab.cleanup()
+
+
+def _report(args: argparse.Namespace, results: dict[str, Any], started: float) -> None:
     n, k = results.get("natpass", {}), results.get("kernel", {})
 
     def ratio(a: float | None, b: float | None) -> float | None:
@@ -262,7 +272,6 @@ def main(argv: list[str] | None = None) -> int:
               f"kernel {summary['kernel_p50_ms']}/{summary['kernel_p99_ms']} ms")
         print(f"natpass RSS {summary['natpass_rss_mb']} MiB (peak {summary['natpass_peak_rss_mb']}); "
               f"{summary['seconds']} s")
-    return 0
 
 
 if __name__ == "__main__":

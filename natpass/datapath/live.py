@@ -16,6 +16,7 @@ import ipaddress
 import logging
 import os
 import select
+import socket
 import struct
 import subprocess
 import threading
@@ -235,6 +236,8 @@ class Side:
                 frame = self.arp_sock.recv(FRAME_MAX)
             except (BlockingIOError, InterruptedError):
                 break
+            except OSError:  # reported by the loop's POLLERR handling
+                break
             got = self.arp.on_frame(frame, now)
             if got is None:
                 continue
@@ -274,6 +277,8 @@ class LiveDatapath:
         self.wan_addresses = frozenset(wan_addresses)
         self.answer_wan_ping = answer_wan_ping
         self.drops = 0
+        self.socket_errors = 0
+        self._last_error_log = -1e9
         self.replies = 0
         self.pings_answered = 0
         self._calls: deque[tuple[Callable[[], Any], Future[Any]]] = deque()
@@ -312,6 +317,7 @@ class LiveDatapath:
             "icmp_replies": self.replies, "pings_answered": self.pings_answered,
             "arp_requests": self.lan.arp.requests_sent + self.wan.arp.requests_sent,
             "arp_unresolved_drops": self.lan.arp.unresolved_drops + self.wan.arp.unresolved_drops,
+            "socket_errors": self.socket_errors,
             "rings": int(self.lan.rx_ring is not None and self.wan.rx_ring is not None),
         }
 
@@ -335,7 +341,10 @@ class LiveDatapath:
             while not self._stopping:
                 events = poller.poll(TICK_S * 1000)
                 now = clock()
-                for fd, _ev in events:
+                for fd, ev in events:
+                    if ev & (select.POLLERR | select.POLLHUP | select.POLLNVAL):
+                        self._socket_error(fd, now)
+                        continue
                     if fd == lan_fd:
                         drain_lan(lan, True, now)
                         wan.flush()
@@ -363,6 +372,20 @@ class LiveDatapath:
         finally:
             self._run_calls()  # nobody waits forever on a call made while stopping
             self.loop_thread = None
+
+    def _socket_error(self, fd: int, now: float) -> None:
+        """A socket reported an error (interface down or gone): clear it, log now and then, and
+        back off a little so that a persistent error cannot spin the loop."""
+        for side in (self.lan, self.wan):
+            for sock in (side.ip_sock, side.arp_sock):
+                if sock.fileno() == fd:
+                    err = sock.getsockopt(socket.SOL_SOCKET, socket.SO_ERROR)
+                    self.socket_errors += 1
+                    if now - self._last_error_log > 5.0:
+                        self._last_error_log = now
+                        log.warning("%s: socket error %s (%s); still running", side.ifname, err,
+                                    os.strerror(err) if err else "hang-up")
+        time.sleep(0.05)
 
     def _run_calls(self) -> None:
         while self._calls:
@@ -396,6 +419,9 @@ class LiveDatapath:
             try:
                 n = recv_into(buf)
             except (BlockingIOError, InterruptedError):
+                return
+            except OSError as exc:  # interface down/gone: the loop logs it via POLLERR
+                log.debug("%s: recv failed: %s", side.ifname, exc)
                 return
             side.rx += 1
             if n < ETH_HEADER + 20:

@@ -10,14 +10,16 @@ sees finished checksums and frames no larger than the MTU, as it would from a re
 from __future__ import annotations
 
 import contextlib
+import fcntl
 import os
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
-from natpass.lab.netns import Netns
+from natpass.lab.netns import STATE_ROOT, Netns
 
 LAN_PREFIX = "192.168.1.0/24"
 ROUTER_LAN = "192.168.1.1"
@@ -50,6 +52,30 @@ address = "{ROUTER_LAN}"
 state_dir = "{state_dir}"
 admin_socket = "{admin_socket}"
 {extra}"""
+
+
+@contextlib.contextmanager
+def exclusive(prefix: str, timeout: float = 600.0) -> Iterator[None]:
+    """Hold a lock for the namespace prefix ``prefix`` (flock, released even if the holder dies).
+
+    Several people and CI jobs run the same tests on one machine; without it one run's cleanup
+    deletes the other's namespaces mid-test. A second run waits here instead.
+    """
+    STATE_ROOT.mkdir(parents=True, exist_ok=True)
+    fd = os.open(STATE_ROOT / f".{prefix}.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                break
+            except BlockingIOError:
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"namespace prefix {prefix} busy for {timeout:.0f} s") from None
+                time.sleep(0.2)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
 
 
 def _wire_offloads(lab: Netns, node: str, ifname: str) -> None:
@@ -105,16 +131,18 @@ class Topology:
         nft table is in place (it is then ready to forward)."""
         argv = runner or [sys.executable, "-m", "natpass.router.cli_run", "--config", str(config),
                           "--log-level", "debug"]
-        seen = len(self.lab.log(label))  # the log file is appended to by every start with this label
+        # Start from an empty log whether the lab appends to it or starts it afresh.
+        with contextlib.suppress(FileNotFoundError):
+            (self.lab.state_dir / "logs" / f"{label}.log").unlink()
         pid = self.lab.spawn(self.rtr, argv, label=label, env={"PYTHONPATH": _pythonpath(), **(env or {})})
-        ok = self.lab.wait_for(lambda: not self.lab.alive(pid) or self.natpass_ready(label, seen),
-                               timeout=15)
+        ok = self.lab.wait_for(lambda: not self.lab.alive(pid) or self.natpass_ready(label), timeout=15)
         if not ok or not self.lab.alive(pid):
+            self.lab.kill(pid)  # never leave a half-started router behind
             raise RuntimeError(f"natpass did not start:\n{self.lab.log(label)}")
         return pid
 
-    def natpass_ready(self, label: str = "natpass", since: int = 0) -> bool:
-        return "natpass running" in self.lab.log(label)[since:]
+    def natpass_ready(self, label: str = "natpass") -> bool:
+        return "natpass running" in self.lab.log(label)
 
     def nft_table_present(self, table: str = "natpass") -> bool:
         proc = self.lab.run(self.rtr, ["nft", "list", "table", "inet", table], check=False)
@@ -153,4 +181,4 @@ class Topology:
             proc.wait(timeout=5)
 
 
-__all__ = ["Topology", "config_text"]
+__all__ = ["Topology", "config_text", "exclusive"]

@@ -42,11 +42,13 @@ class SetupError(RuntimeError):
 
 
 def _pid_alive(pid: int) -> bool:
+    """True when ``pid`` runs and is a natpass process (a reused PID of another program is not)."""
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
     except OSError:
         return False
-    return stat.rsplit(")", 1)[1].split()[0] != "Z"
+    return stat.rsplit(")", 1)[1].split()[0] != "Z" and b"natpass" in cmdline
 
 
 def _read_sysctl(name: str) -> str:

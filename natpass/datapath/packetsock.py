@@ -161,6 +161,7 @@ __all__ = [
 PACKET_RX_RING: Final = 5
 PACKET_VERSION: Final = 10
 PACKET_TX_RING: Final = 13
+PACKET_LOSS: Final = 14  # TX ring: skip a malformed frame instead of stopping the ring at it
 PACKET_QDISC_BYPASS: Final = 20
 TPACKET_V2: Final = 1
 TP_STATUS_KERNEL: Final = 0
@@ -217,6 +218,7 @@ def open_tx_ring(ifname: str, frames: int = 1024) -> tuple[socket.socket, Ring]:
             sock.setsockopt(SOL_PACKET, PACKET_QDISC_BYPASS, 1)
         except OSError:
             pass
+        sock.setsockopt(SOL_PACKET, PACKET_LOSS, 1)
         ring = Ring(sock, PACKET_TX_RING, frames)
         sock.bind((ifname, 0))  # protocol 0: this socket never receives
         sock.setblocking(False)

@@ -115,6 +115,11 @@ class RouterDaemon:
                                          cfg.lan_address, cfg.wan_gateway, cfg.wan_addresses,
                                          clock=self.clock)
             self.datapath.periodic.append(self._usage_tick)
+            from natpass.datapath.packetsock import mtu
+
+            if cfg.nat.wan_mtu > mtu(cfg.wan_interface):
+                log.warning("[wan] mtu = %d is larger than %s's MTU %d: larger packets will be lost",
+                            cfg.nat.wan_mtu, cfg.wan_interface, mtu(cfg.wan_interface))
         except BaseException:
             self.setup.undo()
             raise

@@ -17,7 +17,7 @@ from conftest import need_root
 from test_datapath_live_standin import natpass_argv
 from tshark_check import bad_checksums, decode
 
-from natpass.datapath.live_lab import CLIENT, ROUTER_WAN, SERVER, Topology, config_text
+from natpass.datapath.live_lab import CLIENT, ROUTER_WAN, SERVER, Topology, config_text, exclusive
 from natpass.lab.netns import Netns
 
 pytestmark = pytest.mark.root
@@ -50,12 +50,13 @@ print("tcp-reply", t.recv(100).decode()); t.close()
 @pytest.fixture(scope="module")
 def topo() -> Iterator[Topology]:
     need_root()
-    lab = Netns("npdp")
-    lab.cleanup()
-    try:
-        yield Topology(lab).build()
-    finally:
+    with exclusive("npdp"):
+        lab = Netns("npdp")
         lab.cleanup()
+        try:
+            yield Topology(lab).build()
+        finally:
+            lab.cleanup()
 
 
 @pytest.fixture
@@ -210,3 +211,25 @@ def test_a_second_instance_refuses_to_start_while_one_runs(topo: Topology, natpa
     assert topo.nft_table_present()  # the first one's set-up is untouched
     ping = topo.lab.run(topo.cli, ["ping", "-c", "1", "-W", "2", SERVER], check=False)
     assert ping.returncode == 0
+
+
+def test_a_link_flap_on_the_wan_side_does_not_stop_the_router(topo: Topology, natpass: int) -> None:
+    topo.lab.ip(topo.rtr, "link", "set", "wan0", "down")
+    time.sleep(0.5)
+    topo.lab.ip(topo.rtr, "link", "set", "wan0", "up")
+    assert topo.lab.alive(natpass), topo.lab.log("natpass")
+    ok = topo.lab.wait_for(lambda: topo.lab.run(topo.cli, ["ping", "-c", "1", "-W", "1", SERVER],
+                                                check=False).returncode == 0, timeout=10)
+    assert ok, topo.lab.log("natpass")
+    assert topo.lab.alive(natpass)
+
+
+def test_a_missing_interface_is_refused_and_nothing_is_left_behind(topo: Topology, config: Path) -> None:
+    config.write_text(config.read_text().replace('interface = "wan0"', 'interface = "wan9"'))
+    pid = topo.lab.spawn(topo.rtr, natpass_argv(str(config)), label="natpass-noif")
+    assert topo.wait_exit(pid, timeout=15)
+    topo.lab.kill(pid)
+    log = topo.lab.log("natpass-noif")
+    assert "wan9 does not exist" in log, log
+    assert not topo.nft_table_present()
+    assert not (config.parent / "state" / "live-state.json").exists()

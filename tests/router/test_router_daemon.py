@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 from conftest import need_root
 
-from natpass.datapath.live_lab import CLIENT, SERVER, Topology, config_text
+from natpass.datapath.live_lab import CLIENT, SERVER, Topology, config_text, exclusive
 from natpass.lab.netns import Netns
 
 TESTS_DATAPATH = str(Path(__file__).resolve().parent.parent / "datapath")
@@ -72,12 +72,13 @@ print("RESULT " + json.dumps(out, default=str), flush=True)
 @pytest.fixture
 def lab() -> Iterator[Netns]:
     need_root()
-    lab = Netns("npdp")
-    lab.cleanup()
-    try:
-        yield lab
-    finally:
+    with exclusive("npdpd"):  # npdp-* belongs to tests/datapath; a parallel run waits, never collides
+        lab = Netns("npdpd")
         lab.cleanup()
+        try:
+            yield lab
+        finally:
+            lab.cleanup()
 
 
 def test_admin_calls_from_another_thread_see_live_traffic_and_keep_a_good_config(lab: Netns) -> None:
