@@ -15,6 +15,7 @@ from __future__ import annotations
 import heapq
 import random
 import struct
+from collections import deque
 from collections.abc import Iterator, Sequence
 from typing import Any, cast
 
@@ -387,14 +388,14 @@ class Engine:
         self._ports: dict[tuple[int, bytes], set[int]] = {}
         self._ports_in_range: dict[tuple[int, bytes], int] = {}
         self._hosts: dict[bytes, int] = {}
-        self._unreplied: dict[Flow, None] = {}
+        # flows in creation order for early drop; replied/removed ones are skipped lazily
+        self._unreplied: deque[Flow] = deque()
         self._wheel: dict[int, list[Flow]] = {}
         self._wheel_heap: list[int] = []
         self._frags: dict[bytes, _FragEntry] = {}
         self._held: dict[bytes, list[tuple[float, bool, bytearray]]] = {}
         self._held_count = 0
         self._expects: dict[tuple[int, bytes, int], list[_Expect]] = {}
-        self._lan_intern: dict[bytes, bytes] = {}
         self._next_tick = float("-inf")
         self._last_helper_tick = float("-inf")
         self._apply_config(config)
@@ -516,7 +517,7 @@ class Engine:
                     self._count("forward-conflict")
                     continue
                 self._take_port(fw.proto, wan, fw.wan_port)
-                m = Mapping(fw.proto, b"", wkey, bytes(fw.lan_addr), fw.lan_port, wan, fw.wan_port,
+                m = Mapping(fw.proto, bytes(fw.lan_addr) + PORT_BYTES[fw.lan_port], wkey,
                             static=True)
                 if self._track_remotes:
                     m.remotes = {}
@@ -590,8 +591,8 @@ class Engine:
                         if typ == 8 or typ == 13:
                             f = self._out1.get(key[0:8] + key[12:14])
                             if f is not None and not f.flags & SLOW_OUT and n <= self._mtu:
-                                buf[12:16] = f.o_addr
-                                buf[24:26] = f.o_port
+                                buf[12:20] = f.o_bytes
+                                buf[24:26] = f.in_key[8:10]
                                 c = (ipck ^ 0xFFFF) + f.o_ipd
                                 c = (c & 0xFFFF) + (c >> 16)
                                 c = ((c & 0xFFFF) + (c >> 16)) ^ 0xFFFF
@@ -609,8 +610,8 @@ class Engine:
                     elif typ == 0 or typ == 14:
                         f = self._in1.get(key[0:8] + key[12:14])
                         if f is not None and not f.flags & SLOW_IN:
-                            buf[16:20] = f.i_addr
-                            buf[24:26] = f.i_port
+                            buf[12:20] = f.i_bytes
+                            buf[24:26] = f.out_key[8:10]
                             c = (ipck ^ 0xFFFF) + f.i_ipd
                             c = (c & 0xFFFF) + (c >> 16)
                             c = ((c & 0xFFFF) + (c >> 16)) ^ 0xFFFF
@@ -978,6 +979,10 @@ class Engine:
                     self._remove(f, "flows_expired")
                 else:
                     self._schedule(f, d)
+        dq = self._unreplied
+        if len(dq) > 2 * self.table.count + 1024:
+            # drop the replied/removed entries skipped lazily so far (amortised O(1) per flow)
+            self._unreplied = deque(f for f in dq if not f.flags & (REPLIED | DEAD))
         # fragment state: both dicts are in creation order, so only the expired head is visited
         t = self._t_frag
         frags = self._frags
@@ -1011,10 +1016,12 @@ class Engine:
     def _make_room(self, host: bytes) -> str | None:
         """Enforce the table limits; early-drop the oldest unreplied flow when full."""
         if self._max_flows and len(self.table) >= self._max_flows:
-            if not self._unreplied:
+            dq = self._unreplied
+            while dq and dq[0].flags & (REPLIED | DEAD):
+                dq.popleft()
+            if not dq:
                 return V.TABLE_FULL
-            victim = next(iter(self._unreplied))
-            self._remove(victim, "flows_evicted")
+            self._remove(dq.popleft(), "flows_evicted")
         if self._max_per_host and self._hosts.get(host, 0) >= self._max_per_host:
             return V.HOST_LIMIT
         return None
@@ -1026,16 +1033,11 @@ class Engine:
         f.proto = proto
         f.out_key = out_key
         f.in_key = in_key
-        f.o_bytes = f.i_bytes = f.o_port = f.i_port = b""
         f.o_l4d = f.i_l4d = 0
         f.state = 0
         f.helper_state = None
         hosts = self._hosts
         hosts[lan] = hosts.get(lan, 0) + 1
-        # one shared bytes object per LAN host (i_addr) for all its flows
-        lan = self._lan_intern.setdefault(lan, lan)
-        f.o_addr = wan
-        f.i_addr = lan
         # RFC 1624 deltas in plain integer arithmetic: ~m is 0xFFFF - m per 16-bit word.
         ints = _INTS
         la = int.from_bytes(lan, "big")
@@ -1045,18 +1047,19 @@ class Engine:
         f.o_ipd = ints[_fold_all(0x1FFFE - sl + sw + TTL_DEC_DELTA)]
         f.i_ipd = ints[_fold_all(0x1FFFE - sw + sl + TTL_DEC_DELTA)]
         if proto == PROTO_TCP or proto == PROTO_UDP:
-            op = f.o_port = PORT_BYTES[wport]
-            ip_ = f.i_port = PORT_BYTES[lport]
+            op = PORT_BYTES[wport]
+            ip_ = PORT_BYTES[lport]
             f.o_l4d = ints[_fold_all(0x2FFFD - sl - lport + sw + wport)]
             f.i_l4d = ints[_fold_all(0x2FFFD - sw - wport + sl + lport)]
             # the translated bytes 12..24 of each direction, written in one slice
             f.o_bytes = wan + out_key[4:8] + op + out_key[10:12]
             f.i_bytes = in_key[0:4] + lan + in_key[8:10] + ip_
-        elif proto == PROTO_ICMP:
-            f.o_port = PORT_BYTES[wport]
-            f.i_port = PORT_BYTES[lport]
-            f.o_l4d = ints[_fold_all(0xFFFF - lport + wport)]
-            f.i_l4d = ints[_fold_all(0xFFFF - wport + lport)]
+        else:
+            f.o_bytes = wan + out_key[4:8]
+            f.i_bytes = in_key[0:4] + lan
+            if proto == PROTO_ICMP:
+                f.o_l4d = ints[_fold_all(0xFFFF - lport + wport)]
+                f.i_l4d = ints[_fold_all(0xFFFF - wport + lport)]
         fl = OUTBOUND | SLOW_IN if outbound else SLOW_OUT
         remote = out_key[4:8]
         if remote in self._wan_set:
@@ -1080,7 +1083,7 @@ class Engine:
             to = self._timeout_for(f)
         f.timeout = to
         self.table.add(f)
-        self._unreplied[f] = None
+        self._unreplied.append(f)
         self._schedule(f, now + to)
         c = self._counters
         c["flows_created"] = c.get("flows_created", 0) + 1
@@ -1091,7 +1094,6 @@ class Engine:
             return
         f.flags |= DEAD
         self.table.remove(f)
-        self._unreplied.pop(f, None)
         lan = f.i_addr
         n = self._hosts.get(lan, 0) - 1
         if n > 0:
@@ -1165,7 +1167,7 @@ class Engine:
                 if port is None:
                     return V.PORTS_EXHAUSTED
             wkey = wan + PORT_BYTES[port]
-            m = Mapping(proto, mkey, wkey, lan, lport, wan, port)
+            m = Mapping(proto, mkey, wkey)
             if self._track_remotes:
                 m.remotes = {}
             maps_lan[mkey] = m
@@ -1311,7 +1313,6 @@ class Engine:
         if not fl & (HAIRPIN) and f.helper is None:
             fl &= ~(SLOW_IN | SLOW_OUT)
         f.flags = fl
-        self._unreplied.pop(f, None)
 
     def _tcp_state(self, f: Flow, flags: int, from_lan: bool, now: float) -> None:
         if not flags & TCP_SYN_FIN_RST:

@@ -41,48 +41,59 @@ RST_SEEN = 16
 
 
 class Mapping:
-    """One NAT binding: LAN endpoint -> WAN address:port. ``static`` for a port forward."""
+    """One NAT binding: LAN endpoint -> WAN address:port. ``static`` for a port forward.
 
-    __slots__ = ("proto", "lan_key", "wan_key", "lan_addr", "lan_port", "wan_addr", "wan_port",
-                 "sessions", "remotes", "static")
+    ``lan_key`` starts with the LAN address and port (then the remote address, or address and
+    port, under the dependent mapping behaviours); ``wan_key`` is WAN address + port."""
 
-    def __init__(self, proto: int, lan_key: bytes, wan_key: bytes, lan_addr: bytes, lan_port: int,
-                 wan_addr: bytes, wan_port: int, static: bool = False) -> None:
+    __slots__ = ("proto", "lan_key", "wan_key", "sessions", "remotes", "static")
+
+    def __init__(self, proto: int, lan_key: bytes, wan_key: bytes, static: bool = False) -> None:
         self.proto = proto
         self.lan_key = lan_key
         self.wan_key = wan_key
-        self.lan_addr = lan_addr
-        self.lan_port = lan_port
-        self.wan_addr = wan_addr
-        self.wan_port = wan_port
         self.sessions = 0
         # remote address -> session count; kept only under address-dependent filtering
         self.remotes: dict[bytes, int] | None = None
         self.static = static
 
+    @property
+    def lan_addr(self) -> bytes:
+        return self.lan_key[0:4]
+
+    @property
+    def lan_port(self) -> int:
+        k = self.lan_key
+        return k[4] << 8 | k[5]
+
+    @property
+    def wan_addr(self) -> bytes:
+        return self.wan_key[0:4]
+
+    @property
+    def wan_port(self) -> int:
+        k = self.wan_key
+        return k[4] << 8 | k[5]
+
 
 class Flow:
     """One session. Implements :class:`natpass.nat.helper.FlowView` (addresses are 4-byte bytes)."""
 
-    __slots__ = ("proto", "out_key", "in_key", "o_addr", "o_port", "o_ipd", "o_l4d", "i_addr",
-                 "i_port", "i_ipd", "i_l4d", "o_bytes", "i_bytes", "last", "timeout", "state",
-                 "flags", "mapping", "helper", "helper_state", "bucket")
+    __slots__ = ("proto", "out_key", "in_key", "o_ipd", "o_l4d", "i_ipd", "i_l4d", "o_bytes",
+                 "i_bytes", "last", "timeout", "state", "flags", "mapping", "helper",
+                 "helper_state", "bucket")
 
     def __init__(self, proto: int, out_key: bytes, in_key: bytes) -> None:
         self.proto = proto
         self.out_key = out_key
         self.in_key = in_key
-        # Outbound rewrite: source address/port (or ICMP id) and IP / L4 checksum adjustments.
-        self.o_addr = b""
-        self.o_port = b""
+        # RFC 1624 adjustments of the IP (TTL decrement included) and L4 checksums, per direction
         self.o_ipd = 0
         self.o_l4d = 0
-        # Inbound rewrite: destination address/port.
-        self.i_addr = b""
-        self.i_port = b""
         self.i_ipd = 0
         self.i_l4d = 0
-        # TCP/UDP: bytes 12..24 (addresses and ports) of a translated packet, per direction
+        # Bytes 12..24 (TCP/UDP: addresses and ports) or 12..20 (ICMP, other protocols: the
+        # addresses) of a translated packet, per direction: one slice assignment rewrites them.
         self.o_bytes = b""
         self.i_bytes = b""
         self.last = 0.0
@@ -93,6 +104,28 @@ class Flow:
         self.helper: Any = None
         self.helper_state: Any = None
         self.bucket: list[Flow] | None = None
+
+    # Rewrite values derived from the keys (slow paths only) ----------------------------------
+    @property
+    def o_addr(self) -> bytes:
+        """Outbound source address (the WAN address)."""
+        return self.in_key[4:8]
+
+    @property
+    def i_addr(self) -> bytes:
+        """Inbound destination address (the LAN host)."""
+        return self.out_key[0:4]
+
+    @property
+    def o_port(self) -> bytes:
+        """Outbound source port / ICMP identifier bytes (the WAN side's)."""
+        k = self.in_key
+        return k[10:12] if len(k) >= 12 else k[8:10]
+
+    @property
+    def i_port(self) -> bytes:
+        """Inbound destination port / ICMP identifier bytes (the LAN side's)."""
+        return self.out_key[8:10]
 
     # FlowView --------------------------------------------------------------------------------
     @property
