@@ -20,7 +20,9 @@ class Capture:
     def start(self) -> Capture:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         self.path.unlink(missing_ok=True)
-        argv = ["tcpdump", "-i", self.iface, "-U", "-n", "-s", str(self.snaplen), "-w", str(self.path),
+        # --immediate-mode: without it packets wait in the ring buffer and are lost when we stop.
+        argv = ["tcpdump", "-i", self.iface, "-U", "--immediate-mode", "-n", "-s", str(self.snaplen),
+                "-w", str(self.path),
                 *self.bpf.split()]
         self.pid = self.lab.spawn(self.node, argv, label=self.label)
         # tcpdump says "listening on" once the socket is open: only then can nothing be missed.
