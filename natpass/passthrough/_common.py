@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from natpass.nat.helper import HelperContext
+from natpass.nat.config import Timeouts
+from natpass.nat.helper import Helper, HelperContext
 from natpass.packets.checksum import apply_delta, delta
 from natpass.packets.ipv4 import OFF_CHECKSUM, OFF_DST, OFF_SRC, addr_to_str
 
@@ -68,3 +69,27 @@ def set_ip_addr(buf: bytearray, off: int, new: bytes) -> None:
     c = apply_delta((buf[OFF_CHECKSUM] << 8) | buf[OFF_CHECKSUM + 1], adj)
     buf[OFF_CHECKSUM] = c >> 8
     buf[OFF_CHECKSUM + 1] = c & 0xFF
+
+
+class SwitchedHelper(Helper):
+    """What the three helpers share: their timeouts, their own counters (each also handed to
+    ``ctx.count``), and a switch flip that tears tunnel state down only when on turns off."""
+
+    def __init__(self, timeouts: Timeouts | None = None) -> None:
+        super().__init__()
+        self.timeouts = timeouts or Timeouts()
+        self._counters: dict[str, int] = {}
+
+    def _count(self, name: str, n: int = 1) -> None:
+        self._counters[name] = self._counters.get(name, 0) + n
+        if self.ctx is not None:
+            self.ctx.count(name, n)
+
+    def set_enabled(self, on: bool, now: float) -> int:
+        was = self.enabled
+        self.enabled = on
+        return self.tear_down(now) if was and not on else 0
+
+    def tear_down(self, now: float) -> int:
+        """Forget every tunnel (the switch went off); returns how many were torn down."""
+        return 0

@@ -44,9 +44,19 @@ from typing import Any, Final
 
 from natpass.nat import verdict as V
 from natpass.nat.config import Timeouts
-from natpass.nat.helper import FlowView, Helper
+from natpass.nat.helper import FlowView
 from natpass.packets.ipv4 import OFF_DST, OFF_SRC, PROTO_AH, PROTO_ESP, PROTO_UDP
-from natpass.passthrough._common import cap, dst_of, ip_text, need_ctx, set_ip_addr, src_of, u16, u32
+from natpass.passthrough._common import (
+    SwitchedHelper,
+    cap,
+    dst_of,
+    ip_text,
+    need_ctx,
+    set_ip_addr,
+    src_of,
+    u16,
+    u32,
+)
 
 IKE_PORT: Final = 500  # RFC 7296 2
 NATT_PORT: Final = 4500  # RFC 3947 4, RFC 3948 1
@@ -99,7 +109,7 @@ class IkeSa:
     natt: bool = False
 
 
-class IpsecHelper(Helper):
+class IpsecHelper(SwitchedHelper):
     """IKE port preservation and demultiplexing, NAT-T flow timeouts, raw ESP/AH SPI mapping."""
 
     name = "ipsec"
@@ -107,29 +117,18 @@ class IpsecHelper(Helper):
     udp_ports = frozenset({IKE_PORT, NATT_PORT})
 
     def __init__(self, timeouts: Timeouts | None = None) -> None:
-        super().__init__()
-        self.timeouts = timeouts or Timeouts()
+        super().__init__(timeouts)
         self._sessions: dict[tuple[bytes, bytes], Session] = {}  # (lan, gateway)
         self._in: dict[tuple[bytes, bytes, int, int], Session] = {}  # (gateway, wan, proto, spi)
         self._poisoned: dict[tuple[bytes, bytes, int, int], float] = {}
         self._ike: dict[tuple[bytes, bytes, bytes], IkeSa] = {}  # (gateway, wan, initiator SPI)
         self._natt_flows: dict[int, FlowView] = {}
-        self._counters: dict[str, int] = {}
         self.esp_packets = 0  # raw ESP/AH forwarded: the traffic that needs the switch
         self.ah_packets = 0
 
-    def _count(self, name: str, n: int = 1) -> None:
-        self._counters[name] = self._counters.get(name, 0) + n
-        if self.ctx is not None:
-            self.ctx.count(name, n)
-
     # ------------------------------------------------------------------ switch, timers, status
 
-    def set_enabled(self, on: bool, now: float) -> int:
-        was = self.enabled
-        self.enabled = on
-        if on or not was:
-            return 0
+    def tear_down(self, now: float) -> int:
         torn = len(self._sessions)
         for sess in list(self._sessions.values()):
             self._end(sess, now, "switched-off")

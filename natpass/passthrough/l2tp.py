@@ -26,11 +26,11 @@ from typing import Any, Final
 
 from natpass.nat import verdict as V
 from natpass.nat.config import Timeouts
-from natpass.nat.helper import FlowView, Helper
+from natpass.nat.helper import FlowView
 from natpass.packets import l2tp as L
 from natpass.packets.errors import PacketError
 from natpass.packets.ipv4 import PROTO_UDP
-from natpass.passthrough._common import dst_of, ip_text, src_of, u16
+from natpass.passthrough._common import SwitchedHelper, dst_of, ip_text, src_of, u16
 
 L2TP_PORT: Final = 1701  # RFC 2661 8.1
 # Control message types (RFC 2661 3.2).
@@ -96,29 +96,18 @@ class Tunnel:
     flow: FlowView | None = None
 
 
-class L2tpHelper(Helper):
+class L2tpHelper(SwitchedHelper):
     """UDP 1701 port preservation and L2TPv2 tunnel/session tracking."""
 
     name = "l2tp"
     udp_ports = frozenset({L2TP_PORT})
 
     def __init__(self, timeouts: Timeouts | None = None) -> None:
-        super().__init__()
-        self.timeouts = timeouts or Timeouts()
+        super().__init__(timeouts)
         self._tunnels: dict[int, Tunnel] = {}  # id(flow) -> tunnel of that flow
-        self._counters: dict[str, int] = {}
         self.l2tp_packets = 0  # UDP 1701 handled with the switch on
 
-    def _count(self, name: str, n: int = 1) -> None:
-        self._counters[name] = self._counters.get(name, 0) + n
-        if self.ctx is not None:
-            self.ctx.count(name, n)
-
-    def set_enabled(self, on: bool, now: float) -> int:
-        was = self.enabled
-        self.enabled = on
-        if on or not was:
-            return 0
+    def tear_down(self, now: float) -> int:
         torn = 0
         for t in list(self._tunnels.values()):
             torn += 1 if t.up else 0

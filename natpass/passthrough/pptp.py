@@ -41,13 +41,14 @@ from typing import Any, Final
 
 from natpass.nat import verdict as V
 from natpass.nat.config import Timeouts
-from natpass.nat.helper import FlowView, Helper
+from natpass.nat.helper import FlowView
 from natpass.packets import gre as G
 from natpass.packets import pptp as P
 from natpass.packets.ipv4 import OFF_DST, OFF_SRC, PROTO_GRE, PROTO_TCP
 from natpass.passthrough._common import (
     HALF_SEQ,
     SEQ_MASK,
+    SwitchedHelper,
     cap,
     dst_of,
     ip_text,
@@ -147,7 +148,7 @@ class Binding:
     last_seen: float
 
 
-class PptpHelper(Helper):
+class PptpHelper(SwitchedHelper):
     """PPTP control connection follower and enhanced GRE mapper."""
 
     name = "pptp"
@@ -155,8 +156,7 @@ class PptpHelper(Helper):
     tcp_ports = frozenset({PPTP_PORT})
 
     def __init__(self, timeouts: Timeouts | None = None) -> None:
-        super().__init__()
-        self.timeouts = timeouts or Timeouts()
+        super().__init__(timeouts)
         self._controls: dict[tuple[bytes, int, bytes, int], Control] = {}  # (remote, rport, wan, wport)
         self._by_wan: dict[tuple[bytes, bytes, int], Call] = {}  # (remote, wan, wan id): inbound GRE
         self._by_out: dict[tuple[bytes, bytes, int], Call] = {}  # (lan, remote, remote id): outbound GRE
@@ -164,25 +164,11 @@ class PptpHelper(Helper):
         self._ended_in: dict[tuple[bytes, bytes, int], float] = {}
         self._ended_out: dict[tuple[bytes, bytes, int], float] = {}
         self._bind: dict[tuple[bytes, bytes], Binding] = {}  # (remote, wan) -> LAN host
-        self._counters: dict[str, int] = {}
         self.gre_packets = 0
 
     # ------------------------------------------------------------------ bookkeeping
 
-    def _count(self, name: str, n: int = 1) -> None:
-        self._counters[name] = self._counters.get(name, 0) + n
-        if self.ctx is not None:
-            self.ctx.count(name, n)
-
-    def calls(self) -> list[Call]:
-        """Live calls (tests and status)."""
-        return list(self._by_wan.values())
-
-    def set_enabled(self, on: bool, now: float) -> int:
-        was = self.enabled
-        self.enabled = on
-        if on or not was:
-            return 0
+    def tear_down(self, now: float) -> int:
         torn = 0
         for call in list(self._by_wan.values()):
             torn += 1 if call.up else 0
