@@ -93,6 +93,20 @@ class Session:
     def pending(self) -> bool:
         """This host has a new SA whose inbound SPI the gateway has not sent yet."""
         return self.ike_pending or self.unmatched_out > 0
+
+    def new_sa(self, outbound: bool) -> None:
+        """A new SPI in one direction: SAs come in pairs, so it completes a pair whose other half
+        came first, or waits for its partner. Either way the negotiation has produced its SA."""
+        if outbound:
+            if self.unmatched_in:
+                self.unmatched_in -= 1
+            else:
+                self.unmatched_out += 1
+        elif self.unmatched_out:
+            self.unmatched_out -= 1
+        else:
+            self.unmatched_in += 1
+        self.ike_pending = False
     out_spis: dict[tuple[int, int], float] = field(default_factory=dict)  # (proto, spi) -> last use
     in_spis: dict[tuple[int, int], float] = field(default_factory=dict)
     up: bool = False
@@ -323,12 +337,7 @@ class IpsecHelper(SwitchedHelper):
             wan = ctx.wan_address_for(lan)
             sess = self._session(lan, gateway, wan, now)
             if (proto, spi) not in sess.out_spis:
-                # A new SA: its inbound partner is due, unless the gateway sent it first.
-                if sess.unmatched_in:
-                    sess.unmatched_in -= 1
-                else:
-                    sess.unmatched_out += 1
-                sess.ike_pending = False
+                sess.new_sa(outbound=True)
                 self._count("ipsec:new-outbound-spi")
             sess.out_spis[(proto, spi)] = now
             cap(sess.out_spis, MAX_SPIS_PER_SESSION)
@@ -385,11 +394,7 @@ class IpsecHelper(SwitchedHelper):
             old = next(iter(sess.in_spis))
             del sess.in_spis[old]
             self._in.pop((gateway, wan, old[0], old[1]), None)
-        if sess.unmatched_out:
-            sess.unmatched_out -= 1
-        else:
-            sess.unmatched_in += 1
-        sess.ike_pending = False
+        sess.new_sa(outbound=False)
         self._count("ipsec:inbound-spi-bound")
         if not sess.up:
             sess.up = True
