@@ -134,7 +134,7 @@ class _Ctx:
                         wan_port, bytes(lan_addr), lan_port, now + timeout, owner)
 
     def reserve_port(self, proto: int, wan_addr: bytes, preferred: int | None) -> int | None:
-        return self._e._alloc_port(proto, bytes(wan_addr), preferred, None)
+        return self._e._alloc_port(proto, bytes(wan_addr), preferred, None, reserve=True)
 
     def release_port(self, proto: int, wan_addr: bytes, port: int) -> None:
         self._e._free_port(proto, bytes(wan_addr), port)
@@ -385,7 +385,7 @@ class Engine:
         self._hport: list[bytearray | None] = [None] * 256
         self._maps_lan: dict[int, dict[bytes, Mapping]] = {1: {}, 6: {}, 17: {}}
         self._maps_wan: dict[int, dict[bytes, Mapping]] = {1: {}, 6: {}, 17: {}}
-        self._ports: dict[tuple[int, bytes], set[int]] = {}
+        self._reserved: dict[int, set[bytes]] = {}
         self._ports_in_range: dict[tuple[int, bytes], int] = {}
         self._hosts: dict[bytes, int] = {}
         # flows in creation order for early drop; replied/removed ones are skipped lazily
@@ -473,7 +473,7 @@ class Engine:
         for proto in (PROTO_TCP, PROTO_UDP):
             for m in [m for m in self._maps_wan[proto].values() if m.static]:
                 del self._maps_wan[proto][m.wan_key]
-                self._free_port(proto, m.wan_addr, m.wan_port)
+                self._count_port(proto, m.wan_addr, m.wan_port, -1)
         if old_mapping != self._mapping:
             for proto, maps in self._maps_lan.items():
                 rebuilt: dict[bytes, Mapping] = {}
@@ -513,10 +513,10 @@ class Engine:
                     continue
                 wkey = wan + PORT_BYTES[fw.wan_port]
                 maps = self._maps_wan.setdefault(fw.proto, {})
-                if wkey in maps:
+                if not self._port_free(fw.proto, wkey):
                     self._count("forward-conflict")
                     continue
-                self._take_port(fw.proto, wan, fw.wan_port)
+                self._count_port(fw.proto, wan, fw.wan_port, 1)
                 m = Mapping(fw.proto, bytes(fw.lan_addr) + PORT_BYTES[fw.lan_port], wkey,
                             static=True)
                 if self._track_remotes:
@@ -891,50 +891,56 @@ class Engine:
         return None
 
     # ----------------------------------------------------------------------------- ports
-    def _pool(self, proto: int, wan: bytes) -> set[int]:
-        k = (proto, wan)
-        s = self._ports.get(k)
-        if s is None:
-            s = self._ports[k] = set()
-            self._ports_in_range[k] = 0
-        return s
-
-    def _take_port(self, proto: int, wan: bytes, port: int) -> bool:
-        s = self._pool(proto, wan)
-        if port in s:
+    # A WAN port is in use when a mapping holds it (``_maps_wan``) or a helper reserved it
+    # (``_reserved``): no separate per-port set, so a mapping costs no extra memory for it.
+    def _port_free(self, proto: int, wkey: bytes) -> bool:
+        mw = self._maps_wan.get(proto)
+        if mw is not None and wkey in mw:
             return False
-        s.add(_INTS[port])
+        r = self._reserved.get(proto)
+        return r is None or wkey not in r
+
+    def _count_port(self, proto: int, wan: bytes, port: int, n: int) -> None:
         if self._port_lo <= port <= self._port_hi:
-            self._ports_in_range[(proto, wan)] += 1
-        return True
+            k = (proto, wan)
+            self._ports_in_range[k] = self._ports_in_range.get(k, 0) + n
 
     def _free_port(self, proto: int, wan: bytes, port: int) -> None:
-        s = self._ports.get((proto, wan))
-        if s is not None and port in s:
-            s.discard(port)
-            if self._port_lo <= port <= self._port_hi:
-                self._ports_in_range[(proto, wan)] -= 1
+        """Give back a helper's reservation."""
+        wkey = wan + PORT_BYTES[port]
+        r = self._reserved.get(proto)
+        if r is not None and wkey in r:
+            r.discard(wkey)
+            self._count_port(proto, wan, port, -1)
 
     def _alloc_port(self, proto: int, wan: bytes, preferred: int | None,
-                    preserve: int | None) -> int | None:
+                    preserve: int | None, reserve: bool = False) -> int | None:
         """A free WAN port: ``preferred`` (helper), else ``preserve`` (port preservation), else
-        random in the port range (RFC 6056 algorithm 1: random start, linear probe)."""
-        s = self._pool(proto, wan)
+        random in the port range (RFC 6056 algorithm 1: random start, linear probe). Counted as
+        used; the caller inserts the mapping, or ``reserve`` marks it reserved for a helper."""
+        pb = PORT_BYTES
+        port: int | None = None
         for p in (preferred, preserve):
-            if p is not None and 0 < p <= 65535 and p not in s:
-                self._take_port(proto, wan, p)
-                return p
-        lo, hi = self._port_lo, self._port_hi
-        size = hi - lo + 1
-        if self._ports_in_range[(proto, wan)] >= size:
-            return None
-        p = lo + self._rng.randrange(size)
-        for _ in range(size):
-            if p not in s:
-                self._take_port(proto, wan, p)
-                return p
-            p = p + 1 if p < hi else lo
-        return None
+            if p is not None and 0 < p <= 65535 and self._port_free(proto, wan + pb[p]):
+                port = p
+                break
+        if port is None:
+            lo, hi = self._port_lo, self._port_hi
+            size = hi - lo + 1
+            if self._ports_in_range.get((proto, wan), 0) >= size:
+                return None
+            p = lo + self._rng.randrange(size)
+            for _ in range(size):
+                if self._port_free(proto, wan + pb[p]):
+                    port = p
+                    break
+                p = p + 1 if p < hi else lo
+            if port is None:
+                return None
+        if reserve:
+            self._reserved.setdefault(proto, set()).add(wan + pb[port])
+        self._count_port(proto, wan, port, 1)
+        return port
 
     def _intern(self, v: int) -> int:
         return _INTS[v] if v < 0x20000 else v
@@ -1117,7 +1123,7 @@ class Engine:
                 maps_wan = self._maps_wan.get(m.proto)
                 if maps_wan is not None and maps_wan.get(m.wan_key) is m:
                     del maps_wan[m.wan_key]
-                    self._free_port(m.proto, m.wan_addr, m.wan_port)
+                    self._count_port(m.proto, m.wan_addr, m.wan_port, -1)
         self._count(why)
         self._notify_closed(f, f.last)
 
@@ -1151,14 +1157,14 @@ class Engine:
         if m is None:
             wan = self._pair(lan)
             port: int | None
-            pool = self._ports.get((proto, wan))
-            if (helper is None and self._preserve and pool is not None and lport not in pool
-                    and lport):
+            wkey = wan + PORT_BYTES[lport]
+            if (helper is None and self._preserve and lport and wkey not in self._maps_wan[proto]
+                    and not self._reserved):
                 # port preservation (RFC 4787 REQ-3), the common case, without the general call
-                port = _INTS[lport]
-                pool.add(port)
+                port = lport
                 if self._port_lo <= port <= self._port_hi:
-                    self._ports_in_range[(proto, wan)] += 1
+                    k = (proto, wan)
+                    self._ports_in_range[k] = self._ports_in_range.get(k, 0) + 1
             else:
                 pref = None
                 if helper is not None:
@@ -1166,7 +1172,7 @@ class Engine:
                 port = self._alloc_port(proto, wan, pref, lport if self._preserve else None)
                 if port is None:
                     return V.PORTS_EXHAUSTED
-            wkey = wan + PORT_BYTES[port]
+                wkey = wan + PORT_BYTES[port]
             m = Mapping(proto, mkey, wkey)
             if self._track_remotes:
                 m.remotes = {}
@@ -1191,7 +1197,7 @@ class Engine:
             del self._maps_lan[m.proto][m.lan_key]
         if self._maps_wan[m.proto].get(m.wan_key) is m:
             del self._maps_wan[m.proto][m.wan_key]
-            self._free_port(m.proto, m.wan_addr, m.wan_port)
+            self._count_port(m.proto, m.wan_addr, m.wan_port, -1)
 
     def _new_inbound(self, buf: bytearray, ihl: int, proto: int, in_key: bytes,
                      now: float) -> Flow | str:
