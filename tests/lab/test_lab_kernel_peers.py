@@ -9,6 +9,7 @@ SecurityAssociation.
 from __future__ import annotations
 
 import json
+import sys
 from collections.abc import Iterator
 
 import pytest
@@ -120,7 +121,7 @@ def test_natdiscovery_kernel_masquerade_is_eim_apdf(root: None, kernel_lab) -> N
 def test_kernel_icmp_errors_quote_the_clients_own_header(root: None, kernel_lab) -> None:
     lab, topo = kernel_lab
     for ttl, icmp_type, sender in ((2, 11, T.INET_WAN), (64, 3, topo.server_addrs[0])):
-        out = json.loads(lab.run("c1", ["python3", "-m", "natpass.lab.probe", "udp-icmp",
+        out = json.loads(lab.run("c1", [sys.executable, "-m", "natpass.lab.probe", "udp-icmp",
                                         topo.server_addrs[0], "33434", str(ttl)]).stdout)
         icmp = out["icmp"]
         assert (icmp["type"], icmp["from"]) == (icmp_type, sender)
