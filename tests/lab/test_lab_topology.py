@@ -115,3 +115,18 @@ def test_lab_down_without_state_removes_stale_namespaces(root: None) -> None:
         assert lab.namespaces() == []
     finally:
         lab.cleanup()
+
+
+def test_pptp_and_wireguard_through_two_natpass_nats(lab: Netns) -> None:
+    """Double NAT with natpass at both levels (pptp switch on at both): GRE crosses two helpers."""
+    if not T.natpass_run_available():
+        pytest.fail("natpass run is not available in this checkout")
+    from natpass.lab.peers.pptp import Pptp
+
+    topo = T.build(lab, "double-nat", router="natpass", outer="natpass", pptp=True)
+    for r in topo.routers:
+        assert r.pid and lab.alive(r.pid), r.error
+    assert T.wait_reachable(lab, "c1", topo.server_addrs[0], timeout=8)
+    for peer in (WireGuard(lab, topo, timeout=10), Pptp(lab, topo, timeout=15)):
+        res = peer.run()
+        assert res.connected, (res.protocol, res.detail)
