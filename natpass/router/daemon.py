@@ -289,7 +289,7 @@ class RouterDaemon:
             self.engine.reconfigure(self._nat_config(new), self.clock())
             if self.datapath is not None:
                 self.datapath.wan.gateway = new.wan_gateway
-                self.datapath.wan.headers.clear()
+                self.datapath.wan.by_dst.clear()
                 self.datapath.wan_addresses = frozenset(new.wan_addresses)
             self.config = new
             self.config_path = path
