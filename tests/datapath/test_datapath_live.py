@@ -233,3 +233,22 @@ def test_a_missing_interface_is_refused_and_nothing_is_left_behind(topo: Topolog
     assert "wan9 does not exist" in log, log
     assert not topo.nft_table_present()
     assert not (config.parent / "state" / "live-state.json").exists()
+
+
+def test_traffic_beyond_the_wan_link_goes_to_the_configured_gateway(topo: Topology, config: Path) -> None:
+    far = "198.51.100.2"  # a host beyond the WAN link: the server namespace holds it on lo
+    topo.lab.addr(topo.srv, "lo", f"{far}/32")
+    # The server answers ARP only for eth0's own address: asking for `far` directly would fail.
+    topo.lab.sysctl(topo.srv, "net.ipv4.conf.all.arp_ignore", 1)
+    config.write_text(config.read_text().replace('interface = "wan0"',
+                                                 f'interface = "wan0"\ngateway = "{SERVER}"'))
+    pid = topo.start_natpass(config, label="natpass-gw", runner=natpass_argv(str(config)))
+    try:
+        ping = topo.lab.run(topo.cli, ["ping", "-c", "2", "-i", "0.2", "-W", "2", far], check=False)
+        assert ping.returncode == 0, ping.stdout + topo.lab.log("natpass-gw")
+        neigh = topo.lab.run(topo.srv, ["ip", "neigh", "show", "dev", "eth0"]).stdout
+        assert ROUTER_WAN in neigh  # the router asked for the gateway's MAC (and so learned of it)
+    finally:
+        topo.lab.kill(pid)
+        topo.lab.ip(topo.srv, "addr", "del", f"{far}/32", "dev", "lo")
+        topo.lab.sysctl(topo.srv, "net.ipv4.conf.all.arp_ignore", 0)
