@@ -94,6 +94,7 @@ _FAST_HDR = struct.Struct("!BxH2xHBBH12s").unpack_from
 # TTL, protocol, header checksum written in one go
 _TTL_CSUM = struct.Struct("!BBH").pack_into
 _KEY12 = struct.Struct("12s").unpack_from
+_ID2 = struct.Struct("2s").unpack_from  # ICMP query identifier bytes
 
 
 class _Ctx:
@@ -589,7 +590,7 @@ class Engine:
                     typ = buf[20]
                     if from_lan:
                         if typ == 8 or typ == 13:
-                            f = self._out1.get(key[0:8] + key[12:14])
+                            f = self._out1.get(key[0:8] + _ID2(buf, 24)[0])
                             if f is not None and not f.flags & SLOW_OUT and n <= self._mtu:
                                 buf[12:20] = f.o_bytes
                                 buf[24:26] = f.in_key[8:10]
@@ -608,7 +609,7 @@ class Engine:
                                 h[1] += n
                                 return 1
                     elif typ == 0 or typ == 14:
-                        f = self._in1.get(key[0:8] + key[12:14])
+                        f = self._in1.get(key[0:8] + _ID2(buf, 24)[0])
                         if f is not None and not f.flags & SLOW_IN:
                             buf[12:20] = f.i_bytes
                             buf[24:26] = f.out_key[8:10]

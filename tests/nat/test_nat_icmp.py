@@ -301,3 +301,32 @@ def test_udp_zero_checksum_stays_zero():
     out(e, b2)
     assert bytes(b[26:28]) == b"\x00\x00" and bytes(b2[26:28]) == b"\x00\x00"
     assert parse(b2).src == WAN1
+
+
+def test_established_packets_skip_the_slow_path():
+    """Performance guard: after the first exchange TCP data, UDP and ICMP echo packets are
+    translated by process() itself, never by the general slow path."""
+    e = eng()
+    s = tcp(LAN1, REMOTE, 40000, 443, "S")
+    out(e, s)
+    inb(e, tcp(REMOTE, WAN1, 443, parse(s).sport, "SA"))
+    u = udp(LAN1, REMOTE, 5000, 123, b"t")
+    out(e, u)
+    inb(e, udp(REMOTE, WAN1, 123, parse(u).sport, b"r"))
+    q = echo(LAN1, REMOTE, 55)
+    out(e, q)
+    inb(e, echo(REMOTE, WAN1, parse(q)[ICMP].id, reply=True))
+    wport, uport, qid = parse(s).sport, parse(u).sport, parse(q)[ICMP].id
+
+    def no_slow(*args):
+        raise AssertionError("slow path taken")
+    e._slow = no_slow
+    for b, from_lan in [(tcp(LAN1, REMOTE, 40000, 443, "PA", b"x"), True),
+                        (tcp(REMOTE, WAN1, 443, wport, "A", b"y"), False),
+                        (udp(LAN1, REMOTE, 5000, 123, b"t"), True),
+                        (udp(REMOTE, WAN1, 123, uport, b"r"), False),
+                        (echo(LAN1, REMOTE, 55, seq=2), True),
+                        (echo(REMOTE, WAN1, qid, reply=True, seq=2), False)]:
+        assert e.process(b, from_lan, 1.0) == (V.TO_WAN if from_lan else V.TO_LAN)
+        assert checksums_ok(b)
+    assert "malformed_exception" not in e.counters

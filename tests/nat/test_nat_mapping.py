@@ -262,3 +262,28 @@ def test_reconfigure_keeps_valid_flows_and_drops_others():
     e.reconfigure(NatConfig(seed=1, lan_prefixes=(ipaddress.IPv4Network("192.168.2.0/24"),)), 2.0)
     assert inb(e, udp(REMOTE, wan, 53, wport), 2.0) == V.DROP
     assert len(list(e.flows())) == 0
+
+
+def test_status_is_json_serialisable_and_counts_flows_by_protocol():
+    import json
+    e = eng()
+    mapped(e, sport=5000)
+    mapped(e, sport=5001)
+    out(e, tcp(LAN1, REMOTE, 40000, 80, "S"))
+    out(e, udp("10.0.0.1", REMOTE, 1, 2))
+    st = json.loads(json.dumps(e.status()))
+    assert st["flows"]["total"] == 3
+    assert st["flows"]["by_proto"] == {"tcp": 1, "udp": 2}
+    assert st["drops"] == {V.NOT_LAN_SOURCE: 1}
+    assert st["counters"]["flows_created"] == 3
+    assert st["counters"]["packets_from_lan"] == 4
+
+
+def test_flows_view_fields():
+    e = eng(port_preservation=False)
+    wan, wport = mapped(e, src=LAN2, sport=5555, dst=REMOTE2, dport=53)
+    (f,) = list(e.flows())
+    assert (f.proto, f.lan_addr, f.lan_port) == (17, a(LAN2), 5555)
+    assert (f.wan_addr, f.wan_port) == (a(wan), wport)
+    assert (f.remote_addr, f.remote_port) == (a(REMOTE2), 53)
+    assert f.outbound and f.helper_state is None
