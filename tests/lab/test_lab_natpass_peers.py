@@ -23,7 +23,7 @@ from natpass.lab.peers.base import Peer, run_together
 from natpass.lab.peers.esp import RawEsp
 from natpass.lab.peers.ipsec import Pvpn, StrongSwan
 from natpass.lab.peers.l2tp import L2tp
-from natpass.lab.peers.natdiscovery import NatDiscovery
+from natpass.lab.peers.natdiscovery import HairpinDiscovery, NatDiscovery
 from natpass.lab.peers.openvpn import OpenVpn
 from natpass.lab.peers.pptp import Pptp
 from natpass.lab.peers.wireguard import WireGuard
@@ -252,3 +252,17 @@ def test_everything_natpass_emits_decodes_with_correct_checksums(root: None, np_
         # OpenVPN" although their IP/UDP/TCP headers and checksums (what natpass writes) are checked.
         flagged = [x for x in bad_checksums(cap.path) if not ("Malformed" in x and "OpenVPN" in x)]
         assert flagged == [], (cap.path, flagged)
+
+
+@pytest.mark.parametrize("filtering", ["endpoint-independent", "address-and-port-dependent"])
+def test_udp_hairpinning_to_own_mapping_follows_filtering(root: None, np_lab: NatpassLab, filtering: str) -> None:
+    """RFC 4787 REQ-9: natpass hairpins; the hairpinned datagram (from the WAN address) then passes
+    the mapping's filtering like any inbound one: endpoint-independent lets it in, APDF does not."""
+    np_lab.configure(**ALL_OFF, mapping="endpoint-independent", filtering=filtering)
+    before = np_lab.drops().get("filtered", 0)
+    res = HairpinDiscovery(np_lab.lab, np_lab.topo, timeout=8).run()
+    if filtering == "endpoint-independent":
+        assert res.connected, res.detail
+    else:
+        assert not res.connected
+        assert np_lab.drops().get("filtered", 0) > before

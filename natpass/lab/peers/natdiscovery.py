@@ -68,3 +68,22 @@ class NatDiscovery(Peer):
         res.extra.update(self.report())
         res.detail = f"mapping {res.extra['mapping']}, filtering {res.extra['filtering']}"
         return res
+
+
+class HairpinDiscovery(NatDiscovery):
+    """RFC 5780 section 4.5 hairpinning test: the client sends a STUN request to its own mapped
+    address; coturn's tool says so when the request comes back to it through the NAT. Whether it
+    does also depends on the NAT's filtering (the hairpinned packet comes from the WAN address)."""
+
+    protocol = "hairpinning"
+
+    def start_client(self) -> None:
+        self.spawn(self.client, ["turnutils_natdiscovery", "-H", self.server_addr], f"client-{self.client}")
+
+    def connected(self) -> bool:
+        return "successful hairpinning" in self.log(f"client-{self.client}")
+
+    def wait(self, t0: float):  # type: ignore[no-untyped-def]
+        res = Peer.wait(self, t0)
+        res.detail = "hairpinned request received" if res.connected else "no hairpinned request came back"
+        return res
