@@ -49,8 +49,12 @@ def _iperf(topo: Topology, args: list[str], seconds: int) -> dict[str, Any]:
         lab.kill(server)
 
 
+STREAMS = 1  # iperf3 -P for the UDP load (--streams)
+
+
 def udp_pps(topo: Topology) -> dict[str, float]:
-    res = _iperf(topo, ["-u", "-l", str(UDP_PAYLOAD), "-b", UDP_OFFERED, "-t", str(UDP_SECONDS)], UDP_SECONDS)
+    res = _iperf(topo, ["-u", "-l", str(UDP_PAYLOAD), "-b", UDP_OFFERED, "-t", str(UDP_SECONDS),
+                        "-P", str(STREAMS)], UDP_SECONDS)
     if "error" in res and "end" not in res:
         return {"pps": 0.0, "sent_pps": 0.0, "error": res["error"]}  # type: ignore[dict-item]
     end = res["end"]
@@ -186,7 +190,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", choices=("natpass", "kernel"), help="measure one router only")
     parser.add_argument("--no-rings", action="store_true",
                         help="natpass without PACKET_MMAP rings (one syscall per packet), for comparison")
+    parser.add_argument("--streams", type=int, default=1, metavar="N",
+                        help="parallel UDP streams (iperf3 -P; the kernel NAT then uses several CPUs)")
     args = parser.parse_args(argv)
+    global STREAMS
+    STREAMS = max(1, min(args.streams, 8))
     if os.geteuid() != 0:
         print("bench/live.py needs root (network namespaces)", file=sys.stderr)
         return 2
