@@ -1360,6 +1360,16 @@ class Engine:
     def _rewrite_dst(self, buf: bytearray, ihl: int, proto: int, f: Flow) -> None:
         """Inbound translation; deltas computed from the packet (it may come via a helper's
         inbound_lookup, addressed to another WAN endpoint than the flow's)."""
+        if proto != PROTO_ICMP and ihl == 20 and _KEY12(buf, 12)[0] == f.in_key:
+            # the usual case: addressed to the flow's WAN endpoint, precomputed deltas apply
+            buf[12:24] = f.i_bytes
+            buf[8] -= 1
+            _adjust(buf, 10, f.i_ipd)
+            if proto == PROTO_UDP:
+                _adjust_udp(buf, 26, f.i_l4d)
+            elif proto == PROTO_TCP:
+                _adjust(buf, 36, f.i_l4d)
+            return
         new_addr = f.i_addr
         old_addr = bytes(buf[16:20])
         buf[16:20] = new_addr
