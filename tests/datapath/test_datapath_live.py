@@ -109,6 +109,27 @@ def test_ping_udp_tcp_cross_translated_to_the_wan_address(topo: Topology, natpas
     assert bad_checksums(pcap) == []
 
 
+def test_the_plain_socket_path_without_rings_translates_the_same(topo: Topology, config: Path,
+                                                                 echo_server: int) -> None:
+    pid = topo.start_natpass(config, label="natpass-norings", runner=natpass_argv(str(config)),
+                             env={"NATPASS_PACKET_RINGS": "0"})
+    try:
+        ping = topo.lab.run(topo.cli, ["ping", "-c", "2", "-i", "0.2", "-W", "2", SERVER], check=False)
+        probe = topo.lab.run(topo.cli, [sys.executable, "-c", CLIENT_PROBE], check=False)
+        ttl = topo.lab.run(topo.cli, ["ping", "-c", "1", "-t", "1", "-W", "2", SERVER], check=False)
+        topo.signal(pid, signal.SIGTERM)
+        assert topo.wait_exit(pid)
+    finally:
+        topo.lab.kill(pid)
+    log = topo.lab.log("natpass-norings")
+    assert ping.returncode == 0, ping.stdout + log
+    assert "udp-reply hello-udp" in probe.stdout and "tcp-reply hello-tcp" in probe.stdout, probe.stderr + log
+    assert "Time to live exceeded" in ttl.stdout
+    assert "'rings': 0" in log  # it really ran without the rings
+    seen = {line.split()[1] for line in topo.lab.log("echo").splitlines() if line.startswith(("udp", "tcp"))}
+    assert seen == {ROUTER_WAN}
+
+
 def test_inbound_unsolicited_traffic_is_dropped_silently(topo: Topology, natpass: int, tmp_path: Path) -> None:
     pcap = tmp_path / "wan.pcap"
     cap = topo.capture(topo.srv, "eth0", pcap, "ip")
