@@ -24,7 +24,7 @@ from typing import Any
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from natpass.datapath.live_lab import SERVER, Topology, config_text, exclusive  # noqa: E402
-from natpass.lab.netns import Netns  # noqa: E402
+from natpass.lab.netns import LabError, Netns  # noqa: E402
 
 UDP_SECONDS = 4
 UDP_PAYLOAD = 64
@@ -36,11 +36,18 @@ IPERF_PORT = 5201
 
 def _iperf(topo: Topology, args: list[str], seconds: int) -> dict[str, Any]:
     lab = topo.lab
-    server = lab.spawn(topo.srv, ["iperf3", "-s", "-1", "-p", str(IPERF_PORT)], label=f"iperf3-s-{topo.srv}")
+    server = lab.spawn(topo.srv, ["iperf3", "-s", "-1", "-p", str(IPERF_PORT), "--idle-timeout", "20",
+                                  "--rcv-timeout", "5000"], label=f"iperf3-s-{topo.srv}")
     try:
         time.sleep(0.4)
-        proc = lab.run(topo.cli, ["iperf3", "-c", SERVER, "-p", str(IPERF_PORT), "-J", *args],
-                       timeout=seconds + 30, check=False)
+        try:
+            # The server's --rcv-timeout ends a test whose UDP stream set-up datagram was lost under
+            # load (iperf3 would otherwise wait for ever); lab.run's timeout bounds the rest.
+            proc = lab.run(topo.cli, ["iperf3", "-c", SERVER, "-p", str(IPERF_PORT), "-J",
+                                      "--connect-timeout", "3000", *args],
+                           timeout=seconds + 30, check=False)
+        except LabError as exc:
+            return {"error": str(exc)[-500:]}
         try:
             return json.loads(proc.stdout)  # type: ignore[no-any-return]
         except ValueError:
