@@ -1558,7 +1558,16 @@ class Engine:
         """Replay: rewrite a captured inbound packet (addressed to the untranslated LAN host)
         into what the far end sent after seeing natpass's translation. False: no mapping."""
         try:
-            return self._far_end_view(buf, now)
+            if self._far_end_view(buf, now):
+                return True
+            # No mapping: the far end could still only have addressed the router's public
+            # address (never the private one), so the WAN side shows that; process() will
+            # then drop it (no-mapping / filtered) as it would the real packet.
+            if len(buf) >= 20 and (buf[0] & 0x0F) * 4 <= len(buf):
+                dst = bytes(buf[16:20])
+                if self._is_lan(dst):
+                    _set_ip_addr(buf, 16, self._pair(dst))
+            return False
         except (IndexError, ValueError):
             return False
 

@@ -52,3 +52,11 @@ def test_far_end_view_icmp_error_inner_header():
 def test_far_end_view_without_mapping_is_false():
     e = eng()
     assert not e.far_end_view(udp(REMOTE, LAN1, 53, 5000), 0.0)
+
+
+def test_far_end_view_without_mapping_still_addresses_the_wan_side():
+    e = eng()
+    b = udp(REMOTE, LAN1, 53, 5000, b"mid-stream")
+    assert not e.far_end_view(b, 0.0)
+    assert parse(b).dst == WAN1 and checksums_ok(b)
+    assert e.process(b, False, 0.0) == V.DROP and e.last_drop == V.NO_MAPPING
