@@ -34,6 +34,8 @@ def register(sub: Any) -> None:
     up.add_argument("--clients", type=int, default=1, help="LAN clients c1..cN (default 1)")
     for sw in ("pptp", "ipsec", "l2tp"):
         up.add_argument(f"--{sw}", action="store_true", help=f"turn natpass's {sw} passthrough switch on")
+    up.add_argument("--strict", action="store_true",
+                    help="natpass: also block the control ports of switched-off protocols")
     up.add_argument("--mapping", default="endpoint-independent",
                     choices=("endpoint-independent", "address-dependent", "address-and-port-dependent"))
     up.add_argument("--filtering", default="address-and-port-dependent",
@@ -102,7 +104,7 @@ def _up(args: argparse.Namespace) -> int:
     try:
         topo = T.build(
             lab, args.topology, router=args.router, clients=args.clients, outer=args.outer,
-            pptp=args.pptp, ipsec=args.ipsec, l2tp=args.l2tp, mapping=args.mapping,
+            pptp=args.pptp, ipsec=args.ipsec, l2tp=args.l2tp, strict=args.strict, mapping=args.mapping,
             filtering=args.filtering, forwards=[_parse_forward(f) for f in args.forward],
         )
     except (LabError, ValueError) as exc:

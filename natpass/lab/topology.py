@@ -90,6 +90,7 @@ class Router:
     pptp: bool = False
     ipsec: bool = False
     l2tp: bool = False
+    strict: bool = False
     mapping: str = "endpoint-independent"
     filtering: str = "address-and-port-dependent"
     forwards: list[Forward] = field(default_factory=list)
@@ -188,6 +189,7 @@ def router_config_toml(r: Router, state_dir: Path) -> str:
         f"pptp = {str(r.pptp).lower()}",
         f"ipsec = {str(r.ipsec).lower()}",
         f"l2tp = {str(r.l2tp).lower()}",
+        f"strict = {str(r.strict).lower()}",
         "[router]",
         f'state_dir = "{state_dir}"',
         f'admin_socket = "{r.admin_socket}"',
@@ -216,6 +218,7 @@ def build(
     mapping: str = "endpoint-independent",
     filtering: str = "address-and-port-dependent",
     forwards: list[Forward] | None = None,
+    strict: bool = False,
     start_routers: bool = True,
 ) -> Topology:
     """Build topology ``name`` under ``lab``'s prefix (the caller cleans up on failure)."""
@@ -239,7 +242,7 @@ def build(
     home = Router(
         node="r1", kind=router, lan_if="lan0", lan_addr=LAN_GATEWAY, lan_prefix=LAN_PREFIX,
         wan_if="wan0", wan_addr=r1_wan, wan_prefix=r1_wan_prefix, gateway=r1_gw,
-        pptp=pptp, ipsec=ipsec, l2tp=l2tp, mapping=mapping, filtering=filtering,
+        pptp=pptp, ipsec=ipsec, l2tp=l2tp, strict=strict, mapping=mapping, filtering=filtering,
         forwards=list(forwards or []),
     )
     routers = [home]

@@ -266,3 +266,26 @@ def test_udp_hairpinning_to_own_mapping_follows_filtering(root: None, np_lab: Na
     else:
         assert not res.connected
         assert np_lab.drops().get("filtered", 0) > before
+
+
+def test_l2tp_switch_off_crosses_as_ordinary_udp_for_two_clients(root: None, np_lab: NatpassLab) -> None:
+    """Bare L2TP with the l2tp switch off is plain UDP (natpass/passthrough/l2tp.py): xl2tpd answers
+    the second client on the WAN port it came from, so both connect."""
+    np_lab.configure(**ALL_OFF, **DEFAULT_NAT, strict=False)
+    results = run_together([L2tp(np_lab.lab, np_lab.topo, client=c, timeout=TIMEOUT) for c in ("c1", "c2")])
+    assert [r.connected for r in results] == [True, True], [r.detail for r in results]
+
+
+def test_strict_with_switches_off_blocks_l2tp_and_pptp_control(root: None, np_lab: NatpassLab) -> None:
+    np_lab.configure(**ALL_OFF, **DEFAULT_NAT, strict=True)
+    try:
+        before = np_lab.drops()
+        for peer in (L2tp(np_lab.lab, np_lab.topo, timeout=5), Pptp(np_lab.lab, np_lab.topo, timeout=5)):
+            res = peer.run()
+            assert not res.connected, res.protocol
+        after = np_lab.drops()
+        for switch in ("l2tp", "pptp"):
+            key = f"strict-blocked:{switch}"
+            assert after.get(key, 0) > before.get(key, 0), after
+    finally:
+        np_lab.configure(strict=False)
