@@ -289,3 +289,12 @@ def test_strict_with_switches_off_blocks_l2tp_and_pptp_control(root: None, np_la
             assert after.get(key, 0) > before.get(key, 0), after
     finally:
         np_lab.configure(strict=False)
+
+
+@pytest.mark.parametrize("ipsec", [False, True], ids=["ipsec-off", "ipsec-on"])
+def test_two_strongswan_clients_at_once_to_one_gateway(root: None, np_lab: NatpassLab, ipsec: bool) -> None:
+    """IKEv2 from two LAN hosts at the same time: one WAN address, two IKE SAs, ESP in UDP 4500."""
+    np_lab.configure(pptp=False, l2tp=False, ipsec=ipsec, **DEFAULT_NAT)
+    results = run_together([StrongSwan(np_lab.lab, np_lab.topo, client=c, timeout=TIMEOUT) for c in ("c1", "c2")])
+    assert [r.connected for r in results] == [True, True], [r.detail for r in results]
+    assert all(r.extra["nat_detected"] for r in results)
