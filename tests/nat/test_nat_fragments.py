@@ -31,7 +31,7 @@ def reassemble(pieces, src, dst):
     return UDP(data)
 
 
-def test_fragments_in_order_translated():
+def test_rfc4787_req14_fragments_in_order_translated():
     e = eng()
     fs = frags(LAN1, REMOTE, 5000, 53)
     assert len(fs) >= 3
@@ -43,7 +43,7 @@ def test_fragments_in_order_translated():
     assert u.sport == 5000 and bytes(u.payload) == PAYLOAD
 
 
-def test_fragments_out_of_order_held_then_released():
+def test_rfc4787_req14_fragments_out_of_order_held_then_released():
     e = eng()
     fs = frags(LAN1, REMOTE, 5000, 53)
     later = fs[1:][::-1]

@@ -128,7 +128,7 @@ def test_rfc5508_icmp_error_never_refreshes_mapping():
     assert len(list(e.flows())) == 0
 
 
-def test_rfc5508_icmp_error_does_not_kill_mapping():
+def test_rfc4787_req12_rfc5508_icmp_error_does_not_kill_mapping():
     e = eng()
     sent = _udp_out(e, 0.0)
     err = raw(IP(src=ROUTER_MID, dst=WAN1) / ICMP(type=3, code=1) / bytes(sent))
