@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -13,7 +14,7 @@ PREFIX = "nplab"
 
 
 @pytest.fixture
-def lab(root: None) -> Netns:
+def lab(root: None) -> Iterator[Netns]:
     n = Netns(PREFIX)
     with n.session():
         yield n
