@@ -130,3 +130,18 @@ def test_pptp_and_wireguard_through_two_natpass_nats(lab: Netns) -> None:
     for peer in (WireGuard(lab, topo, timeout=10), Pptp(lab, topo, timeout=15)):
         res = peer.run()
         assert res.connected, (res.protocol, res.detail)
+
+
+def test_two_pptp_clients_through_natpass_behind_kernel_carrier_nat(lab: Netns) -> None:
+    """natpass (pptp on) at home, the kernel's PPTP helper at the carrier: Call IDs translated twice."""
+    if not T.natpass_run_available():
+        pytest.fail("natpass run is not available in this checkout")
+    from natpass.lab.peers.base import run_together
+    from natpass.lab.peers.pptp import Pptp
+
+    topo = T.build(lab, "cgnat", router="natpass", outer="kernel", pptp=True, clients=2)
+    assert topo.home.pid and lab.alive(topo.home.pid), topo.home.error
+    for c in topo.clients:
+        assert T.wait_reachable(lab, c, topo.server_addrs[0], timeout=8)
+    results = run_together([Pptp(lab, topo, client=c, timeout=15) for c in topo.clients])
+    assert [r.connected for r in results] == [True, True], [r.detail for r in results]
