@@ -150,11 +150,6 @@ class _Ctx:
         self._e.events.append(ev)
 
 
-def _fold(x: int) -> int:
-    x = (x & 0xFFFF) + (x >> 16)
-    return (x & 0xFFFF) + (x >> 16)
-
-
 _new_flow_object = object.__new__  # Flow without __init__: _new_flow sets every slot once
 
 
@@ -942,9 +937,6 @@ class Engine:
             self._reserved.setdefault(proto, set()).add(wan + pb[port])
         self._count_port(proto, wan, port, 1)
         return port
-
-    def _intern(self, v: int) -> int:
-        return _INTS[v] if v < 0x20000 else v
 
     # ----------------------------------------------------------------------------- flows
     def _timeout_for(self, f: Flow) -> float:
