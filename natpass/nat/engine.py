@@ -1336,9 +1336,16 @@ class Engine:
 
     def _rewrite_src(self, buf: bytearray, ihl: int, proto: int, f: Flow) -> None:
         """Outbound translation with the flow's precomputed deltas (any header length)."""
-        buf[12:16] = f.o_addr
         buf[8] -= 1
         _adjust(buf, 10, f.o_ipd)
+        if ihl == 20 and (proto == PROTO_UDP or proto == PROTO_TCP):
+            buf[12:24] = f.o_bytes
+            if proto == PROTO_UDP:
+                _adjust_udp(buf, 26, f.o_l4d)
+            else:
+                _adjust(buf, 36, f.o_l4d)
+            return
+        buf[12:16] = f.o_addr
         if proto == PROTO_UDP:
             buf[ihl:ihl + 2] = f.o_port
             _adjust_udp(buf, ihl + 6, f.o_l4d)
