@@ -1,10 +1,12 @@
 """The live Linux datapath: real Ethernet frames on two interfaces, through the engine, and back out.
 
-Design (docs/DATAPATH.md): one AF_PACKET socket per interface bound to ETH_P_IP (it sees the frames
-received for our MAC before netfilter, never the ones sent), one per interface for ARP. Each IPv4
-packet is handed to ``engine.process``; the verdict says on which side it leaves. Next-hop MACs come
-from natpass's own ARP cache (:mod:`natpass.datapath.arp`). The kernel does no forwarding and no NAT
-(``ip_forward = 0`` and an nftables table that drops IPv4 input, see :mod:`live_setup`).
+Design (docs/DATAPATH.md): per interface, an AF_PACKET socket bound to ETH_P_IP with a TPACKET_V2
+RX ring (it sees the frames received for our MAC before netfilter, never the ones sent), a send-only
+packet socket with a TX ring (one ``send()`` per batch), and a socket for ARP. Each IPv4 packet is
+handed to ``engine.process``; the verdict says on which side it leaves. Next-hop MACs come from
+natpass's own ARP cache (:mod:`natpass.datapath.arp`). The kernel does no forwarding and no NAT
+(``ip_forward = 0`` and an nftables table that drops IPv4 input, see :mod:`live_setup`). Without
+rings (``NATPASS_PACKET_RINGS=0`` or a kernel refusing them) each packet costs a recv and a send.
 
 The loop is single-threaded; everything else (admin API, reload, switches) reaches the engine
 through :meth:`LiveDatapath.call`, which runs a function between two batches of packets.
