@@ -30,7 +30,16 @@ from concurrent.futures import Future
 from typing import Any
 
 from natpass.datapath import packetsock
-from natpass.datapath.arp import ETH_HEADER, ETH_P_ARP, ETH_P_IP, ArpCache
+from natpass.datapath.arp import (
+    ARP_OP_REPLY,
+    ARP_OP_REQUEST,
+    ETH_HEADER,
+    ETH_P_ARP,
+    ETH_P_IP,
+    ArpCache,
+    build_arp,
+    parse_arp,
+)
 from natpass.datapath.packetsock import (
     RING_FRAME,
     TP_STATUS_AVAILABLE,
@@ -57,16 +66,21 @@ _TX_MAX = RING_FRAME - TPACKET2_TX_DATA  # the largest frame a TX ring slot hold
 _ZERO4 = bytes(4)
 
 
-def _onlink_prefixes(ifname: str) -> list[ipaddress.IPv4Network]:
-    """IPv4 prefixes configured on ``ifname`` (on-link destinations need no gateway)."""
+def _interface_addresses(ifname: str) -> list[ipaddress.IPv4Interface]:
+    """IPv4 addresses (with their prefixes) configured on ``ifname``."""
     out = subprocess.run(["ip", "-o", "-4", "addr", "show", "dev", ifname], capture_output=True,
                          text=True, timeout=10, check=False).stdout
-    nets = []
+    found = []
     for line in out.splitlines():
         parts = line.split()
         if "inet" in parts:
-            nets.append(ipaddress.IPv4Interface(parts[parts.index("inet") + 1]).network)
-    return nets
+            found.append(ipaddress.IPv4Interface(parts[parts.index("inet") + 1]))
+    return found
+
+
+def _onlink_prefixes(ifname: str) -> list[ipaddress.IPv4Network]:
+    """IPv4 prefixes configured on ``ifname`` (on-link destinations need no gateway)."""
+    return [iface.network for iface in _interface_addresses(ifname)]
 
 
 def answer_echo(buf: bytearray) -> bool:
@@ -167,6 +181,8 @@ class Side:
         self.by_dst: dict[int, bytes] = {}
         self.nh_mac: dict[bytes, bytes] = {}  # next hop -> the MAC the cached headers use
         self.tx_pending = 0
+        self.answer_for: frozenset[bytes] = frozenset()  # addresses whose ARP natpass answers
+        self.arp_replies = 0
         self.rx = 0
         self.tx = 0
         self.tx_errors = 0
@@ -287,6 +303,17 @@ class Side:
                 break
             except OSError:  # reported by the loop's POLLERR handling
                 break
+            if self.answer_for:
+                asked = parse_arp(frame)
+                if asked is not None and asked[0] == ARP_OP_REQUEST and asked[4] in self.answer_for:
+                    # A NAT address the kernel does not hold: natpass answers for it (RFC 826 reply).
+                    _op, sha, spa, _tha, tpa = asked
+                    self._send_arp(build_arp(ARP_OP_REPLY, self.mac, self.mac, tpa, sha, spa, dst_mac=sha))
+                    self.arp_replies += 1
+                    for packet in self.arp.learn(spa, sha, now):
+                        self.emit(packet, now)
+                    self.learned(spa)
+                    continue
             got = self.arp.on_frame(frame, now)
             if got is None:
                 continue
@@ -321,7 +348,8 @@ class LiveDatapath:
         except BaseException:
             self.lan.close()
             raise
-        self.wan_addresses = frozenset(wan_addresses)
+        self.wan_addresses: frozenset[bytes] = frozenset()
+        self.set_wan_addresses(wan_addresses)
         self.answer_wan_ping = answer_wan_ping
         self.drops = 0
         self.socket_errors = 0
@@ -335,6 +363,16 @@ class LiveDatapath:
         self._stopping = False
         self.loop_thread: threading.Thread | None = None
         self.periodic: list[Callable[[float], None]] = []
+
+    def set_wan_addresses(self, addresses: tuple[bytes, ...]) -> None:
+        """The NAT's WAN addresses; natpass answers ARP for those the kernel does not hold on the
+        WAN interface (extra addresses of a pool need no ``ip addr add``)."""
+        self.wan_addresses = frozenset(addresses)
+        held = {iface.ip.packed for iface in _interface_addresses(self.wan.ifname)}
+        self.wan.answer_for = frozenset(a for a in addresses if a not in held)
+        if self.wan.answer_for:
+            log.info("answering ARP on %s for %s", self.wan.ifname,
+                     ", ".join(str(ipaddress.IPv4Address(a)) for a in sorted(self.wan.answer_for)))
 
     # ----- control from other threads ------------------------------------------------------------
     def wake(self) -> None:
@@ -365,6 +403,7 @@ class LiveDatapath:
             "arp_requests": self.lan.arp.requests_sent + self.wan.arp.requests_sent,
             "arp_unresolved_drops": self.lan.arp.unresolved_drops + self.wan.arp.unresolved_drops,
             "socket_errors": self.socket_errors,
+            "arp_replies": self.lan.arp_replies + self.wan.arp_replies,
             "rings": int(self.lan.rx_ring is not None and self.wan.rx_ring is not None),
         }
 

@@ -290,7 +290,7 @@ class RouterDaemon:
             if self.datapath is not None:
                 self.datapath.wan.gateway = new.wan_gateway
                 self.datapath.wan.by_dst.clear()
-                self.datapath.wan_addresses = frozenset(new.wan_addresses)
+                self.datapath.set_wan_addresses(new.wan_addresses)
             self.config = new
             self.config_path = path
             for name in SWITCHES:

@@ -273,3 +273,24 @@ def test_traffic_beyond_the_wan_link_goes_to_the_configured_gateway(topo: Topolo
         topo.lab.kill(pid)
         topo.lab.ip(topo.srv, "addr", "del", f"{far}/32", "dev", "lo")
         topo.lab.sysctl(topo.srv, "net.ipv4.conf.all.arp_ignore", 0)
+
+
+def test_a_second_wan_address_not_on_the_interface_gets_arp_answers_from_natpass(
+        topo: Topology, config: Path, echo_server: int) -> None:
+    extra = "203.0.113.5"
+    config.write_text(config.read_text().replace(f'addresses = ["{ROUTER_WAN}"]',
+                                                 f'addresses = ["{ROUTER_WAN}", "{extra}"]'))
+    pid = topo.start_natpass(config, label="natpass-pool", runner=natpass_argv(str(config)))
+    try:
+        topo.lab.run(topo.srv, ["ip", "neigh", "flush", "dev", "eth0"], check=False)
+        ping = topo.lab.run(topo.srv, ["ping", "-c", "2", "-i", "0.2", "-W", "2", extra], check=False)
+        assert ping.returncode == 0, ping.stdout + topo.lab.log("natpass-pool")
+        neigh = topo.lab.run(topo.srv, ["ip", "neigh", "show", extra]).stdout
+        assert "lladdr" in neigh  # resolved through natpass's ARP reply
+        probe = topo.lab.run(topo.cli, [sys.executable, "-c", CLIENT_PROBE], check=False)
+        assert "udp-reply hello-udp" in probe.stdout, probe.stderr + topo.lab.log("natpass-pool")
+        seen = {line.split()[1] for line in topo.lab.log("echo").splitlines() if line.startswith("udp")}
+        assert seen <= {ROUTER_WAN, extra} and seen
+    finally:
+        topo.lab.kill(pid)
+    assert "answering ARP on wan0 for 203.0.113.5" in topo.lab.log("natpass-pool")
