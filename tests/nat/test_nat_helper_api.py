@@ -216,3 +216,41 @@ def test_find_flow_and_status_lists_helper():
     f = h.ctx.find_flow(17, a(LAN1), 5000, a(REMOTE), ECHO_PORT)
     assert f is not None and f.wan_port == 40404 and f.outbound
     assert e.status()["helpers"]["pptp"]["stats"]["packets"] == 1
+
+
+class DemuxHelper(Helper):
+    """Claims UDP 500 and answers inbound_lookup with the flow it picks (IKE-style demux)."""
+
+    name = "ipsec"
+    udp_ports = frozenset({500})
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.pick: FlowView | None = None
+        self.lookups = 0
+
+    def inbound_lookup(self, proto, buf, ihl, now):
+        self.lookups += 1
+        return self.pick
+
+
+def test_helper_inbound_lookup_decides_the_flow():
+    h = DemuxHelper()
+    e = eng(helpers=[h], passthrough=Passthrough(ipsec=True))
+    b1 = udp(LAN1, REMOTE, 500, 500, b"ike1")
+    b2 = udp(LAN2, REMOTE, 500, 500, b"ike2")
+    out(e, b1)
+    out(e, b2)
+    p1, p2 = parse(b1).sport, parse(b2).sport
+    assert p1 != p2
+    # the helper says the packet addressed to LAN1's mapping belongs to LAN2's flow
+    h.pick = h.ctx.find_flow(17, a(LAN2), 500, a(REMOTE), 500)
+    r = udp(REMOTE, WAN1, 500, p1, b"resp")
+    assert inb(e, r) == V.TO_LAN
+    assert (parse(r).dst, parse(r).dport) == (LAN2, 500)
+    assert checksums_ok(r)
+    assert h.lookups == 1
+    # None: the engine's own lookup
+    h.pick = None
+    r = udp(REMOTE, WAN1, 500, p1, b"resp")
+    assert inb(e, r) == V.TO_LAN and parse(r).dst == LAN1

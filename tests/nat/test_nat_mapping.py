@@ -287,3 +287,18 @@ def test_flows_view_fields():
     assert (f.wan_addr, f.wan_port) == (a(wan), wport)
     assert (f.remote_addr, f.remote_port) == (a(REMOTE2), 53)
     assert f.outbound and f.helper_state is None
+
+
+def test_reconfigure_replaces_port_forwards():
+    from natpass.nat.config import NatConfig
+    fw1 = PortForward(proto=17, wan_port=9000, lan_addr=a(LAN2), lan_port=9001)
+    fw2 = PortForward(proto=17, wan_port=9100, lan_addr=a(LAN1), lan_port=9101)
+    e = eng(forwards=(fw1,))
+    assert inb(e, udp(REMOTE, WAN1, 1234, 9000)) == V.TO_LAN
+    e.reconfigure(NatConfig(seed=1, forwards=(fw2,)), 1.0)
+    assert inb(e, udp(REMOTE2, WAN1, 1234, 9000), 1.0) == V.DROP
+    b = udp(REMOTE2, WAN1, 1234, 9100)
+    assert inb(e, b, 1.0) == V.TO_LAN
+    assert (parse(b).dst, parse(b).dport) == (LAN1, 9101)
+    # the old forward's port is free again for dynamic mappings
+    assert mapped(e, src=LAN1, sport=9000, now=1.0)[1] == 9000
