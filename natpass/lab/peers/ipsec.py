@@ -13,6 +13,7 @@ from __future__ import annotations
 import re
 import time
 
+from natpass.lab.netns import LabError
 from natpass.lab.peers.base import Peer
 
 PSK = "natpass-lab-psk"
@@ -89,14 +90,14 @@ secrets {{
 """
 
 
-def swanctl_client(remote: str, ident: str) -> str:
+def swanctl_client(remote: str, ident: str, virtual_ip: bool = True) -> str:
+    vips = "    vips = 0.0.0.0\n" if virtual_ip else ""
     return f"""connections {{
   lab {{
     version = 2
     remote_addrs = {remote}
     proposals = aes256-sha256-modp2048,aes256-sha256-curve25519
-    vips = 0.0.0.0
-    local {{
+{vips}    local {{
       auth = psk
       id = {ident}
     }}
@@ -138,10 +139,7 @@ class Charon:
         self.peer.spawn(self.node, ["/usr/lib/ipsec/charon"], self.label, server=(self.node == self.peer.server),
                         env={"STRONGSWAN_CONF": str(self.conf)}, private_run=True)
         if not self.peer.lab.wait_for(self.vici.exists, 8):
-            raise_from_log = self.peer.log(self.label)[-400:]
-            from natpass.lab.netns import LabError
-
-            raise LabError(f"charon in {self.node} did not open its vici socket: {raise_from_log}")
+            raise LabError(f"charon in {self.node} did not open its vici socket: {self.peer.log(self.label)[-400:]}")
         self.swan("--load-all", "--file", str(self.swanctl))
 
     def swan(self, *args: str, check: bool = True, timeout: float = 20.0) -> str:
@@ -167,7 +165,6 @@ class StrongSwan(Peer):
         super().__init__(*args, **kw)  # type: ignore[arg-type]
         self.client_charon = Charon(self, self.client, f"charon-{self.client}")
         self.server_charon = Charon(self, self.server, "charon-server")
-        self.initiated = False
 
     def start_server(self) -> None:
         self.lab.run(self.server, ["ip", "addr", "replace", f"{PROTECTED}/24", "dev", "lo"])
@@ -175,7 +172,10 @@ class StrongSwan(Peer):
 
     def start_client(self) -> None:
         self.client_charon.start(swanctl_client(self.server_addr, f"{self.client}@natpass.lab"))
-        # --initiate blocks until the CHILD_SA is up or fails; run it in the background.
+        self.initiate()
+
+    def initiate(self) -> None:
+        """Ask the client's charon to bring the CHILD_SA up (swanctl blocks: run it in the background)."""
         self.spawn(self.client, ["swanctl", "--initiate", "--child", "net", "--timeout", str(int(self.timeout)),
                                  "--uri", f"unix://{self.client_charon.vici}"], f"initiate-{self.client}")
 
@@ -238,9 +238,7 @@ class Pvpn(StrongSwan):
         return relayed
 
     def start_client(self) -> None:
-        conf = swanctl_client(self.server_addr, f"{self.client}@natpass.lab").replace(
-            "remote_ts = 192.168.103.0/24", "remote_ts = 192.168.103.0/24"
-        ).replace("    vips = 0.0.0.0\n", "")  # pvpn's own pool is not a lab range: use the client's address
+        # pvpn's own address pool is not a lab range: no virtual IP, the client keeps its own address.
+        conf = swanctl_client(self.server_addr, f"{self.client}@natpass.lab", virtual_ip=False)
         self.client_charon.start(conf)
-        self.spawn(self.client, ["swanctl", "--initiate", "--child", "net", "--timeout", str(int(self.timeout)),
-                                 "--uri", f"unix://{self.client_charon.vici}"], f"initiate-{self.client}")
+        self.initiate()

@@ -10,6 +10,8 @@ saw LCP open over the L2TP session. Plain L2TP without IPsec: what L2TP/IPsec ca
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from natpass.lab.peers.base import Peer
 
 PORT = 1701  # RFC 2661 section 8.1
@@ -24,12 +26,19 @@ class L2tp(Peer):
         self.server_log = self.lab.path("peers", "l2tp-server", "standin.log")
         self.client_log = self.file("standin.log")
 
-    def start_server(self) -> None:
+    def _xl2tpd(self, node: str, label: str, conf_text: str, standin_log: Path, server: bool = False) -> None:
+        """One xl2tpd in ``node`` with its own /run and the stand-in bound over /usr/sbin/pppd."""
         standin = self.standin_pppd()
-        self.server_log.unlink(missing_ok=True)
-        d = self.server_log.parent
+        standin_log.unlink(missing_ok=True)
+        d = standin_log.parent
         conf = d / "xl2tpd.conf"
-        conf.write_text(
+        conf.write_text(conf_text)
+        self.spawn(node, ["xl2tpd", "-D", "-c", str(conf), "-p", str(d / "xl2tpd.pid"), "-C", str(d / "l2tp-control")],
+                   label, server=server, private_run=True, binds=[(str(standin), "/usr/sbin/pppd")],
+                   env={"NATPASS_STANDIN_LOG": str(standin_log)})
+
+    def start_server(self) -> None:
+        self._xl2tpd(self.server, "server", (
             "[global]\n"
             f"listen-addr = {self.server_addr}\n"
             f"port = {PORT}\n"
@@ -38,19 +47,11 @@ class L2tp(Peer):
             "local ip = 192.168.105.1\n"
             "require authentication = no\n"
             "length bit = yes\n"
-        )
-        self.spawn(self.server, ["xl2tpd", "-D", "-c", str(conf), "-p", str(d / "xl2tpd.pid"),
-                                 "-C", str(d / "l2tp-control")],
-                   "server", server=True, private_run=True, binds=[(str(standin), "/usr/sbin/pppd")],
-                   env={"NATPASS_STANDIN_LOG": str(self.server_log)})
+        ), self.server_log, server=True)
         self.lab.wait_for(lambda: "Listening on IP address" in self.log("server"), 3)
 
     def start_client(self) -> None:
-        standin = self.standin_pppd()
-        self.client_log.unlink(missing_ok=True)
-        d = self.client_log.parent
-        conf = d / "xl2tpd.conf"
-        conf.write_text(
+        self._xl2tpd(self.client, f"client-{self.client}", (
             "[global]\n"
             f"port = {PORT}\n"
             "[lac lab]\n"
@@ -60,11 +61,7 @@ class L2tp(Peer):
             "redial timeout = 1\n"
             "max redials = 30\n"
             "length bit = yes\n"
-        )
-        self.spawn(self.client, ["xl2tpd", "-D", "-c", str(conf), "-p", str(d / "xl2tpd.pid"),
-                                 "-C", str(d / "l2tp-control")],
-                   f"client-{self.client}", private_run=True, binds=[(str(standin), "/usr/sbin/pppd")],
-                   env={"NATPASS_STANDIN_LOG": str(self.client_log)})
+        ), self.client_log)
 
     def _events(self) -> str:
         try:

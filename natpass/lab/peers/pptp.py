@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import re
 
+from natpass.lab.netns import LabError
 from natpass.lab.peers.base import Peer
 
 PORT = 1723  # RFC 2637 section 3.1
@@ -52,8 +53,6 @@ class Pptp(Peer):
         )
         if not self.lab.wait_for(lambda: f"{self.server_addr}:{PORT}" in self.lab.run(
                 self.server, ["ss", "-ltn"], check=False).stdout, 5):
-            from natpass.lab.netns import LabError
-
             raise LabError(f"pptpd is not listening on {self.server_addr}:{PORT}: {self.log('syslog')[-300:]}")
 
     def start_client(self) -> None:
