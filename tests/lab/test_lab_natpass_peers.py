@@ -19,7 +19,7 @@ from conftest import need_root
 from natpass.lab import topology as T
 from natpass.lab.capture import Capture, tshark_fields
 from natpass.lab.netns import Netns
-from natpass.lab.peers.base import Peer, run_together
+from natpass.lab.peers.base import run_together
 from natpass.lab.peers.esp import RawEsp
 from natpass.lab.peers.ipsec import Pvpn, StrongSwan
 from natpass.lab.peers.l2tp import L2tp
@@ -57,9 +57,6 @@ class NatpassLab:
 
     def drops(self) -> dict[str, int]:
         return T.drops_of(T.natpass_status(self.lab, self.router))
-
-    def run(self, peer: Peer) -> Any:
-        return peer.run()
 
 
 @pytest.fixture(scope="module")

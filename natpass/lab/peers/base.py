@@ -91,6 +91,14 @@ class Peer:
         if not self.lab.alive(pid):
             raise LabError(f"{what} exited early")
 
+    @staticmethod
+    def read(path: Path) -> str:
+        """A log file's text so far ('' before it exists)."""
+        try:
+            return path.read_text(errors="replace")
+        except OSError:
+            return ""
+
     def ping(self, node: str, addr: str, wait: float = 1.0) -> bool:
         proc = self.lab.run(node, ["ping", "-c1", "-W", str(max(1, int(wait))), addr], check=False)
         return proc.returncode == 0

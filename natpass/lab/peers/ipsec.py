@@ -149,10 +149,7 @@ class Charon:
         return proc.stdout + proc.stderr
 
     def log(self) -> str:
-        try:
-            return self.logfile.read_text(errors="replace")
-        except OSError:
-            return ""
+        return self.peer.read(self.logfile)
 
 
 class StrongSwan(Peer):

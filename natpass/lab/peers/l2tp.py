@@ -64,10 +64,7 @@ class L2tp(Peer):
         ), self.client_log)
 
     def _events(self) -> str:
-        try:
-            return self.client_log.read_text()
-        except OSError:
-            return ""
+        return self.read(self.client_log)
 
     def connected(self) -> bool:
         return "LCP opened" in self._events()

@@ -14,8 +14,6 @@ which the stand-in does (it sends its Configure-Request at once).
 
 from __future__ import annotations
 
-import re
-
 from natpass.lab.netns import LabError
 from natpass.lab.peers.base import Peer
 
@@ -63,18 +61,10 @@ class Pptp(Peer):
                    private_run=True)  # pptp's call manager socket is /var/run/pptp/SERVER: one per client
 
     def _client_events(self) -> str:
-        try:
-            return self.client_log.read_text()
-        except OSError:
-            return ""
+        return self.read(self.client_log)
 
     def connected(self) -> bool:
         return "LCP opened" in self._client_events()
-
-    def call_ids(self) -> dict[str, object]:
-        """Call IDs pptpd logged for its sessions (from its syslog)."""
-        text = self.log("syslog")
-        return {"server_call_ids": sorted(set(re.findall(r"call id (\d+)", text, re.I)))}
 
     def failure_detail(self) -> str:
         ev = self._client_events()
