@@ -160,8 +160,10 @@ class Topology:
 
     def capture(self, node: str, ifname: str, path: Path, bpf: str = "") -> subprocess.Popen[bytes]:
         """tcpdump writing ``path`` inside ``node`` until :meth:`stop_capture` (bounded by -c)."""
-        argv = self.lab.argv(node, ["tcpdump", "-i", ifname, "-U", "-n", "-c", "5000", "-w", str(path),
-                                    *([bpf] if bpf else [])])
+        # --immediate-mode: libpcap's TPACKET_V3 block timer would otherwise keep the last packets
+        # from tcpdump until after it has been told to stop.
+        argv = self.lab.argv(node, ["tcpdump", "-i", ifname, "--immediate-mode", "-U", "-n", "-c", "5000",
+                                    "-w", str(path), *([bpf] if bpf else [])])
         proc = subprocess.Popen(argv, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
         deadline = time.monotonic() + 5
         while time.monotonic() < deadline and not path.exists():

@@ -86,27 +86,38 @@ def echo_server(topo: Topology) -> Iterator[int]:
 
 def test_ping_udp_tcp_cross_translated_to_the_wan_address(topo: Topology, natpass: int, echo_server: int,
                                                          tmp_path: Path) -> None:
-    pcap = tmp_path / "wan.pcap"
-    cap = topo.capture(topo.srv, "eth0", pcap, "ip")
+    wan_pcap, lan_pcap = tmp_path / "wan.pcap", tmp_path / "lan.pcap"
+    wan_cap = topo.capture(topo.srv, "eth0", wan_pcap, "ip")
+    lan_cap = topo.capture(topo.cli, "eth0", lan_pcap, "ip")
     try:
         ping = topo.lab.run(topo.cli, ["ping", "-c", "3", "-i", "0.2", "-W", "2", SERVER], check=False)
         probe = topo.lab.run(topo.cli, [sys.executable, "-c", CLIENT_PROBE], check=False)
+        forwarding = topo.sysctl("net.ipv4.ip_forward")
+        tracked = topo.lab.run(topo.rtr, ["conntrack", "-L"], check=False).stdout
     finally:
-        topo.stop_capture(cap)
+        topo.stop_capture(wan_cap)
+        topo.stop_capture(lan_cap)
     assert ping.returncode == 0, ping.stdout + topo.lab.log("natpass")
     assert "udp-reply hello-udp" in probe.stdout, probe.stderr + topo.lab.log("natpass")
     assert "tcp-reply hello-tcp" in probe.stdout, probe.stderr
+    # The kernel neither forwarded nor NATed any of it.
+    assert forwarding == "0"
+    assert CLIENT not in tracked
     # The server saw the router's WAN address, never the client's LAN address.
     seen = [line.split() for line in topo.lab.log("echo").splitlines() if line.startswith(("udp", "tcp"))]
     assert {kind for kind, *_ in seen} == {"udp", "tcp"}
     assert {addr for _kind, addr, _port in seen} == {ROUTER_WAN}
-    frames = decode(pcap)
+    frames = decode(wan_pcap)
     sources = {f["ip"]["ip.src"] for f in frames if "ip" in f}
     assert sources == {ROUTER_WAN, SERVER}, sources
     assert CLIENT not in {f["ip"]["ip.dst"] for f in frames if "ip" in f}
     protos = {f["ip"]["ip.proto"] for f in frames if "ip" in f and f["ip"]["ip.src"] == ROUTER_WAN}
-    assert protos >= {"1", "6", "17"}
-    assert bad_checksums(pcap) == []
+    assert protos >= {"1", "6", "17"}, protos
+    # Replies reached the client translated back, with correct checksums on both sides.
+    lan_frames = decode(lan_pcap)
+    assert {f["ip"]["ip.src"] for f in lan_frames if "ip" in f and f["ip"]["ip.dst"] == CLIENT} == {SERVER}
+    assert bad_checksums(wan_pcap) == []
+    assert bad_checksums(lan_pcap) == []
 
 
 def test_the_plain_socket_path_without_rings_translates_the_same(topo: Topology, config: Path,
