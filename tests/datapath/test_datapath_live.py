@@ -305,3 +305,26 @@ def test_a_second_wan_address_not_on_the_interface_gets_arp_answers_from_natpass
     finally:
         topo.lab.kill(pid)
     assert "answering ARP on wan0 for 203.0.113.5" in topo.lab.log("natpass-pool")
+
+
+def test_wan_mtu_fragments_or_answers_fragmentation_needed_through_the_live_path(
+        topo: Topology, config: Path, tmp_path: Path) -> None:
+    config.write_text(config.read_text().replace('interface = "wan0"', 'interface = "wan0"\nmtu = 1000'))
+    pid = topo.start_natpass(config, label="natpass-mtu", runner=natpass_argv(str(config)))
+    pcap = tmp_path / "wan.pcap"
+    cap = topo.capture(topo.srv, "eth0", pcap, "ip")
+    try:
+        # DF set: the engine answers "fragmentation needed" (RFC 1191) with the WAN MTU.
+        df = topo.lab.run(topo.cli, ["ping", "-c", "1", "-W", "2", "-M", "do", "-s", "1400", SERVER], check=False)
+        # DF clear: the engine fragments (MULTI) and the server reassembles and answers.
+        frag = topo.lab.run(topo.cli, ["ping", "-c", "2", "-i", "0.2", "-W", "2", "-M", "dont", "-s", "1400",
+                                       SERVER], check=False)
+    finally:
+        topo.stop_capture(cap)
+        topo.lab.kill(pid)
+    log = topo.lab.log("natpass-mtu")
+    assert "mtu = 1000" in df.stdout, df.stdout + log
+    assert frag.returncode == 0, frag.stdout + log
+    sizes = [int(f["ip"]["ip.len"]) for f in decode(pcap) if "ip" in f and f["ip"]["ip.src"] == ROUTER_WAN]
+    assert sizes and max(sizes) <= 1000, sizes
+    assert bad_checksums(pcap) == []
