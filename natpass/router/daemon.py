@@ -30,9 +30,12 @@ def default_engine_factory(nat: NatConfig, log_event: Callable[..., None]) -> An
     """The engine with the passthrough helpers (plain engine while those are not installed)."""
     try:
         from natpass.passthrough import build_engine
-    except ImportError:
+    except ImportError as exc:
+        if "build_engine" not in str(exc):
+            raise  # a broken helper module must stop the start, not silently drop passthrough
         from natpass.nat.engine import Engine
 
+        log.warning("passthrough helpers not installed: the engine runs without them")
         engine = Engine(nat)
     else:
         engine = build_engine(nat)
