@@ -108,8 +108,10 @@ class ArpCache:
         self.requests_sent += 1
         self.send(build_arp(ARP_OP_REQUEST, self.my_mac, self.my_mac, self.my_ip, b"\x00" * 6, ip))
 
-    def tick(self, now: float) -> None:
-        """Retry outstanding requests; give up (drop the queue) after ARP_GIVE_UP_S."""
+    def tick(self, now: float) -> list[bytes]:
+        """Retry outstanding requests and give up (drop the queue) after ARP_GIVE_UP_S; re-ask
+        entries older than ARP_ENTRY_TTL_S and forget those that stay silent. Returns the
+        addresses forgotten (their cached headers must go)."""
         for ip, (first, _last) in list(self.asked.items()):
             if now - first > ARP_GIVE_UP_S:
                 del self.asked[ip]
@@ -117,3 +119,12 @@ class ArpCache:
                 self.unresolved_drops += len(dropped)
             else:
                 self._ask(ip, now)
+        forgotten = []
+        for ip, (_mac, learned) in list(self.entries.items()):
+            age = now - learned
+            if age > ARP_ENTRY_TTL_S + ARP_GIVE_UP_S:
+                del self.entries[ip]  # RFC 1122 2.3.2.1: a silent neighbour's entry times out
+                forgotten.append(ip)
+            elif age > ARP_ENTRY_TTL_S and ip not in self.asked:
+                self._ask(ip, now)
+        return forgotten

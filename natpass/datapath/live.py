@@ -494,8 +494,9 @@ class LiveDatapath:
                 fut.set_exception(exc)
 
     def _tick(self, now: float) -> None:
-        self.lan.arp.tick(now)
-        self.wan.arp.tick(now)
+        for side in (self.lan, self.wan):
+            if side.arp.tick(now):
+                side.by_dst.clear()  # a next hop went silent: resolve again before sending
         try:
             self.engine.expire(now)
         except Exception:  # a timer bug must not stop the router

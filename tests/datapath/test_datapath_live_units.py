@@ -113,3 +113,28 @@ def test_nft_table_drops_wan_input_and_lan_input_except_the_router_address() -> 
     assert 'iifname "wan0" meta nfproto ipv4 drop' in rules
     assert 'iifname "lan0" meta nfproto ipv4 ip daddr != 192.168.1.1 drop' in rules
     assert "delete table inet natpass" in rules  # idempotent: replaces a leftover table whole
+
+
+def test_arp_entries_are_refreshed_and_a_silent_neighbour_is_forgotten() -> None:
+    from natpass.datapath.arp import ARP_ENTRY_TTL_S
+
+    cache, sent = _cache()
+    cache.learn(HOST_IP, HOST_MAC, 0.0)
+    assert cache.tick(ARP_ENTRY_TTL_S - 1) == [] and sent == []
+    assert cache.tick(ARP_ENTRY_TTL_S + 0.5) == []
+    assert len(sent) == 1 and parse_arp(sent[0])[4] == HOST_IP  # type: ignore[index]
+    assert cache.lookup(HOST_IP, ARP_ENTRY_TTL_S + 0.6) == HOST_MAC  # still used while re-asking
+    assert cache.tick(ARP_ENTRY_TTL_S + ARP_GIVE_UP_S + 1) == [HOST_IP]
+    assert cache.lookup(HOST_IP, ARP_ENTRY_TTL_S + ARP_GIVE_UP_S + 1) is None
+
+
+def test_arp_refresh_answered_keeps_the_entry() -> None:
+    from natpass.datapath.arp import ARP_ENTRY_TTL_S
+
+    cache, _sent = _cache()
+    cache.learn(HOST_IP, HOST_MAC, 0.0)
+    cache.tick(ARP_ENTRY_TTL_S + 0.5)
+    reply = build_arp(ARP_OP_REPLY, HOST_MAC, HOST_MAC, HOST_IP, ROUTER_MAC, ROUTER_IP, dst_mac=ROUTER_MAC)
+    cache.on_frame(reply, ARP_ENTRY_TTL_S + 0.7)
+    assert cache.tick(ARP_ENTRY_TTL_S + ARP_GIVE_UP_S + 1) == []
+    assert cache.lookup(HOST_IP, ARP_ENTRY_TTL_S + ARP_GIVE_UP_S + 1) == HOST_MAC
