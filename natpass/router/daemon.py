@@ -149,12 +149,12 @@ class RouterDaemon:
     def _start_side_services(self) -> None:
         cfg = self.config
         try:
-            from natpass.router.admin import AdminServer
+            from natpass.router import admin as admin_module
         except ImportError:
-            AdminServer = None  # noqa: N806 - not built yet
-        if AdminServer is not None:
+            admin_module = None  # type: ignore[assignment]  # not built: the router runs without it
+        if admin_module is not None:
             try:
-                self.admin = AdminServer(self, cfg.admin_socket, cfg.admin_http)
+                self.admin = admin_module.AdminServer(self, cfg.admin_socket, cfg.admin_http)
                 start = getattr(self.admin, "start", None)
                 if callable(start):
                     start()
@@ -253,7 +253,7 @@ class RouterDaemon:
 
     def flows(self, limit: int = 200) -> list[dict[str, Any]]:
         def collect() -> list[dict[str, Any]]:
-            out = []
+            out: list[dict[str, Any]] = []
             for flow in self.engine.flows():
                 if len(out) >= limit:
                     break
