@@ -28,6 +28,7 @@ from natpass.nat.table import (
     FIN_LAN,
     FIN_WAN,
     HAIRPIN,
+    MAP_HOLDER,
     OUTBOUND,
     REPLIED,
     RST_SEEN,
@@ -379,8 +380,9 @@ class Engine:
         self._port_helpers: dict[int, dict[int, Helper]] = {PROTO_TCP: {}, PROTO_UDP: {}}
         # per protocol, a 65536-byte table: 1 where a helper claims the port (inbound hot check)
         self._hport: list[bytearray | None] = [None] * 256
-        self._maps_lan: dict[int, dict[bytes, Mapping]] = {1: {}, 6: {}, 17: {}}
-        self._maps_wan: dict[int, dict[bytes, Mapping]] = {1: {}, 6: {}, 17: {}}
+        # mapping indexes; a value is a Flow when that flow holds its own mapping (MAP_HOLDER)
+        self._maps_lan: dict[int, dict[bytes, Mapping | Flow]] = {1: {}, 6: {}, 17: {}}
+        self._maps_wan: dict[int, dict[bytes, Mapping | Flow]] = {1: {}, 6: {}, 17: {}}
         self._reserved: dict[int, set[bytes]] = {}
         self._ports_in_range: dict[tuple[int, bytes], int] = {}
         self._hosts: dict[bytes, int] = {}
@@ -429,6 +431,9 @@ class Engine:
         self._inbound_refresh = config.inbound_refresh
         self._preserve = config.port_preservation
         self._track_remotes = config.filtering == "address-dependent"
+        # a flow may hold its own mapping only when the mapping key is the LAN endpoint alone
+        # and no per-mapping remote set is needed
+        self._holders = config.mapping == "endpoint-independent" and not self._track_remotes
 
     def _register(self, h: Helper) -> None:
         if h.name in self._helper_by_name:
@@ -453,6 +458,7 @@ class Engine:
     def reconfigure(self, config: NatConfig, now: float) -> None:
         """Swap the configuration; flows whose LAN host and WAN address stay valid are kept."""
         old_mapping = self._mapping
+        self._promote_all()  # the code below and the new config work on Mapping objects
         self._apply_config(config)
         for h in self._helpers:
             h.strict = config.passthrough.strict
@@ -467,22 +473,25 @@ class Engine:
             self._schedule(f, f.last + f.timeout)
         # static mappings: drop all, re-add from the new forwards
         for proto in (PROTO_TCP, PROTO_UDP):
-            for m in [m for m in self._maps_wan[proto].values() if m.static]:
+            for m in [m for m in self._maps_wan[proto].values()
+                      if isinstance(m, Mapping) and m.static]:
                 del self._maps_wan[proto][m.wan_key]
                 self._count_port(proto, m.wan_addr, m.wan_port, -1)
         if old_mapping != self._mapping:
             for proto, maps in self._maps_lan.items():
-                rebuilt: dict[bytes, Mapping] = {}
-                for m in maps.values():
-                    k = self._mapping_key_for(m)
+                rebuilt: dict[bytes, Mapping | Flow] = {}
+                for mv in maps.values():
+                    assert isinstance(mv, Mapping)  # no holders after _promote_all
+                    k = self._mapping_key_for(mv)
                     if k is not None and k not in rebuilt:
-                        m.lan_key = k
-                        rebuilt[k] = m
+                        mv.lan_key = k
+                        rebuilt[k] = mv
                 self._maps_lan[proto] = rebuilt
         if self._track_remotes:
             for maps in self._maps_wan.values():
-                for m in maps.values():
-                    m.remotes = {}
+                for mv in maps.values():
+                    assert isinstance(mv, Mapping)
+                    mv.remotes = {}
             for f in self.table:
                 fm = f.mapping
                 if fm is not None and fm.remotes is not None:
@@ -490,8 +499,9 @@ class Engine:
                     fm.remotes[r] = fm.remotes.get(r, 0) + 1
         else:
             for maps in self._maps_wan.values():
-                for m in maps.values():
-                    m.remotes = None
+                for mv in maps.values():
+                    assert isinstance(mv, Mapping)
+                    mv.remotes = None
         self._install_forwards()
 
     def _mapping_key_for(self, m: Mapping) -> bytes | None:
@@ -500,6 +510,43 @@ class Engine:
         if self._mapping == "endpoint-independent":
             return m.lan_addr + PORT_BYTES[m.lan_port]
         return m.lan_key if len(m.lan_key) > 6 else None
+
+    def _promote(self, f: Flow) -> Mapping:
+        """A second session joins the mapping a flow holds (or the config changes): replace the
+        flow in the mapping indexes by a Mapping object shared by the sessions."""
+        proto = f.proto
+        mkey = f.lan_addr + PORT_BYTES[f.lan_port]  # endpoint-independent key (holders only)
+        wkey = f.wan_addr + PORT_BYTES[f.wan_port]
+        m = Mapping(proto, mkey, wkey)
+        m.sessions = 1
+        f.mapping = m
+        f.flags &= ~MAP_HOLDER
+        maps_lan = self._maps_lan[proto]
+        if maps_lan.get(mkey) is f:
+            maps_lan[mkey] = m
+        maps_wan = self._maps_wan[proto]
+        if maps_wan.get(wkey) is f:
+            maps_wan[wkey] = m
+        return m
+
+    def _promote_all(self) -> None:
+        for maps in self._maps_wan.values():
+            for f in [v for v in maps.values() if isinstance(v, Flow)]:
+                self._promote(f)
+
+    def _drop_holder(self, f: Flow) -> None:
+        """The flow holding its own mapping ends: the mapping ends with it."""
+        proto = f.proto
+        mkey = f.lan_addr + PORT_BYTES[f.lan_port]
+        maps_lan = self._maps_lan[proto]
+        if maps_lan.get(mkey) is f:
+            del maps_lan[mkey]
+        wan, wport = f.wan_addr, f.wan_port
+        maps_wan = self._maps_wan[proto]
+        wkey = wan + PORT_BYTES[wport]
+        if maps_wan.get(wkey) is f:
+            del maps_wan[wkey]
+            self._count_port(proto, wan, wport, -1)
 
     def _install_forwards(self) -> None:
         for fw in self.config.forwards:
@@ -1099,6 +1146,8 @@ class Engine:
             self._hosts[lan] = n
         else:
             self._hosts.pop(lan, None)
+        if f.flags & MAP_HOLDER:
+            self._drop_holder(f)
         m = f.mapping
         if m is not None:
             m.sessions -= 1
@@ -1147,6 +1196,8 @@ class Engine:
             mkey = self._mapping_key(proto, lan, lport, remote, rport)
         maps_lan = self._maps_lan[proto]
         m = maps_lan.get(mkey)
+        if isinstance(m, Flow):
+            m = self._promote(m)
         if m is None:
             wan = self._pair(lan)
             port: int | None
@@ -1166,6 +1217,22 @@ class Engine:
                 if port is None:
                     return V.PORTS_EXHAUSTED
                 wkey = wan + PORT_BYTES[port]
+            if self._holders:
+                # the new flow holds the mapping itself (no Mapping object, see MAP_HOLDER)
+                if proto == PROTO_ICMP:
+                    in_key = remote + wan + PORT_BYTES[port]
+                else:
+                    in_key = remote + wan + out_key[10:12] + PORT_BYTES[port]
+                inb = self.table.inb[proto]
+                if inb is not None and in_key in inb:
+                    self._count_port(proto, wan, port, -1)  # see the same refusal below
+                    return V.NO_MAPPING
+                f = self._new_flow(proto, out_key, in_key, lan, lport, wan, port, None, helper,
+                                   True, now)
+                f.flags |= MAP_HOLDER
+                maps_lan[mkey] = f
+                self._maps_wan[proto][wkey] = f
+                return f
             m = Mapping(proto, mkey, wkey)
             if self._track_remotes:
                 m.remotes = {}
@@ -1227,6 +1294,8 @@ class Engine:
         why = self._make_room(lan)
         if why is not None:
             return why
+        if isinstance(mapping, Flow):
+            mapping = self._promote(mapping)  # a second session joins a held mapping
         return self._new_flow(proto, out_key, in_key, lan, lport, wan, wport, mapping, helper,
                               False, now)
 

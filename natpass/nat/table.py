@@ -31,6 +31,10 @@ SLOW_IN = 8  # WAN->LAN packets take the slow path (until the first reply, hairp
 DEAD = 16  # removed from the table (timer wheel entries are deleted lazily)
 CLOSE_NOTIFIED = 32  # helper.on_flow_closed already called
 HAIRPIN = 64  # the remote end is one of our WAN addresses
+# The flow is its own mapping (endpoint-independent mapping, one session): it stands in the
+# engine's mapping indexes instead of a Mapping object, which is made ("promoted") only when a
+# second session joins. Most mappings have one session, so this saves a Mapping per flow.
+MAP_HOLDER = 128
 
 # TCP state bits (RFC 5382 section 5: established vs. transitory connections).
 SYN_LAN = 1
@@ -104,6 +108,11 @@ class Flow:
         self.helper: Any = None
         self.helper_state: Any = None
         self.bucket: list[Flow] | None = None
+
+    # A MAP_HOLDER flow reads like a dynamic Mapping in the mapping indexes (class attributes,
+    # no per-flow storage): never static, no remote tracking (holders exist only without it).
+    static = False
+    remotes: dict[bytes, int] | None = None
 
     # Rewrite values derived from the keys (slow paths only) ----------------------------------
     @property
