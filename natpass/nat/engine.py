@@ -94,6 +94,8 @@ _HELD = V.FRAGMENT_HELD
 _FAST_HDR = struct.Struct("!BxH2xHBBH12s").unpack_from
 # TTL, protocol, header checksum written in one go
 _TTL_CSUM = struct.Struct("!BBH").pack_into
+# the same plus the source address (outbound translation: bytes 8..16 in one call)
+_TTL_CSUM_SRC = struct.Struct("!BBH4s").pack_into
 _KEY12 = struct.Struct("12s").unpack_from
 _ID2 = struct.Struct("2s").unpack_from  # ICMP query identifier bytes
 
@@ -386,6 +388,7 @@ class Engine:
         self._reserved: dict[int, set[bytes]] = {}
         self._ports_in_range: dict[tuple[int, bytes], int] = {}
         self._hosts: dict[bytes, int] = {}
+        self._lan_objs: dict[bytes, bytes] = {}  # LAN host -> its one bytes object (Flow.i_addr)
         # flows in creation order for early drop; replied/removed ones are skipped lazily
         self._unreplied: deque[Flow] = deque()
         self._wheel: dict[int, list[Flow]] = {}
@@ -408,6 +411,7 @@ class Engine:
             raise ValueError("at least one WAN address is needed")
         self._wans = tuple(bytes(a) for a in config.wan_addresses)
         self._wan_set = frozenset(self._wans)
+        self._wan_objs = {w: w for w in self._wans}  # WAN address -> its one bytes object
         self._lan_nets = [(int(n.network_address), int(n.netmask)) for n in config.lan_prefixes]
         self._router_lan_addr = bytes(config.router_lan_address or self._wans[0])
         self._mtu = config.wan_mtu
@@ -634,12 +638,11 @@ class Engine:
                         if typ == 8 or typ == 13:
                             f = self._out1.get(key[0:8] + _ID2(buf, 24)[0])
                             if f is not None and not f.flags & SLOW_OUT and n <= self._mtu:
-                                buf[12:20] = f.o_bytes
-                                buf[24:26] = f.in_key[8:10]
+                                buf[24:26] = f.o_port
                                 c = (ipck ^ 0xFFFF) + f.o_ipd
                                 c = (c & 0xFFFF) + (c >> 16)
                                 c = ((c & 0xFFFF) + (c >> 16)) ^ 0xFFFF
-                                _TTL_CSUM(buf, 8, ttl - 1, 1, c)
+                                _TTL_CSUM_SRC(buf, 8, ttl - 1, 1, c, f.o_addr)
                                 c = ((buf[22] << 8 | buf[23]) ^ 0xFFFF) + f.o_l4d
                                 c = (c & 0xFFFF) + (c >> 16)
                                 c = ((c & 0xFFFF) + (c >> 16)) ^ 0xFFFF
@@ -653,8 +656,8 @@ class Engine:
                     elif typ == 0 or typ == 14:
                         f = self._in1.get(key[0:8] + _ID2(buf, 24)[0])
                         if f is not None and not f.flags & SLOW_IN:
-                            buf[12:20] = f.i_bytes
-                            buf[24:26] = f.out_key[8:10]
+                            buf[16:20] = f.i_addr
+                            buf[24:26] = f.i_port
                             c = (ipck ^ 0xFFFF) + f.i_ipd
                             c = (c & 0xFFFF) + (c >> 16)
                             c = ((c & 0xFFFF) + (c >> 16)) ^ 0xFFFF
@@ -685,11 +688,11 @@ class Engine:
                                 if ulen < 8 or ulen > n - 20:
                                     return self._slow(buf, from_lan, now)
                                 ck = 26
-                            buf[12:24] = f.o_bytes
+                            buf[20:22] = f.o_port
                             c = (ipck ^ 0xFFFF) + f.o_ipd
                             c = (c & 0xFFFF) + (c >> 16)
                             c = ((c & 0xFFFF) + (c >> 16)) ^ 0xFFFF
-                            _TTL_CSUM(buf, 8, ttl - 1, proto, c)
+                            _TTL_CSUM_SRC(buf, 8, ttl - 1, proto, c, f.o_addr)
                             if proto == 6 or buf[26] or buf[27]:
                                 c = ((buf[ck] << 8 | buf[ck + 1]) ^ 0xFFFF) + f.o_l4d
                                 c = (c & 0xFFFF) + (c >> 16)
@@ -717,7 +720,8 @@ class Engine:
                                     if ulen < 8 or ulen > n - 20:
                                         return self._slow(buf, from_lan, now)
                                     ck = 26
-                                buf[12:24] = f.i_bytes
+                                buf[16:20] = f.i_addr
+                                buf[22:24] = f.i_port
                                 c = (ipck ^ 0xFFFF) + f.i_ipd
                                 c = (c & 0xFFFF) + (c >> 16)
                                 c = ((c & 0xFFFF) + (c >> 16)) ^ 0xFFFF
@@ -1083,7 +1087,14 @@ class Engine:
         f.state = 0
         f.helper_state = None
         hosts = self._hosts
-        hosts[lan] = hosts.get(lan, 0) + 1
+        n_host = hosts.get(lan, 0)
+        hosts[lan] = n_host + 1
+        # one shared bytes object per LAN host and per WAN address instead of one per flow
+        if n_host:
+            lan = self._lan_objs[lan]
+        else:
+            self._lan_objs[lan] = lan
+        wan = self._wan_objs.get(wan, wan)
         # RFC 1624 deltas in plain integer arithmetic: ~m is 0xFFFF - m per 16-bit word.
         ints = _INTS
         la = int.from_bytes(lan, "big")
@@ -1097,15 +1108,17 @@ class Engine:
             ip_ = PORT_BYTES[lport]
             f.o_l4d = ints[_fold_all(0x2FFFD - sl - lport + sw + wport)]
             f.i_l4d = ints[_fold_all(0x2FFFD - sw - wport + sl + lport)]
-            # the translated bytes 12..24 of each direction, written in one slice
-            f.o_bytes = wan + out_key[4:8] + op + out_key[10:12]
-            f.i_bytes = in_key[0:4] + lan + in_key[8:10] + ip_
+            f.o_port = op
+            f.i_port = ip_
+        elif proto == PROTO_ICMP:
+            f.o_port = PORT_BYTES[wport]
+            f.i_port = PORT_BYTES[lport]
+            f.o_l4d = ints[_fold_all(0xFFFF - lport + wport)]
+            f.i_l4d = ints[_fold_all(0xFFFF - wport + lport)]
         else:
-            f.o_bytes = wan + out_key[4:8]
-            f.i_bytes = in_key[0:4] + lan
-            if proto == PROTO_ICMP:
-                f.o_l4d = ints[_fold_all(0xFFFF - lport + wport)]
-                f.i_l4d = ints[_fold_all(0xFFFF - wport + lport)]
+            f.o_port = f.i_port = b""
+        f.o_addr = wan
+        f.i_addr = lan
         fl = OUTBOUND | SLOW_IN if outbound else SLOW_OUT
         remote = out_key[4:8]
         if remote in self._wan_set:
@@ -1146,6 +1159,7 @@ class Engine:
             self._hosts[lan] = n
         else:
             self._hosts.pop(lan, None)
+            self._lan_objs.pop(lan, None)
         if f.flags & MAP_HOLDER:
             self._drop_holder(f)
         m = f.mapping
@@ -1408,7 +1422,8 @@ class Engine:
         buf[8] -= 1
         _adjust(buf, 10, f.o_ipd)
         if ihl == 20 and (proto == PROTO_UDP or proto == PROTO_TCP):
-            buf[12:24] = f.o_bytes
+            buf[12:16] = f.o_addr
+            buf[20:22] = f.o_port
             if proto == PROTO_UDP:
                 _adjust_udp(buf, 26, f.o_l4d)
             else:
@@ -1430,7 +1445,8 @@ class Engine:
         inbound_lookup, addressed to another WAN endpoint than the flow's)."""
         if proto != PROTO_ICMP and ihl == 20 and _KEY12(buf, 12)[0] == f.in_key:
             # the usual case: addressed to the flow's WAN endpoint, precomputed deltas apply
-            buf[12:24] = f.i_bytes
+            buf[16:20] = f.i_addr
+            buf[22:24] = f.i_port
             buf[8] -= 1
             _adjust(buf, 10, f.i_ipd)
             if proto == PROTO_UDP:

@@ -3,8 +3,8 @@
 A *mapping* (RFC 4787 section 4.1) binds a LAN endpoint (plus the remote address, or address and
 port, for the dependent mapping behaviours) to a WAN address and port. A *flow* (a session) is one
 LAN endpoint talking to one remote endpoint through a mapping; it carries the precomputed rewrite
-bytes and RFC 1624 checksum deltas of both directions so that the established path only slices
-bytes in and adds integers.
+values (shared objects) and RFC 1624 checksum deltas of both directions so that the established
+path only slices bytes in and adds integers.
 
 Keys are ``bytes`` sliced straight out of the IPv4 packet, per IP protocol:
 
@@ -83,9 +83,9 @@ class Mapping:
 class Flow:
     """One session. Implements :class:`natpass.nat.helper.FlowView` (addresses are 4-byte bytes)."""
 
-    __slots__ = ("proto", "out_key", "in_key", "o_ipd", "o_l4d", "i_ipd", "i_l4d", "o_bytes",
-                 "i_bytes", "last", "timeout", "state", "flags", "mapping", "helper",
-                 "helper_state", "bucket")
+    __slots__ = ("proto", "out_key", "in_key", "o_ipd", "o_l4d", "i_ipd", "i_l4d", "o_addr",
+                 "o_port", "i_addr", "i_port", "last", "timeout", "state", "flags", "mapping",
+                 "helper", "helper_state", "bucket")
 
     def __init__(self, proto: int, out_key: bytes, in_key: bytes) -> None:
         self.proto = proto
@@ -96,10 +96,14 @@ class Flow:
         self.o_l4d = 0
         self.i_ipd = 0
         self.i_l4d = 0
-        # Bytes 12..24 (TCP/UDP: addresses and ports) or 12..20 (ICMP, other protocols: the
-        # addresses) of a translated packet, per direction: one slice assignment rewrites them.
-        self.o_bytes = b""
-        self.i_bytes = b""
+        # What a translated packet gets, per direction: the new source (outbound: the WAN
+        # address and port / ICMP identifier) or destination (inbound: the LAN host's). These
+        # are shared objects (the engine's WAN addresses, one interned bytes per LAN host, the
+        # PORT_BYTES table), not per-flow copies: a flow's only own bytes are its two keys.
+        self.o_addr = b""
+        self.o_port = b""
+        self.i_addr = b""
+        self.i_port = b""
         self.last = 0.0
         self.timeout = 0.0
         self.state = 0
@@ -114,32 +118,10 @@ class Flow:
     static = False
     remotes: dict[bytes, int] | None = None
 
-    # Rewrite values derived from the keys (slow paths only) ----------------------------------
-    @property
-    def o_addr(self) -> bytes:
-        """Outbound source address (the WAN address)."""
-        return self.in_key[4:8]
-
-    @property
-    def i_addr(self) -> bytes:
-        """Inbound destination address (the LAN host)."""
-        return self.out_key[0:4]
-
-    @property
-    def o_port(self) -> bytes:
-        """Outbound source port / ICMP identifier bytes (the WAN side's)."""
-        k = self.in_key
-        return k[10:12] if len(k) >= 12 else k[8:10]
-
-    @property
-    def i_port(self) -> bytes:
-        """Inbound destination port / ICMP identifier bytes (the LAN side's)."""
-        return self.out_key[8:10]
-
     # FlowView --------------------------------------------------------------------------------
     @property
     def lan_addr(self) -> bytes:
-        return self.out_key[0:4]
+        return self.i_addr
 
     @property
     def remote_addr(self) -> bytes:
@@ -147,7 +129,7 @@ class Flow:
 
     @property
     def wan_addr(self) -> bytes:
-        return self.in_key[4:8]
+        return self.o_addr
 
     @property
     def lan_port(self) -> int:
