@@ -39,6 +39,7 @@ from natpass.nat.table import (
     Flow,
     FlowTable,
     Mapping,
+    PortIndex,
 )
 from natpass.packets.checksum import combine, delta, internet_checksum
 
@@ -384,7 +385,8 @@ class Engine:
         self._hport: list[bytearray | None] = [None] * 256
         # mapping indexes; a value is a Flow when that flow holds its own mapping (MAP_HOLDER)
         self._maps_lan: dict[int, dict[bytes, Mapping | Flow]] = {1: {}, 6: {}, 17: {}}
-        self._maps_wan: dict[int, dict[bytes, Mapping | Flow]] = {1: {}, 6: {}, 17: {}}
+        self._maps_wan: dict[int, PortIndex[Mapping | Flow]] = {
+            1: PortIndex(), 6: PortIndex(), 17: PortIndex()}
         self._reserved: dict[int, set[bytes]] = {}
         self._ports_in_range: dict[tuple[int, bytes], int] = {}
         self._hosts: dict[bytes, int] = {}
@@ -492,8 +494,8 @@ class Engine:
                         rebuilt[k] = mv
                 self._maps_lan[proto] = rebuilt
         if self._track_remotes:
-            for maps in self._maps_wan.values():
-                for mv in maps.values():
+            for pidx in self._maps_wan.values():
+                for mv in pidx.values():
                     assert isinstance(mv, Mapping)
                     mv.remotes = {}
             for f in self.table:
@@ -502,8 +504,8 @@ class Engine:
                     r = f.out_key[4:8]
                     fm.remotes[r] = fm.remotes.get(r, 0) + 1
         else:
-            for maps in self._maps_wan.values():
-                for mv in maps.values():
+            for pidx in self._maps_wan.values():
+                for mv in pidx.values():
                     assert isinstance(mv, Mapping)
                     mv.remotes = None
         self._install_forwards()
@@ -559,7 +561,7 @@ class Engine:
                 if wan not in self._wan_set:
                     continue
                 wkey = wan + PORT_BYTES[fw.wan_port]
-                maps = self._maps_wan.setdefault(fw.proto, {})
+                maps = self._maps_wan.setdefault(fw.proto, PortIndex())
                 if not self._port_free(fw.proto, wkey):
                     self._count("forward-conflict")
                     continue

@@ -21,7 +21,9 @@ module: a compact store (arrays, a C extension) can replace the dicts. The engin
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
+from typing import Any, Generic, TypeVar
+
+_V = TypeVar("_V")
 
 # Flow.flags bits.
 OUTBOUND = 1  # opened from the LAN side (False: port forward, expectation, inbound)
@@ -213,3 +215,54 @@ class FlowTable:
 
     def by_proto(self) -> dict[int, int]:
         return {p: len(d) for p, d in enumerate(self.out) if d}
+
+
+PORTS = 65536
+
+
+class PortIndex(Generic[_V]):
+    """WAN endpoint (4-byte address + 2-byte port, the ``wan_key``) -> value, as one 65536-slot
+    list per WAN address instead of a dict: no key object and no hash entry per mapping (about
+    90 bytes each), for a fixed 512 KiB per WAN address and protocol in use. Reads like the
+    dict it replaces (``get``, ``in``, item assignment and deletion, ``values``, ``len``)."""
+
+    __slots__ = ("_by_addr", "_n")
+
+    def __init__(self) -> None:
+        self._by_addr: dict[bytes, list[_V | None]] = {}
+        self._n = 0
+
+    def get(self, wkey: bytes) -> _V | None:
+        slots = self._by_addr.get(wkey[0:4])
+        return None if slots is None else slots[wkey[4] << 8 | wkey[5]]
+
+    def __contains__(self, wkey: bytes) -> bool:
+        return self.get(wkey) is not None
+
+    def __setitem__(self, wkey: bytes, value: _V) -> None:
+        addr = wkey[0:4]
+        slots = self._by_addr.get(addr)
+        if slots is None:
+            slots = self._by_addr[addr] = [None] * PORTS
+        port = wkey[4] << 8 | wkey[5]
+        if slots[port] is None:
+            self._n += 1
+        slots[port] = value
+
+    def __delitem__(self, wkey: bytes) -> None:
+        slots = self._by_addr.get(wkey[0:4])
+        port = wkey[4] << 8 | wkey[5]
+        if slots is None or slots[port] is None:
+            raise KeyError(wkey)
+        slots[port] = None
+        self._n -= 1
+
+    def __len__(self) -> int:
+        return self._n
+
+    def values(self) -> Iterator[_V]:
+        """Every value (a full scan: reconfiguration and status only)."""
+        for slots in list(self._by_addr.values()):
+            for v in slots:
+                if v is not None:
+                    yield v
