@@ -30,6 +30,7 @@ from natpass.nat.table import (
     HAIRPIN,
     MAP_HOLDER,
     OUTBOUND,
+    RELEASED,
     REPLIED,
     RST_SEEN,
     SLOW_IN,
@@ -143,6 +144,10 @@ class _Ctx:
 
     def release_port(self, proto: int, wan_addr: bytes, port: int) -> None:
         self._e._free_port(proto, bytes(wan_addr), port)
+
+    def fast_path(self, flow: FlowView, on: bool = True) -> None:
+        if isinstance(flow, Flow) and not flow.flags & DEAD:
+            self._e._release(flow, on)
 
     def count(self, name: str, n: int = 1) -> None:
         c = self._e._counters
@@ -467,7 +472,9 @@ class Engine:
         self._promote_all()  # the code below and the new config work on Mapping objects
         self._apply_config(config)
         for h in self._helpers:
-            h.strict = config.passthrough.strict
+            if h.strict != config.passthrough.strict:
+                h.strict = config.passthrough.strict
+                self._rearm(h)
             if h.name in SWITCHES and h.enabled != config.passthrough.get(h.name):
                 self.set_switch(h.name, config.passthrough.get(h.name), now)
         for f in list(self.table):
@@ -596,9 +603,17 @@ class Engine:
                 raise KeyError(f"no passthrough switch {name!r}")
             return 0
         n = h.set_enabled(on, now)
+        self._rearm(h)
         self._count("tunnels_torn_down", n)
         self._count(f"switch:{name}:{'on' if on else 'off'}")
         return n
+
+    def _rearm(self, h: Helper) -> None:
+        """The helper's switch or strictness changed what it does per packet: every flow it
+        released from per-packet calls gets them again."""
+        for f in self.table:
+            if f.helper is h and f.flags & RELEASED:
+                self._release(f, False)
 
     def expire(self, now: float) -> None:
         """Run the timers up to ``now``."""
@@ -709,39 +724,42 @@ class Engine:
                             h[1] += n
                             return 1
                     else:
+                        f = (self._in6 if proto == 6 else self._in17).get(key)
                         hp = self._hport[proto]
-                        if hp is None or not (hp[buf[20] << 8 | buf[21]] or hp[buf[22] << 8 | buf[23]]):
-                            f = (self._in6 if proto == 6 else self._in17).get(key)
-                            if f is not None and not f.flags & SLOW_IN:
-                                if proto == 6:
-                                    if buf[32] < 0x50 or buf[33] & TCP_SYN_FIN_RST:
-                                        return self._slow(buf, from_lan, now)
-                                    ck = 36
-                                else:
-                                    ulen = buf[24] << 8 | buf[25]
-                                    if ulen < 8 or ulen > n - 20:
-                                        return self._slow(buf, from_lan, now)
-                                    ck = 26
-                                buf[16:20] = f.i_addr
-                                buf[22:24] = f.i_port
-                                c = (ipck ^ 0xFFFF) + f.i_ipd
+                        # a packet to or from a helper's port goes to the helper's
+                        # inbound_lookup first, unless its flow was released by the helper
+                        if f is not None and not f.flags & SLOW_IN and (
+                                hp is None or not (hp[buf[20] << 8 | buf[21]] or hp[buf[22] << 8 | buf[23]])
+                                or f.flags & RELEASED):
+                            if proto == 6:
+                                if buf[32] < 0x50 or buf[33] & TCP_SYN_FIN_RST:
+                                    return self._slow(buf, from_lan, now)
+                                ck = 36
+                            else:
+                                ulen = buf[24] << 8 | buf[25]
+                                if ulen < 8 or ulen > n - 20:
+                                    return self._slow(buf, from_lan, now)
+                                ck = 26
+                            buf[16:20] = f.i_addr
+                            buf[22:24] = f.i_port
+                            c = (ipck ^ 0xFFFF) + f.i_ipd
+                            c = (c & 0xFFFF) + (c >> 16)
+                            c = ((c & 0xFFFF) + (c >> 16)) ^ 0xFFFF
+                            _TTL_CSUM(buf, 8, ttl - 1, proto, c)
+                            if proto == 6 or buf[26] or buf[27]:
+                                c = ((buf[ck] << 8 | buf[ck + 1]) ^ 0xFFFF) + f.i_l4d
                                 c = (c & 0xFFFF) + (c >> 16)
                                 c = ((c & 0xFFFF) + (c >> 16)) ^ 0xFFFF
-                                _TTL_CSUM(buf, 8, ttl - 1, proto, c)
-                                if proto == 6 or buf[26] or buf[27]:
-                                    c = ((buf[ck] << 8 | buf[ck + 1]) ^ 0xFFFF) + f.i_l4d
-                                    c = (c & 0xFFFF) + (c >> 16)
-                                    c = ((c & 0xFFFF) + (c >> 16)) ^ 0xFFFF
-                                    if c == 0 and proto == 17:
-                                        c = 0xFFFF
-                                    buf[ck] = c >> 8
-                                    buf[ck + 1] = c & 0xFF
-                                if self._inbound_refresh:
-                                    f.last = now
-                                h = self._hot
-                                h[2] += 1
-                                h[3] += n
-                                return 2
+                                if c == 0 and proto == 17:
+                                    c = 0xFFFF
+                                buf[ck] = c >> 8
+                                buf[ck + 1] = c & 0xFF
+                            if self._inbound_refresh:
+                                f.last = now
+                            h = self._hot
+                            h[2] += 1
+                            h[3] += n
+                            return 2
             return self._slow(buf, from_lan, now)
         except Exception:  # noqa: BLE001 - a bad packet must never raise out of process()
             # Counted apart from ordinary malformed drops so that tests and metrics see it.
@@ -1351,7 +1369,7 @@ class Engine:
                 self._replied(f, True)
             f.last = now
             self._rewrite_src(buf, ihl, proto, f)
-            if f.helper is not None:
+            if f.helper is not None and not f.flags & RELEASED:
                 why = f.helper.on_flow_packet(f, buf, ihl, True, now)
                 if why is not None:
                     return self._drop(why)
@@ -1386,7 +1404,7 @@ class Engine:
         if self._inbound_refresh:
             f.last = now
         self._rewrite_dst(buf, ihl, proto, f)
-        if f.helper is not None:
+        if f.helper is not None and not f.flags & RELEASED:
             why = f.helper.on_flow_packet(f, buf, ihl, False, now)
             if why is not None:
                 return self._drop(why)
@@ -1394,8 +1412,23 @@ class Engine:
 
     def _replied(self, f: Flow, from_lan: bool) -> None:
         fl = f.flags | REPLIED
-        if not fl & (HAIRPIN) and f.helper is None:
+        if not fl & HAIRPIN and (f.helper is None or fl & RELEASED):
             fl &= ~(SLOW_IN | SLOW_OUT)
+        f.flags = fl
+
+    def _release(self, f: Flow, on: bool) -> None:
+        """``ctx.fast_path``: the owning helper needs (``on`` False: again needs) per-packet
+        calls for this flow. Released, it takes the slow path only when a flow without helper
+        would (until the first reply, hairpin)."""
+        fl = f.flags
+        if on:
+            fl |= RELEASED
+            if fl & REPLIED and not fl & HAIRPIN:
+                fl &= ~(SLOW_IN | SLOW_OUT)
+            elif not fl & HAIRPIN:
+                fl = (fl & ~(SLOW_IN | SLOW_OUT)) | (SLOW_IN if fl & OUTBOUND else SLOW_OUT)
+        else:
+            fl = (fl & ~RELEASED) | SLOW_IN | SLOW_OUT
         f.flags = fl
 
     def _tcp_state(self, f: Flow, flags: int, from_lan: bool, now: float) -> None:

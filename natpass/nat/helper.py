@@ -12,7 +12,9 @@ Order of work for one packet (see docs/ARCHITECTURE.md):
 3. TCP/UDP: if the flow's server port (the remote port for outbound, the forwarded LAN port for
    inbound) is in a helper's ``tcp_ports``/``udp_ports``, the engine asks ``choose_wan_port`` when
    creating the mapping, ``inbound_lookup`` before its own lookup of an inbound packet, and calls
-   ``on_flow_packet`` for every packet of that flow after translating addresses and ports;
+   ``on_flow_packet`` for every packet of that flow after translating addresses and ports,
+   until the helper releases the flow with ``ctx.fast_path(flow)`` (it needs nothing more per
+   packet: e.g. NAT-T on 4500, IKE with the switch off), after which the flow is as fast as any;
 4. a helper that is not ``enabled`` still gets its calls, so it can drop with
    ``passthrough-disabled:<name>`` or pass control traffic as ordinary TCP/UDP, as its switch says.
 """
@@ -77,6 +79,12 @@ class HelperContext(Protocol):
 
     def release_port(self, proto: int, wan_addr: bytes, port: int) -> None:
         """Give back a port taken with :meth:`reserve_port`."""
+
+    def fast_path(self, flow: FlowView, on: bool = True) -> None:
+        """Release a claimed flow from per-packet calls: its later packets skip
+        ``on_flow_packet`` and (matching the flow exactly) ``inbound_lookup`` and are translated
+        on the engine's fast path; ``on_flow_closed`` still comes. ``on=False`` takes it back.
+        The engine takes every flow back when the helper's switch is flipped."""
 
     def count(self, name: str, n: int = 1) -> None:
         """Add to a counter shown in status/metrics (e.g. ``pptp:bad-cookie``)."""

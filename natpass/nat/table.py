@@ -37,6 +37,9 @@ HAIRPIN = 64  # the remote end is one of our WAN addresses
 # engine's mapping indexes instead of a Mapping object, which is made ("promoted") only when a
 # second session joins. Most mappings have one session, so this saves a Mapping per flow.
 MAP_HOLDER = 128
+# The owning helper called ctx.fast_path(flow): it needs no per-packet calls (on_flow_packet,
+# inbound_lookup), so the flow's packets take the fast path like any other flow's.
+RELEASED = 256
 
 # TCP state bits (RFC 5382 section 5: established vs. transitory connections).
 SYN_LAN = 1

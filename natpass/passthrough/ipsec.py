@@ -137,6 +137,9 @@ class IpsecHelper(SwitchedHelper):
         self._poisoned: dict[tuple[bytes, bytes, int, int], float] = {}
         self._ike: dict[tuple[bytes, bytes, bytes], IkeSa] = {}  # (gateway, wan, initiator SPI)
         self._natt_flows: dict[int, FlowView] = {}
+        # gateway -> LAN host -> NAT-T flows: a NAT-T flow stays released from per-packet calls
+        # only while its host is the only one with NAT-T flows to that gateway
+        self._natt_hosts: dict[bytes, dict[bytes, int]] = {}
         self.esp_packets = 0  # raw ESP/AH forwarded: the traffic that needs the switch
         self.ah_packets = 0
 
@@ -263,10 +266,32 @@ class IpsecHelper(SwitchedHelper):
             # 4500 carries NAT-T, which needs no passthrough and must keep working.
             if self.strict and port == IKE_PORT and not natt:
                 return V.strict_blocked(self.name)
+            # Nothing to do per packet (inbound_lookup answers None too) until the switch is
+            # flipped, which makes the engine call again.
+            need_ctx(self.ctx).fast_path(flow)
             return None
         if natt and id(flow) not in self._natt_flows:
             self._natt_flows[id(flow)] = flow
             self._count("ipsec:natt-flows")
+            hosts = self._natt_hosts.setdefault(flow.remote_addr, {})
+            hosts[flow.lan_addr] = hosts.get(flow.lan_addr, 0) + 1
+            if len(hosts) == 2:
+                # a second host's NAT-T with this gateway: IKE that the gateway sends to the
+                # first host's WAN port may be this one's, so inbound_lookup is needed again
+                ctx = need_ctx(self.ctx)
+                for f in self._natt_flows.values():
+                    if f.remote_addr == flow.remote_addr:
+                        ctx.fast_path(f, False)
+        why = self._ike_packet(flow, buf, ihl, from_lan, natt, now)
+        if natt and why is None and len(self._natt_hosts.get(flow.remote_addr, ())) == 1:
+            # ESP-in-UDP needs nothing per packet once the flow exists and the move of the IKE SA
+            # to 4500 was seen on this first packet: the flow is released to the fast path.
+            need_ctx(self.ctx).fast_path(flow)
+        return why
+
+    def _ike_packet(self, flow: FlowView, buf: bytearray, ihl: int, from_lan: bool, natt: bool,
+                    now: float) -> str | None:
+        """Index the IKE SA of an IKE message (what LAN hosts send), follow its move to 4500."""
         ike = self._ike_spi(buf, ihl, natt)
         if ike is None:
             return None
@@ -305,7 +330,16 @@ class IpsecHelper(SwitchedHelper):
         return None
 
     def on_flow_closed(self, flow: FlowView, now: float) -> None:
-        self._natt_flows.pop(id(flow), None)
+        if self._natt_flows.pop(id(flow), None) is not None:
+            hosts = self._natt_hosts.get(flow.remote_addr)
+            if hosts is not None:
+                n = hosts.get(flow.lan_addr, 0) - 1
+                if n > 0:
+                    hosts[flow.lan_addr] = n
+                else:
+                    hosts.pop(flow.lan_addr, None)
+                    if not hosts:
+                        del self._natt_hosts[flow.remote_addr]
         for key in [k for k, s in self._ike.items() if s.flow is flow]:
             del self._ike[key]
 
