@@ -216,8 +216,18 @@ class Pvpn(StrongSwan):
 
     def start_server(self) -> None:
         self.lab.run(self.server, ["ip", "addr", "replace", f"{PROTECTED}/24", "dev", "lo"])
-        self.spawn(self.server, ["pvpn", "-p", PSK, "-dns", self.server_addr, "-v"], "server", server=True)
-        time.sleep(1.0)
+        pid = self.spawn(self.server, ["pvpn", "-p", PSK, "-dns", self.server_addr, "-v"], "server",
+                         server=True)
+        # pvpn is a Python program: on a loaded machine its start-up takes seconds, and an IKE
+        # request sent before it listens is lost to strongSwan's long retransmission back-off.
+        deadline = time.monotonic() + 20.0
+        while time.monotonic() < deadline:
+            self.check_alive(pid, "pvpn")
+            out = self.lab.run(self.server, ["ss", "-Hlun", "sport", "=", ":500"], check=False).stdout
+            if out.strip():
+                return
+            time.sleep(0.2)
+        raise LabError("pvpn did not open UDP port 500 within 20 s: " + self.log("server")[-300:])
 
     def connected(self) -> bool:
         """CHILD_SA up, and a TCP SYN sent into the tunnel reached pvpn (it logs each relayed flow).
