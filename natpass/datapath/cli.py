@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import sys
 from typing import Any
 
@@ -105,7 +106,8 @@ def _print_report(result: Any, packets: bool) -> None:
     from rich.table import Table
 
     s = result.summary
-    con = Console() if sys.stdout.isatty() else Console(width=140)
+    # Piped output keeps whole rows (COLUMNS still wins when set).
+    con = Console() if sys.stdout.isatty() or "COLUMNS" in os.environ else Console(width=140)
     sw = ", ".join(f"{k} {'on' if v else 'off'}" for k, v in s["switches"].items())
     con.print(f"[bold]{s['capture']}[/]: {s['packets']} packets, {s['forwarded']} forwarded, "
               f"{s['dropped']} dropped  (LAN {', '.join(s['lan_prefixes'])}; WAN "
