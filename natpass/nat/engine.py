@@ -38,6 +38,7 @@ from natpass.nat.table import (
     SYN_LAN,
     SYN_WAN,
     Flow,
+    FlowExt,
     FlowTable,
     Mapping,
     PortIndex,
@@ -1108,8 +1109,7 @@ class Engine:
         f.out_key = out_key
         f.in_key = in_key
         f.o_l4d = f.i_l4d = 0
-        f.state = 0
-        f.helper_state = None
+        f.ext = None
         hosts = self._hosts
         n_host = hosts.get(lan, 0)
         hosts[lan] = n_host + 1
@@ -1157,9 +1157,11 @@ class Engine:
             fl |= HAIRPIN | SLOW_IN | SLOW_OUT
         if helper is not None:
             fl |= SLOW_IN | SLOW_OUT
-        f.flags = fl
-        f.helper = helper
-        f.mapping = mapping
+        f.flags = fl  # TCP state 0
+        if helper is not None or mapping is not None:
+            e = f.ext = FlowExt()
+            e.helper = helper
+            e.mapping = mapping
         if mapping is not None:
             mapping.sessions += 1
             if mapping.remotes is not None:

@@ -41,6 +41,8 @@ MAP_HOLDER = 128
 # inbound_lookup), so the flow's packets take the fast path like any other flow's.
 RELEASED = 256
 
+# Flow.flags holds the TCP state bits above these (Flow.state reads them): one slot less.
+STATE_SHIFT = 16
 # TCP state bits (RFC 5382 section 5: established vs. transitory connections).
 SYN_LAN = 1
 SYN_WAN = 2
@@ -85,12 +87,26 @@ class Mapping:
         return k[4] << 8 | k[5]
 
 
+class FlowExt:
+    """What few flows have: a Mapping shared with other sessions, an owning helper and its
+    state. One object on those flows instead of three slots on every flow."""
+
+    __slots__ = ("mapping", "helper", "helper_state")
+
+    def __init__(self) -> None:
+        self.mapping: Mapping | None = None
+        self.helper: Any = None
+        self.helper_state: Any = None
+
+
 class Flow:
-    """One session. Implements :class:`natpass.nat.helper.FlowView` (addresses are 4-byte bytes)."""
+    """One session. Implements :class:`natpass.nat.helper.FlowView` (addresses are 4-byte bytes).
+
+    16 slots (160 bytes with the GC header): ``state`` lives in the high bits of ``flags`` and
+    ``mapping``/``helper``/``helper_state`` in ``ext`` (None on most flows)."""
 
     __slots__ = ("proto", "out_key", "in_key", "o_ipd", "o_l4d", "i_ipd", "i_l4d", "o_addr",
-                 "o_port", "i_addr", "i_port", "last", "timeout", "state", "flags", "mapping",
-                 "helper", "helper_state", "bucket")
+                 "o_port", "i_addr", "i_port", "last", "timeout", "flags", "ext", "bucket")
 
     def __init__(self, proto: int, out_key: bytes, in_key: bytes) -> None:
         self.proto = proto
@@ -111,12 +127,54 @@ class Flow:
         self.i_port = b""
         self.last = 0.0
         self.timeout = 0.0
-        self.state = 0
         self.flags = 0
-        self.mapping: Mapping | None = None
-        self.helper: Any = None
-        self.helper_state: Any = None
+        self.ext: FlowExt | None = None
         self.bucket: list[Flow] | None = None
+
+    @property
+    def state(self) -> int:
+        """TCP state bits (SYN_LAN ... RST_SEEN)."""
+        return self.flags >> STATE_SHIFT
+
+    @state.setter
+    def state(self, st: int) -> None:
+        self.flags = (self.flags & ((1 << STATE_SHIFT) - 1)) | st << STATE_SHIFT
+
+    def _ext(self) -> FlowExt:
+        e = self.ext
+        if e is None:
+            e = self.ext = FlowExt()
+        return e
+
+    @property
+    def mapping(self) -> Mapping | None:
+        e = self.ext
+        return None if e is None else e.mapping
+
+    @mapping.setter
+    def mapping(self, m: Mapping | None) -> None:
+        if m is not None or self.ext is not None:
+            self._ext().mapping = m
+
+    @property
+    def helper(self) -> Any:
+        e = self.ext
+        return None if e is None else e.helper
+
+    @helper.setter
+    def helper(self, h: Any) -> None:
+        if h is not None or self.ext is not None:
+            self._ext().helper = h
+
+    @property
+    def helper_state(self) -> Any:
+        e = self.ext
+        return None if e is None else e.helper_state
+
+    @helper_state.setter
+    def helper_state(self, v: Any) -> None:
+        if v is not None or self.ext is not None:
+            self._ext().helper_state = v
 
     # A MAP_HOLDER flow reads like a dynamic Mapping in the mapping indexes (class attributes,
     # no per-flow storage): never static, no remote tracking (holders exist only without it).
