@@ -1,7 +1,7 @@
 """Benchmark of the NAT engine (natpass.nat.Engine), one process, one core.
 
     python bench/engine.py [--json] [--packets N] [--flows N] [--memory-flows N] [--profile]
-                           [--natt]
+                           [--natt] [--natt-packets N]
 
 Phases (progress on stderr):
 1. trace: a synthetic trace of >= --packets packets over --flows flows (60 % TCP with SYN,
@@ -14,11 +14,11 @@ Phases (progress on stderr):
 4. memory per tracked flow: RSS growth while --memory-flows (default 1,000,000) UDP flows are
    created (one mapping each, 32 WAN addresses), divided by the flow count; the packet buffers
    are freed as they go.
+5. reference: the same translation written plainly with scapy (parse, look up, rewrite, let scapy
+   recompute the checksums) on a smaller sample; the ratio engine/reference.
 6. with --natt: IKEv2 NAT-T (ESP-in-UDP on 4500, both ways) over 1,000 hosts each with its own
    gateway, through the engine with the IPsec helper, switch off and on (`natt_pps_off`,
    `natt_pps_on`), next to the same traffic on a port no helper claims (`natt_plain_udp_pps`).
-5. reference: the same translation written plainly with scapy (parse, look up, rewrite, let scapy
-   recompute the checksums) on a smaller sample; the ratio engine/reference.
 """
 
 from __future__ import annotations
