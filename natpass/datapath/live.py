@@ -352,6 +352,8 @@ class LiveDatapath:
         self.set_wan_addresses(wan_addresses)
         self.answer_wan_ping = answer_wan_ping
         self.drops = 0
+        self.oversize_frames = 0
+        self._last_oversize_log = -1e9
         self.socket_errors = 0
         self._last_error_log = -1e9
         self.replies = 0
@@ -399,6 +401,7 @@ class LiveDatapath:
         return {
             "rx_lan": self.lan.rx, "rx_wan": self.wan.rx, "tx_lan": self.lan.tx, "tx_wan": self.wan.tx,
             "drops": self.drops, "tx_errors": self.lan.tx_errors + self.wan.tx_errors,
+            "oversize_frames": self.oversize_frames,
             "icmp_replies": self.replies, "pings_answered": self.pings_answered,
             "arp_requests": self.lan.arp.requests_sent + self.wan.arp.requests_sent,
             "arp_unresolved_drops": self.lan.arp.unresolved_drops + self.wan.arp.unresolved_drops,
@@ -507,6 +510,18 @@ class LiveDatapath:
             except Exception:
                 log.exception("periodic task failed")
 
+    def _oversize(self, side: Side, length: int, now: float) -> None:
+        """A frame larger than any wire carries: a TSO/GSO super-packet from a veth peer or one
+        merged by GRO/LRO. It cannot be forwarded whole; count it and say what to change."""
+        self.drops += 1
+        self.oversize_frames += 1
+        if now - self._last_oversize_log >= 10.0:
+            self._last_oversize_log = now
+            log.warning("%s: dropped a %d-byte frame (larger than the link MTU): a segmentation "
+                        "offload super-packet. Switch TSO/GSO off on the sending host's veth "
+                        "(ethtool -K IF tso off gso off) or GRO/LRO off on this NIC; %d so far",
+                        side.ifname, length, self.oversize_frames)
+
     def _drain(self, side: Side, from_lan: bool, now: float) -> None:
         recv_into = side.ip_sock.recv_into
         process = self.engine.process
@@ -525,6 +540,9 @@ class LiveDatapath:
                 self.drops += 1
                 continue
             total = (buf[16] << 8) | buf[17]
+            if n == FRAME_MAX and ETH_HEADER + total > n:
+                self._oversize(side, ETH_HEADER + total, now)
+                continue
             end = ETH_HEADER + total
             if end < n:  # Ethernet padding after the IPv4 packet
                 n = end
@@ -599,6 +617,9 @@ class LiveDatapath:
                 count += 1
                 if n < 20:
                     self.drops += 1
+                    continue
+                if _len > snaplen:
+                    self._oversize(side, _len, now)
                     continue
                 if status & TP_STATUS_CSUMNOTREADY:
                     complete_checksum(buf)

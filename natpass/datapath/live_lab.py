@@ -78,20 +78,6 @@ def exclusive(prefix: str, timeout: float = 600.0) -> Iterator[None]:
         os.close(fd)  # releases the lock
 
 
-def _wire_offloads(lab: Netns, node: str, ifname: str) -> None:
-    """Switch transmit offloads off on a host's veth end, from inside its namespace."""
-    script = (
-        "import sys\n"
-        "from natpass.datapath.packetsock import set_offload\n"
-        "for f in ('tx-checksum', 'tso', 'gso'):\n"
-        "    try:\n"
-        f"        set_offload({ifname!r}, f, False)\n"
-        "    except OSError as e:\n"
-        "        print(f, e, file=sys.stderr)\n"
-    )
-    lab.run(node, [sys.executable, "-c", script], env={"PYTHONPATH": _pythonpath()})
-
-
 def _pythonpath() -> str:
     root = str(Path(__file__).resolve().parents[2])
     extra = os.environ.get("PYTHONPATH")
@@ -118,8 +104,8 @@ class Topology:
         lab.addr(self.rtr, WAN_IF, f"{ROUTER_WAN}/24")
         lab.addr(self.srv, "eth0", f"{SERVER}/24")
         lab.route(self.cli, "default", via=ROUTER_LAN)
-        _wire_offloads(lab, self.cli, "eth0")
-        _wire_offloads(lab, self.srv, "eth0")
+        lab.offloads_off(self.cli, "eth0", ("tx-checksum", "tso", "gso"))
+        lab.offloads_off(self.srv, "eth0", ("tx-checksum", "tso", "gso"))
         if kernel_nat:
             lab.sysctl(self.rtr, "net.ipv4.ip_forward", 1)
             lab.nft(self.rtr, NFT_KERNEL_NAT)

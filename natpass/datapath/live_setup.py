@@ -153,16 +153,19 @@ class HostSetup:
             self.state["sysctls"][SYSCTL_FORWARD] = old
             self._save()
             _write_sysctl(SYSCTL_FORWARD, "0")
+            # GRO and LRO merge received segments into super-frames larger than the MTU: the
+            # packet socket would get them whole, and they must leave as the segments they were.
             for ifname in (self.wan_if, self.lan_if):
-                try:
-                    was = packetsock.get_offload(ifname, "gro")
-                except OSError:
-                    continue
-                if was:
-                    self.state["offloads"].append([ifname, "gro", True])
-                    self._save()
-                    with contextlib.suppress(OSError):
-                        packetsock.set_offload(ifname, "gro", False)
+                for feature in ("gro", "lro"):
+                    try:
+                        was = packetsock.get_offload(ifname, feature)
+                    except OSError:
+                        continue
+                    if was:
+                        self.state["offloads"].append([ifname, feature, True])
+                        self._save()
+                        with contextlib.suppress(OSError):
+                            packetsock.set_offload(ifname, feature, False)
             self.state["nft"] = True
             self._save()
             _nft(nft_ruleset(self.wan_if, self.lan_if, self.lan_address))

@@ -8,8 +8,10 @@ router's own LAN address to the kernel (management: ping, admin page).
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import fcntl
+import os
 import socket
 import struct
 from typing import Final
@@ -94,12 +96,24 @@ def _ethtool(ifname: str, cmd: int, data: int = 0) -> int:
     return int(value[1])
 
 
+# LRO has no get/set command of its own: it is one bit of the legacy ethtool flags.
+ETHTOOL_GFLAGS: Final = 0x25
+ETHTOOL_SFLAGS: Final = 0x26
+ETH_FLAG_LRO: Final = 1 << 15
+
+
 def get_offload(ifname: str, feature: str) -> bool:
+    if feature == "lro":
+        return bool(_ethtool(ifname, ETHTOOL_GFLAGS) & ETH_FLAG_LRO)
     return bool(_ethtool(ifname, ETHTOOL_OFFLOADS[feature][0]))
 
 
 def set_offload(ifname: str, feature: str, on: bool) -> None:
     """Switch an offload like ``ethtool -K IF FEATURE on|off`` (OSError when the driver refuses)."""
+    if feature == "lro":
+        flags = _ethtool(ifname, ETHTOOL_GFLAGS)
+        _ethtool(ifname, ETHTOOL_SFLAGS, flags | ETH_FLAG_LRO if on else flags & ~ETH_FLAG_LRO)
+        return
     _ethtool(ifname, ETHTOOL_OFFLOADS[feature][1], 1 if on else 0)
 
 
@@ -214,10 +228,11 @@ def open_tx_ring(ifname: str, frames: int = 1024) -> tuple[socket.socket, Ring]:
     """A send-only packet socket on ``ifname`` with a TX ring (one send() flushes many frames)."""
     sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)
     try:
-        try:
-            sock.setsockopt(SOL_PACKET, PACKET_QDISC_BYPASS, 1)
-        except OSError:
-            pass
+        # Bypassing the qdisc saves a little per packet but also skips the taps, so tcpdump on the
+        # router would not see what natpass sends: only on request (NATPASS_QDISC_BYPASS=1).
+        if os.environ.get("NATPASS_QDISC_BYPASS") == "1":
+            with contextlib.suppress(OSError):
+                sock.setsockopt(SOL_PACKET, PACKET_QDISC_BYPASS, 1)
         sock.setsockopt(SOL_PACKET, PACKET_LOSS, 1)
         ring = Ring(sock, PACKET_TX_RING, frames)
         sock.bind((ifname, 0))  # protocol 0: this socket never receives

@@ -34,6 +34,7 @@ import re
 import shutil
 import signal
 import subprocess
+import sys
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -184,6 +185,25 @@ class Netns:
         if up:
             self.ip(a, "link", "set", a_if, "up")
             self.ip(b, "link", "set", b_if, "up")
+
+    def offloads_off(self, node: str, ifname: str, features: Sequence[str] = ("tso", "gso")) -> None:
+        """Make a host's veth end behave like a NIC on a wire: segments no larger than the MTU.
+
+        veth hands TSO/GSO super-packets (up to 64 KiB) to its peer unsegmented; a router reading
+        frames with packet sockets (natpass) would get them whole, which no real wire carries."""
+        script = (
+            "import sys\n"
+            "from natpass.datapath.packetsock import set_offload\n"
+            f"for f in {tuple(features)!r}:\n"
+            "    try:\n"
+            f"        set_offload({ifname!r}, f, False)\n"
+            "    except OSError as e:\n"
+            "        print(f, e, file=sys.stderr)\n"
+        )
+        root = str(Path(__file__).resolve().parents[2])
+        extra = os.environ.get("PYTHONPATH")
+        self.run(node, [sys.executable, "-c", script],
+                 env={"PYTHONPATH": f"{root}:{extra}" if extra else root})
 
     def ip(self, node: str, *args: str) -> str:
         """``ip -n NS ARGS``; returns stdout."""

@@ -272,6 +272,7 @@ def build(
         lab.ip("lan", "link", "set", f"p-{c}", "master", "br0")
         lab.addr(c, "eth0", f"{caddrs[c]}/24")
         lab.route(c, "default", via=LAN_GATEWAY)
+        lab.offloads_off(c, "eth0")
     # Home router WAN and the outer NAT, if any.
     plen = r1_wan_prefix.split("/")[1]
     if name == "basic":
@@ -292,6 +293,7 @@ def build(
     lab.sysctl("inet", "net.ipv4.ip_forward", 1)
     for a in SRV_ADDRS:
         lab.addr("srv", "eth0", f"{a}/24")
+    lab.offloads_off("srv", "eth0")
     lab.route("srv", "default", via=INET_SRV)
     for r in routers:
         configure_router(lab, r, start=start_routers)

@@ -328,3 +328,48 @@ def test_wan_mtu_fragments_or_answers_fragmentation_needed_through_the_live_path
     sizes = [int(f["ip"]["ip.len"]) for f in decode(pcap) if "ip" in f and f["ip"]["ip.src"] == ROUTER_WAN]
     assert sizes and max(sizes) <= 1000, sizes
     assert bad_checksums(pcap) == []
+
+
+def test_tcpdump_on_the_router_wan_sees_what_natpass_sends(topo: Topology, natpass: int,
+                                                           tmp_path: Path) -> None:
+    # An admin debugging a VPN captures on the router itself: natpass's own output must show.
+    pcap = tmp_path / "router-wan.pcap"
+    cap = topo.capture(topo.rtr, "wan0", pcap, "icmp")
+    try:
+        ping = topo.lab.run(topo.cli, ["ping", "-c", "2", "-i", "0.2", "-W", "2", SERVER], check=False)
+    finally:
+        topo.stop_capture(cap)
+    assert ping.returncode == 0, ping.stdout + topo.lab.log("natpass")
+    frames = [f for f in decode(pcap) if "ip" in f]
+    assert any(f["ip"]["ip.src"] == ROUTER_WAN for f in frames), frames
+    assert any(f["ip"]["ip.src"] == SERVER for f in frames), frames
+
+
+BULK_SENDER = f"""
+import socket
+t = socket.create_connection(("{SERVER}", 5001), timeout=3)
+try:
+    t.sendall(b"x" * 200000)
+except OSError:
+    pass
+"""
+
+
+def test_a_gso_super_packet_is_counted_and_explained_not_forwarded_malformed(
+        topo: Topology, config: Path, echo_server: int) -> None:
+    # veth hands TSO/GSO super-packets (up to 64 KiB) to its peer whole; no wire carries them.
+    topo.lab.run(topo.cli, [sys.executable, "-c",
+                            "from natpass.datapath.packetsock import set_offload as s\n"
+                            "for f in ('tx-checksum', 'scatter-gather', 'tso', 'gso'): s('eth0', f, True)"],
+                 env={"PYTHONPATH": str(Path(__file__).resolve().parents[2])})
+    pid = topo.start_natpass(config, label="natpass-gso", runner=natpass_argv(str(config)))
+    try:
+        topo.lab.run(topo.cli, [sys.executable, "-c", BULK_SENDER], check=False, timeout=20)
+        topo.signal(pid, signal.SIGTERM)
+        assert topo.wait_exit(pid)
+    finally:
+        topo.lab.kill(pid)
+        topo.lab.offloads_off(topo.cli, "eth0", ("tx-checksum", "tso", "gso"))
+    log = topo.lab.log("natpass-gso")
+    assert "segmentation offload super-packet" in log, log[-2000:]
+    assert "'oversize_frames': 0" not in log
