@@ -13,7 +13,9 @@ import sys
 from collections.abc import Sequence
 
 SUBCOMMANDS = (
-    "natpass.router.cli",  # config check, run, reload, status
+    "natpass.router.cli",  # config check|example
+    "natpass.router.cli_run",  # run
+    "natpass.router.cli_admin",  # status, reload, switch
     "natpass.datapath.cli",  # replay
     "natpass.lab.cli",  # lab up|down|exec|status|demo
     "natpass.diagnose.cli",  # diagnose, advise, audit

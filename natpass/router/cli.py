@@ -1,14 +1,11 @@
-"""Router subcommands: ``config check|example``; ``run`` and the admin clients register here too."""
+"""Router subcommand ``config check|example`` (``run`` and the admin clients have their own modules)."""
 
 from __future__ import annotations
 
 import argparse
-import importlib
 import json
 import sys
 from typing import Any
-
-PARTS = ("natpass.router.cli_run", "natpass.router.cli_admin")
 
 
 def register(sub: Any) -> None:
@@ -24,14 +21,6 @@ def register(sub: Any) -> None:
     example = csub.add_parser("example", help="print a commented example natpass.toml")
     example.set_defaults(func=_example)
     cfg.set_defaults(func=lambda args: (cfg.print_help(), 2)[1])
-    for name in PARTS:
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as exc:
-            if exc.name != name:
-                raise
-            continue
-        module.register(sub)
 
 
 def _check(args: argparse.Namespace) -> int:
