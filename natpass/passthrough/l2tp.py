@@ -30,7 +30,7 @@ from natpass.nat.helper import FlowView
 from natpass.packets import l2tp as L
 from natpass.packets.errors import PacketError
 from natpass.packets.ipv4 import PROTO_UDP
-from natpass.passthrough._common import SwitchedHelper, dst_of, ip_text, src_of, u16
+from natpass.passthrough._common import SwitchedHelper, dst_of, ip_text, need_ctx, src_of, u16
 
 L2TP_PORT: Final = 1701  # RFC 2661 8.1
 # Control message types (RFC 2661 3.2).
@@ -173,7 +173,12 @@ class L2tpHelper(SwitchedHelper):
         if flow.proto != PROTO_UDP:
             return None
         if not self.enabled:
-            return V.strict_blocked(self.name) if self.strict else None
+            if self.strict:
+                return V.strict_blocked(self.name)
+            # bare L2TP is ordinary UDP with the switch off (inbound_lookup answers None too):
+            # nothing to do per packet until the switch or strict changes
+            need_ctx(self.ctx).fast_path(flow)
+            return None
         t = self._tunnels.get(id(flow))
         if t is None:
             t = Tunnel(flow.lan_addr, flow.lan_port, flow.remote_addr, flow.wan_addr, flow.wan_port,

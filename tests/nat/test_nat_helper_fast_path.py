@@ -116,3 +116,33 @@ def test_second_natt_host_to_one_gateway_keeps_ike_demultiplexing_by_spi() -> No
     assert eng.process(stray, False, 3.0) == V.TO_LAN
     assert bytes(stray[16:20]) == str_to_addr(HOST_B)
     assert eng.counters["ipsec:ike-demux-by-spi"] == 1
+
+
+def test_bare_l2tp_with_the_switch_off_runs_on_the_fast_path_until_switched_on() -> None:
+    cfg = NatConfig(wan_addresses=(str_to_addr(WAN),),
+                    lan_prefixes=(ipaddress.IPv4Network("192.168.1.0/24"),), seed=3)
+    eng = build_engine(cfg)
+    calls = 0
+    slow = eng._slow
+
+    def count(*args: Any) -> int:
+        nonlocal calls
+        calls += 1
+        return int(slow(*args))
+
+    eng._slow = count
+    data = b"\x00\x02\x00\x05\x00\x07" + bytes(30)  # L2TP data message header, tunnel 5 session 7
+    out = build_udp(HOST_A, GATEWAY, 1701, 1701, data)
+    assert eng.process(out, True, 1.0) == V.TO_WAN
+    wport = sport(out)
+    back = build_udp(GATEWAY, WAN, 1701, wport, data)
+    assert eng.process(back, False, 1.0) == V.TO_LAN
+    calls = 0
+    for _ in range(10):
+        assert eng.process(build_udp(HOST_A, GATEWAY, 1701, 1701, data), True, 2.0) == V.TO_WAN
+        assert eng.process(build_udp(GATEWAY, WAN, 1701, wport, data), False, 2.0) == V.TO_LAN
+    assert calls == 0
+    eng.set_switch("l2tp", True, 3.0)
+    assert eng.process(build_udp(HOST_A, GATEWAY, 1701, 1701, data), True, 3.0) == V.TO_WAN
+    assert calls == 1
+    assert eng.status()["helpers"]["l2tp"]["stats"]["l2tp_packets"] >= 1
