@@ -18,6 +18,9 @@ def register(subparsers: Any) -> None:
                    "findings)")
     p.add_argument("--html", metavar="REPORT.html", help="also write a self-contained HTML report with a "
                    "ladder diagram per protocol")
+    p.add_argument("--fail-on", choices=("error", "warning"), metavar="error|warning",
+                   help="exit with status 1 when a finding of this severity (or worse) is found, for "
+                   "scripts and monitoring; by default the exit status only reports unreadable input")
     p.set_defaults(func=_diagnose)
 
     from natpass.diagnose.advise import PROTOCOL_CHOICES, SITUATIONS
@@ -89,6 +92,10 @@ def _diagnose(args: argparse.Namespace) -> int:
             return 2
         if not args.json:
             print(f"HTML report written to {args.html}")
+    if args.fail_on:
+        worst = {"error"} if args.fail_on == "error" else {"error", "warning"}
+        if any(f.severity in worst for f in diag.findings):
+            return 1
     return 0
 
 

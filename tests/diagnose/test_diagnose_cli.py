@@ -24,6 +24,16 @@ def test_diagnose_json_has_protocols_findings_capture_and_packets(captures: Path
     assert {"code", "severity", "windows_error", "evidence", "explanation", "advice"} <= set(out["findings"][0])
 
 
+def test_diagnose_fail_on_sets_the_exit_status(captures: Path, capsys) -> None:
+    failing = str(captures / "natt/corelight__ipsec_client_ikefrag.pcap")  # natt-blocked (error)
+    healthy = str(captures / "wireguard/ndpi__wireguard.pcap")  # only info findings
+    assert main(["diagnose", failing]) == 0
+    assert main(["diagnose", failing, "--fail-on", "error"]) == 1
+    assert main(["diagnose", healthy, "--fail-on", "error"]) == 0
+    assert main(["diagnose", healthy, "--fail-on", "warning"]) == 0
+    capsys.readouterr()
+
+
 def test_diagnose_html_is_self_contained_with_a_ladder(captures: Path, tmp_path: Path, capsys) -> None:
     report = tmp_path / "r.html"
     assert main(["diagnose", str(captures / "natt/corelight__ipsec_client_ikefrag.pcap"),
