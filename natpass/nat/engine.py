@@ -40,6 +40,7 @@ from natpass.nat.table import (
     Flow,
     FlowExt,
     FlowTable,
+    LanIndex,
     Mapping,
     PortIndex,
 )
@@ -394,7 +395,8 @@ class Engine:
         # per protocol, a 65536-byte table: 1 where a helper claims the port (inbound hot check)
         self._hport: list[bytearray | None] = [None] * 256
         # mapping indexes; a value is a Flow when that flow holds its own mapping (MAP_HOLDER)
-        self._maps_lan: dict[int, dict[bytes, Mapping | Flow]] = {1: {}, 6: {}, 17: {}}
+        self._maps_lan: dict[int, LanIndex[Mapping | Flow]] = {
+            1: LanIndex(), 6: LanIndex(), 17: LanIndex()}
         self._maps_wan: dict[int, PortIndex[Mapping | Flow]] = {
             1: PortIndex(), 6: PortIndex(), 17: PortIndex()}
         self._reserved: dict[int, set[bytes]] = {}
@@ -497,7 +499,7 @@ class Engine:
                 self._count_port(proto, m.wan_addr, m.wan_port, -1)
         if old_mapping != self._mapping:
             for proto, maps in self._maps_lan.items():
-                rebuilt: dict[bytes, Mapping | Flow] = {}
+                rebuilt: LanIndex[Mapping | Flow] = LanIndex()
                 for mv in maps.values():
                     assert isinstance(mv, Mapping)  # no holders after _promote_all
                     k = self._mapping_key_for(mv)
@@ -1242,20 +1244,22 @@ class Engine:
             if why is not None:
                 return why
         helper = self._port_helpers[proto].get(rport) if proto != PROTO_ICMP else None
-        if self._mapping == "endpoint-independent":
-            mkey = lan + PORT_BYTES[lport]
+        maps_lan = self._maps_lan[proto]
+        eim = self._mapping == "endpoint-independent"
+        if eim:
+            mkey = b""  # built only if a Mapping object is made
+            m = maps_lan.get_ep(lan, lport)
         else:
             mkey = self._mapping_key(proto, lan, lport, remote, rport)
-        maps_lan = self._maps_lan[proto]
-        m = maps_lan.get(mkey)
+            m = maps_lan.get(mkey)
         if isinstance(m, Flow):
             m = self._promote(m)
         if m is None:
             wan = self._pair(lan)
             port: int | None
-            wkey = wan + PORT_BYTES[lport]
-            if (helper is None and self._preserve and lport and wkey not in self._maps_wan[proto]
-                    and not self._reserved):
+            maps_wan = self._maps_wan[proto]
+            if (helper is None and self._preserve and lport
+                    and maps_wan.get_at(wan, lport) is None and not self._reserved):
                 # port preservation (RFC 4787 REQ-3), the common case, without the general call
                 port = lport
                 if self._port_lo <= port <= self._port_hi:
@@ -1268,7 +1272,6 @@ class Engine:
                 port = self._alloc_port(proto, wan, pref, lport if self._preserve else None)
                 if port is None:
                     return V.PORTS_EXHAUSTED
-                wkey = wan + PORT_BYTES[port]
             if self._holders:
                 # the new flow holds the mapping itself (no Mapping object, see MAP_HOLDER)
                 if proto == PROTO_ICMP:
@@ -1282,14 +1285,17 @@ class Engine:
                 f = self._new_flow(proto, out_key, in_key, lan, lport, wan, port, None, helper,
                                    True, now)
                 f.flags |= MAP_HOLDER
-                maps_lan[mkey] = f
-                self._maps_wan[proto][wkey] = f
+                maps_lan.set_ep(lan, lport, f)
+                maps_wan.set_at(wan, port, f)
                 return f
+            if eim:
+                mkey = lan + PORT_BYTES[lport]
+            wkey = wan + PORT_BYTES[port]
             m = Mapping(proto, mkey, wkey)
             if self._track_remotes:
                 m.remotes = {}
             maps_lan[mkey] = m
-            self._maps_wan[proto][wkey] = m
+            maps_wan[wkey] = m
         wan, wport = m.wan_addr, m.wan_port
         if proto == PROTO_ICMP:
             in_key = remote + wan + PORT_BYTES[wport]

@@ -300,6 +300,19 @@ class PortIndex(Generic[_V]):
     def __contains__(self, wkey: bytes) -> bool:
         return self.get(wkey) is not None
 
+    def get_at(self, addr: bytes, port: int) -> _V | None:
+        """``get(addr + port bytes)`` without building the key (new flows)."""
+        slots = self._by_addr.get(addr)
+        return None if slots is None else slots[port]
+
+    def set_at(self, addr: bytes, port: int, value: _V) -> None:
+        slots = self._by_addr.get(addr)
+        if slots is None:
+            slots = self._by_addr[addr] = [None] * PORTS
+        if slots[port] is None:
+            self._n += 1
+        slots[port] = value
+
     def __setitem__(self, wkey: bytes, value: _V) -> None:
         addr = wkey[0:4]
         slots = self._by_addr.get(addr)
@@ -327,3 +340,83 @@ class PortIndex(Generic[_V]):
             for v in slots:
                 if v is not None:
                     yield v
+
+
+# Port numbers as shared int objects: a LanIndex stores them as dict keys, and an int above 256
+# made by arithmetic would be one more 32-byte object per mapping.
+PORT_INTS: tuple[int, ...] = tuple(range(PORTS))
+
+
+class LanIndex(Generic[_V]):
+    """Mapping index by LAN key. The endpoint-independent key (LAN address + port, 6 bytes: the
+    default and most mappings) is stored as LAN host -> {port: value}, so a mapping costs one
+    small-dict entry and no key object (the host bytes exist once per host, the ports are
+    PORT_INTS). Longer keys (the dependent mapping behaviours) go to a plain dict. Reads like
+    the dict it replaces (``get``, item assignment and deletion, ``values``, ``len``)."""
+
+    __slots__ = ("_hosts", "_long", "_n")
+
+    def __init__(self) -> None:
+        self._hosts: dict[bytes, dict[int, _V]] = {}
+        self._long: dict[bytes, _V] = {}
+        self._n = 0
+
+    def get(self, key: bytes) -> _V | None:
+        if len(key) == 6:
+            ports = self._hosts.get(key[0:4])
+            return None if ports is None else ports.get(key[4] << 8 | key[5])
+        return self._long.get(key)
+
+    def __contains__(self, key: bytes) -> bool:
+        return self.get(key) is not None
+
+    def get_ep(self, lan: bytes, port: int) -> _V | None:
+        """``get`` of the endpoint-independent key without building it (new flows)."""
+        ports = self._hosts.get(lan)
+        return None if ports is None else ports.get(port)
+
+    def set_ep(self, lan: bytes, port: int, value: _V) -> None:
+        ports = self._hosts.get(lan)
+        if ports is None:
+            ports = self._hosts[lan] = {}
+        p = PORT_INTS[port]
+        if p not in ports:
+            self._n += 1
+        ports[p] = value
+
+    def __setitem__(self, key: bytes, value: _V) -> None:
+        if len(key) == 6:
+            host = key[0:4]
+            ports = self._hosts.get(host)
+            if ports is None:
+                ports = self._hosts[host] = {}
+            port = PORT_INTS[key[4] << 8 | key[5]]
+            if port not in ports:
+                self._n += 1
+            ports[port] = value
+            return
+        if key not in self._long:
+            self._n += 1
+        self._long[key] = value
+
+    def __delitem__(self, key: bytes) -> None:
+        if len(key) == 6:
+            host = key[0:4]
+            ports = self._hosts.get(host)
+            if ports is None:
+                raise KeyError(key)
+            del ports[key[4] << 8 | key[5]]
+            if not ports:
+                del self._hosts[host]
+        else:
+            del self._long[key]
+        self._n -= 1
+
+    def __len__(self) -> int:
+        return self._n
+
+    def values(self) -> Iterator[_V]:
+        """Every value (reconfiguration only)."""
+        for ports in list(self._hosts.values()):
+            yield from list(ports.values())
+        yield from list(self._long.values())
