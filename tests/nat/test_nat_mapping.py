@@ -24,6 +24,7 @@ from natutil import (
 
 from natpass.nat import verdict as V
 from natpass.nat.config import PortForward
+from natpass.packets.checksum import verify
 
 
 def mapped(e, src=LAN1, sport=5000, dst=REMOTE, dport=53, now=0.0):
@@ -243,7 +244,9 @@ def test_unknown_protocol_address_only_nat():
     e = eng()
     b = bytearray(bytes(IP(src=LAN1, dst=REMOTE, proto=132) / Raw(b"x" * 20)))
     assert out(e, b) == V.TO_WAN
-    assert parse(b).src == WAN1 and checksums_ok(b)
+    # Only the IP header may change (the payload of an unknown protocol is opaque; once scapy has
+    # loaded its SCTP layer it would judge this made-up payload's CRC, so check the header alone).
+    assert parse(b).src == WAN1 and verify(b[:20]) and b[20:] == b"x" * 20
     r = bytearray(bytes(IP(src=REMOTE, dst=WAN1, proto=132) / Raw(b"y" * 20)))
     assert inb(e, r) == V.TO_LAN
     assert parse(r).dst == LAN1
