@@ -479,6 +479,7 @@ class Engine:
         self._promote_all()  # the code below and the new config work on Mapping objects
         self._apply_config(config)
         for h in self._helpers:
+            h.reconfigure(config, now)
             if h.strict != config.passthrough.strict:
                 h.strict = config.passthrough.strict
                 self._rearm(h)

@@ -22,7 +22,10 @@ Order of work for one packet (see docs/ARCHITECTURE.md):
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from natpass.nat.config import NatConfig
 
 
 class FlowView(Protocol):
@@ -114,6 +117,10 @@ class Helper:
     def bind(self, ctx: HelperContext) -> None:
         """Called once when the engine registers the helper."""
         self.ctx = ctx
+
+    def reconfigure(self, config: NatConfig, now: float) -> None:
+        """A reload: take the new config's settings (e.g. timeouts). Switch and strict changes
+        arrive through :meth:`set_enabled` and ``strict``, not here."""
 
     def set_enabled(self, on: bool, now: float) -> int:
         """Flip the passthrough switch at run time; returns how many tunnels were torn down."""

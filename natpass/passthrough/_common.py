@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from natpass.nat.config import Timeouts
+from natpass.nat.config import NatConfig, Timeouts
 from natpass.nat.helper import Helper, HelperContext
 from natpass.packets.checksum import apply_delta, delta
 from natpass.packets.ipv4 import OFF_CHECKSUM, OFF_DST, OFF_SRC, addr_to_str
@@ -84,6 +84,10 @@ class SwitchedHelper(Helper):
         self._counters[name] = self._counters.get(name, 0) + n
         if self.ctx is not None:
             self.ctx.count(name, n)
+
+    def reconfigure(self, config: NatConfig, now: float) -> None:
+        # Expiry reads self.timeouts each time, so live tunnels follow the new values at once.
+        self.timeouts = config.timeouts
 
     def set_enabled(self, on: bool, now: float) -> int:
         was = self.enabled

@@ -6,6 +6,8 @@ captures are replayed in test_passthrough_replay.py.
 
 from __future__ import annotations
 
+import dataclasses
+
 from passthrough_util import HOSTS, SERVER, WAN, Conv, checksums_ok, config, dst, engine, messages, src
 
 from natpass.nat import verdict as V
@@ -262,6 +264,16 @@ def test_pptp_call_times_out_without_traffic_and_gre_refreshes_it():
         assert gre_in(eng, w, now=t)[0] == V.TO_LAN
     eng.expire(95.0)
     assert gre_in(eng, w, now=95.0)[0] == V.DROP and eng.last_drop == "pptp:no-call"
+
+
+def test_pptp_reload_with_a_shorter_gre_timeout_applies_to_live_calls():
+    cfg = config(pptp=True, timeouts=Timeouts(gre=300.0))
+    eng = build_engine(cfg)
+    c, w = open_call(eng, HOSTS[0], 3)
+    assert gre_in(eng, w, now=10.0)[0] == V.TO_LAN
+    eng.reconfigure(dataclasses.replace(cfg, timeouts=Timeouts(gre=30.0)), 11.0)
+    eng.expire(50.0)  # 40 s idle: over the new 30 s, well under the old 300 s
+    assert gre_in(eng, w, now=50.0)[0] == V.DROP and eng.last_drop == "pptp:no-call"
 
 
 def test_pptp_switch_off_drops_gre_and_passes_tcp_1723_as_ordinary_tcp():
