@@ -49,7 +49,9 @@ from natpass.datapath.packetsock import (
     TPACKET2_TX_DATA,
 )
 from natpass.nat import verdict as V
-from natpass.packets.checksum import internet_checksum, l4_checksum
+from natpass.packets.checksum import internet_checksum
+from natpass.packets.tcp import fix_tcp_checksum
+from natpass.packets.udp import fix_udp_checksum
 
 log = logging.getLogger("natpass.datapath")
 
@@ -112,16 +114,13 @@ def complete_checksum(buf: bytearray) -> None:
     if (buf[6] & 0x3F) or buf[7] or len(buf) < ihl + 8:
         return  # a fragment: only the whole datagram has a checksum
     if proto == 6 and len(buf) >= ihl + 20:
-        off = ihl + 16
+        fix = fix_tcp_checksum
     elif proto == 17:
-        off = ihl + 6
+        fix = fix_udp_checksum  # a computed zero goes out as all ones (RFC 768)
     else:
         return
-    buf[off:off + 2] = b"\x00\x00"
-    csum = l4_checksum(buf[12:16], buf[16:20], proto, buf[ihl:])
-    if proto == 17 and csum == 0:
-        csum = 0xFFFF  # RFC 768: a computed zero is sent as all ones
-    buf[off:off + 2] = csum.to_bytes(2, "big")
+    with memoryview(buf) as whole, whole[ihl:] as segment:
+        fix(buf[12:16], buf[16:20], segment)
 
 
 SCHED_SLICE_NS = 100_000  # EEVDF minimum custom slice (Linux 6.12+): earlier deadline on wake-up

@@ -20,7 +20,10 @@ from typing import Any
 from natpass.datapath.pcap import PcapWriter, iter_capture
 from natpass.nat import verdict as V
 from natpass.nat.config import NatConfig
-from natpass.packets.checksum import internet_checksum, l4_checksum
+from natpass.packets.icmp import ICMP_HEADER, fix_icmp_checksum, verify_icmp
+from natpass.packets.ipv4 import fix_ip_checksum, header_checksum_ok
+from natpass.packets.tcp import TCP_MIN_HEADER, fix_tcp_checksum, verify_tcp
+from natpass.packets.udp import UDP_HEADER, fix_udp_checksum, verify_udp
 
 PROTO_NAMES = {1: "icmp", 6: "tcp", 17: "udp", 47: "gre", 50: "esp", 51: "ah"}
 PROTO_KEYS = ("tcp", "udp", "icmp", "gre", "esp", "ah", "other")
@@ -75,31 +78,27 @@ def repair_offload(buf: bytearray) -> bool:
     total = (buf[2] << 8) | buf[3]
     if ihl < 20 or total != len(buf) or ihl > total:
         return False
-    changed = False
-    if internet_checksum(buf[:ihl]) != 0:
-        buf[10:12] = b"\0\0"
-        buf[10:12] = internet_checksum(buf[:ihl]).to_bytes(2, "big")
-        changed = True
+    changed = not header_checksum_ok(buf)
+    if changed:
+        fix_ip_checksum(buf)
     if buf[6] & 0x3F or buf[7]:  # a fragment: its L4 checksum covers other fragments too
         return changed
-    proto, seg = buf[9], memoryview(buf)[ihl:]
-    off = {6: 16, 17: 6, 1: 2}.get(proto)
-    if off is None or len(seg) < off + 2 or (proto == 6 and len(seg) < 20):
-        return changed
-    if proto == 17 and (len(seg) < 8 or seg[6:8] == b"\0\0" or (seg[4] << 8 | seg[5]) != len(seg)):
-        return changed  # no UDP checksum, or a length mismatch that is the packet's own fault
-    old = bytes(seg[off:off + 2])
-    seg[off:off + 2] = b"\0\0"
-    if proto == 1:
-        value = internet_checksum(seg)
-    else:
-        value = l4_checksum(buf[12:16], buf[16:20], proto, seg)
-        if proto == 17 and value == 0:
-            value = 0xFFFF
-    new = value.to_bytes(2, "big")
-    seg[off:off + 2] = new
-    seg.release()
-    return changed or new != old
+    proto, src, dst = buf[9], buf[12:16], buf[16:20]
+    with memoryview(buf) as whole, whole[ihl:] as seg:
+        n = len(seg)
+        if proto == 6 and n >= TCP_MIN_HEADER:
+            if not verify_tcp(src, dst, seg):
+                fix_tcp_checksum(src, dst, seg)
+                changed = True
+        elif proto == 17 and n >= UDP_HEADER and (seg[4] << 8 | seg[5]) == n:
+            # verify_udp accepts a zero field (no checksum): nothing to repair then.
+            if not verify_udp(src, dst, seg):
+                fix_udp_checksum(src, dst, seg)
+                changed = True
+        elif proto == 1 and n >= ICMP_HEADER and not verify_icmp(seg):
+            fix_icmp_checksum(seg)
+            changed = True
+    return changed
 
 
 def infer_lan(path: str | Path) -> list[ipaddress.IPv4Network]:
