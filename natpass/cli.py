@@ -8,17 +8,23 @@ dependencies inside ``func`` so that ``natpass --help`` stays fast.
 from __future__ import annotations
 
 import argparse
-import importlib
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+
+from natpass import __version__
+from natpass.datapath import cli as replay_cli
+from natpass.diagnose import cli as diagnose_cli
+from natpass.lab import cli as lab_cli
+from natpass.router import cli as config_cli
+from natpass.router import cli_admin, cli_run
 
 SUBCOMMANDS = (
-    "natpass.router.cli",  # config check|example
-    "natpass.router.cli_run",  # run
-    "natpass.router.cli_admin",  # status, reload, switch
-    "natpass.datapath.cli",  # replay
-    "natpass.lab.cli",  # lab up|down|exec|status|demo
-    "natpass.diagnose.cli",  # diagnose, advise, audit
+    config_cli,  # config check|example
+    cli_run,  # run
+    cli_admin,  # status, reload, switch
+    replay_cli,  # replay
+    lab_cli,  # lab up|down|exec|status|demo
+    diagnose_cli,  # diagnose, advise, audit
 )
 
 
@@ -32,17 +38,10 @@ def build_parser() -> argparse.ArgumentParser:
         ),
         epilog="Run 'natpass COMMAND --help' for the options of one command.",
     )
-    from natpass import __version__
-
     parser.add_argument("--version", action="version", version=f"natpass {__version__}")
+    parser.set_defaults(func=None)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name in SUBCOMMANDS:
-        try:
-            module = importlib.import_module(name)
-        except ModuleNotFoundError as exc:
-            if exc.name != name:
-                raise
-            continue  # subsystem not built yet
+    for module in SUBCOMMANDS:
         module.register(sub)
     return parser
 
@@ -50,7 +49,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
-    func = getattr(args, "func", None)
+    func: Callable[[argparse.Namespace], int | None] | None = args.func
     if func is None:
         parser.print_help()
         return 2

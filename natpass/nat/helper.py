@@ -39,6 +39,7 @@ class FlowView(Protocol):
     remote_addr: bytes
     remote_port: int
     outbound: bool  # True when the LAN side opened it (False: port forward / inbound)
+    last: float  # injected-clock time of the flow's last packet
     helper_state: Any  # free for the owning helper (None until set)
 
 

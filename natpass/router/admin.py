@@ -41,21 +41,21 @@ import socketserver
 import struct
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, TypeVar
 from urllib.parse import parse_qs, urlsplit
 
 from natpass.nat.config import SWITCHES
 from natpass.router import metrics
+from natpass.router.config import ConfigError
 
 log = logging.getLogger("natpass.admin")
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 STATIC_FILES = {"admin.css": "text/css; charset=utf-8", "admin.js": "text/javascript; charset=utf-8"}
-DEFAULT_STATE_DIR = "/var/lib/natpass"
 TOKEN_FILENAME = "admin.token"
 MAX_BODY = 64 * 1024
 DEFAULT_FLOW_LIMIT = 200
@@ -110,6 +110,29 @@ class AdminError(Exception):
         self.extra = extra  # more JSON fields (``headers``: extra response headers)
 
 
+class RouterControl(Protocol):
+    """What the admin server needs of the router (:class:`natpass.router.daemon.RouterDaemon`)."""
+
+    @property
+    def state_dir(self) -> str:
+        """Where the admin token lives."""
+
+    def status(self) -> dict[str, Any]:
+        """The status object of ``GET /api/status``."""
+
+    def flows(self, limit: int) -> list[dict[str, Any]]:
+        """At most ``limit`` rows of ``GET /api/flows`` (fields in docs/ADMIN.md)."""
+
+    def set_switch(self, name: str, on: bool) -> int:
+        """Flip a passthrough switch; returns the tunnels torn down. ValueError: unknown switch."""
+
+    def reload(self) -> None:
+        """Reload the config file; ConfigError (running config kept) when it is refused."""
+
+
+_T = TypeVar("_T")
+
+
 def json_default(value: Any) -> Any:
     """Make what the engine may put in status JSON-safe (addresses as dotted quads)."""
     if isinstance(value, bytes | bytearray | memoryview):
@@ -119,10 +142,6 @@ def json_default(value: Any) -> Any:
         return raw.hex()
     if isinstance(value, set | frozenset | tuple):
         return list(value)
-    if isinstance(value, Path):
-        return str(value)
-    if hasattr(value, "_asdict"):
-        return value._asdict()
     return str(value)
 
 
@@ -133,15 +152,6 @@ def to_json(value: Any) -> bytes:
 def _jsonable(value: Any) -> Any:
     """Round-trip through JSON so the page renders exactly what the API serves."""
     return json.loads(to_json(value))
-
-
-def state_dir_of(daemon: Any) -> str:
-    """The daemon's state directory, whichever way it exposes it."""
-    for owner in (daemon, getattr(daemon, "config", None)):
-        value = getattr(owner, "state_dir", None)
-        if isinstance(value, str | os.PathLike):
-            return os.fspath(value)
-    return DEFAULT_STATE_DIR
 
 
 def load_or_create_token(path: Path) -> str | None:
@@ -289,16 +299,15 @@ def _bind_unix(server: _UnixServer, path: Path) -> None:
 class AdminServer:
     """The admin API/page for one daemon (see the module docstring for endpoints and auth).
 
-    ``daemon`` offers ``status()``, ``flows(limit)``, ``set_switch(name, on)``, ``reload()``.
-    Calls into it are serialised by a lock, so the daemon sees one admin request at a time.
+    Calls into ``daemon`` are serialised by a lock, so it sees one admin request at a time.
     """
 
-    def __init__(self, daemon: Any, socket_path: str | os.PathLike[str] | None, http: str | None = None,
+    def __init__(self, daemon: RouterControl, socket_path: str | os.PathLike[str] | None, http: str | None = None,
                  *, token_path: str | os.PathLike[str] | None = None) -> None:
         self.daemon = daemon
         self.socket_path = Path(socket_path) if socket_path else None
         self.http = http
-        self.token_path = Path(token_path) if token_path else Path(state_dir_of(daemon)) / TOKEN_FILENAME
+        self.token_path = Path(token_path) if token_path else Path(daemon.state_dir) / TOKEN_FILENAME
         self.token: str | None = None
         self.daemon_lock = threading.Lock()
         self.started = time.time()
@@ -364,18 +373,12 @@ class AdminServer:
         self.stop()
 
     # calls into the daemon -------------------------------------------------------------------
-    def call(self, method: str, *args: Any, **kwargs: Any) -> Any:
-        fn = getattr(self.daemon, method, None)
-        if fn is None:
-            raise AdminError(501, f"the daemon does not offer {method}()")
+    def call(self, fn: Callable[[RouterControl], _T]) -> _T:
+        """``fn(daemon)`` under the admin lock; 503 when another request holds it too long."""
         if not self.daemon_lock.acquire(timeout=DAEMON_TIMEOUT):
             raise AdminError(503, f"the router is busy (another admin request has run for {DAEMON_TIMEOUT:.0f} s)")
         try:
-            return fn(*args, **kwargs)
-        except RuntimeError as exc:
-            if "changed size during iteration" not in str(exc):
-                raise
-            return fn(*args, **kwargs)  # raced the packet thread once: try again
+            return fn(self.daemon)
         finally:
             self.daemon_lock.release()
 
@@ -522,11 +525,11 @@ class _AdminHandler(BaseHTTPRequestHandler):
         path, query = self._query()
         if path == "/api/status":
             self._require("GET")
-            self._send_json(200, self.admin.call("status"))
+            self._send_json(200, self.admin.call(lambda d: d.status()))
         elif path == "/api/flows":
             self._require("GET")
             limit = _flow_limit(query)
-            flows = list(self.admin.call("flows", limit=limit))[:limit]
+            flows = self.admin.call(lambda d: d.flows(limit))[:limit]
             self._send_json(200, {"flows": flows, "limit": limit})
         elif path.startswith("/api/switch/"):
             self._require("POST")
@@ -539,11 +542,11 @@ class _AdminHandler(BaseHTTPRequestHandler):
             if not isinstance(on, bool):
                 raise AdminError(400, 'body must be {"on": true} or {"on": false}')
             try:
-                torn_down = self.admin.call("set_switch", name, on)
-            except (KeyError, ValueError) as exc:
+                torn_down = self.admin.call(lambda d: d.set_switch(name, on))
+            except ValueError as exc:
                 raise AdminError(400, str(exc)) from None
             log.info("admin (%s): passthrough %s %s", self.via, name, "on" if on else "off")
-            self._send_json(200, {"switch": name, "on": on, "torn_down": int(torn_down or 0)})
+            self._send_json(200, {"switch": name, "on": on, "torn_down": torn_down})
         elif path == "/api/reload":
             self._require("POST")
             self._read_json()
@@ -551,15 +554,12 @@ class _AdminHandler(BaseHTTPRequestHandler):
             self._reload()
         elif path == "/metrics":
             self._require("GET")
-            status = self.admin.call("status")
+            status = self.admin.call(lambda d: d.status())
             self._send(200, metrics.render(status).encode(), metrics.CONTENT_TYPE)
         elif path in ("/", "/index.html"):
             self._require("GET")
-            status = self.admin.call("status")
-            try:
-                flows = list(self.admin.call("flows", limit=PAGE_FLOW_LIMIT))[:PAGE_FLOW_LIMIT]
-            except AdminError:
-                flows = []
+            status = self.admin.call(lambda d: d.status())
+            flows = self.admin.call(lambda d: d.flows(PAGE_FLOW_LIMIT))[:PAGE_FLOW_LIMIT]
             page = render_page(status, flows, writable=self.via == "unix" or self.admin.token is not None)
             self._send(200, page.encode(), "text/html; charset=utf-8")
         elif path.startswith("/static/") and path[len("/static/"):] in STATIC_FILES:
@@ -574,21 +574,12 @@ class _AdminHandler(BaseHTTPRequestHandler):
 
     def _reload(self) -> None:
         try:
-            from natpass.router.config import ConfigError
-        except ImportError:  # the config module is not there yet: nothing can match
-            ConfigError = type("ConfigError", (Exception,), {})  # noqa: N806
-        try:
-            self.admin.call("reload")
+            self.admin.call(lambda d: d.reload())
         except ConfigError as exc:
             raise AdminError(422, f"config not reloaded, the running one is kept: {exc}",
-                             path=_str_or_none(getattr(exc, "path", None)), line=getattr(exc, "line", None),
-                             message=str(getattr(exc, "message", exc))) from None
+                             path=exc.path, line=exc.line, message=exc.message) from None
         log.info("admin (%s): configuration reloaded", self.via)
         self._send_json(200, {"reloaded": True})
-
-
-def _str_or_none(value: Any) -> str | None:
-    return None if value is None else os.fspath(value) if isinstance(value, os.PathLike) else str(value)
 
 
 def _flow_limit(query: dict[str, list[str]]) -> int:

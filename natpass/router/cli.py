@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import ipaddress
 import json
 import sys
 from typing import Any
@@ -35,22 +36,25 @@ def _check(args: argparse.Namespace) -> int:
             print(f"natpass: {exc}", file=sys.stderr)
         return 2
     p = cfg.nat.passthrough
+    wan_addresses = [str(ipaddress.IPv4Address(a)) for a in cfg.nat.wan_addresses]
+    lan_prefixes = [str(n) for n in cfg.nat.lan_prefixes]
+    switches = {"pptp": p.pptp, "ipsec": p.ipsec, "l2tp": p.l2tp, "strict": p.strict}
     summary = {
         "valid": True,
         "file": cfg.path,
-        "wan_addresses": [".".join(map(str, a)) for a in cfg.nat.wan_addresses],
-        "lan_prefixes": [str(n) for n in cfg.nat.lan_prefixes],
+        "wan_addresses": wan_addresses,
+        "lan_prefixes": lan_prefixes,
         "mapping": cfg.nat.mapping,
         "filtering": cfg.nat.filtering,
         "forwards": len(cfg.nat.forwards),
-        "passthrough": {"pptp": p.pptp, "ipsec": p.ipsec, "l2tp": p.l2tp, "strict": p.strict},
+        "passthrough": switches,
     }
     if args.json:
         print(json.dumps(summary))
     else:
-        switches = ", ".join(f"{k} {'on' if v else 'off'}" for k, v in summary["passthrough"].items())
-        print(f"{cfg.path}: valid — WAN {', '.join(summary['wan_addresses'])}, "
-              f"LAN {', '.join(summary['lan_prefixes'])}, passthrough: {switches}")
+        state = ", ".join(f"{k} {'on' if v else 'off'}" for k, v in switches.items())
+        print(f"{cfg.path}: valid — WAN {', '.join(wan_addresses)}, "
+              f"LAN {', '.join(lan_prefixes)}, passthrough: {state}")
     return 0
 
 

@@ -118,12 +118,12 @@ def register(sub: Any) -> None:
 
 def _target(args: argparse.Namespace) -> tuple[str, str]:
     """(socket path, state dir) from --socket / --config / the environment / the defaults."""
-    if getattr(args, "config", None):
+    if args.config:
         from natpass.router.config import load_config
 
         cfg = load_config(args.config)  # ConfigError is reported by the caller
         return cfg.admin_socket, cfg.state_dir
-    if getattr(args, "socket", None):
+    if args.socket:
         return args.socket, DEFAULT_STATE_DIR
     return os.environ.get(SOCKET_ENV) or DEFAULT_SOCKET, DEFAULT_STATE_DIR
 

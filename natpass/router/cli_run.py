@@ -31,12 +31,12 @@ def _run(args: argparse.Namespace) -> int:
     except ConfigError as exc:
         print(f"natpass: {exc}", file=sys.stderr)
         return 2
-    logging.basicConfig(level=getattr(logging, level.upper()), stream=sys.stderr,
+    logging.basicConfig(level=level.upper(), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
     return run_daemon(args.config)
 
 
-def run_daemon(config_path: str, engine_factory: Any = None) -> int:
+def run_daemon(config_path: str) -> int:
     """Start, loop until SIGTERM/SIGINT, clean up. Returns the exit status."""
     from natpass.datapath.live_setup import SetupError
     from natpass.router.config import ConfigError
@@ -44,7 +44,7 @@ def run_daemon(config_path: str, engine_factory: Any = None) -> int:
 
     log = logging.getLogger("natpass.router")
     try:
-        daemon = RouterDaemon(config_path, engine_factory=engine_factory)
+        daemon = RouterDaemon(config_path)
     except ConfigError as exc:
         log.error("%s", exc)
         return 2

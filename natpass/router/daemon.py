@@ -15,116 +15,100 @@ import signal
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, TypeVar
 
+from natpass.datapath.live import LiveDatapath
+from natpass.datapath.live_setup import HostSetup
+from natpass.datapath.packetsock import ipv4_address, mtu
 from natpass.nat.config import SWITCHES, NatConfig
+from natpass.nat.engine import Engine
+from natpass.nat.helper import FlowView
+from natpass.passthrough import build_engine
+from natpass.router.admin import AdminServer
 from natpass.router.config import ConfigError, RouterConfig, load_config
+from natpass.router.usage import UsageRecorder, default_path
 
 log = logging.getLogger("natpass.router")
 
 USAGE_REPORT_S = 10.0  # per-switch packet/drop totals handed to the usage recorder this often
 MAX_USAGE_EVENTS = 10_000  # bound the queue when no recorder drains it
 
-
-def default_engine_factory(nat: NatConfig, log_event: Callable[..., None]) -> Any:
-    """The engine with the passthrough helpers (plain engine while those are not installed)."""
-    try:
-        from natpass.passthrough import build_engine
-    except ImportError as exc:
-        if "build_engine" not in str(exc):
-            raise  # a broken helper module must stop the start, not silently drop passthrough
-        from natpass.nat.engine import Engine
-
-        log.warning("passthrough helpers not installed: the engine runs without them")
-        engine = Engine(nat)
-    else:
-        engine = build_engine(nat)
-    _hook_helper_log(engine, log_event)
-    return engine
-
-
-def _hook_helper_log(engine: Any, log_event: Callable[..., None]) -> None:
-    """Route the helpers' ``ctx.log`` events to the daemon (the engine offers a listener list or
-    an ``on_log`` attribute; anything else leaves the events in ``engine.events`` if it has one)."""
-    for name in ("log_listeners", "listeners"):
-        listeners = getattr(engine, name, None)
-        if isinstance(listeners, list):
-            listeners.append(log_event)
-            return
-    if hasattr(engine, "on_log"):
-        with contextlib.suppress(AttributeError):
-            engine.on_log = log_event
+EngineFactory = Callable[[NatConfig], Engine]
+_T = TypeVar("_T")
 
 
 def _ip(addr: bytes | None) -> str | None:
     return str(ipaddress.IPv4Address(addr)) if addr else None
 
 
-def _flow_dict(flow: Any) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for key in ("proto", "lan_addr", "lan_port", "wan_addr", "wan_port", "remote_addr", "remote_port",
-                "outbound"):
-        value = getattr(flow, key, None)
-        if isinstance(value, bytes | bytearray) and len(value) == 4:
-            value = _ip(bytes(value))
-        out[key] = value
-    for key in ("state", "helper", "last_seen", "packets_out", "packets_in", "bytes_out", "bytes_in"):
-        value = getattr(flow, key, None)
-        if isinstance(value, int | float | str | bool):
-            out[key] = value
-    return out
+def flow_dict(flow: FlowView, now: float, wall_now: float) -> dict[str, Any]:
+    """One row of ``/api/flows`` (docs/ADMIN.md): every field, always.
+
+    ``now`` is the engine's clock and ``wall_now`` the wall clock at the same instant, so the
+    flow's last use (engine time) becomes a Unix time."""
+    idle = max(0.0, now - flow.last)
+    return {
+        "proto": flow.proto,
+        "lan_addr": _ip(flow.lan_addr),
+        "lan_port": flow.lan_port,
+        "wan_addr": _ip(flow.wan_addr),
+        "wan_port": flow.wan_port,
+        "remote_addr": _ip(flow.remote_addr),
+        "remote_port": flow.remote_port,
+        "outbound": flow.outbound,
+        "last_seen": round(wall_now - idle, 3),
+        "idle_s": round(idle, 3),
+    }
 
 
 class RouterDaemon:
-    """One natpass router instance in the current network namespace."""
+    """One natpass router instance in the current network namespace.
 
-    def __init__(self, config_path: str, engine_factory: Callable[..., Any] | None = None,
+    Offers the admin server what :class:`natpass.router.admin.RouterControl` names."""
+
+    def __init__(self, config_path: str, engine_factory: EngineFactory = build_engine,
                  clock: Callable[[], float] = time.monotonic) -> None:
         self.config_path = config_path
         self.config: RouterConfig = load_config(config_path)
         self.clock = clock
-        self.engine_factory = engine_factory or default_engine_factory
+        self.engine_factory = engine_factory
         self.started_wall = time.time()
         self.started = clock()
         self._events: list[dict[str, Any]] = []
         self._events_lock = threading.Lock()
-        self._usage_totals: dict[tuple[str, str, str], int] = {}
         self._next_usage = 0.0
-        self.engine: Any = None
-        self.datapath: Any = None
-        self.setup: Any = None
-        self.admin: Any = None
-        self.recorder: Any = None
+        self.engine: Engine | None = None
+        self.datapath: LiveDatapath | None = None
+        self.setup: HostSetup | None = None
+        self.admin: AdminServer | None = None
+        self.recorder: UsageRecorder | None = None
         self._stopped = threading.Event()
         self._reload_requested = False
+
+    @property
+    def state_dir(self) -> str:
+        return self.config.state_dir
 
     # ----- lifecycle ---------------------------------------------------------------------------
     def start(self) -> None:
         """Set up the namespace and the sockets (undone by :meth:`close`)."""
-        from natpass.datapath.live import LiveDatapath
-        from natpass.datapath.live_setup import HostSetup
-
         cfg = self.config
-        if cfg.datapath != "packet":
-            raise ConfigError(cfg.path, 0, f'datapath "{cfg.datapath}" is not available in this build; '
-                              'use datapath = "packet"')
-        self.engine = self.engine_factory(self._nat_config(cfg), self._helper_event)
-        self.setup = HostSetup(cfg.state_dir, cfg.wan_interface, cfg.lan_interface, cfg.lan_address)
-        self.setup.apply()
-        for what in getattr(self.setup, "recover_done", []):
+        engine = self.engine = self.engine_factory(self._nat_config(cfg))
+        setup = self.setup = HostSetup(cfg.state_dir, cfg.wan_interface, cfg.lan_interface, cfg.lan_address)
+        setup.apply()
+        for what in setup.recover_done:
             log.warning("cleaned up after a previous run: %s", what)
         try:
-            self.datapath = LiveDatapath(self.engine, cfg.lan_interface, cfg.wan_interface,
+            self.datapath = LiveDatapath(engine, cfg.lan_interface, cfg.wan_interface,
                                          cfg.lan_address, cfg.wan_gateway, cfg.wan_addresses,
                                          clock=self.clock)
             self.datapath.periodic.append(self._usage_tick)
-            from natpass.datapath.packetsock import mtu
-
-            if cfg.nat.wan_mtu > mtu(cfg.wan_interface):
+            wan_mtu = mtu(cfg.wan_interface)
+            if cfg.nat.wan_mtu > wan_mtu:
                 log.warning("[wan] mtu = %d is larger than %s's MTU %d: larger packets will be lost",
-                            cfg.nat.wan_mtu, cfg.wan_interface, mtu(cfg.wan_interface))
+                            cfg.nat.wan_mtu, cfg.wan_interface, wan_mtu)
         except BaseException:
-            self.setup.undo()
+            setup.undo()
             raise
         for name in SWITCHES:
             self._push({"event": "switch", "switch": name, "on": cfg.nat.passthrough.get(name)})
@@ -136,35 +120,20 @@ class RouterDaemon:
     def _nat_config(self, cfg: RouterConfig) -> NatConfig:
         """The engine's config, with the router's LAN address as the source of its ICMP errors."""
         nat = cfg.nat
-        if getattr(nat, "router_lan_address", "absent") is None:
-            lan = cfg.lan_address
-            if lan is None:
-                from natpass.datapath.packetsock import ipv4_address
-
-                lan = ipv4_address(cfg.lan_interface)
+        if nat.router_lan_address is None:
+            lan = cfg.lan_address or ipv4_address(cfg.lan_interface)
             if lan is not None:
                 nat = dataclasses.replace(nat, router_lan_address=lan)
         return nat
 
     def _start_side_services(self) -> None:
+        """The admin server and the usage recorder: a failure is logged, the router keeps running."""
         cfg = self.config
         try:
-            from natpass.router import admin as admin_module
-        except ImportError:
-            admin_module = None  # type: ignore[assignment]  # not built: the router runs without it
-        if admin_module is not None:
-            try:
-                self.admin = admin_module.AdminServer(self, cfg.admin_socket, cfg.admin_http)
-                start = getattr(self.admin, "start", None)
-                if callable(start):
-                    start()
-            except Exception:
-                log.exception("admin server failed to start (the router keeps running)")
-                self.admin = None
-        try:
-            from natpass.router.usage import UsageRecorder, default_path
-        except ImportError:
-            return
+            self.admin = AdminServer(self, cfg.admin_socket, cfg.admin_http).start()
+        except Exception:
+            log.exception("admin server failed to start (the router keeps running)")
+            self.admin = None
         try:
             self.recorder = UsageRecorder(default_path(cfg.state_dir), self.usage_events).start()
         except Exception:
@@ -186,6 +155,8 @@ class RouterDaemon:
         """The packet loop (blocks until :meth:`stop`); SIGHUP reloads from the loop itself."""
         if self._stopped.is_set():
             return
+        if self.datapath is None:
+            raise RuntimeError("RouterDaemon.run() before start()")
         self.datapath.periodic.append(self._maybe_reload)
         self.datapath.run()
 
@@ -222,16 +193,23 @@ class RouterDaemon:
             self.setup = None
 
     # ----- the admin interface (any thread) --------------------------------------------------------
-    def _on_loop(self, fn: Callable[[], Any]) -> Any:
+    def _engine(self) -> Engine:
+        if self.engine is None:
+            raise RuntimeError("the router has not started")
+        return self.engine
+
+    def _on_loop(self, fn: Callable[[], _T]) -> _T:
+        """Run ``fn`` on the packet loop (directly when the loop does not run)."""
         if self.datapath is None:
             return fn()
-        return self.datapath.call(fn)
+        result: _T = self.datapath.call(fn)
+        return result
 
     def status(self) -> dict[str, Any]:
         cfg = self.config
 
         def collect() -> dict[str, Any]:
-            st = dict(self.engine.status()) if self.engine is not None else {}
+            st = dict(self._engine().status())
             dp = self.datapath
             st.update({
                 "uptime": round(self.clock() - self.started, 3),
@@ -249,30 +227,31 @@ class RouterDaemon:
             })
             return st
 
-        return self._on_loop(collect)  # type: ignore[no-any-return]
+        return self._on_loop(collect)
 
     def flows(self, limit: int = 200) -> list[dict[str, Any]]:
         def collect() -> list[dict[str, Any]]:
+            now, wall_now = self.clock(), time.time()
             out: list[dict[str, Any]] = []
-            for flow in self.engine.flows():
+            for flow in self._engine().flows():
                 if len(out) >= limit:
                     break
-                out.append(_flow_dict(flow))
+                out.append(flow_dict(flow, now, wall_now))
             return out
 
-        return self._on_loop(collect)  # type: ignore[no-any-return]
+        return self._on_loop(collect)
 
     def set_switch(self, name: str, on: bool) -> int:
         if name not in SWITCHES:
             raise ValueError(f"unknown passthrough switch {name!r} (known: {', '.join(SWITCHES)})")
 
         def apply() -> int:
-            torn = int(self.engine.set_switch(name, bool(on), self.clock()))
-            self._push({"event": "switch", "switch": name, "on": bool(on)})
+            torn = self._engine().set_switch(name, on, self.clock())
+            self._push({"event": "switch", "switch": name, "on": on})
             log.info("passthrough %s switched %s (%d tunnels torn down)", name, "on" if on else "off", torn)
             return torn
 
-        return self._on_loop(apply)  # type: ignore[no-any-return]
+        return self._on_loop(apply)
 
     def reload(self, path: str | None = None) -> None:
         """Load ``path`` (default: the running config's file) and apply it atomically.
@@ -283,13 +262,16 @@ class RouterDaemon:
         path = path or self.config_path
         new = load_config(path)  # raises ConfigError: nothing applied
         old = self.config
-        for attr in ("lan_interface", "wan_interface", "datapath", "lan_address", "state_dir"):
-            if getattr(new, attr) != getattr(old, attr):
-                raise ConfigError(new.path, 0, f"changing {attr.replace('_', ' ')} needs a restart "
-                                  "(running config kept)")
+        for what, before, after in (("LAN interface", old.lan_interface, new.lan_interface),
+                                    ("WAN interface", old.wan_interface, new.wan_interface),
+                                    ("datapath", old.datapath, new.datapath),
+                                    ("LAN address", old.lan_address, new.lan_address),
+                                    ("state dir", old.state_dir, new.state_dir)):
+            if before != after:
+                raise ConfigError(new.path, 0, f"changing {what} needs a restart (running config kept)")
 
         def apply() -> None:
-            self.engine.reconfigure(self._nat_config(new), self.clock())
+            self._engine().reconfigure(self._nat_config(new), self.clock())
             if self.datapath is not None:
                 self.datapath.wan.gateway = new.wan_gateway
                 self.datapath.wan.by_dst.clear()
@@ -314,40 +296,34 @@ class RouterDaemon:
             if len(self._events) < MAX_USAGE_EVENTS:
                 self._events.append(event)
 
-    def _helper_event(self, event: str, **fields: Any) -> None:
+    def _helper_event(self, event: str, fields: dict[str, Any]) -> None:
         """A helper's ``ctx.log``: tunnel up/down and other notable events, for the usage record."""
         switch = (fields.pop("switch", None) or fields.pop("proto", None) or fields.pop("helper", None)
-              or event.split(":")[0])
+                  or event.split(":")[0])
         detail = fields.pop("detail", None)
         if detail is None and fields:
             detail = " ".join(f"{k}={v}" for k, v in fields.items())
         self._push({"event": event, "switch": switch, "detail": detail})
 
     def _usage_tick(self, now: float) -> None:
-        """Every USAGE_REPORT_S: per-switch packet and drop totals (the recorder makes deltas)."""
+        """Every USAGE_REPORT_S: helper events, per-switch packet and drop totals (the recorder
+        makes deltas)."""
         if now < self._next_usage:
             return
         self._next_usage = now + USAGE_REPORT_S
-        engine = self.engine
-        drain = getattr(engine, "drain_events", None)
-        if callable(drain):
-            for ev in drain():
-                fields = dict(ev)
-                self._helper_event(str(fields.pop("event", "event")), **fields)
-        drops = getattr(engine, "drops", {}) or {}
-        for reason, total in list(drops.items()):
+        engine = self._engine()
+        for ev in engine.drain_events():
+            fields = dict(ev)
+            self._helper_event(str(fields.pop("event", "event")), fields)
+        for reason, total in list(engine.drops.items()):
             if ":" in reason:
                 switch = reason.rsplit(":", 1)[1]
                 if switch in SWITCHES:
-                    self._push({"event": "drop", "switch": switch, "reason": reason, "total": int(total)})
-        helpers = getattr(engine, "helpers", None) or getattr(engine, "_helpers", None) or []
-        for helper in helpers:
-            name = getattr(helper, "name", "")
+                    self._push({"event": "drop", "switch": switch, "reason": reason, "total": total})
+        helpers: dict[str, dict[str, Any]] = engine.status()["helpers"]
+        for name, info in helpers.items():
             if name not in SWITCHES:
                 continue
-            try:
-                stats = helper.stats()
-            except Exception:
-                continue
-            packets = sum(int(v) for k, v in stats.items() if "packets" in k and isinstance(v, int))
+            stats: dict[str, int] = info["stats"]
+            packets = sum(v for k, v in stats.items() if "packets" in k)
             self._push({"event": "packets", "switch": name, "total": packets})

@@ -359,10 +359,11 @@ class UsageRecorder:
                 n = total - previous if total >= previous else total  # smaller: the daemon restarted
                 self._totals[key] = total
             else:
-                n = _count(event.get("count"), 1)
-                if n is None:
+                count = _count(event.get("count"), 1)
+                if count is None:
                     self._stats["ignored"] += 1
                     return
+                n = count
             if n == 0:
                 return
             row = batch.row(switch, ts)
@@ -374,10 +375,11 @@ class UsageRecorder:
                 key3 = (switch, utc_day(ts), reason)
                 batch.drops[key3] = batch.drops.get(key3, 0) + n
         elif kind in ("tunnel-up", "tunnel-down"):
-            n = _count(event.get("count"), 1)
-            if n is None:
+            tunnels = _count(event.get("count"), 1)
+            if tunnels is None:
                 self._stats["ignored"] += 1
                 return
+            n = tunnels
             row = batch.row(switch, ts)
             if kind == "tunnel-up":
                 row.tunnels_up += n

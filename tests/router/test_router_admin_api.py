@@ -23,7 +23,7 @@ class FakeDaemon:
     """What RouterDaemon offers the admin side, with state the tests can inspect."""
 
     def __init__(self, state_dir: Path) -> None:
-        self.config = type("Cfg", (), {"state_dir": str(state_dir)})()
+        self.state_dir = str(state_dir)
         self.switches = {"pptp": False, "ipsec": True, "l2tp": False}
         self.calls: list[tuple[str, Any]] = []
         self.reload_error: Exception | None = None
@@ -104,7 +104,7 @@ def tcp(srv: AdminServer, method: str, path: str, body: bytes | None = None,
 
 
 def token_of(daemon: FakeDaemon) -> str:
-    return (Path(daemon.config.state_dir) / "admin.token").read_text().strip()
+    return (Path(daemon.state_dir) / "admin.token").read_text().strip()
 
 
 def json_post(srv: AdminServer, path: str, value: Any, token: str | None = None) -> tuple[int, Any]:
@@ -189,7 +189,7 @@ def test_http_status_readable_without_token(server: AdminServer) -> None:
 
 
 def test_http_token_file_is_created_private(server: AdminServer, daemon: FakeDaemon) -> None:
-    path = Path(daemon.config.state_dir) / "admin.token"
+    path = Path(daemon.state_dir) / "admin.token"
     assert path.stat().st_mode & 0o777 == 0o600
     assert len(token_of(daemon)) >= 32
 
@@ -583,6 +583,57 @@ def test_real_daemon_status_metrics_page_and_switch(tmp_path: Path) -> None:
         assert u.drops_by_reason("ipsec") == {"passthrough-disabled:ipsec": 1}
         assert u.enabled_since("ipsec") is None  # switched on, then off again by the reload
         assert [e["event"] for e in reversed(u.events("ipsec"))] == ["switch-on", "switch-off"]
+
+
+def documented_flow_fields() -> set[str]:
+    """The field names of the /api/flows table in docs/ADMIN.md."""
+    text = (Path(__file__).resolve().parents[2] / "docs" / "ADMIN.md").read_text(encoding="utf-8")
+    table = text.split("Each row of `/api/flows`", 1)[1].split("\n\n", 2)[1]
+    fields: set[str] = set()
+    for line in table.splitlines()[2:]:
+        fields.update(re.findall(r"`([a-z_]+)`", line.split("|")[1]))
+    return fields
+
+
+class SteppedClock:
+    def __init__(self, now: float) -> None:
+        self.now = now
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_api_flows_rows_carry_every_documented_field_with_wall_clock_last_use(tmp_path: Path) -> None:
+    from natpass.nat import verdict as V
+    from natpass.packets.udp import build_udp
+    from natpass.passthrough import build_engine
+    from natpass.router.daemon import RouterDaemon
+
+    cfg = tmp_path / "natpass.toml"
+    cfg.write_text('[wan]\naddresses = ["203.0.113.1"]\n[lan]\nprefixes = ["192.168.1.0/24"]\n'
+                   f'[router]\nstate_dir = "{tmp_path / "state"}"\n')
+    clock = SteppedClock(1000.0)
+    d = RouterDaemon(str(cfg), clock=clock)
+    d.engine = build_engine(d.config.nat)
+    assert d.engine.process(build_udp("192.168.1.10", "198.51.100.7", 5000, 53, b"q"), True, 1000.0) == V.TO_WAN
+    assert d.engine.process(build_udp("192.168.1.11", "198.51.100.8", 6000, 123, b"q"), True, 1004.0) == V.TO_WAN
+    clock.now = 1010.5
+    with AdminServer(d, tmp_path / "natpass.sock") as srv:
+        before = time.time()
+        code, answer = unix(srv).request("GET", "/api/flows")
+        after = time.time()
+    assert code == 200
+    rows = {row["lan_addr"]: row for row in answer["flows"]}
+    fields = documented_flow_fields()
+    assert "last_seen" in fields and "idle_s" in fields
+    for row in rows.values():
+        assert set(row) == fields
+    first, second = rows["192.168.1.10"], rows["192.168.1.11"]
+    assert (first["proto"], first["lan_port"], first["remote_addr"], first["remote_port"]) == (17, 5000, "198.51.100.7", 53)
+    assert first["wan_addr"] == "203.0.113.1" and first["outbound"] is True
+    assert (first["idle_s"], second["idle_s"]) == (10.5, 6.5)
+    assert before - 10.5 - 0.01 <= first["last_seen"] <= after - 10.5 + 0.01
+    assert abs((second["last_seen"] - first["last_seen"]) - 4.0) < 0.01
 
 
 def test_keep_alive_after_a_refused_body_is_not_confused(server: AdminServer) -> None:

@@ -15,20 +15,16 @@ from conftest import need_root
 from natpass.datapath.live_lab import CLIENT, SERVER, Topology, config_text, exclusive
 from natpass.lab.netns import Netns
 
-TESTS_DATAPATH = str(Path(__file__).resolve().parent.parent / "datapath")
-
 # Runs inside the router namespace: the daemon's loop in the main thread, "admin" calls from another.
 DRIVER = """
 import json, logging, os, sys, threading, time
 logging.basicConfig(level=logging.INFO, stream=sys.stderr)
-sys.path.insert(0, {tests!r})
-from test_datapath_live_standin import engine_factory, real_engine_available
 from natpass.router.config import ConfigError
 from natpass.router.daemon import RouterDaemon
 
-d = RouterDaemon({config!r}, engine_factory=engine_factory)
+d = RouterDaemon({config!r})
 d.start()
-out = {{"real_engine": real_engine_available()}}
+out = {{}}
 
 def admin():
     try:
@@ -89,7 +85,7 @@ def test_admin_calls_from_another_thread_see_live_traffic_and_keep_a_good_config
     good2 = lab.write("natpass2.toml", config_text(state, sock, "\n[passthrough]\nipsec = true\n"))
     bad = lab.write("bad.toml", config_text(state, sock) + "\n[nat]\nmapping = \"sideways\"\n")
     go = str(lab.path("go"))
-    script = DRIVER.format(tests=TESTS_DATAPATH, config=str(config), go=go, bad=str(bad), good2=str(good2))
+    script = DRIVER.format(config=str(config), go=go, bad=str(bad), good2=str(good2))
     pid = lab.spawn(topo.rtr, [sys.executable, "-c", script], label="driver")
     assert lab.wait_for(lambda: "natpass running" in lab.log("driver") or not lab.alive(pid), timeout=15)
     ping = lab.run(topo.cli, ["ping", "-c", "3", "-i", "0.2", "-W", "2", SERVER], check=False)
@@ -109,9 +105,8 @@ def test_admin_calls_from_another_thread_see_live_traffic_and_keep_a_good_config
     assert status["datapath_counters"]["tx_wan"] >= 3
     assert status["uptime"] > 0
     json.dumps(status)  # JSON-serialisable as the admin API needs
-    if out["real_engine"]:
-        assert any(f["lan_addr"] == CLIENT and f["proto"] == 1 for f in out["flows"]), out["flows"]
-        assert out["flows_limited"] == 1
+    assert any(f["lan_addr"] == CLIENT and f["proto"] == 1 for f in out["flows"]), out["flows"]
+    assert out["flows_limited"] == 1
     assert "nonsense" in out["bad_switch"]
     assert out["bad_reload"]["path"] == str(bad) and out["bad_reload"]["line"] > 0
     assert out["status_after_bad"] == str(config)  # the running config was kept
