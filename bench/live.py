@@ -2,7 +2,7 @@
 
 Two identical client -- router -- server namespace topologies (prefix ``npdpb``): one router runs
 ``natpass run``, the other nftables masquerade with ip_forward = 1. The client's and server's veth
-ends have transmit offloads off in both (hosts on a wire, see natpass.datapath.live_lab). For each
+ends have transmit offloads off in both (hosts on a wire, see natpass.lab.simple). For each
 router: small-UDP packets/s arriving at the server (iperf3 -u -l 64, at most 500k pkt/s per stream for 4 s), TCP
 throughput (iperf3, a few seconds), ping latency p50/p99 (-i 0.01, bounded count), and natpass's
 RSS. Prints the ratios natpass/kernel; ``--json`` prints one JSON object. Needs root; about a
@@ -23,8 +23,8 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from natpass.datapath.live_lab import SERVER, Topology, config_text, exclusive  # noqa: E402
 from natpass.lab.netns import LabError, Netns  # noqa: E402
+from natpass.lab.simple import SERVER, Topology, config_text, exclusive  # noqa: E402
 
 UDP_SECONDS = 4
 UDP_PAYLOAD = 64

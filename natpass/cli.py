@@ -12,17 +12,16 @@ import sys
 from collections.abc import Callable, Sequence
 
 from natpass import __version__
-from natpass.datapath import cli as replay_cli
 from natpass.diagnose import cli as diagnose_cli
 from natpass.lab import cli as lab_cli
 from natpass.router import cli as config_cli
-from natpass.router import cli_admin, cli_run
+from natpass.router import cli_admin, cli_replay, cli_run
 
 SUBCOMMANDS = (
     config_cli,  # config check|example
     cli_run,  # run
     cli_admin,  # status, reload, switch
-    replay_cli,  # replay
+    cli_replay,  # replay
     lab_cli,  # lab up|down|exec|status|demo
     diagnose_cli,  # diagnose, advise, audit
 )

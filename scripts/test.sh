@@ -6,4 +6,5 @@ bash scripts/install-deps.sh
 python3 -m pip install -q --disable-pip-version-check -e '.[test]'
 python3 -m ruff check natpass tests bench
 python3 -m mypy
+lint-imports
 exec python3 -m pytest -q -p no:cacheprovider "$@"

@@ -34,6 +34,14 @@ def need_root() -> None:
         pytest.skip("needs root and network namespaces")
 
 
-@pytest.fixture
+@pytest.fixture(scope="session")
 def root() -> None:
     need_root()
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """A test that uses the ``root`` fixture is a ``root`` test: ``-m "not root"`` leaves out
+    every test that needs namespaces."""
+    for item in items:
+        if isinstance(item, pytest.Function) and "root" in item.fixturenames:
+            item.add_marker(pytest.mark.root)

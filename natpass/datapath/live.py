@@ -113,6 +113,7 @@ def complete_checksum(buf: bytearray) -> None:
     proto = buf[9]
     if (buf[6] & 0x3F) or buf[7] or len(buf) < ihl + 8:
         return  # a fragment: only the whole datagram has a checksum
+    fix: Callable[[bytes, bytes, memoryview], int]
     if proto == 6 and len(buf) >= ihl + 20:
         fix = fix_tcp_checksum
     elif proto == 17:

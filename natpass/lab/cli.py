@@ -113,10 +113,7 @@ def _up(args: argparse.Namespace) -> int:
         return 1
     print(f"lab {args.prefix}: {topo.name} with {', '.join(topo.nodes)}")
     for r in topo.routers:
-        line = f"  {r.node}: {r.kind} NAT, LAN {r.lan_addr} ({r.lan_prefix}), WAN {r.wan_addr}"
-        if r.error:
-            line += f"  [not running: {r.error}]"
-        print(line)
+        print(f"  {r.node}: {r.kind} NAT, LAN {r.lan_addr} ({r.lan_prefix}), WAN {r.wan_addr}")
     print(f"  clients: {', '.join(f'{c}={a}' for c, a in topo.client_addrs.items())}")
     print(f"  server srv: {', '.join(topo.server_addrs)}")
     print(f"try: natpass lab exec --prefix {args.prefix} c1 -- ping -c1 {topo.server_addrs[0]}")
@@ -182,8 +179,6 @@ def _status(args: argparse.Namespace) -> int:
         else:
             extra = f" conntrack entries={info.get('conntrack_entries', '?')}"
         print(f"  router {node}: {info['kind']} WAN {info['wan']} LAN {info['lan']}{extra}")
-    if not st["natpass_run_available"]:
-        print("  note: 'natpass run' is not available in this checkout yet")
     return 0
 
 

@@ -7,7 +7,7 @@ Every object the lab makes carries a prefix so that ``down`` and crash cleanup c
   (PID, start time, namespace, argv) so they can be stopped by PID even after a crash;
 * generated files (configs, logs) live under ``/run/natpass-lab/<prefix>/``.
 
-Network safety (docs/TEAM.md): nothing is ever created in the root namespace. veth pairs are created
+Network safety (CONTRIBUTING.md): nothing is ever created in the root namespace. veth pairs are created
 directly inside their namespaces (``ip -n A link add ... peer ... netns B``), and every address and
 route passes :func:`check_lab_address`, which accepts documentation ranges only.
 
@@ -36,18 +36,20 @@ import signal
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 STATE_ROOT = Path(os.environ.get("NATPASS_LAB_STATE", "/run/natpass-lab"))
+# The folder that holds this natpass package: lab processes run the natpass the lab belongs to.
+PACKAGE_ROOT = Path(__file__).resolve().parents[2]
 """Where each prefix keeps its recorded PIDs, generated configs and logs."""
 
 PREFIX_RE = re.compile(r"^[a-z][a-z0-9]{0,7}$")
 NODE_RE = re.compile(r"^[a-z0-9][a-z0-9_.]{0,30}$")
 IFNAME_MAX = 15  # IFNAMSIZ - 1 in the kernel
 
-# docs/TEAM.md network safety: the only addresses the lab may configure.
+# CONTRIBUTING.md, network safety: the only addresses the lab may configure.
 LAB_NETWORKS = tuple(
     ipaddress.ip_network(n)
     for n in (
@@ -108,6 +110,20 @@ class Recorded:
     argv: list[str]
     log: str | None
 
+
+
+def python_argv(code: str, *args: str) -> list[str]:
+    """``python -c CODE ARGS`` importing this natpass package whatever the current folder holds:
+    ``-P`` keeps the current folder (which may contain a folder named natpass) off ``sys.path``,
+    and the package's own folder goes first, ahead of any installed copy."""
+    boot = f"import sys; sys.path.insert(0, {str(PACKAGE_ROOT)!r})\n"
+    return [sys.executable, "-P", "-c", boot + code, *args]
+
+
+def module_argv(module: str, *args: str) -> list[str]:
+    """``python -m MODULE ARGS`` the same way as :func:`python_argv`."""
+    return python_argv(f"import runpy; runpy.run_module({module!r}, run_name='__main__', alter_sys=True)",
+                       *args)
 
 class Netns:
     """The namespaces, links and processes of one lab prefix."""
@@ -200,10 +216,7 @@ class Netns:
             "    except OSError as e:\n"
             "        print(f, e, file=sys.stderr)\n"
         )
-        root = str(Path(__file__).resolve().parents[2])
-        extra = os.environ.get("PYTHONPATH")
-        self.run(node, [sys.executable, "-c", script],
-                 env={"PYTHONPATH": f"{root}:{extra}" if extra else root})
+        self.run(node, python_argv(script))
 
     def ip(self, node: str, *args: str) -> str:
         """``ip -n NS ARGS``; returns stdout."""
@@ -400,7 +413,7 @@ class Netns:
             return proc.poll() is None
         return pid_alive(pid, start)
 
-    def wait_for(self, predicate, timeout: float, interval: float = 0.1) -> bool:  # type: ignore[no-untyped-def]
+    def wait_for(self, predicate: Callable[[], object], timeout: float, interval: float = 0.1) -> bool:
         """Poll ``predicate()`` until it is true or ``timeout`` seconds pass."""
         deadline = time.monotonic() + timeout
         while True:

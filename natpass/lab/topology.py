@@ -18,13 +18,12 @@ from __future__ import annotations
 
 import json
 import subprocess
-import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from natpass.lab.netns import LabError, Netns
+from natpass.lab.netns import LabError, Netns, module_argv
 
 TOPOLOGIES = ("basic", "double-nat", "cgnat")
 ROUTER_KINDS = ("natpass", "kernel")
@@ -149,24 +148,9 @@ class Topology:
         return cls.from_json(json.loads(p.read_text()))
 
 
-def natpass_run_available() -> bool:
-    """Whether this checkout's ``natpass`` has the live datapath (``natpass run``) yet."""
-    try:
-        from natpass.cli import build_parser
-
-        parser = build_parser()
-    except Exception:
-        return False
-    for action in parser._actions:  # argparse keeps subcommands here
-        choices = getattr(action, "choices", None)
-        if isinstance(choices, dict) and "run" in choices:
-            return True
-    return False
-
-
 def natpass_argv(*args: str) -> list[str]:
-    """How to invoke this checkout's natpass (works without the console script installed)."""
-    return [sys.executable, "-m", "natpass.cli", *args]
+    """The command line that runs ``natpass ARGS`` from this package, wherever it is started."""
+    return module_argv("natpass.cli", *args)
 
 
 def router_config_toml(r: Router, state_dir: Path) -> str:
@@ -316,21 +300,25 @@ def configure_router(lab: Netns, r: Router, start: bool = True) -> None:
         start_natpass(lab, r)
 
 
-def start_natpass(lab: Netns, r: Router, timeout: float = 10.0) -> bool:
-    """Start ``natpass run`` in the router's namespace; False (with ``r.error``) when unavailable."""
-    if not natpass_run_available():
-        r.error = "natpass run is not available in this checkout yet"
-        return False
-    assert r.config is not None
+def start_natpass(lab: Netns, r: Router, timeout: float = 10.0) -> None:
+    """Start ``natpass run`` in the router's namespace and wait for its admin socket.
+
+    Raises LabError with the router's own error (its log) when it exits or does not come up; a
+    router that did not come up is stopped, never left half-started."""
+    if r.config is None or r.admin_socket is None:
+        raise LabError(f"router {r.node} has no natpass config")
     label = f"natpass-{r.node}"
-    r.pid = lab.spawn(r.node, natpass_argv("run", "--config", r.config), label=label)
-    ok = lab.wait_for(lambda: not lab.alive(r.pid or 0) or Path(r.admin_socket or "").exists(), timeout)
-    if not lab.alive(r.pid):
-        r.error = f"natpass run exited: {lab.log(label)[-500:]}"
-        return False
-    if not ok:
-        r.error = "natpass run did not open its admin socket"
-    return True
+    socket_path = Path(r.admin_socket)
+    pid = r.pid = lab.spawn(r.node, natpass_argv("run", "--config", r.config), label=label)
+    up = lab.wait_for(lambda: not lab.alive(pid) or socket_path.exists(), timeout)
+    if up and lab.alive(pid):
+        r.error = None
+        return
+    lab.kill(pid)
+    r.pid = None
+    why = "exited" if up else f"did not open its admin socket within {timeout:.0f} s"
+    r.error = f"natpass run on {r.node} {why}: {lab.log(label)[-800:].strip()}"
+    raise LabError(r.error)
 
 
 def restart_router(lab: Netns, topo: Topology, r: Router) -> None:
@@ -380,7 +368,6 @@ def status(lab: Netns) -> dict[str, Any]:
         "namespaces": lab.namespaces(),
         "processes": procs,
         "topology": topo.to_json() if topo else None,
-        "natpass_run_available": natpass_run_available(),
     }
     if topo:
         out["routers"] = {}

@@ -65,7 +65,7 @@ def run_daemon(config_path: str) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     """``python -m natpass.router.cli_run --config FILE``: ``natpass run`` without the other
-    subcommands (systemd and the lab use it so that only the router's modules are imported)."""
+    subcommands, so that only the router's modules are imported (bench/live.py measures it)."""
     parser = argparse.ArgumentParser(prog="natpass")
     register(parser.add_subparsers(dest="command", required=True))
     args = parser.parse_args(["run", *(sys.argv[1:] if argv is None else argv)])

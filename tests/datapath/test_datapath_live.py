@@ -14,11 +14,17 @@ from pathlib import Path
 
 import pytest
 from conftest import need_root
-from test_datapath_live_standin import natpass_argv
 from tshark_check import bad_checksums, decode
 
-from natpass.datapath.live_lab import CLIENT, ROUTER_WAN, SERVER, Topology, config_text, exclusive
 from natpass.lab.netns import Netns
+from natpass.lab.simple import CLIENT, ROUTER_WAN, SERVER, Topology, config_text, exclusive
+from natpass.lab.topology import natpass_argv as natpass_command
+
+
+def natpass_argv(config: str) -> list[str]:
+    """``natpass run`` of this package with debug logs."""
+    return natpass_command("run", "--config", config, "--log-level", "debug")
+
 
 pytestmark = pytest.mark.root
 

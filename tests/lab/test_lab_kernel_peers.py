@@ -13,7 +13,6 @@ import sys
 from collections.abc import Iterator
 
 import pytest
-from conftest import need_root
 
 from natpass.lab import topology as T
 from natpass.lab.netns import Netns
@@ -31,8 +30,7 @@ TIMEOUT = 15.0
 
 
 @pytest.fixture(scope="module")
-def kernel_lab() -> Iterator[tuple[Netns, T.Topology]]:
-    need_root()
+def kernel_lab(root: None) -> Iterator[tuple[Netns, T.Topology]]:
     lab = Netns(PREFIX)
     with lab.session():
         topo = T.build(lab, "basic", router="kernel", clients=2)

@@ -14,7 +14,6 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from conftest import need_root
 
 from natpass.lab import topology as T
 from natpass.lab.capture import Capture, tshark_fields
@@ -60,10 +59,7 @@ class NatpassLab:
 
 
 @pytest.fixture(scope="module")
-def np_lab() -> Iterator[NatpassLab]:
-    need_root()
-    if not T.natpass_run_available():
-        pytest.fail("natpass run is not available in this checkout")
+def np_lab(root: None) -> Iterator[NatpassLab]:
     lab = Netns(PREFIX)
     with lab.session():
         topo = T.build(lab, "basic", router="natpass", clients=2,

@@ -10,10 +10,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import need_root
 
-from natpass.datapath.live_lab import CLIENT, SERVER, Topology, config_text, exclusive
 from natpass.lab.netns import Netns
+from natpass.lab.simple import CLIENT, SERVER, Topology, config_text, exclusive
 
 # Runs inside the router namespace: the daemon's loop in the main thread, "admin" calls from another.
 DRIVER = """
@@ -66,8 +65,7 @@ print("RESULT " + json.dumps(out, default=str), flush=True)
 
 
 @pytest.fixture
-def lab() -> Iterator[Netns]:
-    need_root()
+def lab(root: None) -> Iterator[Netns]:
     with exclusive("npdpd"):  # npdp-* belongs to tests/datapath; a parallel run waits, never collides
         lab = Netns("npdpd")
         lab.cleanup()

@@ -20,7 +20,9 @@ import socket
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
+from natpass.lab.netns import module_argv
 from natpass.lab.peers.base import Peer
 
 IPPROTO_ESP = 50  # RFC 4303
@@ -29,10 +31,12 @@ SPI_IN_BASE = 0x4E510000  # server -> client SPIs
 INNER_PORT = 4242
 
 
-def _sa(spi: int, keys: dict[str, str]):  # type: ignore[no-untyped-def]
+def _sa(spi: int, keys: dict[str, str]) -> Any:
+    """A scapy ESP security association (scapy is untyped)."""
     from scapy.layers.ipsec import ESP, SecurityAssociation
 
-    return SecurityAssociation(
+    make: Any = SecurityAssociation
+    return make(
         ESP, spi=spi, crypt_algo="AES-CBC", crypt_key=bytes.fromhex(keys["crypt"]),
         auth_algo="SHA2-256-128", auth_key=bytes.fromhex(keys["auth"]),
     )
@@ -153,17 +157,17 @@ class RawEsp(Peer):
     def start_server(self) -> None:
         for stale in self.sa_dir.glob("*.json"):
             stale.unlink()
-        self.spawn(self.server, [sys.executable, "-m", "natpass.lab.peers.esp", "server", str(self.sa_dir)],
-                   "server", server=True, env={"PYTHONPATH": _src_root()})
+        self.spawn(self.server, module_argv("natpass.lab.peers.esp", "server", str(self.sa_dir)),
+                   "server", server=True)
         self.lab.wait_for(lambda: "esp responder ready" in self.log("server"), 10)
 
     def start_client(self) -> None:
         sa_file = self.sa_dir / f"{self.client}.json"
         new_sa_file(sa_file, self.index)
         count = max(1, int(self.timeout))
-        self.spawn(self.client, [sys.executable, "-m", "natpass.lab.peers.esp", "client", str(sa_file),
-                                 self.server_addr, str(count), "1.0"],
-                   f"client-{self.client}", env={"PYTHONPATH": _src_root()})
+        self.spawn(self.client, module_argv("natpass.lab.peers.esp", "client", str(sa_file),
+                                            self.server_addr, str(count), "1.0"),
+                   f"client-{self.client}")
 
     def connected(self) -> bool:
         log = self.log(f"client-{self.client}")
@@ -183,10 +187,6 @@ class RawEsp(Peer):
         if srv:
             return f"ESP reached the server ({len(srv)} packets) but no reply came back"
         return "no ESP reached the server"
-
-
-def _src_root() -> str:
-    return str(Path(__file__).resolve().parents[3])
 
 
 def main(argv: list[str]) -> int:

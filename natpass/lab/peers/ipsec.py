@@ -14,7 +14,7 @@ import re
 import time
 
 from natpass.lab.netns import LabError
-from natpass.lab.peers.base import Peer
+from natpass.lab.peers.base import Peer, PeerResult
 
 PSK = "natpass-lab-psk"
 ECHO_PORT = 7  # RFC 862 echo
@@ -156,7 +156,7 @@ class StrongSwan(Peer):
     """strongSwan initiator on a LAN client, strongSwan (or pvpn) responder on the server."""
 
     protocol = "ikev2-natt"
-    needs = ("swanctl",)
+    needs: tuple[str, ...] = ("swanctl",)
 
     def __init__(self, *args: object, **kw: object) -> None:
         super().__init__(*args, **kw)  # type: ignore[arg-type]
@@ -191,7 +191,7 @@ class StrongSwan(Peer):
             "ports": sorted(set(re.findall(r" to [\d.]+\[(\d+)\]", log))),
         }
 
-    def wait(self, t0: float):  # type: ignore[no-untyped-def]
+    def wait(self, t0: float) -> PeerResult:
         res = super().wait(t0)
         res.extra.update(self.nat_t())
         if res.connected:

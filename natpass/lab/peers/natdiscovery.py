@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 
-from natpass.lab.peers.base import Peer
+from natpass.lab.peers.base import Peer, PeerResult
 
 STUN_PORT = 3478  # RFC 5389 section 18.4
 ALT_PORT = 3479  # the alternate port RFC 5780 tests use (coturn: listening port + 1)
@@ -63,7 +63,7 @@ class NatDiscovery(Peer):
         rep = self.report()
         return rep["mapping"] is not None and rep["filtering"] is not None
 
-    def wait(self, t0: float):  # type: ignore[no-untyped-def]
+    def wait(self, t0: float) -> PeerResult:
         res = super().wait(t0)
         res.extra.update(self.report())
         res.detail = f"mapping {res.extra['mapping']}, filtering {res.extra['filtering']}"
@@ -83,7 +83,7 @@ class HairpinDiscovery(NatDiscovery):
     def connected(self) -> bool:
         return "successful hairpinning" in self.log(f"client-{self.client}")
 
-    def wait(self, t0: float):  # type: ignore[no-untyped-def]
+    def wait(self, t0: float) -> PeerResult:
         res = Peer.wait(self, t0)
         res.detail = "hairpinned request received" if res.connected else "no hairpinned request came back"
         return res

@@ -7,7 +7,10 @@ import dataclasses
 import json
 import os
 import sys
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from natpass.datapath.replay import ReplayResult
 
 DESCRIPTION = """\
 Run a pcap/pcapng capture through natpass's engine as if natpass had been the router, and report
@@ -64,8 +67,8 @@ def run(args: argparse.Namespace) -> int:
     else:
         config = NatConfig()
         lan = lan or ["auto"]
-    over = {k: getattr(args, k) == "on" for k in ("pptp", "ipsec", "l2tp", "strict")
-            if getattr(args, k) is not None}
+    chosen = {"pptp": args.pptp, "ipsec": args.ipsec, "l2tp": args.l2tp, "strict": args.strict}
+    over = {k: v == "on" for k, v in chosen.items() if v is not None}
     if over:
         config = dataclasses.replace(config, passthrough=dataclasses.replace(config.passthrough, **over))
     try:
@@ -78,17 +81,17 @@ def run(args: argparse.Namespace) -> int:
         print(f"natpass: --lan: {exc}", file=sys.stderr)
         return 2
 
-    progress = None
-    if sys.stderr.isatty() and not args.json:
-        def progress(n: int) -> None:
-            print(f"\r  {n:,} packets…", end="", file=sys.stderr, flush=True)
+    def show_progress(n: int) -> None:
+        print(f"\r  {n:,} packets…", end="", file=sys.stderr, flush=True)
+
+    progress = show_progress if sys.stderr.isatty() and not args.json else None
     try:
         result = replay_capture(args.capture, config, lan=lan, out=args.out, lan_out=args.lan_out,
                                 progress=progress, repair=not args.keep_checksums)
     except (CaptureError, OSError) as exc:
         print(f"natpass: {args.capture}: {exc}", file=sys.stderr)
         return 2
-    if progress:
+    if progress is not None:
         print("\r", end="", file=sys.stderr)
     if args.json:
         obj = dict(result.summary)
@@ -101,7 +104,7 @@ def run(args: argparse.Namespace) -> int:
     return 0
 
 
-def _print_report(result: Any, packets: bool) -> None:
+def _print_report(result: ReplayResult, packets: bool) -> None:
     from rich.console import Console
     from rich.table import Table
 

@@ -1,6 +1,6 @@
 """A client -- router -- server namespace topology for the live datapath tests and benchmark.
 
-Addresses are documentation ranges only (docs/TEAM.md): the LAN is 192.168.1.0/24 with the router
+Addresses are documentation ranges only: the LAN is 192.168.1.0/24 with the router
 at .1 and the client at .10; the WAN link is 203.0.113.0/24 with the router at .1 and the server at
 .2 (on-link, so no gateway). The client's and server's veth ends have their transmit offloads off
 (checksum, TSO, GSO) so that they behave like hosts on a wire: a packet socket on the router then
@@ -14,12 +14,12 @@ import fcntl
 import os
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
-from natpass.lab.netns import STATE_ROOT, Netns
+from natpass.lab.netns import PACKAGE_ROOT, STATE_ROOT, Netns
+from natpass.lab.topology import natpass_argv
 
 LAN_PREFIX = "192.168.1.0/24"
 ROUTER_LAN = "192.168.1.1"
@@ -58,7 +58,7 @@ admin_socket = "{admin_socket}"
 def exclusive(prefix: str, timeout: float = 600.0) -> Iterator[None]:
     """Hold a lock for the namespace prefix ``prefix`` (flock, released even if the holder dies).
 
-    Several people and CI jobs run the same tests on one machine; without it one run's cleanup
+    Two test runs on one machine use the same namespace names; without it one run's cleanup
     deletes the other's namespaces mid-test. A second run waits here instead.
     """
     STATE_ROOT.mkdir(parents=True, exist_ok=True)
@@ -79,9 +79,9 @@ def exclusive(prefix: str, timeout: float = 600.0) -> Iterator[None]:
 
 
 def _pythonpath() -> str:
-    root = str(Path(__file__).resolve().parents[2])
+    """This package first, for a ``runner`` that imports natpass by module name."""
     extra = os.environ.get("PYTHONPATH")
-    return f"{root}:{extra}" if extra else root
+    return f"{PACKAGE_ROOT}:{extra}" if extra else str(PACKAGE_ROOT)
 
 
 class Topology:
@@ -115,8 +115,7 @@ class Topology:
                       env: dict[str, str] | None = None) -> int:
         """Start ``natpass run`` (or ``runner``) in the router namespace; returns its PID once the
         nft table is in place (it is then ready to forward)."""
-        argv = runner or [sys.executable, "-m", "natpass.router.cli_run", "--config", str(config),
-                          "--log-level", "debug"]
+        argv = runner or natpass_argv("run", "--config", str(config), "--log-level", "debug")
         # Start from an empty log whether the lab appends to it or starts it afresh.
         with contextlib.suppress(FileNotFoundError):
             (self.lab.state_dir / "logs" / f"{label}.log").unlink()
