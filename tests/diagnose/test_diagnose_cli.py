@@ -173,7 +173,8 @@ def test_endpoint_independent_filtering_and_missing_limits_warn() -> None:
 
 
 def write_config(path: Path, passthrough: str, state_dir: Path, extra: str = "") -> Path:
-    path.write_text(f"[passthrough]\n{passthrough}\n[router]\nstate_dir = \"{state_dir}\"\n{extra}")
+    path.write_text('[wan]\naddresses = ["203.0.113.1"]\n[lan]\nprefixes = ["192.168.1.0/24"]\n'
+                    f"[passthrough]\n{passthrough}\n[router]\nstate_dir = \"{state_dir}\"\n{extra}")
     return path
 
 
