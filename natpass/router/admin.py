@@ -704,8 +704,8 @@ def render_page(status: Any, flows: list[Any], writable: bool) -> str:
     total, protos = metrics.flows_by_proto(status)
     flow_summary = _e(proto_summary(protos))
     replacements = {
-        "uptime": _e(_duration(status.get("uptime", status.get("uptime_seconds")))),
-        "config": _e(status.get("config_path") or status.get("config") or "?"),
+        "uptime": _e(_duration(status.get("uptime"))),
+        "config": _e(status.get("config_path") or "?"),
         "interfaces": _e(interfaces_text(status.get("interfaces"))),
         "flow_total": _e(total if total is not None else len(flows)),
         "switches": "".join(cards),

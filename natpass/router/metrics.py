@@ -13,8 +13,8 @@ from typing import Any
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 SWITCH_NAMES = ("pptp", "ipsec", "l2tp")
-# eng.counters: packets_from_lan, bytes_from_wan, ... (docs/ENGINE-API.md); in/out forms accepted too.
-_DIRECTION = re.compile(r"^(packets|bytes)_(?:from_)?(lan|wan|in|out)$")
+# Engine.counters: packets_from_lan, bytes_from_wan, ... (docs/ENGINE-API.md).
+_DIRECTION = re.compile(r"^(packets|bytes)_from_(lan|wan)$")
 
 
 def _number(value: Any) -> float | None:
@@ -129,7 +129,7 @@ def render(status: Mapping[str, Any]) -> str:
     fam = _Families()
     fam.add("natpass_up", "gauge", "1 while the router answers.", 1)
     fam.add("natpass_uptime_seconds", "gauge", "Seconds since the router started.",
-            status.get("uptime", status.get("uptime_seconds")))
+            status.get("uptime"))
 
     counters = status.get("counters")
     if isinstance(counters, Mapping):
@@ -172,7 +172,7 @@ def render(status: Mapping[str, Any]) -> str:
                 fam.add("natpass_helper_stat", "gauge", "Passthrough helper statistics.", value,
                         switch=name, stat=str(stat))
 
-    datapath = status.get("datapath_counters", status.get("datapath"))
+    datapath = status.get("datapath_counters")
     if isinstance(datapath, Mapping):
         for name, value in datapath.items():
             if isinstance(value, Mapping):
@@ -183,9 +183,4 @@ def render(status: Mapping[str, Any]) -> str:
                 fam.add("natpass_datapath_events_total", "counter", "Datapath counters by name.", value,
                         counter=str(name))
 
-    usage = status.get("usage")
-    if isinstance(usage, Mapping):
-        fam.add("natpass_usage_record_errors_total", "counter", "Failed writes of the usage database.",
-                usage.get("errors"))
-        fam.add("natpass_usage_record_backlog", "gauge", "Usage events waiting to be written.", usage.get("backlog"))
     return fam.render()
