@@ -1,9 +1,9 @@
 """L2TP helper through the engine, and how the l2tp and ipsec switches combine.
 
-No real L2TPv2 control exchange is public (see /work/shared/captures/README.md): the control
-messages here are built from the RFC 2661 formats with natpass.packets.l2tp. The lab will record
-xl2tpd traffic later; the only real L2TP captures (a fuzzed stream, one data packet) are replayed
-in test_passthrough_replay.py.
+No real L2TPv2 control exchange is public (see the public captures' README): the control
+messages here are built from the RFC 2661 formats with natpass.packets.l2tp. The public L2TP
+captures (a fuzzed stream, one data packet) are replayed in test_passthrough_replay.py; xl2tpd's
+own exchange, recorded in the lab, is in tests/lab/test_lab_recorded_captures.py.
 """
 
 from __future__ import annotations
