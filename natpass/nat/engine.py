@@ -19,6 +19,7 @@ from collections import deque
 from collections.abc import Iterator, Sequence
 from typing import Any, cast
 
+from natpass.nat import tcp_track
 from natpass.nat import verdict as V
 from natpass.nat.config import SWITCHES, NatConfig
 from natpass.nat.helper import FlowView, Helper
@@ -43,6 +44,7 @@ from natpass.nat.table import (
     LanIndex,
     Mapping,
     PortIndex,
+    TcpFlow,
 )
 from natpass.packets.checksum import combine, delta, internet_checksum
 
@@ -94,8 +96,8 @@ _INTS: tuple[int, ...] = tuple(range(0x20000))
 
 _HELD = V.FRAGMENT_HELD
 # version/IHL, total length, flags+offset, TTL, protocol, header checksum, then
-# src+dst+ports (the flow key)
-_FAST_HDR = struct.Struct("!BxH2xHBBH12s").unpack_from
+# src+dst+ports (the flow key), then the TCP sequence number (bytes 24..28; unused for UDP/ICMP)
+_FAST_HDR = struct.Struct("!BxH2xHBBH12sI").unpack_from
 # TTL, protocol, header checksum written in one go
 _TTL_CSUM = struct.Struct("!BBH").pack_into
 # the same plus the source address (outbound translation: bytes 8..16 in one call)
@@ -654,7 +656,7 @@ class Engine:
             # Fast path: 20-byte header, not a fragment, TTL > 1, TCP or UDP, known flow, no
             # SYN/FIN/RST. One unpack gives the header fields and the flow key (addresses+ports).
             if n >= 40 or (n >= 28 and buf[9] != 6):
-                b0, total, ff, ttl, proto, ipck, key = _FAST_HDR(buf, 0)
+                b0, total, ff, ttl, proto, ipck, key, seq = _FAST_HDR(buf, 0)
                 if (proto == 1 and b0 == 0x45 and total == n and not ff & 0x3FFF and ttl > 1
                         and not sum(_WORDS5(buf, 0)) % 0xFFFF):
                     # ICMP echo / timestamp of a known query flow: the identifier is the port
@@ -707,6 +709,7 @@ class Engine:
                             if proto == 6:
                                 if buf[32] < 0x50 or buf[33] & TCP_SYN_FIN_RST:
                                     return self._slow(buf, from_lan, now, True)
+                                f.o_seq = seq  # type: ignore[attr-defined]  # a TcpFlow
                                 ck = 36
                             else:
                                 ulen = buf[24] << 8 | buf[25]
@@ -742,6 +745,7 @@ class Engine:
                             if proto == 6:
                                 if buf[32] < 0x50 or buf[33] & TCP_SYN_FIN_RST:
                                     return self._slow(buf, from_lan, now, True)
+                                f.i_seq = seq  # type: ignore[attr-defined]  # a TcpFlow
                                 ck = 36
                             else:
                                 ulen = buf[24] << 8 | buf[25]
@@ -1111,7 +1115,14 @@ class Engine:
     def _new_flow(self, proto: int, out_key: bytes, in_key: bytes, lan: bytes, lport: int,
                   wan: bytes, wport: int, mapping: Mapping | None, helper: Helper | None,
                   outbound: bool, now: float) -> Flow:
-        f = _new_flow_object(Flow)
+        f: Flow
+        if proto == PROTO_TCP:
+            tf = _new_flow_object(TcpFlow)
+            tf.o_seq = tf.i_seq = -1
+            tf.o_wmax = tf.i_wmax = tcp_track.UNKNOWN_WMAX
+            f = tf
+        else:
+            f = _new_flow_object(Flow)
         f.proto = proto
         f.out_key = out_key
         f.in_key = in_key
@@ -1389,7 +1400,9 @@ class Engine:
                     return self._drop(r)
                 f = r
             if proto == PROTO_TCP:
-                self._tcp_state(f, buf[ihl + 13], True, now)
+                why = self._tcp_state(f, buf, ihl, True, now)
+                if why is not None:
+                    return self._drop(why)
             if not f.flags & OUTBOUND and not f.flags & REPLIED:
                 self._replied(f, True)
             f.last = now
@@ -1423,7 +1436,9 @@ class Engine:
 
     def _inbound_flow(self, buf: bytearray, ihl: int, proto: int, f: Flow, now: float) -> int:
         if proto == PROTO_TCP:
-            self._tcp_state(f, buf[ihl + 13], False, now)
+            why = self._tcp_state(f, buf, ihl, False, now)
+            if why is not None:
+                return self._drop(why)
         if f.flags & OUTBOUND and not f.flags & REPLIED:
             self._replied(f, False)
         if self._inbound_refresh:
@@ -1456,26 +1471,23 @@ class Engine:
             fl = (fl & ~RELEASED) | SLOW_IN | SLOW_OUT
         f.flags = fl
 
-    def _tcp_state(self, f: Flow, flags: int, from_lan: bool, now: float) -> None:
-        if not flags & TCP_SYN_FIN_RST:
-            return
+    def _tcp_state(self, f: Flow, buf: bytearray, ihl: int, from_lan: bool,
+                   now: float) -> str | None:
+        """Track a slow-path TCP segment (natpass.nat.tcp_track); a drop reason when it is a
+        RST/FIN/SYN outside the receive window."""
+        assert isinstance(f, TcpFlow)
+        before = f.state
+        why = tcp_track.track(f, buf, ihl, from_lan)
         st = f.state
-        if flags & TCP_RST:
-            st |= RST_SEEN
-        else:
-            if flags & TCP_SYN:
-                if st & (RST_SEEN | FIN_LAN | FIN_WAN):
-                    st = 0  # a new connection reusing the 5-tuple
-                st |= SYN_LAN if from_lan else SYN_WAN
-            if flags & TCP_FIN:
-                st |= FIN_LAN if from_lan else FIN_WAN
-        f.state = st
+        if why is not None or st == before:
+            return why
         old = f.timeout
         f.timeout = self._timeout_for(f)
         if f.timeout < old:
             self._schedule(f, f.last + f.timeout)
         if st & RST_SEEN or (st & FIN_LAN and st & FIN_WAN):
             self._notify_closed(f, now)
+        return None
 
     def _rewrite_src(self, buf: bytearray, ihl: int, proto: int, f: Flow) -> None:
         """Outbound translation with the flow's precomputed deltas (any header length)."""

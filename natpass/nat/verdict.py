@@ -31,6 +31,8 @@ FRAGMENT_TIMEOUT: Final = "fragment-timeout"
 FRAG_NEEDED: Final = "fragmentation-needed"
 NOT_LAN_SOURCE: Final = "not-lan-source"
 UNSUPPORTED: Final = "unsupported-protocol"
+TCP_OUT_OF_WINDOW: Final = "tcp-out-of-window"
+"""A TCP RST, FIN, or SYN on an established connection, outside the receive window."""
 FRAGMENT_HELD: Final = "fragment-held"
 """Not a drop: ``process`` returned DROP because a non-first fragment is held until the first
 fragment of its datagram arrives (then all are emitted with MULTI). Counted in
