@@ -409,6 +409,9 @@ class Engine:
         self._unreplied: deque[Flow] = deque()
         self._wheel: dict[int, list[Flow]] = {}
         self._wheel_heap: list[int] = []
+        # wheel entries whose flow has left their bucket (removed or rescheduled): purged when
+        # they outnumber the live flows, so an early-removed flow is not kept until its deadline
+        self._wheel_stale = 0
         self._frags: dict[bytes, _FragEntry] = {}
         self._held: dict[bytes, list[tuple[float, bool, bytearray]]] = {}
         self._held_count = 0
@@ -852,7 +855,11 @@ class Engine:
         out: list[bytearray] | None = None
         if fkey:
             addrs = bytes(buf[12:20])
-            self._frags[fkey] = _FragEntry(code, addrs, combine(delta(old_addrs, addrs),
+            frags = self._frags
+            if self._max_frags and len(frags) >= self._max_frags and fkey not in frags:
+                del frags[next(iter(frags))]  # the oldest: its later fragments will be held
+                self._count("fragment_entries_evicted")
+            frags[fkey] = _FragEntry(code, addrs, combine(delta(old_addrs, addrs),
                                                                 TTL_DEC_DELTA), now)
             held = self._held.pop(fkey, None)
             if held:
@@ -930,7 +937,7 @@ class Engine:
         for k, lst in self._held.items():
             lst.pop(0)
             self._held_count -= 1
-            self._drop(V.FRAGMENT_TIMEOUT)
+            self._drop(V.FRAGMENT_EVICTED)
             if not lst:
                 del self._held[k]
             return
@@ -998,11 +1005,15 @@ class Engine:
 
     def _alloc_port(self, proto: int, wan: bytes, preferred: int | None,
                     preserve: int | None, reserve: bool = False) -> int | None:
-        """A free WAN port: ``preferred`` (helper), else ``preserve`` (port preservation), else
-        random in the port range (RFC 6056 algorithm 1: random start, linear probe). Counted as
-        used; the caller inserts the mapping, or ``reserve`` marks it reserved for a helper."""
+        """A free WAN port: ``preferred`` (helper), else ``preserve`` (port preservation, only
+        inside the port range, as Linux masquerade with a range does), else random in the port
+        range (RFC 6056 algorithm 1: random start, linear probe). Counted as used; the caller
+        inserts the mapping, or ``reserve`` marks it reserved for a helper. A helper's preferred
+        port may lie outside the range (IKE's 500, L2TP's 1701: what their peers expect)."""
         pb = PORT_BYTES
         port: int | None = None
+        if preserve is not None and not self._port_lo <= preserve <= self._port_hi:
+            preserve = None
         for p in (preferred, preserve):
             if p is not None and 0 < p <= 65535 and self._port_free(proto, wan + pb[p]):
                 port = p
@@ -1047,8 +1058,22 @@ class Engine:
         if lst is None:
             lst = self._wheel[b] = []
             heapq.heappush(self._wheel_heap, b)
+        old = f.bucket
+        if old is lst:
+            return
+        if old is not None:
+            self._unbucket()
         lst.append(f)
         f.bucket = lst
+
+    def _unbucket(self) -> None:
+        """A flow left its wheel entry before the bucket came due: count the stale entry and
+        purge the wheel when stale entries outnumber the live flows (amortised O(1))."""
+        self._wheel_stale += 1
+        if self._wheel_stale > self.table.count + 1024:
+            for lst in self._wheel.values():
+                lst[:] = [f for f in lst if f.bucket is lst]
+            self._wheel_stale = 0
 
     def _tick(self, now: float) -> None:
         self._next_tick = float(int(now) + 1)
@@ -1058,17 +1083,15 @@ class Engine:
             b = heapq.heappop(heap)
             lst = wheel.pop(b)
             for f in lst:
-                if f.bucket is not lst or f.flags & DEAD:
+                if f.bucket is not lst:
+                    self._wheel_stale -= 1
                     continue
+                f.bucket = None
                 d = f.last + f.timeout
                 if d <= now:
                     self._remove(f, "flows_expired")
                 else:
                     self._schedule(f, d)
-        dq = self._unreplied
-        if len(dq) > 2 * self.table.count + 1024:
-            # drop the replied/removed entries skipped lazily so far (amortised O(1) per flow)
-            self._unreplied = deque(f for f in dq if not f.flags & (REPLIED | DEAD))
         # fragment state: both dicts are in creation order, so only the expired head is visited
         t = self._t_frag
         frags = self._frags
@@ -1112,6 +1135,30 @@ class Engine:
             return V.HOST_LIMIT
         return None
 
+    def _evict_for_port(self, proto: int, wan: bytes) -> bool:
+        """The port range of ``wan`` is full: early-drop the oldest unreplied flow whose removal
+        frees a port there, as a full table does. Unanswered flows (scans, floods, dead peers)
+        would otherwise hold every port for their transitory timeout (240-300 s), refusing
+        every other host's new flows; a flow that got an answer is never dropped for this. The
+        scan looks at the first 64 unreplied flows only (the oldest), so a flood of another
+        protocol or WAN address costs a bounded amount per new flow."""
+        dq = self._unreplied
+        while dq and dq[0].flags & (REPLIED | DEAD):
+            dq.popleft()
+        lo, hi = self._port_lo, self._port_hi
+        for i, f in enumerate(dq):
+            if i >= 64:
+                break
+            if f.proto != proto or f.o_addr != wan or f.flags & (REPLIED | DEAD):
+                continue
+            m = f.mapping
+            if not (f.flags & MAP_HOLDER or (m is not None and m.sessions == 1 and not m.static)):
+                continue
+            if lo <= f.wan_port <= hi:
+                self._remove(f, "flows_evicted")
+                return True
+        return False
+
     def _new_flow(self, proto: int, out_key: bytes, in_key: bytes, lan: bytes, lport: int,
                   wan: bytes, wport: int, mapping: Mapping | None, helper: Helper | None,
                   outbound: bool, now: float) -> Flow:
@@ -1124,6 +1171,7 @@ class Engine:
         else:
             f = _new_flow_object(Flow)
         f.proto = proto
+        f.bucket = None
         f.out_key = out_key
         f.in_key = in_key
         f.o_l4d = f.i_l4d = 0
@@ -1194,7 +1242,11 @@ class Engine:
             to = self._timeout_for(f)
         f.timeout = to
         self.table.add(f)
-        self._unreplied.append(f)
+        dq = self._unreplied
+        dq.append(f)
+        if len(dq) > 2 * self.table.count + 1024:
+            # drop the replied/removed entries skipped lazily so far (amortised O(1) per flow)
+            self._unreplied = deque(x for x in dq if not x.flags & (REPLIED | DEAD))
         self._schedule(f, now + to)
         c = self._counters
         c["flows_created"] = c.get("flows_created", 0) + 1
@@ -1205,6 +1257,9 @@ class Engine:
             return
         f.flags |= DEAD
         self.table.remove(f)
+        if f.bucket is not None:
+            f.bucket = None
+            self._unbucket()
         lan = f.i_addr
         n = self._hosts.get(lan, 0) - 1
         if n > 0:
@@ -1270,18 +1325,20 @@ class Engine:
             wan = self._pair(lan)
             port: int | None
             maps_wan = self._maps_wan[proto]
-            if (helper is None and self._preserve and lport
+            if (helper is None and self._preserve and self._port_lo <= lport <= self._port_hi
                     and maps_wan.get_at(wan, lport) is None and not self._reserved):
                 # port preservation (RFC 4787 REQ-3), the common case, without the general call
                 port = lport
-                if self._port_lo <= port <= self._port_hi:
-                    k = (proto, wan)
-                    self._ports_in_range[k] = self._ports_in_range.get(k, 0) + 1
+                k = (proto, wan)
+                self._ports_in_range[k] = self._ports_in_range.get(k, 0) + 1
             else:
                 pref = None
                 if helper is not None:
                     pref = helper.choose_wan_port(proto, lan, lport, remote, rport, wan)
-                port = self._alloc_port(proto, wan, pref, lport if self._preserve else None)
+                keep = lport if self._preserve else None
+                port = self._alloc_port(proto, wan, pref, keep)
+                if port is None and self._evict_for_port(proto, wan):
+                    port = self._alloc_port(proto, wan, pref, keep)
                 if port is None:
                     return V.PORTS_EXHAUSTED
             if self._holders:

@@ -94,7 +94,7 @@ def test_held_fragments_bounded():
         fs = frags(LAN1, REMOTE, 5000 + ident, 53, ident=ident + 1)
         out(e, fs[1], 0.0)
     assert e.status()["fragments_held"] == 2
-    assert e.drops[V.FRAGMENT_TIMEOUT] == 3
+    assert e.drops[V.FRAGMENT_EVICTED] == 3
 
 
 def test_tiny_first_fragment_without_l4_header_is_malformed():
