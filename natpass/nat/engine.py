@@ -94,7 +94,6 @@ PORT_BYTES: tuple[bytes, ...] = tuple(p.to_bytes(2, "big") for p in range(65536)
 # int object per flow (RFC 1624 deltas are < 0x20000).
 _INTS: tuple[int, ...] = tuple(range(0x20000))
 
-_HELD = V.FRAGMENT_HELD
 # version/IHL, total length, flags+offset, TTL, protocol, header checksum, then
 # src+dst+ports (the flow key), then the TCP sequence number (bytes 24..28; unused for UDP/ICMP)
 _FAST_HDR = struct.Struct("!BxH2xHBBH12sI").unpack_from
@@ -930,8 +929,8 @@ class Engine:
         self._held.setdefault(fkey, []).append((now, from_lan, bytearray(buf)))
         self._held_count += 1
         self._count("fragments_held")
-        self.last_drop = _HELD
-        return DROP
+        self.last_drop = None
+        return V.HELD
 
     def _drop_oldest_held(self) -> None:
         for k, lst in self._held.items():
