@@ -68,7 +68,7 @@ def test_flows_ending_early_leave_no_timer_entries_behind() -> None:
     e = eng(limits=Limits(max_flows=size, max_flows_per_host=0))
     for p in flood_packets(20 * size):
         out(e, p, 1.0)
-    entries = sum(len(b) for b in e._wheel.values())
+    entries = e._wheel.entries()
     assert entries <= 2 * size + 1024
 
 
@@ -81,7 +81,7 @@ def test_first_fragment_table_honours_max_fragments_from_the_lan() -> None:
     e = eng(limits=Limits(max_fragments=8))
     for ident in range(100):
         assert out(e, _first_fragment(LAN1, REMOTE, 5000, 53, ident + 1)) == V.TO_WAN
-    assert len(e._frags) <= 8
+    assert len(e._frags.entries) <= 8
     assert e.counters["fragment_entries_evicted"] == 92
 
 
@@ -91,7 +91,7 @@ def test_first_fragment_table_honours_max_fragments_through_a_port_forward() -> 
     for ident in range(100):
         code = inb(e, _first_fragment(REMOTE, WAN1, 40000 + ident, 5353, ident + 1))
         assert code == V.TO_LAN
-    assert len(e._frags) <= 8
+    assert len(e._frags.entries) <= 8
 
 
 def test_held_fragments_pushed_out_at_the_cap_are_evicted_not_timed_out() -> None:
