@@ -357,6 +357,7 @@ class LiveDatapath:
         self.socket_errors = 0
         self._last_error_log = -1e9
         self.replies = 0
+        self.held = 0  # fragments kept until their first fragment arrives (not drops)
         self.pings_answered = 0
         self._calls: deque[tuple[Callable[[], Any], Future[Any]]] = deque()
         self._wake_r, self._wake_w = os.pipe()
@@ -403,6 +404,7 @@ class LiveDatapath:
             "drops": self.drops, "tx_errors": self.lan.tx_errors + self.wan.tx_errors,
             "oversize_frames": self.oversize_frames,
             "icmp_replies": self.replies, "pings_answered": self.pings_answered,
+            "fragments_held": self.held,
             "arp_requests": self.lan.arp.requests_sent + self.wan.arp.requests_sent,
             "arp_unresolved_drops": self.lan.arp.unresolved_drops + self.wan.arp.unresolved_drops,
             "socket_errors": self.socket_errors,
@@ -567,8 +569,10 @@ class LiveDatapath:
                     wan.emit(buf, now)
                 else:
                     self.drops += 1
+            elif code == V.HELD:
+                self.held += 1
             else:
-                self._special(code, now)
+                self._special(code, buf, now)
 
     def _drain_ring(self, side: Side, from_lan: bool, now: float) -> None:
         """As :meth:`_drain`, reading frames straight from the mmap'ed RX ring (no syscall each).
@@ -660,8 +664,10 @@ class LiveDatapath:
                         wan.emit(buf, now)
                     else:
                         self.drops += 1
+                elif code == V.HELD:
+                    self.held += 1
                 else:
-                    self._special(code, now)
+                    self._special(code, buf, now)
                 if tx is not None:
                     txi = tx.index
         finally:
@@ -671,16 +677,13 @@ class LiveDatapath:
                 tx.index = txi
                 out.tx_pending += sent
 
-    def _special(self, code: int, now: float) -> None:
-        side = self.wan if code & 3 == V.TO_WAN else self.lan
-        if code & V.REPLY:
-            reply = self.engine.reply
-            if reply is not None:
-                self.replies += 1
-                side.emit(reply, now)
-        if code & V.MULTI:
-            for packet in self.engine.emitted:
-                side.emit(packet, now)
+    def _special(self, code: int, buf: bytearray, now: float) -> None:
+        """Verdicts other than one packet to one side (the common case, handled inline)."""
+        engine = self.engine
+        if code & V.REPLY and engine.reply is not None:
+            self.replies += 1
+        for side, packet in V.packets_to_send(code, buf, engine.reply, engine.emitted):
+            (self.wan if side == V.TO_WAN else self.lan).emit(packet, now)
 
     def close(self) -> None:
         self.lan.close()

@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 import ipaddress
 from collections import Counter
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -45,12 +45,21 @@ class PacketRecord:
 
     @property
     def forwarded(self) -> bool:
-        return self.code != V.DROP and not self.code & V.REPLY
+        return self.code & 3 != 0 and not self.code & V.REPLY
+
+    @property
+    def held(self) -> bool:
+        """A fragment kept until its first fragment arrives: neither forwarded nor dropped."""
+        return self.code == V.HELD
+
+    @property
+    def verdict(self) -> str:
+        return "forwarded" if self.forwarded else "held" if self.held else "dropped"
 
     def as_dict(self) -> dict[str, Any]:
         return {"index": self.index, "ts": self.ts, "direction": "out" if self.from_lan else "in",
-                "proto": self.proto, "verdict": "forwarded" if self.forwarded else "dropped",
-                "reason": self.reason, "flow": self.flow}
+                "proto": self.proto, "verdict": self.verdict, "reason": self.reason,
+                "flow": self.flow}
 
 
 @dataclass
@@ -183,8 +192,8 @@ def replay_capture(
         value = int.from_bytes(addr, "big")
         return any(value & mask == net for net, mask in nets)
 
-    by_proto = {k: {"out_forwarded": 0, "out_dropped": 0, "in_forwarded": 0, "in_dropped": 0}
-                for k in PROTO_KEYS}
+    by_proto = {k: {"out_forwarded": 0, "out_dropped": 0, "out_held": 0, "in_forwarded": 0,
+                    "in_dropped": 0, "in_held": 0} for k in PROTO_KEYS}
     drops: Counter[str] = Counter()
     records: list[PacketRecord] = []
     flows: dict[str, dict[str, Any]] = {}
@@ -229,35 +238,28 @@ def replay_capture(
                 if wan_w:
                     wan_w.write(bytes(buf), pkt.ts)
                 code = engine.process(buf, False, now)
-            side = code & 3
             reason = engine.last_drop if code == V.DROP or code & V.REPLY else None
-            emitted: Iterable[bytes | bytearray]
             if code & V.REPLY:
-                emitted = [engine.reply] if engine.reply is not None else []
                 counts["replies"] += 1
-            elif code & V.MULTI:
-                emitted = list(engine.emitted)
-            elif code != V.DROP:
-                emitted = [buf]
-            else:
-                emitted = []
-            for data in emitted:
+            for side, data in V.packets_to_send(code, buf, engine.reply, engine.emitted):
                 writer = wan_w if side == V.TO_WAN else lan_w
                 if writer:
                     writer.write(bytes(data), pkt.ts)
             rec = PacketRecord(pkt.index, pkt.ts, from_lan, key, code, reason, label)
             records.append(rec)
             direction = "out" if from_lan else "in"
-            ok = rec.forwarded
-            by_proto[key][f"{direction}_{'forwarded' if ok else 'dropped'}"] += 1
-            counts["forwarded" if ok else "dropped"] += 1
-            if not ok and reason:
+            verdict = rec.verdict
+            by_proto[key][f"{direction}_{verdict}"] += 1
+            counts[verdict] += 1
+            dropped = verdict == "dropped"
+            if dropped and reason:
                 drops[reason] += 1
             f = flows.setdefault(label, {"flow": label, "proto": key, "out": 0, "in": 0,
-                                         "forwarded": 0, "dropped": 0, "drops": Counter()})
+                                         "forwarded": 0, "dropped": 0, "held": 0,
+                                         "drops": Counter()})
             f[direction] += 1
-            f["forwarded" if ok else "dropped"] += 1
-            if not ok and reason:
+            f[verdict] += 1
+            if dropped and reason:
                 f["drops"][reason] += 1
     finally:
         if wan_w:
@@ -275,6 +277,7 @@ def replay_capture(
         "packets": counts["packets"],
         "forwarded": counts["forwarded"],
         "dropped": counts["dropped"],
+        "held": counts["held"],
         "drops": dict(drops),
         "by_ip_protocol": by_proto,
         "non_ipv4": counts["non_ipv4"],

@@ -49,6 +49,8 @@ SYN_WAN = 2
 FIN_LAN = 4
 FIN_WAN = 8
 RST_SEEN = 16
+WS_LAN = 32  # the LAN side's SYN carried the RFC 7323 window-scale option
+WS_WAN = 64  # the remote side's SYN carried it
 
 
 class Mapping:
@@ -222,6 +224,19 @@ class Flow:
             return ".".join(str(x) for x in b)
         return (f"Flow(proto={self.proto} {a(self.lan_addr)}:{self.lan_port} -> "
                 f"{a(self.wan_addr)}:{self.wan_port} <-> {a(self.remote_addr)}:{self.remote_port})")
+
+
+class TcpFlow(Flow):
+    """A TCP flow: a Flow plus what the receive-window check needs (natpass.nat.tcp_track)."""
+
+    __slots__ = ("o_seq", "i_seq", "o_wmax", "i_wmax")
+
+    def __init__(self, proto: int, out_key: bytes, in_key: bytes) -> None:
+        super().__init__(proto, out_key, in_key)
+        self.o_seq = -1  # sequence number of the latest segment from the LAN side (-1: none yet)
+        self.i_seq = -1  # from the remote side
+        self.o_wmax = 65535 << 14  # largest window the LAN side may advertise (scale unknown)
+        self.i_wmax = 65535 << 14
 
 
 class FlowTable:

@@ -72,6 +72,29 @@ def apply_delta(checksum: int, adj: int) -> int:
     return ~total & 0xFFFF
 
 
+def adjust(buf: bytearray, off: int, adj: int) -> None:
+    """Apply an RFC 1624 adjustment (eqn. 3) to the checksum field at ``off`` of ``buf``."""
+    c = ((buf[off] << 8 | buf[off + 1]) ^ 0xFFFF) + adj
+    c = (c & 0xFFFF) + (c >> 16)
+    c = ((c & 0xFFFF) + (c >> 16)) ^ 0xFFFF
+    buf[off] = c >> 8
+    buf[off + 1] = c & 0xFF
+
+
+def adjust_udp(buf: bytearray, off: int, adj: int) -> None:
+    """Like :func:`adjust` for a UDP checksum: a zero field (no checksum, RFC 768) stays zero and
+    a computed zero is sent as 0xFFFF."""
+    if buf[off] == 0 and buf[off + 1] == 0:
+        return
+    c = ((buf[off] << 8 | buf[off + 1]) ^ 0xFFFF) + adj
+    c = (c & 0xFFFF) + (c >> 16)
+    c = ((c & 0xFFFF) + (c >> 16)) ^ 0xFFFF
+    if c == 0:
+        c = 0xFFFF
+    buf[off] = c >> 8
+    buf[off + 1] = c & 0xFF
+
+
 def combine(a: int, b: int) -> int:
     """One's complement sum of two adjustments, so several rewrites cost one update."""
     total = a + b

@@ -33,10 +33,10 @@ def test_replay_of_every_public_capture_writes_clean_wan_side(captures: Path, tm
             res = replay_capture(cap, cfg, lan=["auto"], out=out)
             s = res.summary
             assert s["packets"] == sum(1 for _ in iter_capture(cap))
-            assert s["forwarded"] + s["dropped"] + s["non_ipv4"] + s["lan_local"] + s["truncated"] == s["packets"]
+            assert s["forwarded"] + s["dropped"] + s["held"] + s["non_ipv4"] + s["lan_local"] + s["truncated"] == s["packets"]
             assert sum(s["drops"].values()) <= s["dropped"]
             per_proto = sum(sum(v.values()) for v in s["by_ip_protocol"].values())
-            assert per_proto == s["forwarded"] + s["dropped"]
+            assert per_proto == s["forwarded"] + s["dropped"] + s["held"]
             if out.stat().st_size > 24:
                 flagged = bad_checksums(out)
                 assert [f for f in flagged if "hecksum" in f] == [], (cap.name, name)
@@ -100,7 +100,8 @@ def test_cli_replay_json(captures: Path, tmp_path: Path) -> None:
         assert key in obj
     assert set(obj["by_ip_protocol"]) == {"tcp", "udp", "icmp", "gre", "esp", "ah", "other"}
     for row in obj["by_ip_protocol"].values():
-        assert set(row) == {"out_forwarded", "out_dropped", "in_forwarded", "in_dropped"}
+        assert set(row) == {"out_forwarded", "out_dropped", "out_held", "in_forwarded", "in_dropped",
+                            "in_held"}
     assert obj["drops"].get("passthrough-disabled:pptp", 0) > 0
 
 

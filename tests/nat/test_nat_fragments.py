@@ -48,14 +48,17 @@ def test_rfc4787_req14_fragments_out_of_order_held_then_released():
     fs = frags(LAN1, REMOTE, 5000, 53)
     later = fs[1:][::-1]
     for f in later:
-        assert out(e, f, 1.0) == V.DROP
-        assert e.last_drop == V.FRAGMENT_HELD
+        assert out(e, f, 1.0) == V.HELD
+        assert V.packets_to_send(V.HELD, f, e.reply, e.emitted) == []
     assert e.counters["fragments_held"] == len(later)
-    assert V.FRAGMENT_HELD not in e.drops
+    assert e.drops == {}
     code = out(e, fs[0], 2.0)
     assert code == V.TO_WAN | V.MULTI
     assert e.emitted[0] is fs[0]
     assert len(e.emitted) == len(fs)
+    sent = V.packets_to_send(code, fs[0], e.reply, e.emitted)
+    assert [side for side, _ in sent] == [V.TO_WAN] * len(fs)
+    assert [p for _, p in sent] == e.emitted
     u = reassemble(e.emitted, WAN1, REMOTE)
     assert bytes(u.payload) == PAYLOAD
 
@@ -66,7 +69,7 @@ def test_inbound_fragments_translated_to_lan_host():
     out(e, b)
     wport = parse(b).sport
     fs = frags(REMOTE, WAN1, 53, wport, ident=4242)
-    assert inb(e, fs[2]) == V.DROP
+    assert inb(e, fs[2]) == V.HELD
     assert inb(e, fs[0]) == V.TO_LAN | V.MULTI
     rest = list(e.emitted)
     for f in fs[1:]:
@@ -94,7 +97,7 @@ def test_held_fragments_bounded():
         fs = frags(LAN1, REMOTE, 5000 + ident, 53, ident=ident + 1)
         out(e, fs[1], 0.0)
     assert e.status()["fragments_held"] == 2
-    assert e.drops[V.FRAGMENT_TIMEOUT] == 3
+    assert e.drops[V.FRAGMENT_EVICTED] == 3
 
 
 def test_tiny_first_fragment_without_l4_header_is_malformed():

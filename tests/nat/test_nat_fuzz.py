@@ -11,7 +11,7 @@ from natpass.nat import verdict as V
 from natpass.nat.config import PortForward
 from natpass.packets.checksum import internet_checksum
 
-VALID_CODES = {V.DROP, V.TO_WAN, V.TO_LAN, V.REPLY | V.TO_WAN, V.REPLY | V.TO_LAN,
+VALID_CODES = {V.DROP, V.HELD, V.TO_WAN, V.TO_LAN, V.REPLY | V.TO_WAN, V.REPLY | V.TO_LAN,
                V.MULTI | V.TO_WAN, V.MULTI | V.TO_LAN}
 
 
@@ -47,7 +47,8 @@ def check_output(e, code, buf, in_ok):
     if code == V.DROP:
         assert e.last_drop is not None
         return
-    outs = [e.reply] if code & V.REPLY else (e.emitted if code & V.MULTI else [buf])
+    outs = [p for _, p in V.packets_to_send(code, buf, e.reply, e.emitted)]
+    assert outs or code == V.HELD
     for o in outs:
         ihl = (o[0] & 15) * 4
         assert internet_checksum(bytes(o[:ihl])) == 0

@@ -94,9 +94,13 @@ def test_released_flow_gets_the_helper_back_when_the_switch_is_flipped() -> None
     eng = natt_engine(False)
     ike = build_udp(HOST_A, GATEWAY, 500, 500, bytes(K.build_ike(b"S" * 8, bytes(8), K.IKE_SA_INIT,
                                                                   K.FLAG_INITIATOR)))
-    assert eng.process(bytearray(ike), True, 1.0) == V.TO_WAN
-    back = build_udp(GATEWAY, WAN, 500, 500, bytes(K.build_ike(b"S" * 8, b"R" * 8, K.IKE_SA_INIT,
-                                                               K.FLAG_RESPONSE)))
+    sent = bytearray(ike)
+    assert eng.process(sent, True, 1.0) == V.TO_WAN
+    # switch off: ordinary UDP, so port 500 (outside the port range) is not preserved
+    wport = int.from_bytes(sent[20:22], "big")
+    assert 1024 <= wport
+    back = build_udp(GATEWAY, WAN, 500, wport, bytes(K.build_ike(b"S" * 8, b"R" * 8, K.IKE_SA_INIT,
+                                                                 K.FLAG_RESPONSE)))
     assert eng.process(back, False, 1.0) == V.TO_LAN
     assert eng.status()["helpers"]["ipsec"]["stats"]["ike_sas"] == 0  # switch off: nothing kept
     eng.set_switch("ipsec", True, 2.0)

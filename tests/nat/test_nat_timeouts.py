@@ -161,6 +161,7 @@ def test_ports_exhausted():
         b = udp(LAN1, REMOTE, 7000 + i, 53)
         assert out(e, b) == V.TO_WAN
         got.add(parse(b).sport)
+        assert inb(e, udp(REMOTE, WAN1, 53, parse(b).sport)) == V.TO_LAN  # answered: kept
     assert got == {20000, 20001, 20002}
     assert out(e, udp(LAN1, REMOTE, 7010, 53)) == V.DROP
     assert e.last_drop == V.PORTS_EXHAUSTED

@@ -38,8 +38,9 @@ def emitted_packets():
     u = udp(LAN1, REMOTE, 5000, 9, b"q" * 30)
     run(u, True)
     run(udp(REMOTE, WAN1, 9, int.from_bytes(u[20:22], "big"), b"a" * 30), False)
-    run(echo(LAN1, REMOTE, 7), True)
-    run(echo(REMOTE, WAN1, 7, reply=True), False)
+    ping = echo(LAN1, REMOTE, 7)
+    run(ping, True)
+    run(echo(REMOTE, WAN1, int.from_bytes(ping[24:26], "big"), reply=True), False)
     run(raw(IP(src="198.51.100.254", dst=WAN1) / ICMP(type=3, code=3) / bytes(u)), False)
     run(udp(LAN1, REMOTE, 5001, 9, ttl=1), True)  # time exceeded reply
     run(udp(LAN1, REMOTE, 5002, 9, b"x" * 1000, flags="DF"), True)  # frag needed reply
