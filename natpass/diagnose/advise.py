@@ -227,11 +227,11 @@ def infer_from_capture(path: str) -> tuple[str | None, set[str], int | None]:
 
 
 def run_advise(args: argparse.Namespace) -> int:
-    situations = {name for name in SITUATIONS if getattr(args, name.replace("-", "_"), False)}
+    situations = set(args.situations or ())
     proto = args.protocol
     code = args.troubleshooting
     if args.capture:
-        from natpass.diagnose.capture import CaptureError
+        from natpass.diagnose.run import CaptureError
 
         try:
             inferred, found, found_code = infer_from_capture(args.capture)

@@ -16,12 +16,17 @@ from dataclasses import dataclass, field
 
 from natpass.diagnose import detect as d
 from natpass.diagnose.model import MAX_EVIDENCE, CaptureInfo
+from natpass.packets import ike as ikep
+from natpass.packets.gre import peek_pptp_call_id
+from natpass.packets.ipproto import IPV6_EXTENSION_HEADERS, IPV6_FRAGMENT, IpProto
+from natpass.packets.l2tp import L2TP_PORT, peek_l2tp
+from natpass.packets.pptp import OCRP, PPTP_PORT, SCCRP, SHORT_NAMES, peek_pptp
 
-PROTO_TCP = 6
-PROTO_UDP = 17
-PROTO_GRE = 47
-PROTO_ESP = 50
-PROTO_AH = 51
+PROTO_TCP = IpProto.TCP.value
+PROTO_UDP = IpProto.UDP.value
+PROTO_GRE = IpProto.GRE.value
+PROTO_ESP = IpProto.ESP.value
+PROTO_AH = IpProto.AH.value
 TCP_SYN = 0x02
 TCP_RST = 0x04
 TCP_ACK = 0x10
@@ -38,6 +43,15 @@ FAST_OVPN = 3
 FAST_RAW = 4
 FAST_GRE = 5
 ZERO4 = b"\0\0\0\0"
+IPV6_HEADER = 40  # RFC 8200 section 3
+
+
+def exchange_name(hdr: ikep.IkeHeader) -> str:
+    """The exchange as a phase name: "sa_init", "auth" (IKEv2), "main mode" (IKEv1)..."""
+    name = ikep.EXCHANGE_NAMES.get(hdr.exchange)
+    if name is None:
+        return f"exchange-{hdr.exchange}"
+    return name.lower().removeprefix("ike_") if hdr.is_v2 else name.lower()
 
 
 def _key(src: bytes, sp: int, dst: bytes, dp: int) -> bytes:
@@ -147,6 +161,7 @@ class Analyzer:
         self._fast_get = {proto: table.get for proto, table in self.fast.items()}.get
         self._tmax = 0.0
         self._fed = 0  # IPv4 packets given to feed (ipv4 = fed - malformed - duplicates)
+        self._bad6 = 0  # IPv6 packets counted malformed or duplicate
         self.untracked = 0  # packets of sessions beyond MAX_SESSIONS
 
     def _go_fast(self, proto: int, src: bytes, sp: int, dst: bytes, dp: int, s: Session | None,
@@ -165,12 +180,9 @@ class Analyzer:
         table[k2] = (s, not out1 if s is not None else False, kind)
 
     # ------------------------------------------------------------------ packets
-    def skip(self, ipv6: bool) -> None:
-        """Count a frame that carried no IPv4 packet."""
-        if ipv6:
-            self.info.ipv6 += 1
-        else:
-            self.info.other += 1
+    def skip(self) -> None:
+        """Count a frame that carried no IP packet."""
+        self.info.other += 1
 
     def feed(self, frame: int, ts: float, ip: bytes) -> None:
         """One IPv4 packet (frame number, capture time, bytes from the IP header on)."""
@@ -239,11 +251,67 @@ class Analyzer:
                 self._fragment(frame, t, fl, src)
             return
         p = ip[hl:end]
-        if ip[6] & 0x20 and proto == PROTO_UDP and len(p) >= 8:
+        more = bool(ip[6] & 0x20)
+        if more and proto == PROTO_UDP and len(p) >= 8:
             if len(self.frags) < 4096:
                 sp = (p[0] << 8) | p[1]
                 dp = (p[2] << 8) | p[3]
                 self.frags[(src, dst, (ip[4] << 8) | ip[5], proto)] = (proto, src, sp, dst, dp)
+        self._transport(frame, t, src, dst, proto, p, more, ip[8])
+
+    def feed6(self, frame: int, ts: float, ip: bytes) -> None:
+        """One IPv6 packet (RFC 8200): the same recognition as IPv4, by the slow path."""
+        t0 = self.t0
+        if t0 is None:
+            t0 = self.t0 = ts
+            self.info.first_time = ts
+        t = ts - t0
+        if t > self._tmax:
+            self._tmax = t
+        self.info.ipv6 += 1
+        n = len(ip)
+        if n < IPV6_HEADER or ip[0] >> 4 != 6:
+            self.info.malformed += 1
+            self._bad6 += 1
+            return
+        end = IPV6_HEADER + ((ip[4] << 8) | ip[5])
+        if end > n:
+            end = n  # cut by the snap length: read what is there
+        nxt = ip[6]
+        pos = IPV6_HEADER
+        more = False
+        while nxt in IPV6_EXTENSION_HEADERS:
+            if end - pos < 8:
+                self.info.malformed += 1
+                self._bad6 += 1
+                return
+            if nxt == IPV6_FRAGMENT:
+                if ((ip[pos + 2] << 8) | ip[pos + 3]) & 0xFFF8:
+                    return  # a non-first fragment: no transport header to read
+                more = bool(ip[pos + 3] & 1)
+                hlen = 8
+            else:
+                hlen = (ip[pos + 1] + 1) * 8
+            nxt = ip[pos]
+            pos += hlen
+        if pos > end:
+            self.info.malformed += 1
+            self._bad6 += 1
+            return
+        if ip == self._last_ip and 0 <= ts - self._last_ts < DUPLICATE_WINDOW:
+            self.info.duplicates += 1
+            self._bad6 += 1
+            return
+        self._last_ip = ip
+        self._last_ts = ts
+        try:
+            self._transport(frame, t, ip[8:24], ip[24:40], nxt, ip[pos:end], more, ip[7])
+        except _SessionLimit:
+            self.untracked += 1
+
+    def _transport(self, frame: int, t: float, src: bytes, dst: bytes, proto: int, p: bytes,
+                   more_fragments: bool, ttl: int) -> None:
+        """Follow one transport payload ``p`` of IP protocol ``proto`` (IPv4 or IPv6 addresses)."""
         if proto == PROTO_UDP:
             if len(p) < 8:
                 self.info.malformed += 1
@@ -252,8 +320,8 @@ class Analyzer:
             dp = (p[2] << 8) | p[3]
             pl = p[8:]
             if sp == 4500 or dp == 4500 or sp == 500 or dp == 500:
-                self._ike_port(frame, t, src, sp, dst, dp, pl, bool(ip[6] & 0x20), ip[8])
-            elif sp == d.L2TP_PORT or dp == d.L2TP_PORT:
+                self._ike_port(frame, t, src, sp, dst, dp, pl, more_fragments, ttl)
+            elif sp == L2TP_PORT or dp == L2TP_PORT:
                 self._l2tp(frame, t, src, sp, dst, dp, pl)
             else:
                 self._udp(frame, t, src, sp, dst, dp, pl)
@@ -294,7 +362,7 @@ class Analyzer:
     # ------------------------------------------------------------------ PPTP
     def _tcp(self, frame: int, t: float, src: bytes, sp: int, dst: bytes, dp: int, flags: int,
              pl: bytes) -> None:
-        if sp == d.PPTP_PORT or dp == d.PPTP_PORT:
+        if sp == PPTP_PORT or dp == PPTP_PORT:
             self._pptp(frame, t, src, sp, dst, dp, flags, pl)
             return
         key = (PROTO_TCP, src, sp, dst, dp) if (src, sp) < (dst, dp) else (PROTO_TCP, dst, dp, src, sp)
@@ -334,7 +402,7 @@ class Analyzer:
 
     def _pptp(self, frame: int, t: float, src: bytes, sp: int, dst: bytes, dp: int, flags: int,
               pl: bytes) -> None:
-        if dp == d.PPTP_PORT:
+        if dp == PPTP_PORT:
             client, cport, server = src, sp, dst
         else:
             client, cport, server = dst, dp, src
@@ -342,7 +410,7 @@ class Analyzer:
         key = (client, cport, server)
         s = self.pptp.get(key)
         if s is None:
-            s = self._new(Session("pptp", client, server, cport, d.PPTP_PORT, "tcp/1723"), t)
+            s = self._new(Session("pptp", client, server, cport, PPTP_PORT, "tcp/1723"), t)
             self.pptp[key] = s
             self.gre[(client, server)] = s
         s.count(outbound, t)
@@ -358,20 +426,20 @@ class Analyzer:
             if "tcp-connect" not in st.first:
                 st.mark("tcp-reset", frame, t, "in")
         if pl:
-            for msg in d.pptp_messages(pl):
-                name = d.PPTP_NAMES.get(msg.ctrl_type, f"type-{msg.ctrl_type}")
-                st.mark(name, frame, t, "out" if outbound else "in")
-                if msg.ctrl_type == 2 and msg.result is not None:
-                    s.extra["sccrp_result"] = msg.result
-                elif msg.ctrl_type == 7 and msg.call_id is not None:
-                    s.extra["client_call_id"] = msg.call_id
-                elif msg.ctrl_type == 8:
+            for msg in peek_pptp(pl):
+                st.mark(SHORT_NAMES[msg.ctrl_type].lower(), frame, t, "out" if outbound else "in")
+                if msg.ctrl_type == SCCRP:
+                    s.extra["sccrp_result"] = msg.fields["result_code"]
+                elif msg.call_id is not None and outbound:
+                    s.extra.setdefault("client_call_id", msg.call_id)
+                if msg.ctrl_type == OCRP:
                     s.extra["server_call_id"] = msg.call_id
-                    s.extra["ocrp_result"] = msg.result
+                    s.extra["ocrp_result"] = msg.fields["result_code"]
                     st.note("ocrp", frame, t)
 
     def _gre(self, frame: int, t: float, src: bytes, dst: bytes, p: bytes) -> None:
-        if len(p) < 8 or p[1] & 7 != 1 or not p[0] & 0x20:
+        call_id = peek_pptp_call_id(p)
+        if call_id is None:
             return  # not the enhanced GRE (version 1, key present) of RFC 2637 section 4.1
         s = self.gre.get((src, dst))
         outbound = True
@@ -388,7 +456,6 @@ class Analyzer:
             self.gre[(client, server)] = s
             outbound = src == client
         s.last_t = t
-        call_id = (p[6] << 8) | p[7]
         if outbound:
             s.gre_out += 1
             s.steps.mark("gre-out", frame, t, "out")
@@ -408,14 +475,14 @@ class Analyzer:
                   more_fragments: bool, ttl: int = 0) -> None:
         natt = sp == 4500 or dp == 4500
         if natt:
-            if pl == d.NATT_KEEPALIVE:
+            if pl == ikep.NATT_KEEPALIVE:
                 ns = self._natt(src, sp, dst, dp, t)
                 outbound = src == ns.client
                 ns.count(outbound, t)
                 ns.steps.mark("keepalive", frame, t, "out" if outbound else "in")
                 ns.extra["keepalives"] = int(ns.extra.get("keepalives", 0)) + 1  # type: ignore[call-overload]
                 return
-            if pl[:4] != d.NON_ESP_MARKER:
+            if pl[:4] != ikep.NON_ESP_MARKER:
                 ns = self._natt(src, sp, dst, dp, t)
                 outbound = src == ns.client
                 ns.count(outbound, t)
@@ -429,13 +496,13 @@ class Analyzer:
                     self._go_fast(PROTO_UDP, src, sp, dst, dp, ns, FAST_ESP_IN_UDP)
                 return
             pl = pl[4:]
-        hdr = d.ike_header(pl)
+        hdr = ikep.peek_ike(pl)
         if hdr is None:
             return
         s = self.ike.get(hdr.spi_i)
         if s is None:
             if hdr.version == 2:
-                initiator_sent = bool(hdr.flags & d.IKEV2_FLAG_INITIATOR)
+                initiator_sent = hdr.initiator
             else:
                 initiator_sent = hdr.spi_r == b"\0" * 8 or not any(
                     x.client == dst and x.server == src for x in self.ike.values())
@@ -469,35 +536,37 @@ class Analyzer:
         if more_fragments:
             s.extra["fragments"] = int(s.extra.get("fragments", 0)) + 1  # type: ignore[call-overload]
         if hdr.version == 2:
-            is_response = bool(hdr.flags & d.IKEV2_FLAG_RESPONSE)
-            ex = d.EXCHANGE_NAMES.get(hdr.exchange, f"exchange-{hdr.exchange}")
+            is_response = hdr.response
+            ex = exchange_name(hdr)
             s.steps.mark(f"{ex} {'response' if is_response else 'request'}", frame, t,
                          "out" if outbound else "in")
-            if hdr.exchange == d.IKEV2_SA_INIT:
+            if hdr.exchange == ikep.IKE_SA_INIT:
                 s.extra.setdefault("spi_r", hdr.spi_r if is_response else None)
         else:
-            ex = d.V1_EXCHANGE_NAMES.get(hdr.exchange, f"exchange-{hdr.exchange}")
+            ex = exchange_name(hdr)
             s.steps.mark(f"{ex} {'initiator' if outbound else 'responder'}", frame, t,
                          "out" if outbound else "in")
         s.steps.note("out" if outbound else "in", frame, t)
-        if not (hdr.version == 1 and hdr.flags & d.IKEV1_FLAG_ENCRYPTED) and hdr.exchange in (
-                d.IKEV2_SA_INIT, d.IKEV1_MAIN, d.IKEV1_AGGRESSIVE):
-            natd = d.nat_detection(pl, hdr)
-            if natd is not None:
-                self._natd(s, hdr, natd, src, sp, dst, dp, outbound, frame, t)
+        if not hdr.encrypted and hdr.exchange in (
+                ikep.IKE_SA_INIT, ikep.V1_IDENTITY_PROTECTION, ikep.V1_AGGRESSIVE):
+            self._natd(s, hdr, pl, src, sp, dst, dp, outbound, frame, t)
 
-    def _natd(self, s: Session, hdr: d.IkeHeader, natd: d.NatDetection, src: bytes, sp: int,
+    def _natd(self, s: Session, hdr: ikep.IkeHeader, pl: bytes, src: bytes, sp: int,
               dst: bytes, dp: int, outbound: bool, frame: int, t: float) -> None:
         """Compare the NAT-D hashes with the addresses seen here (RFC 7296 2.23, RFC 3947 3.2)."""
-        if natd.redirect:
+        if hdr.is_v2 and any(n == ikep.REDIRECT for n, _ in ikep.peek_notifies(pl)):
             s.steps.mark("redirect", frame, t, "in")
-        v, si, sr = hdr.version, hdr.spi_i, hdr.spi_r
+        found = ikep.peek_nat_d(pl)
+        if not found:
+            return
+        source = [h.hash for h in found if h.kind == "source"]
+        destination = [h.hash for h in found if h.kind == "destination"]
         res: dict[str, object] = s.extra.setdefault("natd", {})  # type: ignore[assignment]
-        if natd.source:
-            ok = d.natd_matches(natd.source, v, si, sr, src, sp)
+        if source:
+            ok = ikep.natd_hash_matches(source, hdr, src, sp)
             res["client_source" if outbound else "server_source"] = (ok, frame, t)
-        if natd.destination:
-            ok = d.natd_matches(natd.destination, v, si, sr, dst, dp)
+        if destination:
+            ok = ikep.natd_hash_matches(destination, hdr, dst, dp)
             res["server_as_seen_by_client" if outbound else "client_as_seen_by_server"] = (ok, frame, t)
 
     def _natt(self, src: bytes, sp: int, dst: bytes, dp: int, t: float) -> Session:
@@ -535,12 +604,12 @@ class Analyzer:
 
     # ------------------------------------------------------------------ L2TP
     def _l2tp(self, frame: int, t: float, src: bytes, sp: int, dst: bytes, dp: int, pl: bytes) -> None:
-        msg = d.l2tp_message(pl)
+        msg = peek_l2tp(pl)
         if msg is None:
             return
         s = self.l2tp.get((src, sp, dst, dp)) or self.l2tp.get((dst, dp, src, sp))
         if s is None:
-            if msg[1] in ("sccrp", "icrp") or (dp != d.L2TP_PORT and sp == d.L2TP_PORT):
+            if msg.name in ("sccrp", "icrp") or (dp != L2TP_PORT and sp == L2TP_PORT):
                 src, sp, dst, dp = dst, dp, src, sp  # the reply's receiver is the client
                 swapped = True
             else:
@@ -551,13 +620,13 @@ class Analyzer:
                 src, sp, dst, dp = dst, dp, src, sp
         outbound = src == s.client
         s.count(outbound, t)
-        name = msg[1]
+        name = msg.name
         if name == "data":
             name = "data-out" if outbound else "data-in"
         if name != "zlb":
             s.steps.mark(name, frame, t, "out" if outbound else "in")
         s.steps.note(name, frame, t)
-        s.extra["version"] = msg[0]
+        s.extra["version"] = msg.version
 
     # ------------------------------------------------------------------ UDP: WireGuard, OpenVPN, STUN
     def _udp(self, frame: int, t: float, src: bytes, sp: int, dst: bytes, dp: int, pl: bytes) -> None:
@@ -758,7 +827,7 @@ class Analyzer:
         info.flows = len(self.flows)
         info.duration = self._tmax
         info.packets = self._fed + info.ipv6 + info.other
-        info.ipv4 = self._fed - info.malformed - info.duplicates
+        info.ipv4 = self._fed - (info.malformed + info.duplicates - self._bad6)
         if self.untracked:
             info.problems.append(f"more than {MAX_SESSIONS} VPN sessions: {self.untracked} packet(s) of "
                                  "further sessions were counted but not followed")

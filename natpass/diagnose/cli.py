@@ -33,7 +33,7 @@ def register(subparsers: Any) -> None:
     a.add_argument("--protocol", choices=PROTOCOL_CHOICES, help="the VPN in use")
     a.add_argument("--capture", metavar="FILE", help="infer the protocol from a capture (runs diagnose)")
     for name, (_q, helptext) in SITUATIONS.items():
-        a.add_argument(f"--{name}", action="store_true", help=helptext)
+        a.add_argument(f"--{name}", dest="situations", action="append_const", const=name, help=helptext)
     a.add_argument("--troubleshooting", type=int, choices=(619, 809), metavar="619|809",
                    help="you are chasing Windows error 619 (PPTP/GRE) or 809 (IPsec/L2TP)")
     a.add_argument("--json", action="store_true", help="print the advice as JSON")
@@ -64,9 +64,8 @@ def _progress_reader(path: str) -> Any:
 
 
 def _diagnose(args: argparse.Namespace) -> int:
-    from natpass.diagnose.capture import CaptureError
     from natpass.diagnose.render import print_text, to_html, to_json
-    from natpass.diagnose.run import diagnose
+    from natpass.diagnose.run import CaptureError, diagnose
 
     bar = _progress_reader(args.capture)
     try:

@@ -79,7 +79,7 @@ def _int(s: Session, key: str) -> int:
 
 
 def _ep(addr: bytes, port: int) -> str:
-    return f"{d.addr_str(addr)}:{port}" if port else d.addr_str(addr)
+    return d.endpoint(addr, port)
 
 
 class Rules:
@@ -457,13 +457,9 @@ class Rules:
                          [e for s in self.sessions for e in _step_ev(s, *list(s.steps.first)[:1])][:MAX_EVIDENCE],
                          f"Only protocols that cross NAT as ordinary UDP/TCP were seen ({seen}).",
                          "The router's passthrough switches (pptp, ipsec, l2tp) can all stay off.")
-        if self.info.ipv6:
-            self.add("ipv6-not-analysed", "info", None, [],
-                     f"{self.info.ipv6} IPv6 frame(s) were not analysed (natpass passes IPv4 through NAT; "
-                     "IPv6 needs no NAT traversal).", "Nothing to do for IPv6 VPN traffic.")
         if not self.sessions:
-            other = self.info.ipv6 + self.info.other
-            extra = f" ({other} frame(s) carried no IPv4 and were not analysed)" if other else ""
+            other = self.info.other
+            extra = f" ({other} frame(s) carried no IP and were not analysed)" if other else ""
             self.add("no-vpn-found", "info", None, [],
                      f"No VPN traffic was recognised in this capture{extra}.",
                      "Capture while the VPN client connects, without a port filter.")

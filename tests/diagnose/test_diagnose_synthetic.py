@@ -234,7 +234,7 @@ def test_garbage_never_crashes(blobs: list[bytes]) -> None:
 def test_not_a_capture_file_is_a_clear_error(tmp_path: Path) -> None:
     import pytest
 
-    from natpass.diagnose.capture import CaptureError
+    from natpass.diagnose.run import CaptureError
 
     bad = tmp_path / "x.pcap"
     bad.write_bytes(b"hello world, not a pcap")
