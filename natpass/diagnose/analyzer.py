@@ -16,6 +16,7 @@ from dataclasses import dataclass, field
 
 from natpass.diagnose import detect as d
 from natpass.diagnose.model import MAX_EVIDENCE, CaptureInfo
+from natpass.diagnose.network import MAX_HOSTS, MAX_TTLS, HostFact, IcmpHop, Opened
 from natpass.packets import ike as ikep
 from natpass.packets.gre import peek_pptp_call_id
 from natpass.packets.ipproto import IPV6_EXTENSION_HEADERS, IPV6_FRAGMENT, IpProto
@@ -27,6 +28,10 @@ PROTO_UDP = IpProto.UDP.value
 PROTO_GRE = IpProto.GRE.value
 PROTO_ESP = IpProto.ESP.value
 PROTO_AH = IpProto.AH.value
+PROTO_ICMP = IpProto.ICMP.value
+PROTO_ICMPV6 = IpProto.ICMPV6.value
+ICMP_TIME_EXCEEDED = b"\x0b"  # RFC 792 type 11
+ICMPV6_TIME_EXCEEDED = b"\x03"  # RFC 4443 3.3
 TCP_SYN = 0x02
 TCP_RST = 0x04
 TCP_ACK = 0x10
@@ -124,10 +129,11 @@ class _SessionLimit(Exception):
 class Flow:
     """A 5-tuple flow; ``a`` is the side that sent the first packet seen."""
 
-    __slots__ = ("a", "ap", "b", "bp", "proto", "kind", "sess", "syn_from", "tries", "tent")
+    __slots__ = ("a", "ap", "b", "bp", "proto", "kind", "sess", "syn_from", "tries", "tent", "frame", "t")
 
-    def __init__(self, a: bytes, ap: int, b: bytes, bp: int, proto: int) -> None:
+    def __init__(self, a: bytes, ap: int, b: bytes, bp: int, proto: int, frame: int = 0, t: float = 0.0) -> None:
         self.a, self.ap, self.b, self.bp, self.proto = a, ap, b, bp, proto
+        self.frame, self.t = frame, t
         self.kind = ""  # "", "other", "wireguard", "openvpn"
         self.sess: Session | None = None
         self.syn_from: tuple[bytes, int] | None = None
@@ -155,6 +161,8 @@ class Analyzer:
         self.frags: dict[tuple[bytes, bytes, int, int], tuple[int, bytes, int, bytes, int]] = {}
         self._last_ip = b""
         self._last_ts = -1.0
+        self.hosts: dict[bytes, HostFact] = {}
+        self.hops: list[IcmpHop] = []
         # fast path: raw key -> (session or None for ordinary traffic, outbound, steady kind)
         self.fast: dict[int, dict[bytes, tuple[Session | None, bool, int]]] = {
             PROTO_UDP: {}, PROTO_TCP: {}, PROTO_ESP: {}, PROTO_AH: {}, PROTO_GRE: {}}
@@ -312,6 +320,16 @@ class Analyzer:
     def _transport(self, frame: int, t: float, src: bytes, dst: bytes, proto: int, p: bytes,
                    more_fragments: bool, ttl: int) -> None:
         """Follow one transport payload ``p`` of IP protocol ``proto`` (IPv4 or IPv6 addresses)."""
+        h = self.hosts.get(src)
+        if h is None and len(self.hosts) < MAX_HOSTS:
+            h = self.hosts[src] = HostFact(frame, t)
+        if h is not None:
+            h.packets += 1
+            ttls = h.ttls
+            if ttl in ttls:
+                ttls[ttl] += 1
+            elif len(ttls) < MAX_TTLS:
+                ttls[ttl] = 1
         if proto == PROTO_UDP:
             if len(p) < 8:
                 self.info.malformed += 1
@@ -338,6 +356,10 @@ class Analyzer:
             self._raw_ipsec(self.esp, "esp", frame, t, src, dst)
         elif proto == PROTO_AH:
             self._raw_ipsec(self.ah, "ah", frame, t, src, dst)
+        elif (proto == PROTO_ICMP and p[:1] == ICMP_TIME_EXCEEDED
+              or proto == PROTO_ICMPV6 and p[:1] == ICMPV6_TIME_EXCEEDED):
+            if len(self.hops) < MAX_EVIDENCE * 8:
+                self.hops.append(IcmpHop(src, frame, t))
 
     def _fragment(self, frame: int, t: float, key: tuple[int, bytes, int, bytes, int], src: bytes) -> None:
         _proto, a, ap, b, bp = key
@@ -370,7 +392,7 @@ class Analyzer:
         if fl is None:
             if len(self.flows) >= MAX_FLOWS:
                 return
-            fl = self.flows[key] = Flow(src, sp, dst, dp, PROTO_TCP)
+            fl = self.flows[key] = Flow(src, sp, dst, dp, PROTO_TCP, frame, t)
         if flags & TCP_SYN and not flags & TCP_ACK:
             fl.syn_from = (src, sp)
         kind = fl.kind
@@ -635,7 +657,7 @@ class Analyzer:
         if fl is None:
             if len(self.flows) >= MAX_FLOWS:
                 return
-            fl = self.flows[key] = Flow(src, sp, dst, dp, PROTO_UDP)
+            fl = self.flows[key] = Flow(src, sp, dst, dp, PROTO_UDP, frame, t)
         kind = fl.kind
         if kind == "wireguard":
             s = fl.sess
@@ -822,7 +844,7 @@ class Analyzer:
             st.mark("data-out" if outbound else "data-in", frame, t, direction)
 
     # ------------------------------------------------------------------ result
-    def finish(self) -> tuple[CaptureInfo, list[Session], list[tuple[int, float, bytes, int, str, int]]]:
+    def finish(self) -> Observation:
         info = self.info
         info.flows = len(self.flows)
         info.duration = self._tmax
@@ -831,4 +853,21 @@ class Analyzer:
         if self.untracked:
             info.problems.append(f"more than {MAX_SESSIONS} VPN sessions: {self.untracked} packet(s) of "
                                  "further sessions were counted but not followed")
-        return self.info, self.sessions, self.stun
+        opened = [Opened(s.client, s.server, 0, s.first_t) for s in self.sessions]
+        for fl in self.flows.values():
+            if fl.sess is None:
+                a, b = (fl.a, fl.b) if fl.syn_from is None or fl.syn_from[0] == fl.a else (fl.b, fl.a)
+                opened.append(Opened(a, b, fl.frame, fl.t))
+        return Observation(info, self.sessions, self.stun, self.hosts, opened, self.hops)
+
+
+@dataclass(slots=True)
+class Observation:
+    """What one pass over a capture gathered, for the rules."""
+
+    info: CaptureInfo
+    sessions: list[Session]
+    stun: list[tuple[int, float, bytes, int, str, int]]
+    hosts: dict[bytes, HostFact]
+    opened: list[Opened]
+    hops: list[IcmpHop]

@@ -14,6 +14,9 @@ def register(subparsers: Any) -> None:
                     "protocol, how far the handshake got, what failed, why (Windows errors 619/809, GRE "
                     "or ESP blocked, CGNAT, double NAT) and what to do.")
     p.add_argument("capture", help="pcap or pcapng file")
+    p.add_argument("--vantage", choices=("client", "router-lan", "router-wan", "server"),
+                   help="where the capture was taken (changes what a missing packet means); inferred "
+                   "from addresses, TTLs and flow directions when not given")
     p.add_argument("--json", action="store_true", help="print one JSON object (capture, packets, protocols, "
                    "findings)")
     p.add_argument("--html", metavar="REPORT.html", help="also write a self-contained HTML report with a "
@@ -70,11 +73,12 @@ def _diagnose(args: argparse.Namespace) -> int:
     bar = _progress_reader(args.capture)
     try:
         if bar is None:
-            diag = diagnose(args.capture)
+            diag = diagnose(args.capture, vantage=args.vantage)
         else:
             with bar:
                 task = bar.add_task(args.capture, total=None)
-                diag = diagnose(args.capture, progress=lambda n: bar.update(task, completed=n))
+                diag = diagnose(args.capture, progress=lambda n: bar.update(task, completed=n),
+                                vantage=args.vantage)
     except (CaptureError, OSError) as exc:
         print(f"natpass diagnose: {exc}", file=sys.stderr)
         return 2

@@ -69,10 +69,21 @@ class CaptureInfo:
 
 
 @dataclass(slots=True)
+class VantageReport:
+    """Where the capture was taken: client, router-lan, router-wan, server or unknown."""
+
+    point: str
+    source: str  # "stated" by the user or "inferred" from addresses, TTLs and flow directions
+    address: str | None  # the capture point's own address, when one stands out
+    basis: list[str] = field(default_factory=list)
+
+
+@dataclass(slots=True)
 class Diagnosis:
     capture: CaptureInfo
     protocols: list[ProtocolReport]
     findings: list[Finding]
+    vantage: VantageReport = field(default_factory=lambda: VantageReport("unknown", "inferred", None))
 
     @property
     def packets(self) -> int:
@@ -88,6 +99,8 @@ class Diagnosis:
         return {
             "capture": asdict(self.capture),
             "packets": self.capture.packets,
+            "vantage": self.vantage.point,
+            "vantage_detail": asdict(self.vantage),
             "protocols": [asdict(p) for p in self.protocols],
             "findings": [asdict(f) for f in self.findings],
         }

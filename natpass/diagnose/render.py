@@ -28,6 +28,9 @@ def print_text(diag: Diagnosis, file: IO[str] | None = None) -> None:
     c = diag.capture
     con.print(f"[bold]{c.file}[/bold]: {c.packets} packets, {c.duration:.1f} s, {c.ipv4} IPv4, "
               f"{c.ipv6} IPv6, {c.duplicates} duplicate(s), {c.malformed} malformed")
+    v = diag.vantage
+    con.print(f"captured at: [bold]{v.point}[/bold] ({v.source}"
+              + (f", own address {v.address}" if v.address else "") + f"): {escape('; '.join(v.basis))}")
     for problem in c.problems:
         con.print(f"[yellow]note:[/yellow] {escape(problem)}")
     if diag.protocols:
@@ -112,6 +115,8 @@ def to_html(diag: Diagnosis) -> str:
              f"<h1>VPN diagnosis: {e(c.file)}</h1>",
              f"<p>{c.packets} packets over {c.duration:.1f} s ({c.ipv4} IPv4, {c.ipv6} IPv6, "
              f"{c.duplicates} duplicate, {c.malformed} malformed).</p>"]
+    v = diag.vantage
+    parts.append(f"<p>Captured at: <b>{e(v.point)}</b> ({e(v.source)}): {e('; '.join(v.basis))}</p>")
     parts += [f"<p class='warning'>Note: {e(p)}</p>" for p in c.problems]
     parts.append("<h2>Findings</h2>")
     if diag.findings:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections import defaultdict
 
 from natpass.diagnose import detect as d
-from natpass.diagnose.analyzer import Session
+from natpass.diagnose.analyzer import Observation, Session
 from natpass.diagnose.model import (
     MAX_EVIDENCE,
     SEVERITY_ORDER,
@@ -20,7 +20,9 @@ from natpass.diagnose.model import (
     Finding,
     Phase,
     ProtocolReport,
+    VantageReport,
 )
+from natpass.diagnose.network import Vantage, VantageGuess, infer_vantage, network_facts
 
 ONE_WAY_MIN_PACKETS = 3  # retransmissions: a peer that answers at all answers before the third try
 ONE_WAY_MIN_SECONDS = 3.0  # PPP LCP and IKE retransmit within ~1-3 s; waiting this long without answer
@@ -83,12 +85,14 @@ def _ep(addr: bytes, port: int) -> str:
 
 
 class Rules:
-    def __init__(self, info: CaptureInfo, sessions: list[Session],
-                 stun: list[tuple[int, float, bytes, int, str, int]]) -> None:
-        self.info = info
-        self.sessions = sessions
-        self.stun = stun
-        self.end = info.duration
+    def __init__(self, obs: Observation, vantage: Vantage | None = None) -> None:
+        self.obs = obs
+        self.info: CaptureInfo = obs.info
+        self.sessions = obs.sessions
+        self.stun = obs.stun
+        self.guess: VantageGuess = infer_vantage(obs.hosts, obs.opened, vantage)
+        self.vantage: Vantage = self.guess.vantage
+        self.end = obs.info.duration
         self.findings: list[Finding] = []
         self.status: dict[int, tuple[str, str | None]] = {}
         self.natt_blocked: dict[tuple[bytes, bytes], list[Session]] = {}
@@ -393,6 +397,14 @@ class Rules:
                 cg_why.append(f"IKE NAT-D: the server sees the client at an address other than "
                               f"{d.addr_str(s.client)}, which is already an outside address: a NAT "
                               "beyond the router (carrier-grade NAT)")
+        for fact in network_facts(self.obs.hosts, self.obs.opened, self.obs.hops, self.guess):
+            ev = [Evidence(fact.frame, round(fact.time, 6), "address" if fact.frame else "flow")]
+            if fact.code == "cgnat":
+                cg_ev += ev
+                cg_why.append(fact.why)
+            else:
+                dbl_ev += ev
+                dbl_why.append(fact.why)
         for frame, t, seen, port, mapped, mport in self.stun:
             if (mapped, mport) != (d.addr_str(seen), port) and d.address_kind(seen) in ("public", "cgnat"):
                 cg_ev.append(Evidence(frame, round(t, 6), "STUN mapped address"))
@@ -511,7 +523,9 @@ class Rules:
         self.policy()
         reports = [self.report(s) for s in self.sessions]
         self.findings.sort(key=lambda f: SEVERITY_ORDER[f.severity])
-        return Diagnosis(self.info, reports, self.findings)
+        g = self.guess
+        where = VantageReport(g.vantage, g.source, d.addr_str(g.local) if g.local else None, g.basis)
+        return Diagnosis(self.info, reports, self.findings, where)
 
     def report(self, s: Session) -> ProtocolReport:
         status, stopped = self.status.get(id(s), ("incomplete", None))

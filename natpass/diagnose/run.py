@@ -8,6 +8,7 @@ from pathlib import Path
 from natpass.datapath.pcap import CaptureError, iter_capture
 from natpass.diagnose.analyzer import Analyzer
 from natpass.diagnose.model import Diagnosis
+from natpass.diagnose.network import Vantage
 from natpass.diagnose.rules import Rules
 
 PROGRESS_EVERY = 16384  # frames between progress callbacks
@@ -15,11 +16,12 @@ PROGRESS_EVERY = 16384  # frames between progress callbacks
 __all__ = ["CaptureError", "diagnose", "diagnose_packets"]
 
 
-def diagnose(path: str | Path, progress: Callable[[int], None] | None = None) -> Diagnosis:
+def diagnose(path: str | Path, progress: Callable[[int], None] | None = None,
+             vantage: Vantage | None = None) -> Diagnosis:
     """Diagnose the pcap/pcapng at ``path`` (raises CaptureError when it is not one).
 
     A file cut or damaged part-way is still diagnosed up to the damage, and the problem is listed
-    in ``capture.problems``. Frame numbers are 1-based like Wireshark's, so that evidence can be
+    in ``capture.problems``. ``vantage`` states where it was taken (else it is inferred). Frame numbers are 1-based like Wireshark's, so that evidence can be
     looked up with ``tshark -Y frame.number==N``.
     """
     an = Analyzer(str(path))
@@ -42,12 +44,13 @@ def diagnose(path: str | Path, progress: Callable[[int], None] | None = None) ->
         if not count:
             raise
         problems.append(str(exc))
-    info, sessions, stun = an.finish()
-    info.problems.extend(problems)
-    return Rules(info, sessions, stun).run()
+    obs = an.finish()
+    obs.info.problems.extend(problems)
+    return Rules(obs, vantage).run()
 
 
-def diagnose_packets(packets: Iterable[tuple[float, bytes]], name: str = "<packets>") -> Diagnosis:
+def diagnose_packets(packets: Iterable[tuple[float, bytes]], name: str = "<packets>",
+                     vantage: Vantage | None = None) -> Diagnosis:
     """Diagnose IP packets (IPv4 or IPv6) given as (time, bytes), numbered from 1; for tests and
     the lab."""
     an = Analyzer(name)
@@ -56,5 +59,4 @@ def diagnose_packets(packets: Iterable[tuple[float, bytes]], name: str = "<packe
             an.feed6(i, ts, bytes(ip))
         else:
             an.feed(i, ts, bytes(ip))
-    info, sessions, stun = an.finish()
-    return Rules(info, sessions, stun).run()
+    return Rules(an.finish(), vantage).run()
