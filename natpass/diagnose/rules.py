@@ -22,6 +22,8 @@ from natpass.diagnose.model import (
     ProtocolReport,
     VantageReport,
 )
+from natpass.diagnose.network import VANTAGE_LABEL
+from natpass.diagnose.stalls import STALLED, WINDOWS_ERRORS, stall_for
 from natpass.diagnose.network import Vantage, VantageGuess, infer_vantage, network_facts
 
 ONE_WAY_MIN_PACKETS = 3  # retransmissions: a peer that answers at all answers before the third try
@@ -75,6 +77,12 @@ def _step_ev(s: Session, *names: str) -> list[Evidence]:
     return out
 
 
+def _first_ev(s: Session) -> list[Evidence]:
+    """The session's first and last recorded steps, as evidence."""
+    steps = sorted(s.steps.first.items(), key=lambda kv: kv[1][0])
+    return [Evidence(f, round(t, 6), n) for n, (f, t, _) in (steps[:1] + steps[-1:] if len(steps) > 1 else steps)]
+
+
 def _int(s: Session, key: str) -> int:
     v = s.extra.get(key, 0)
     return int(v) if isinstance(v, int) else 0
@@ -96,11 +104,45 @@ class Rules:
         self.findings: list[Finding] = []
         self.status: dict[int, tuple[str, str | None]] = {}
         self.natt_blocked: dict[tuple[bytes, bytes], list[Session]] = {}
+        self.natt_pairs: set[tuple[bytes, bytes]] = set()  # IKE peers that did reach UDP 4500
 
     def add(self, code: str, severity: str, win: int | None, evidence: list[Evidence],
             explanation: str, advice: str, protocol: str | None = None) -> None:
+        """A finding; the Windows error of a stall code comes from the stall registry."""
+        win = WINDOWS_ERRORS.get(code, win)
         self.findings.append(Finding(code, severity, win, evidence[:MAX_EVIDENCE],  # type: ignore[arg-type]
                                      explanation, advice, protocol))
+
+    def explain_stalls(self, reports: list[ProtocolReport]) -> None:
+        """Every run that stopped short gets a finding naming the likely cause from this vantage."""
+        label = VANTAGE_LABEL[self.vantage]
+        done: set[tuple[str, str]] = set()
+        for s, rep in zip(self.sessions, reports, strict=True):
+            if rep.status == "established":
+                continue
+            stall = stall_for(rep.name, rep.stopped_at)
+            if stall is None:
+                continue
+            cause = stall.cause(self.vantage)
+            where = f"Seen from {label}: {cause}."
+            if rep.status == "failed":
+                same = [f for f in self.findings if f.code == stall.code]
+                if same:
+                    for f in same:
+                        if where not in f.explanation:
+                            f.explanation += " " + where
+                    continue
+                self.add(stall.code, "error", stall.windows_error, _first_ev(s),
+                         f"{rep.name} {rep.client} -> {rep.server} stopped before '{stall.phase}'. {where}",
+                         f"Check {stall.check}.", rep.name)
+                continue
+            if (rep.name, stall.phase) in done:
+                continue
+            done.add((rep.name, stall.phase))
+            self.add(STALLED, "info", None, _first_ev(s),
+                     f"{rep.name} {rep.client} -> {rep.server} stopped before '{stall.phase}', with too "
+                     f"little evidence to call it failed (it would be '{stall.code}'). {where}",
+                     f"Check {stall.check}; capture longer (10 s or more) while the VPN retries.", rep.name)
 
     def set_status(self, s: Session, status: str, stopped: str | None = None) -> None:
         self.status[id(s)] = (status, stopped)
@@ -177,6 +219,7 @@ class Rules:
         by_pair: dict[tuple[bytes, bytes], list[Session]] = defaultdict(list)
         for s in ike:
             by_pair[(s.client, s.server)].append(s)
+        self.natt_pairs = {(s.client, s.server) for s in ike if s.extra.get("natt")}
         for group in by_pair.values():
             silent = [s for s in group if s.inn == 0]
             answered = [s for s in group if s.inn > 0]
@@ -205,7 +248,8 @@ class Rules:
                                     else "main mode responder")
             else:
                 for s in silent:
-                    self.set_status(s, "incomplete", "response")
+                    self.set_status(s, "incomplete", "sa_init response" if s.name == "ikev2"
+                                    else "main mode responder")
         for (client, _server), group in self.natt_blocked.items():
             out4500 = sum(_int(s, "out_4500") for s in group)
             frag = sum(_int(s, "fragments") for s in group)
@@ -239,9 +283,19 @@ class Rules:
             done = "quick mode responder" in f or esp_both
         if done:
             self.set_status(s, "established")
-        else:
-            order = PHASE_ORDER[s.name]
-            self.set_status(s, "incomplete", next((p for p in order if p not in f), None))
+            return
+        natd = s.extra.get("natd")
+        nat_seen = isinstance(natd, dict) and any(not v[0] for v in natd.values())
+        answer = f.get("sa_init response") or f.get("main mode responder")
+        if (nat_seen and not s.extra.get("natt") and answer is not None
+                and (s.client, s.server) not in self.natt_pairs
+                and self.end - answer[1] >= ONE_WAY_MIN_SECONDS):
+            # NAT-D showed a NAT, so RFC 7296 2.23 / RFC 3947 moves the exchange to UDP 4500, and
+            # for seconds none was seen: 4500 never got past the point before this capture.
+            self.set_status(s, "failed", "nat-t switch")
+            return
+        order = [p for p in PHASE_ORDER[s.name] if p != "nat-t switch" or nat_seen]
+        self.set_status(s, "incomplete", next((p for p in order if p not in f), None))
 
     def raw_ipsec(self, s: Session) -> None:
         name = s.name
@@ -442,7 +496,7 @@ class Rules:
                          + "; ".join(dict.fromkeys(why)) + ". No passthrough can fix AH across NAT.",
                          "Use ESP (with NAT-T) instead of AH, or run the tunnel between public addresses "
                          "with no NAT between.", "ah")
-                self.set_status(s, "failed")
+                self.set_status(s, "failed", "ah-in")
 
     def policy(self) -> None:
         names = {s.name for s in self.sessions}
@@ -522,6 +576,7 @@ class Rules:
         self.nat_layers()
         self.policy()
         reports = [self.report(s) for s in self.sessions]
+        self.explain_stalls(reports)
         self.findings.sort(key=lambda f: SEVERITY_ORDER[f.severity])
         g = self.guess
         where = VantageReport(g.vantage, g.source, d.addr_str(g.local) if g.local else None, g.basis)
@@ -529,6 +584,8 @@ class Rules:
 
     def report(self, s: Session) -> ProtocolReport:
         status, stopped = self.status.get(id(s), ("incomplete", None))
+        if status != "established" and stopped is None:
+            stopped = next((p for p in PHASE_ORDER.get(s.name, ()) if p not in s.steps.first), None)
         phases = sorted((Phase(n, f, round(t, 6), dr) for n, (f, t, dr) in s.steps.first.items()),
                         key=lambda p: (p.frame, p.name))
         notes = []

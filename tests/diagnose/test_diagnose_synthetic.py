@@ -73,7 +73,7 @@ def test_pptp_syn_answered_by_reset_is_control_blocked() -> None:
           (0.01, build_tcp(SERVER, LAN, 1723, 40000, seq=0, ack=2, flags=RST | ACK))]
     diag = diagnose_packets(pk)
     (f,) = [f for f in diag.findings if f.code == "pptp-control-blocked"]
-    assert f.windows_error == 619 and [e.frame for e in f.evidence] == [1, 2]
+    assert f.windows_error == 800 and [e.frame for e in f.evidence] == [1, 2]
 
 
 def test_single_syn_then_end_of_capture_is_not_called_blocked() -> None:
