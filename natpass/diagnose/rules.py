@@ -22,9 +22,8 @@ from natpass.diagnose.model import (
     ProtocolReport,
     VantageReport,
 )
-from natpass.diagnose.network import VANTAGE_LABEL
+from natpass.diagnose.network import VANTAGE_LABEL, Vantage, VantageGuess, infer_vantage, network_facts
 from natpass.diagnose.stalls import STALLED, WINDOWS_ERRORS, stall_for
-from natpass.diagnose.network import Vantage, VantageGuess, infer_vantage, network_facts
 
 ONE_WAY_MIN_PACKETS = 3  # retransmissions: a peer that answers at all answers before the third try
 ONE_WAY_MIN_SECONDS = 3.0  # PPP LCP and IKE retransmit within ~1-3 s; waiting this long without answer
