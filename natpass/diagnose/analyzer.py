@@ -15,6 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from natpass.diagnose import detect as d
+from natpass.diagnose import tls
 from natpass.diagnose.model import MAX_EVIDENCE, CaptureInfo
 from natpass.diagnose.network import MAX_HOSTS, MAX_TTLS, HostFact, IcmpHop, Opened
 from natpass.packets import ike as ikep
@@ -49,6 +50,34 @@ FAST_RAW = 4
 FAST_GRE = 5
 ZERO4 = b"\0\0\0\0"
 IPV6_HEADER = 40  # RFC 8200 section 3
+STATIC_MIN_PACKETS = 4  # lengths needed before a length pattern means anything (1/16 chance each)
+MAX_TLS = 4096  # TLS/DTLS handshakes followed for SSL-VPN hints
+
+
+@dataclass(slots=True)
+class TlsSeen:
+    """What the first packets of a TLS connection showed in clear."""
+
+    client: bytes
+    cport: int
+    server: bytes
+    sport: int
+    frame: int
+    t: float
+    sni: str
+    alpn: tuple[str, ...]
+    server_hello: tuple[int, float] | None = None
+    names: list[str] = field(default_factory=list)
+
+
+@dataclass(slots=True)
+class DtlsSeen:
+    """DTLS records of a UDP flow during its classification: counts and first frame each way."""
+
+    out: int = 0
+    inn: int = 0
+    first_out: tuple[int, float] | None = None
+    first_in: tuple[int, float] | None = None
 
 
 def exchange_name(hdr: ikep.IkeHeader) -> str:
@@ -101,6 +130,8 @@ class Session:
     last_in_t: float = 0.0
     steps: Steps = field(default_factory=Steps)
     extra: dict[str, object] = field(default_factory=dict)
+    confidence: str = "structure"  # "structure" | "port+pattern" | "port": what the recognition rests on
+    hints: list[str] = field(default_factory=list)  # what led there, when not the structure alone
     gre_out: int = 0  # PPTP: GRE packets client -> server
     gre_in: int = 0
 
@@ -162,6 +193,8 @@ class Analyzer:
         self._last_ip = b""
         self._last_ts = -1.0
         self.hosts: dict[bytes, HostFact] = {}
+        self.tls: dict[tuple[bytes, int, bytes, int], TlsSeen] = {}
+        self.dtls: dict[tuple[bytes, int, bytes, int], DtlsSeen] = {}
         self.hops: list[IcmpHop] = []
         # fast path: raw key -> (session or None for ordinary traffic, outbound, steady kind)
         self.fast: dict[int, dict[bytes, tuple[Session | None, bool, int]]] = {
@@ -405,22 +438,29 @@ class Analyzer:
                 rec = d.openvpn_tcp_record(pl)
                 pkt = d.openvpn_packet(rec) if rec else None
                 if pkt is not None:
-                    self._ovpn_step(s, pkt, frame, t, outbound)
+                    self._ovpn_step(s, pkt, frame, t, outbound, rec)
+            return
+        if kind == "openvpn-static":
+            if pl:
+                self._static_packet(fl, PROTO_TCP, frame, t, src, sp, dst, dp)
             return
         if kind or not pl:
             return
         fl.tries += 1
         if fl.tries > CLASSIFY_PACKETS:
-            fl.kind = "other"
-            fl.tent = None
-            self._go_fast(PROTO_TCP, src, sp, dst, dp, None, FAST_OTHER)
+            if not self._by_port(fl, "tcp", frame, t, src, sp, dst, dp):
+                fl.kind = "other"
+                fl.tent = None
+                self._go_fast(PROTO_TCP, src, sp, dst, dp, None, FAST_OTHER)
             return
-        self._pending(fl, frame, t, src, sp)
+        self._pending(fl, frame, t, src, sp, ((pl[0] << 8) | pl[1]) if len(pl) >= 2 else 0)
+        if pl[0] == tls.TLS_HANDSHAKE:
+            self._tls(fl, frame, t, src, sp, pl)
         rec = d.openvpn_tcp_record(pl)
         pkt = d.openvpn_packet(rec) if rec else None
         if pkt is None:
             return
-        self._ovpn_classify(fl, pkt, frame, t, src, sp, dst, dp, "tcp")
+        self._ovpn_classify(fl, pkt, frame, t, src, sp, dst, dp, "tcp", rec)
 
     def _pptp(self, frame: int, t: float, src: bytes, sp: int, dst: bytes, dp: int, flags: int,
               pl: bytes) -> None:
@@ -494,8 +534,11 @@ class Analyzer:
 
     # ------------------------------------------------------------------ IKE / NAT-T / ESP / AH
     def _ike_port(self, frame: int, t: float, src: bytes, sp: int, dst: bytes, dp: int, pl: bytes,
-                  more_fragments: bool, ttl: int = 0) -> None:
-        natt = sp == 4500 or dp == 4500
+                  more_fragments: bool, ttl: int = 0, natt: bool | None = None) -> None:
+        """IKE on UDP 500/4500, or on the port of a flow recognised as IKE (``natt``: the payload
+        is framed as on UDP 4500, RFC 3948)."""
+        if natt is None:
+            natt = sp == 4500 or dp == 4500
         if natt:
             if pl == ikep.NATT_KEEPALIVE:
                 ns = self._natt(src, sp, dst, dp, t)
@@ -534,6 +577,8 @@ class Analyzer:
                 client, cport, server, sport = dst, dp, src, sp
             name = "ikev2" if hdr.version == 2 else "ikev1"
             s = self._new(Session(name, client, server, cport, sport, f"udp/{sport}"), t)
+            if sport not in (ikep.IKE_PORT, ikep.NATT_PORT):
+                s.hints.append(f"IKE_SA_INIT on UDP port {sport}: IKE recognised by its header, not the port")
             self.ike[hdr.spi_i] = s
             self.ike_pair[(client, server)] = s
         outbound = src == s.client
@@ -568,6 +613,11 @@ class Analyzer:
             ex = exchange_name(hdr)
             s.steps.mark(f"{ex} {'initiator' if outbound else 'responder'}", frame, t,
                          "out" if outbound else "in")
+            if not hdr.encrypted:
+                for vid in d.ikev1_vendor_ids(pl):
+                    vids = s.extra.setdefault("vids", [])
+                    if isinstance(vids, list) and vid not in vids:
+                        vids.append(vid)
         s.steps.note("out" if outbound else "in", frame, t)
         if not hdr.encrypted and hdr.exchange in (
                 ikep.IKE_SA_INIT, ikep.V1_IDENTITY_PROTECTION, ikep.V1_AGGRESSIVE):
@@ -684,7 +734,7 @@ class Analyzer:
             s.count(outbound, t)
             pkt = d.openvpn_packet(pl)
             if pkt is not None:
-                self._ovpn_step(s, pkt, frame, t, outbound)
+                self._ovpn_step(s, pkt, frame, t, outbound, pl)
                 if "data-out" in s.steps.first and "data-in" in s.steps.first:
                     self._go_fast(PROTO_UDP, src, sp, dst, dp, s, FAST_OVPN)
             return
@@ -696,13 +746,27 @@ class Analyzer:
                 return
         if kind == "other":
             return
+        if kind == "ike":
+            self._ike_port(frame, t, src, sp, dst, dp, pl, False, 0, pl[:4] == ZERO4)
+            return
+        if kind == "openvpn-static":
+            self._static_packet(fl, PROTO_UDP, frame, t, src, sp, dst, dp)
+            return
         fl.tries += 1
         if fl.tries > CLASSIFY_PACKETS:
-            fl.kind = "other"
-            fl.tent = None
-            self._go_fast(PROTO_UDP, src, sp, dst, dp, None, FAST_OTHER)
+            if not self._by_port(fl, "udp", frame, t, src, sp, dst, dp):
+                fl.kind = "other"
+                fl.tent = None
+                self._go_fast(PROTO_UDP, src, sp, dst, dp, None, FAST_OTHER)
             return
-        self._pending(fl, frame, t, src, sp)
+        if d.ikev2_sa_init(pl) or pl[:4] == ZERO4 and d.ikev2_sa_init(pl[4:]):
+            fl.kind = "ike"
+            fl.tent = None
+            self._ike_port(frame, t, src, sp, dst, dp, pl, False, 0, pl[:4] == ZERO4)
+            return
+        self._pending(fl, frame, t, src, sp, len(pl))
+        if tls.is_dtls(pl):
+            self._dtls(fl, frame, t, src)
         wt = d.wireguard_type(pl)
         if wt:
             self._wg_classify(fl, wt, pl, frame, t, src, sp, dst, dp)
@@ -710,20 +774,20 @@ class Analyzer:
                 return
         pkt = d.openvpn_packet(pl)
         if pkt is not None:
-            self._ovpn_classify(fl, pkt, frame, t, src, sp, dst, dp, "udp")
+            self._ovpn_classify(fl, pkt, frame, t, src, sp, dst, dp, "udp", pl)
 
     @staticmethod
-    def _pending(fl: Flow, frame: int, t: float, src: bytes, sp: int) -> None:
+    def _pending(fl: Flow, frame: int, t: float, src: bytes, sp: int, n: int = 0) -> None:
         """Remember a packet seen before the flow was recognised, to count it once it is."""
         if fl.tent is None:
             fl.tent = {}
         pend = fl.tent.setdefault("pending", [])
-        pend.append((frame, t, src, sp))  # type: ignore[attr-defined]
+        pend.append((frame, t, src, sp, n))  # type: ignore[attr-defined]
 
     @staticmethod
     def _count_pending(fl: Flow, s: Session, frame: int) -> None:
         pend = fl.tent.get("pending", []) if fl.tent else []
-        for f, t, src, sp in pend:  # type: ignore[attr-defined]
+        for f, t, src, sp, _n in pend:  # type: ignore[attr-defined]
             if f != frame:
                 s.count(src == s.client and sp == s.cport, t)
                 if t < s.first_t:
@@ -777,7 +841,7 @@ class Analyzer:
             st.mark("cookie-reply", frame, t, direction)
 
     def _ovpn_classify(self, fl: Flow, pkt: d.OvpnPacket, frame: int, t: float, src: bytes, sp: int,
-                       dst: bytes, dp: int, transport: str) -> None:
+                       dst: bytes, dp: int, transport: str, raw: bytes | None = None) -> None:
         tent = fl.tent if fl.tent is not None else {}
         fl.tent = tent
         confirmed = False
@@ -827,12 +891,18 @@ class Analyzer:
             s.steps.note("reset-out", first[0], first[1])
         outbound = from_client
         s.count(outbound, t)
-        self._ovpn_step(s, pkt, frame, t, outbound)
+        self._ovpn_step(s, pkt, frame, t, outbound, raw)
 
-    def _ovpn_step(self, s: Session, pkt: d.OvpnPacket, frame: int, t: float, outbound: bool) -> None:
+    def _ovpn_step(self, s: Session, pkt: d.OvpnPacket, frame: int, t: float, outbound: bool, raw: bytes | None = None) -> None:
         st = s.steps
         direction = "out" if outbound else "in"
         op = pkt.opcode
+        if raw and op in d.OVPN_CONTROL and "mode" not in s.extra:
+            t0 = self.info.first_time
+            mode = d.openvpn_control_mode(raw, None if t0 is None else t0 + t)
+            if mode:
+                s.extra["mode"] = mode
+                s.hints.append(d.OVPN_MODE_HINT[mode])
         if op in d.OVPN_CLIENT_RESETS:
             st.mark("hard-reset-client", frame, t, direction)
             st.note("reset-out", frame, t)
@@ -843,8 +913,146 @@ class Analyzer:
         elif op in d.OVPN_DATA:
             st.mark("data-out" if outbound else "data-in", frame, t, direction)
 
+    # ------------------------------------------------------------------ by port and pattern
+    def _by_port(self, fl: Flow, transport: str, frame: int = 0, t: float = 0.0, src: bytes = b"",
+                 sp: int = 0, dst: bytes = b"", dp: int = 0) -> bool:
+        """An unrecognised flow on OpenVPN's port: static-key mode when every packet length fits
+        its layout (HMAC, IV, whole cipher blocks), else OpenVPN by the port alone."""
+        if d.OVPN_PORT not in (fl.ap, fl.bp) or not fl.tent:
+            return False
+        pend = fl.tent.get("pending")
+        if not isinstance(pend, list) or not pend:
+            return False
+        if fl.syn_from is not None:
+            client, cport = fl.syn_from
+        elif fl.bp == d.OVPN_PORT or fl.ap != d.OVPN_PORT:
+            client, cport = fl.a, fl.ap
+        else:
+            client, cport = fl.b, fl.bp
+        server, sport = (fl.b, fl.bp) if client == fl.a and cport == fl.ap else (fl.a, fl.ap)
+        lengths = [n for *_, n in pend]
+        hmac = d.openvpn_static_hmac(lengths) if len(lengths) >= STATIC_MIN_PACKETS else None
+        try:
+            s = self._new(Session("openvpn", client, server, cport, sport, f"{transport}/{sport}"), pend[0][1])
+        except _SessionLimit:
+            return False
+        if hmac:
+            s.extra["mode"] = "static-key"
+            s.confidence = "port+pattern"
+            s.hints += [f"{transport.upper()} port {sport} (IANA openvpn) with no OpenVPN opcode structure",
+                        f"all {len(lengths)} packet lengths are a {hmac}-byte HMAC + 16-byte IV + whole "
+                        "16-byte cipher blocks: static-key mode (--secret)"]
+        else:
+            s.extra["mode"] = "unknown"
+            s.confidence = "port"
+            s.hints.append(f"{transport.upper()} port {sport} (IANA openvpn) only: the payload fits no "
+                           "OpenVPN mode")
+        fl.kind = "openvpn-static"
+        fl.sess = s
+        fl.tent = None
+        proto = PROTO_TCP if transport == "tcp" else PROTO_UDP
+        for f, pt, psrc, psp, _n in pend:
+            self._static_mark(s, f, pt, psrc == client and psp == cport)
+        if src:
+            self._static_packet(fl, proto, frame, t, src, sp, dst, dp)
+        return True
+
+    def _static_packet(self, fl: Flow, proto: int, frame: int, t: float, src: bytes, sp: int, dst: bytes,
+                       dp: int) -> None:
+        s = fl.sess
+        assert s is not None
+        self._static_mark(s, frame, t, src == s.client and sp == s.cport)
+        if "data-out" in s.steps.first and "data-in" in s.steps.first:
+            self._go_fast(proto, src, sp, dst, dp, s, FAST_RAW)
+
+    @staticmethod
+    def _static_mark(s: Session, frame: int, t: float, outbound: bool) -> None:
+        s.count(outbound, t)
+        step = "data-out" if outbound else "data-in"
+        if step not in s.steps.first:
+            s.steps.mark(step, frame, t, "out" if outbound else "in")
+        s.steps.note(step, frame, t)
+
+    # ------------------------------------------------------------------ TLS / DTLS (SSL VPNs)
+    def _tls(self, fl: Flow, frame: int, t: float, src: bytes, sp: int, pl: bytes) -> None:
+        key = (fl.a, fl.ap, fl.b, fl.bp)
+        seen = self.tls.get(key)
+        if seen is None:
+            ch = tls.client_hello(pl)
+            if ch is None or len(self.tls) >= MAX_TLS:
+                return
+            self.tls[key] = seen = TlsSeen(src, sp, fl.b if src == fl.a else fl.a,
+                                           fl.bp if src == fl.a else fl.ap, frame, t, ch.sni, ch.alpn)
+            return
+        if src == seen.client and sp == seen.cport:
+            return
+        if seen.server_hello is None and tls.HS_SERVER_HELLO in tls.handshake_types(pl):
+            seen.server_hello = (frame, t)
+        for name in tls.certificate_names(pl):
+            if name not in seen.names and len(seen.names) < tls.MAX_NAMES:
+                seen.names.append(name)
+
+    def _dtls(self, fl: Flow, frame: int, t: float, src: bytes) -> None:
+        key = (fl.a, fl.ap, fl.b, fl.bp)
+        seen = self.dtls.get(key)
+        if seen is None:
+            if len(self.dtls) >= MAX_TLS:
+                return
+            seen = self.dtls[key] = DtlsSeen()
+        if src == fl.a:
+            seen.out += 1
+            seen.first_out = seen.first_out or (frame, t)
+        else:
+            seen.inn += 1
+            seen.first_in = seen.first_in or (frame, t)
+
+    def _ssl_vpns(self) -> None:
+        """TLS connections with SSL-VPN hints (names, ports, DTLS beside them) become sessions."""
+        dtls_by_server: dict[tuple[bytes, bytes, int], DtlsSeen] = {}
+        for (a, _ap, b, bp), v in self.dtls.items():
+            dtls_by_server[(a, b, bp)] = v
+        for seen in self.tls.values():
+            hints = tls.vendor_hints([n for n in (seen.sni, *seen.names) if n], seen.sport)
+            dt = dtls_by_server.get((seen.client, seen.server, seen.sport))
+            if not hints and dt is None:
+                continue
+            try:
+                s = self._new(Session("tls-vpn", seen.client, seen.server, seen.cport, seen.sport,
+                                      f"tcp/{seen.sport}"), seen.t)
+            except _SessionLimit:
+                return
+            vendor = hints[0][0] if hints else "anyconnect"
+            s.extra["vendor"] = vendor
+            s.confidence = "port"
+            s.hints = [why for _v, why in hints]
+            if seen.sni:
+                s.hints.append(f"SNI {seen.sni}")
+            if seen.alpn:
+                s.hints.append("ALPN " + ", ".join(seen.alpn))
+            s.steps.mark("client-hello", seen.frame, seen.t, "out")
+            s.count(True, seen.t)
+            if seen.server_hello is not None:
+                s.steps.mark("server-hello", seen.server_hello[0], seen.server_hello[1], "in")
+                s.count(False, seen.server_hello[1])
+            if dt is not None:
+                s.confidence = "port+pattern"
+                s.hints.append(f"DTLS on UDP {seen.sport} beside the TLS connection to the same server "
+                               "(AnyConnect/OpenConnect, Fortinet)")
+                if vendor == "ssl-vpn":
+                    s.extra["vendor"] = "anyconnect"
+                s.extra["dtls"] = (dt.out, dt.inn)
+                if dt.first_out is not None:
+                    s.steps.mark("dtls-out", dt.first_out[0], dt.first_out[1], "out")
+                if dt.first_in is not None:
+                    s.steps.mark("dtls-in", dt.first_in[0], dt.first_in[1], "in")
+
+
     # ------------------------------------------------------------------ result
     def finish(self) -> Observation:
+        for fl in self.flows.values():
+            if not fl.kind and fl.proto in (PROTO_UDP, PROTO_TCP):
+                self._by_port(fl, "udp" if fl.proto == PROTO_UDP else "tcp")
+        self._ssl_vpns()
         info = self.info
         info.flows = len(self.flows)
         info.duration = self._tmax

@@ -12,6 +12,8 @@ import ipaddress
 import struct
 from typing import NamedTuple
 
+from natpass.packets import ike as ikep
+
 # --- WireGuard (whitepaper section 5.4): type byte, three reserved zero bytes, fixed sizes.
 WG_INITIATION = 1
 WG_RESPONSE = 2
@@ -86,6 +88,79 @@ def openvpn_tcp_record(p: bytes) -> bytes | None:
     return p[2:2 + length]
 
 
+# OpenVPN control-channel protection (openvpn doc/man-sections/protocol-options, ssl_pkt.h):
+# plain TLS mode:  opcode|key, session id (8), ack count (1), [acks], message packet id (4), ...
+# --tls-auth:      opcode|key, session id (8), HMAC (16..64), packet id (4), net time (4), ack count, ...
+# --tls-crypt:     opcode|key, session id (8), packet id (4), net time (4), tag (32), encrypted rest
+# --tls-crypt-v2:  as tls-crypt, the client's first reset is P_CONTROL_HARD_RESET_CLIENT_V3 with its
+#                  wrapped client key appended (and P_CONTROL_WKC_V1 may carry it later).
+OVPN_HMAC_SIZES = (20, 32, 64, 16, 28, 48)  # SHA1 (default), SHA256, SHA512, MD5, SHA224, SHA384
+OVPN_TLS_CRYPT_TAG = 32
+OVPN_TIME_SLACK = 7 * 86400.0  # peers' clocks and the capture's may differ by days, not years
+OVPN_MAX_START_PID = 64  # a reset is among the first packets of its packet-id space
+
+
+def _plausible_time(v: int, now: float | None) -> bool:
+    if now is None or now < 1e9:
+        return v > 1_000_000_000  # after 2001: a Unix time, not a random or counter value
+    return abs(v - now) <= OVPN_TIME_SLACK
+
+
+def openvpn_control_mode(p: bytes, now: float | None = None) -> str:
+    """How an OpenVPN control packet's control channel is protected: ``tls-crypt-v2``,
+    ``tls-crypt``, ``tls-auth``, ``tls`` (none), or "" when its layout fits none of them.
+
+    ``now`` is the capture time of the packet (Unix seconds): the clear net-time field of
+    tls-auth and tls-crypt must be near it.
+    """
+    n = len(p)
+    if n < OVPN_CONTROL_MIN:
+        return ""
+    op = p[0] >> 3
+    if op in (OVPN_HARD_RESET_CLIENT_V3, OVPN_CONTROL_WKC_V1):
+        return "tls-crypt-v2"
+
+    def pid_time(off: int) -> bool:
+        if n < off + 8:
+            return False
+        pid = int.from_bytes(p[off:off + 4], "big")
+        return 0 < pid <= OVPN_MAX_START_PID * 1024 and _plausible_time(int.from_bytes(p[off + 4:off + 8], "big"), now)
+
+    if n >= 9 + 8 + OVPN_TLS_CRYPT_TAG + 1 and pid_time(9):
+        return "tls-crypt"
+    for h in OVPN_HMAC_SIZES:
+        if n >= 9 + h + 8 + 1 and pid_time(9 + h) and p[9 + h + 8] <= 8:
+            return "tls-auth"
+    acks = p[9]
+    if acks <= 8 and n >= 10 + acks * 4 + (8 if acks else 0):
+        return "tls"
+    return ""
+
+
+OVPN_MODE_HINT = {
+    "tls": "TLS mode, control channel not protected (no tls-auth/tls-crypt)",
+    "tls-auth": "TLS mode with --tls-auth: an HMAC and a clear packet id/time after the session id",
+    "tls-crypt": "TLS mode with --tls-crypt: packet id and time in clear after the session id, then a "
+                 "32-byte tag and the encrypted control channel",
+    "tls-crypt-v2": "TLS mode with --tls-crypt-v2: the client's reset is P_CONTROL_HARD_RESET_CLIENT_V3 "
+                    "carrying its wrapped key",
+}
+OVPN_PORT = 1194  # IANA "openvpn"
+OVPN_STATIC_IV = 16  # CBC IV of static-key mode
+OVPN_BLOCK = 16  # AES/CBC block: the ciphertext is whole blocks
+
+
+def openvpn_static_hmac(lengths: list[int]) -> int | None:
+    """The HMAC size under which every packet length fits OpenVPN static-key mode (``--secret``:
+    HMAC, then a 16-byte IV, then whole 16-byte cipher blocks, at least one), or None."""
+    if not lengths:
+        return None
+    for h in OVPN_HMAC_SIZES:
+        if all(n >= h + OVPN_STATIC_IV + OVPN_BLOCK and (n - h) % OVPN_BLOCK == 0 for n in lengths):
+            return h
+    return None
+
+
 # --- STUN (RFC 8489 section 5): magic cookie, XOR-MAPPED-ADDRESS (section 14.2).
 STUN_MAGIC = b"\x21\x12\xa4\x42"
 STUN_BINDING_RESPONSE = 0x0101
@@ -155,3 +230,34 @@ def endpoint(addr: bytes, port: int) -> str:
     if not port:
         return addr_str(addr)
     return f"[{addr_str(addr)}]:{port}" if len(addr) == 16 else f"{addr_str(addr)}:{port}"
+
+
+# --- IKE beyond UDP 500/4500, and what IKEv1 vendor IDs say about the client (RFC 2408 3.16)
+def ikev2_sa_init(p: bytes) -> bool:
+    """True when ``p`` is a whole IKEv2 IKE_SA_INIT message (RFC 7296 3.1, 1.2): version 2.0,
+    message id 0, length equal to the datagram, first payload SA or Notify, and request flags
+    (initiator bit, zero responder SPI) or a response: IKEv2 recognised on any port."""
+    hdr = ikep.peek_ike(p)
+    return (hdr is not None and hdr.is_v2 and hdr.minor == 0 and hdr.exchange == ikep.IKE_SA_INIT
+            and hdr.message_id == 0 and hdr.length == len(p)
+            and hdr.next_payload in (ikep.V2_SA, ikep.V2_NOTIFY)
+            and (hdr.response or (hdr.initiator and hdr.spi_r == bytes(8))))
+
+
+IKEV1_VENDOR_IDS = (  # well-known vendor ID prefixes (hex) and what they say
+    ("1e2b516905991c7d7c96fcbfb587e461", "windows"),  # MS NT5 ISAKMPOAKLEY: the Windows built-in client
+    ("09002689dfd6b712", "xauth"),  # draft-ietf-ipsec-isakmp-xauth: user login after phase 1
+    ("12f5f28c457168a9702d9fe274cc", "cisco-unity"),  # Cisco Unity: mode config road warrior
+    ("4a131c81070358455c5728f20e95452f", "nat-t"),  # RFC 3947
+    ("afcad71368a1f1c96b8696fc7757", "dpd"),  # RFC 3706
+)
+
+
+def ikev1_vendor_ids(p: bytes) -> list[str]:
+    """Names of the known vendor IDs in a cleartext IKEv1 message."""
+    out = []
+    for pl in ikep.peek_payloads(p):
+        if pl.type == ikep.V1_VENDOR_ID:
+            hexa = pl.data.hex()
+            out += [name for prefix, name in IKEV1_VENDOR_IDS if hexa.startswith(prefix)]
+    return out

@@ -33,6 +33,8 @@ class ProtocolReport:
     packets_in: int = 0
     stopped_at: str | None = None  # the step that never came, for a failed/incomplete run
     notes: list[str] = field(default_factory=list)
+    confidence: str = "structure"  # "structure" | "port+pattern" | "port": what the recognition rests on
+    hints: list[str] = field(default_factory=list)  # what led to it, when not the structure alone
 
 
 @dataclass(slots=True)

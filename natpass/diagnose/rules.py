@@ -48,6 +48,7 @@ PHASE_ORDER = {
     "esp": ["esp-out", "esp-in"],
     "ah": ["ah-out", "ah-in"],
     "nat-t": ["ike-out", "ike-in", "esp-in-udp-out", "esp-in-udp-in"],
+    "tls-vpn": ["client-hello", "server-hello", "dtls-out", "dtls-in"],
 }
 
 ADVICE_MODERN = ("a VPN that crosses NAT as ordinary UDP/TCP: WireGuard, OpenVPN, or IKEv2 with "
@@ -392,6 +393,9 @@ class Rules:
     def openvpn(self, s: Session) -> None:
         f = s.steps.first
         resets = s.steps.ev.get("reset-out", [])
+        if s.extra.get("mode") in ("static-key", "unknown"):
+            self.openvpn_by_port(s)
+            return
         if ("data-out" in f and "data-in" in f) or ("tls-out" in f and "tls-in" in f):
             self.set_status(s, "established")
             return
@@ -405,6 +409,84 @@ class Rules:
             self.set_status(s, "failed", "hard-reset-server")
             return
         self.set_status(s, "incomplete", next((p for p in PHASE_ORDER["openvpn"] if p not in f), None))
+
+    def openvpn_by_port(self, s: Session) -> None:
+        """OpenVPN without opcode structure (static key, or the port alone): data both ways or not."""
+        f = s.steps.first
+        if "data-out" in f and "data-in" in f:
+            self.set_status(s, "established")
+            return
+        outbound = s.out > 0
+        step = "data-out" if outbound else "data-in"
+        if step in f and one_way_enough(s.out or s.inn, f[step][1], self.end):
+            self.set_status(s, "failed", "data-in" if outbound else "data-out")
+        else:
+            self.set_status(s, "incomplete", "data-in" if outbound else "data-out")
+
+    def tls_vpn(self, s: Session) -> None:
+        """An SSL VPN seen by its TLS handshake (and DTLS beside it)."""
+        f = s.steps.first
+        if "server-hello" not in f:
+            first_t = f["client-hello"][1]
+            status = "failed" if self.end - first_t >= ONE_WAY_MIN_SECONDS else "incomplete"
+            self.set_status(s, status, "server-hello")
+        elif "dtls-out" in f and "dtls-in" not in f:
+            # The TLS tunnel works; DTLS (the fast data path) is dropped: AnyConnect/OpenConnect fall
+            # back to TLS only, slower but connected.
+            self.set_status(s, "failed" if one_way_enough(s.out, f["dtls-out"][1], self.end) else "incomplete",
+                            "dtls-in")
+        else:
+            self.set_status(s, "established")
+
+    def ikev1_purpose(self, ikev1: list[Session]) -> None:
+        """IKEv1 followed by ESP or NAT-T with no L2TP visible: L2TP/IPsec or a road warrior."""
+        l2tp_pairs = {(s.client, s.server) for s in self.sessions if s.name == "l2tp"}
+        for s in ikev1:
+            f = s.steps.first
+            if (s.client, s.server) in l2tp_pairs or not (
+                    "quick mode initiator" in f or "esp-in-udp-out" in f or s.extra.get("natt")):
+                continue
+            vids = s.extra.get("vids")
+            seen = set(vids) if isinstance(vids, list) else set()
+            aggressive = "aggressive mode initiator" in f
+            hints = []
+            if "windows" in seen:
+                hints.append("the MS NT5 ISAKMPOAKLEY vendor ID: the Windows built-in client, whose only "
+                             "IKEv1 use is L2TP/IPsec")
+            if "xauth" in seen or "cisco-unity" in seen:
+                hints.append("XAUTH / Cisco Unity vendor IDs: a road-warrior client logging in after phase 1")
+            if aggressive:
+                hints.append("aggressive mode: typical of PSK road warriors (Cisco-style), not of L2TP/IPsec")
+            if "windows" in seen and not ("xauth" in seen or aggressive):
+                verdict = "most likely L2TP/IPsec"
+            elif "xauth" in seen or "cisco-unity" in seen or aggressive:
+                verdict = "most likely an IKEv1 road warrior (XAUTH/mode config)"
+            else:
+                verdict = "L2TP/IPsec or an IKEv1 road warrior"
+                hints.append("no vendor ID decides; L2TP/IPsec shows UDP 1701 only inside ESP, so "
+                             "nothing here tells them apart")
+            s.hints += hints
+            self.add("ikev1-purpose", "info", None, _step_ev(s, "main mode initiator", "aggressive mode initiator"),
+                     f"IKEv1 from {d.addr_str(s.client)} to {d.addr_str(s.server)} went on to ESP with no L2TP "
+                     f"visible: {verdict}. Hints: " + "; ".join(hints) + ".",
+                     "For L2TP/IPsec behind NAT keep NAT-T on (UDP 4500); the router's l2tp switch is not "
+                     "needed then. An IKEv1 road warrior needs no switch either with NAT-T.", s.name)
+
+    def ipv6_ipsec(self) -> None:
+        """IPsec that fails over IPv6: no NAT there, so a firewall (often the CPE's) drops it."""
+        hit = [s for s in self.sessions if len(s.client) == 16
+               and s.name in ("ikev1", "ikev2", "esp", "ah", "nat-t")
+               and self.status.get(id(s), ("",))[0] == "failed"]
+        if hit:
+            ev = [e for s in hit for e in _first_ev(s)][:MAX_EVIDENCE]
+            who = ", ".join(dict.fromkeys(f"{s.name} {d.addr_str(s.client)}" for s in hit))
+            self.add("ipv6-ipsec-filtered", "warning", None, ev,
+                     f"IPsec over IPv6 failed ({who}). IPv6 has no NAT, so nothing needs passthrough: a "
+                     "firewall dropped it, most often the home router's IPv6 firewall. RFC 6092 section "
+                     "3.2.4 says a residential IPv6 gateway should by default let ESP, AH and IKE (UDP 500, "
+                     "and UDP 4500) through.",
+                     "Allow ESP (IP protocol 50), UDP 500 and UDP 4500 in the router's IPv6 firewall (often "
+                     "'IPsec passthrough' or an IPv6 pinhole setting), or connect over IPv4.")
 
     # -------------------------------------------------------------- NAT, policy
     def nat_layers(self) -> None:
@@ -571,6 +653,10 @@ class Rules:
             self.wireguard(s)
         for s in by["openvpn"]:
             self.openvpn(s)
+        for s in by["tls-vpn"]:
+            self.tls_vpn(s)
+        self.ikev1_purpose(by["ikev1"])
+        self.ipv6_ipsec()
         self.ah_nat(by["ah"], by["ikev1"] + by["ikev2"])
         self.nat_layers()
         self.policy()
@@ -601,6 +687,10 @@ class Rules:
         if s.name == "pptp":
             gre = f"GRE out {s.gre_out}, in {s.gre_in}"
             notes.append(gre)
+        if isinstance(s.extra.get("mode"), str):
+            notes.append(f"mode: {s.extra['mode']}")
+        if isinstance(s.extra.get("vendor"), str):
+            notes.append(f"looks like: {s.extra['vendor']}")
         return ProtocolReport(s.name, status, _ep(s.client, s.cport), _ep(s.server, s.sport),  # type: ignore[arg-type]
                               s.transport, phases, s.out, s.inn, stopped if status != "established" else None,
-                              notes)
+                              notes, s.confidence, list(s.hints))

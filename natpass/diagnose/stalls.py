@@ -172,6 +172,11 @@ STALLS: Final[tuple[Stall, ...]] = (
     Stall("nat-t", "ike-in", "natt-blocked", W_IKE, "answer", CHECK_NATT, (_NATT_UNANSWERED_CLIENT,)),
     Stall("nat-t", "esp-in-udp-out", "natt-blocked", W_IKE, "data-out", CHECK_NATT),
     Stall("nat-t", "esp-in-udp-in", "natt-blocked", W_IKE, "data-back", CHECK_NATT),
+    Stall("tls-vpn", "client-hello", "tls-vpn-stalled", None, "request", CHECK_TLS_VPN),
+    Stall("tls-vpn", "server-hello", "tls-vpn-no-response", W_SSTP, "answer", CHECK_TLS_VPN),
+    Stall("tls-vpn", "dtls-out", "tls-vpn-stalled", None, "request", CHECK_TLS_VPN),
+    Stall("tls-vpn", "dtls-in", "dtls-blocked", None, "data-back",
+          "UDP 443 (DTLS) both ways: the tunnel falls back to TLS only, which works but is slower"),
     Stall("*", "client traffic not captured", "capture-one-sided", None, "request", CHECK_CAPTURE,
           (("router-wan", "the capture holds the server's packets only: tcpdump on a router that sends "
                           "through its own packet socket misses what the router sends"),)),
