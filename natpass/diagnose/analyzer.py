@@ -12,164 +12,54 @@ sender. So the same logic holds whether the capture was taken on the client or o
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 from natpass.diagnose import detect as d
 from natpass.diagnose import tls
 from natpass.diagnose.model import MAX_EVIDENCE, CaptureInfo
 from natpass.diagnose.network import MAX_HOSTS, MAX_TTLS, HostFact, IcmpHop, Opened
-from natpass.packets import ike as ikep
-from natpass.packets.gre import peek_pptp_call_id
-from natpass.packets.ipproto import IPV6_EXTENSION_HEADERS, IPV6_FRAGMENT, IpProto
-from natpass.packets.l2tp import L2TP_PORT, peek_l2tp
-from natpass.packets.pptp import OCRP, PPTP_PORT, SCCRP, SHORT_NAMES, peek_pptp
+from natpass.diagnose.session import (
+    FAST_ESP_IN_UDP,
+    FAST_GRE,
+    FAST_OTHER,
+    FAST_OVPN,
+    FAST_RAW,
+    FAST_WG,
+    PROTO_AH,
+    PROTO_ESP,
+    PROTO_GRE,
+    PROTO_ICMP,
+    PROTO_ICMPV6,
+    PROTO_TCP,
+    PROTO_UDP,
+    DtlsSeen,
+    Flow,
+    Observation,
+    Session,
+    SessionLimit,
+    TlsSeen,
+)
+from natpass.diagnose.tunnels import Tunnels
+from natpass.packets.ike import IKE_PORT, NATT_PORT
+from natpass.packets.ipproto import IPV6_EXTENSION_HEADERS, IPV6_FRAGMENT
+from natpass.packets.l2tp import L2TP_PORT
+from natpass.packets.pptp import PPTP_PORT
 
-PROTO_TCP = IpProto.TCP.value
-PROTO_UDP = IpProto.UDP.value
-PROTO_GRE = IpProto.GRE.value
-PROTO_ESP = IpProto.ESP.value
-PROTO_AH = IpProto.AH.value
-PROTO_ICMP = IpProto.ICMP.value
-PROTO_ICMPV6 = IpProto.ICMPV6.value
 ICMP_TIME_EXCEEDED = b"\x0b"  # RFC 792 type 11
 ICMPV6_TIME_EXCEEDED = b"\x03"  # RFC 4443 3.3
 TCP_SYN = 0x02
-TCP_RST = 0x04
 TCP_ACK = 0x10
 CLASSIFY_PACKETS = 8  # a flow not recognised within its first packets is ordinary traffic
 MAX_FLOWS = 200_000  # beyond this, new unrecognised flows are only counted (bounded memory)
 MAX_SESSIONS = 50_000  # VPN attempts tracked; beyond this new ones are counted, not followed
 DUPLICATE_WINDOW = 0.001  # identical IP packets this close are one packet captured twice
-# Steady-state kinds of the fast path: once a flow's handshake steps are all recorded, its data
-# packets only need counting, which a single dict lookup on the raw header bytes decides.
-FAST_OTHER = 0
-FAST_WG = 1
-FAST_ESP_IN_UDP = 2
-FAST_OVPN = 3
-FAST_RAW = 4
-FAST_GRE = 5
 ZERO4 = b"\0\0\0\0"
 IPV6_HEADER = 40  # RFC 8200 section 3
 STATIC_MIN_PACKETS = 4  # lengths needed before a length pattern means anything (1/16 chance each)
 MAX_TLS = 4096  # TLS/DTLS handshakes followed for SSL-VPN hints
 
 
-@dataclass(slots=True)
-class TlsSeen:
-    """What the first packets of a TLS connection showed in clear."""
-
-    client: bytes
-    cport: int
-    server: bytes
-    sport: int
-    frame: int
-    t: float
-    sni: str
-    alpn: tuple[str, ...]
-    server_hello: tuple[int, float] | None = None
-    names: list[str] = field(default_factory=list)
-
-
-@dataclass(slots=True)
-class DtlsSeen:
-    """DTLS records of a UDP flow during its classification: counts and first frame each way."""
-
-    out: int = 0
-    inn: int = 0
-    first_out: tuple[int, float] | None = None
-    first_in: tuple[int, float] | None = None
-
-
-def exchange_name(hdr: ikep.IkeHeader) -> str:
-    """The exchange as a phase name: "sa_init", "auth" (IKEv2), "main mode" (IKEv1)..."""
-    name = ikep.EXCHANGE_NAMES.get(hdr.exchange)
-    if name is None:
-        return f"exchange-{hdr.exchange}"
-    return name.lower().removeprefix("ike_") if hdr.is_v2 else name.lower()
-
-
 def _key(src: bytes, sp: int, dst: bytes, dp: int) -> bytes:
     """The fast-path key: the IPv4 source and destination then the two ports, as on the wire."""
     return src + dst + bytes(((sp >> 8) & 0xFF, sp & 0xFF, (dp >> 8) & 0xFF, dp & 0xFF))
-
-
-@dataclass(slots=True)
-class Steps:
-    """First frame of each named step, and capped evidence lists per kind of event."""
-
-    first: dict[str, tuple[int, float, str]] = field(default_factory=dict)
-    ev: dict[str, list[tuple[int, float]]] = field(default_factory=dict)
-
-    def mark(self, name: str, frame: int, t: float, direction: str) -> None:
-        if name not in self.first:
-            self.first[name] = (frame, t, direction)
-
-    def note(self, kind: str, frame: int, t: float) -> None:
-        lst = self.ev.get(kind)
-        if lst is None:
-            self.ev[kind] = [(frame, t)]
-        elif len(lst) < MAX_EVIDENCE:
-            lst.append((frame, t))
-
-
-@dataclass(slots=True)
-class Session:
-    """One VPN attempt between a client and a server."""
-
-    name: str
-    client: bytes
-    server: bytes
-    cport: int = 0
-    sport: int = 0
-    transport: str = ""
-    out: int = 0
-    inn: int = 0
-    first_t: float = 0.0
-    last_t: float = 0.0
-    last_out_t: float = 0.0
-    last_in_t: float = 0.0
-    steps: Steps = field(default_factory=Steps)
-    extra: dict[str, object] = field(default_factory=dict)
-    confidence: str = "structure"  # "structure" | "port+pattern" | "port": what the recognition rests on
-    hints: list[str] = field(default_factory=list)  # what led there, when not the structure alone
-    gre_out: int = 0  # PPTP: GRE packets client -> server
-    gre_in: int = 0
-
-    def count_gre(self, outbound: bool, t: float) -> None:
-        """A PPTP session's data packet (its ``out``/``inn`` count the TCP control connection)."""
-        if outbound:
-            self.gre_out += 1
-        else:
-            self.gre_in += 1
-        self.last_t = t
-
-    def count(self, outbound: bool, t: float) -> None:
-        if outbound:
-            self.out += 1
-            self.last_out_t = t
-        else:
-            self.inn += 1
-            self.last_in_t = t
-        self.last_t = t
-
-
-class _SessionLimit(Exception):
-    """More VPN sessions than MAX_SESSIONS: the packet is counted but not followed."""
-
-
-class Flow:
-    """A 5-tuple flow; ``a`` is the side that sent the first packet seen."""
-
-    __slots__ = ("a", "ap", "b", "bp", "proto", "kind", "sess", "syn_from", "tries", "tent", "frame", "t")
-
-    def __init__(self, a: bytes, ap: int, b: bytes, bp: int, proto: int, frame: int = 0, t: float = 0.0) -> None:
-        self.a, self.ap, self.b, self.bp, self.proto = a, ap, b, bp, proto
-        self.frame, self.t = frame, t
-        self.kind = ""  # "", "other", "wireguard", "openvpn"
-        self.sess: Session | None = None
-        self.syn_from: tuple[bytes, int] | None = None
-        self.tries = 0
-        self.tent: dict[object, object] | None = None
 
 
 class Analyzer:
@@ -180,16 +70,8 @@ class Analyzer:
         self.t0: float | None = None
         self.flows: dict[tuple[int, bytes, int, bytes, int], Flow] = {}
         self.sessions: list[Session] = []
-        self.pptp: dict[tuple[bytes, int, bytes], Session] = {}
-        self.gre: dict[tuple[bytes, bytes], Session] = {}  # (client, server) -> pptp session
-        self.ike: dict[bytes, Session] = {}  # SPIi -> session
-        self.ike_pair: dict[tuple[bytes, bytes], Session] = {}  # (client, server) -> latest session
-        self.natt: dict[tuple[bytes, bytes], Session] = {}
-        self.esp: dict[tuple[bytes, bytes], Session] = {}
-        self.ah: dict[tuple[bytes, bytes], Session] = {}
-        self.l2tp: dict[tuple[bytes, int, bytes, int], Session] = {}
+        self.tun = Tunnels(self)
         self.stun: list[tuple[int, float, bytes, int, str, int]] = []  # frame, t, seen addr/port, mapped
-        self.frags: dict[tuple[bytes, bytes, int, int], tuple[int, bytes, int, bytes, int]] = {}
         self._last_ip = b""
         self._last_ts = -1.0
         self.hosts: dict[bytes, HostFact] = {}
@@ -205,7 +87,7 @@ class Analyzer:
         self._bad6 = 0  # IPv6 packets counted malformed or duplicate
         self.untracked = 0  # packets of sessions beyond MAX_SESSIONS
 
-    def _go_fast(self, proto: int, src: bytes, sp: int, dst: bytes, dp: int, s: Session | None,
+    def go_fast(self, proto: int, src: bytes, sp: int, dst: bytes, dp: int, s: Session | None,
                  kind: int) -> None:
         """Count this flow's packets by lookup from now on (both directions)."""
         table = self.fast[proto]
@@ -277,7 +159,7 @@ class Analyzer:
                         return
         try:
             self._dispatch(frame, t, ip, hl, end, proto)
-        except _SessionLimit:
+        except SessionLimit:
             self.untracked += 1
 
     def _dispatch(self, frame: int, t: float, ip: bytes, hl: int, end: int, proto: int) -> None:
@@ -287,17 +169,17 @@ class Analyzer:
         frag = ((ip[6] & 0x1F) << 8) | ip[7]
         if frag:  # a non-first fragment: count it for the flow its first fragment opened
             key = (src, dst, (ip[4] << 8) | ip[5], proto)
-            fl = self.frags.get(key)
+            fl = self.tun.frags.get(key)
             if fl is not None:
-                self._fragment(frame, t, fl, src)
+                self.tun.fragment(frame, t, fl, src)
             return
         p = ip[hl:end]
         more = bool(ip[6] & 0x20)
         if more and proto == PROTO_UDP and len(p) >= 8:
-            if len(self.frags) < 4096:
+            if len(self.tun.frags) < 4096:
                 sp = (p[0] << 8) | p[1]
                 dp = (p[2] << 8) | p[3]
-                self.frags[(src, dst, (ip[4] << 8) | ip[5], proto)] = (proto, src, sp, dst, dp)
+                self.tun.frags[(src, dst, (ip[4] << 8) | ip[5], proto)] = (proto, src, sp, dst, dp)
         self._transport(frame, t, src, dst, proto, p, more, ip[8])
 
     def feed6(self, frame: int, ts: float, ip: bytes) -> None:
@@ -347,7 +229,7 @@ class Analyzer:
         self._last_ts = ts
         try:
             self._transport(frame, t, ip[8:24], ip[24:40], nxt, ip[pos:end], more, ip[7])
-        except _SessionLimit:
+        except SessionLimit:
             self.untracked += 1
 
     def _transport(self, frame: int, t: float, src: bytes, dst: bytes, proto: int, p: bytes,
@@ -370,10 +252,10 @@ class Analyzer:
             sp = (p[0] << 8) | p[1]
             dp = (p[2] << 8) | p[3]
             pl = p[8:]
-            if sp == 4500 or dp == 4500 or sp == 500 or dp == 500:
-                self._ike_port(frame, t, src, sp, dst, dp, pl, more_fragments, ttl)
+            if sp == NATT_PORT or dp == NATT_PORT or sp == IKE_PORT or dp == IKE_PORT:
+                self.tun.ike_port(frame, t, src, sp, dst, dp, pl, more_fragments, ttl)
             elif sp == L2TP_PORT or dp == L2TP_PORT:
-                self._l2tp(frame, t, src, sp, dst, dp, pl)
+                self.tun.l2tp(frame, t, src, sp, dst, dp, pl)
             else:
                 self._udp(frame, t, src, sp, dst, dp, pl)
         elif proto == PROTO_TCP:
@@ -384,41 +266,28 @@ class Analyzer:
             dp = (p[2] << 8) | p[3]
             self._tcp(frame, t, src, sp, dst, dp, p[13], p[(p[12] >> 4) * 4:])
         elif proto == PROTO_GRE:
-            self._gre(frame, t, src, dst, p)
+            self.tun.gre(frame, t, src, dst, p)
         elif proto == PROTO_ESP:
-            self._raw_ipsec(self.esp, "esp", frame, t, src, dst)
+            self.tun.raw_ipsec(self.tun.esp, "esp", frame, t, src, dst)
         elif proto == PROTO_AH:
-            self._raw_ipsec(self.ah, "ah", frame, t, src, dst)
+            self.tun.raw_ipsec(self.tun.ah, "ah", frame, t, src, dst)
         elif (proto == PROTO_ICMP and p[:1] == ICMP_TIME_EXCEEDED
               or proto == PROTO_ICMPV6 and p[:1] == ICMPV6_TIME_EXCEEDED):
             if len(self.hops) < MAX_EVIDENCE * 8:
                 self.hops.append(IcmpHop(src, frame, t))
 
-    def _fragment(self, frame: int, t: float, key: tuple[int, bytes, int, bytes, int], src: bytes) -> None:
-        _proto, a, ap, b, bp = key
-        if ap in (500, 4500) or bp in (500, 4500):
-            s = self._natt_or_ike_session(a, b)
-            if s is not None:
-                s.count(src == s.client, t)
-                s.steps.note("fragment", frame, t)
-                s.extra["fragments"] = int(s.extra.get("fragments", 0)) + 1  # type: ignore[call-overload]
-
-    def _natt_or_ike_session(self, a: bytes, b: bytes) -> Session | None:
-        """The latest IKE session between two addresses (either way round)."""
-        return self.ike_pair.get((a, b)) or self.ike_pair.get((b, a))
-
-    def _new(self, s: Session, t: float) -> Session:
+    def new_session(self, s: Session, t: float) -> Session:
         if len(self.sessions) >= MAX_SESSIONS:
-            raise _SessionLimit
+            raise SessionLimit
         s.first_t = s.last_t = t
         self.sessions.append(s)
         return s
 
-    # ------------------------------------------------------------------ PPTP
+    # ------------------------------------------------------------------ TCP: OpenVPN, TLS, PPTP
     def _tcp(self, frame: int, t: float, src: bytes, sp: int, dst: bytes, dp: int, flags: int,
              pl: bytes) -> None:
         if sp == PPTP_PORT or dp == PPTP_PORT:
-            self._pptp(frame, t, src, sp, dst, dp, flags, pl)
+            self.tun.pptp(frame, t, src, sp, dst, dp, flags, pl)
             return
         key = (PROTO_TCP, src, sp, dst, dp) if (src, sp) < (dst, dp) else (PROTO_TCP, dst, dp, src, sp)
         fl = self.flows.get(key)
@@ -451,7 +320,7 @@ class Analyzer:
             if not self._by_port(fl, "tcp", frame, t, src, sp, dst, dp):
                 fl.kind = "other"
                 fl.tent = None
-                self._go_fast(PROTO_TCP, src, sp, dst, dp, None, FAST_OTHER)
+                self.go_fast(PROTO_TCP, src, sp, dst, dp, None, FAST_OTHER)
             return
         self._pending(fl, frame, t, src, sp, ((pl[0] << 8) | pl[1]) if len(pl) >= 2 else 0)
         if pl[0] == tls.TLS_HANDSHAKE:
@@ -461,244 +330,6 @@ class Analyzer:
         if pkt is None:
             return
         self._ovpn_classify(fl, pkt, frame, t, src, sp, dst, dp, "tcp", rec)
-
-    def _pptp(self, frame: int, t: float, src: bytes, sp: int, dst: bytes, dp: int, flags: int,
-              pl: bytes) -> None:
-        if dp == PPTP_PORT:
-            client, cport, server = src, sp, dst
-        else:
-            client, cport, server = dst, dp, src
-        outbound = src == client
-        key = (client, cport, server)
-        s = self.pptp.get(key)
-        if s is None:
-            s = self._new(Session("pptp", client, server, cport, PPTP_PORT, "tcp/1723"), t)
-            self.pptp[key] = s
-            self.gre[(client, server)] = s
-        s.count(outbound, t)
-        st = s.steps
-        if flags & TCP_SYN:
-            if outbound and not flags & TCP_ACK:
-                st.mark("tcp-syn", frame, t, "out")
-                st.note("syn", frame, t)
-            elif not outbound and flags & TCP_ACK:
-                st.mark("tcp-connect", frame, t, "in")
-        if flags & TCP_RST and not outbound:
-            st.note("rst-in", frame, t)
-            if "tcp-connect" not in st.first:
-                st.mark("tcp-reset", frame, t, "in")
-        if pl:
-            for msg in peek_pptp(pl):
-                st.mark(SHORT_NAMES[msg.ctrl_type].lower(), frame, t, "out" if outbound else "in")
-                if msg.ctrl_type == SCCRP:
-                    s.extra["sccrp_result"] = msg.fields["result_code"]
-                elif msg.call_id is not None and outbound:
-                    s.extra.setdefault("client_call_id", msg.call_id)
-                if msg.ctrl_type == OCRP:
-                    s.extra["server_call_id"] = msg.call_id
-                    s.extra["ocrp_result"] = msg.fields["result_code"]
-                    st.note("ocrp", frame, t)
-
-    def _gre(self, frame: int, t: float, src: bytes, dst: bytes, p: bytes) -> None:
-        call_id = peek_pptp_call_id(p)
-        if call_id is None:
-            return  # not the enhanced GRE (version 1, key present) of RFC 2637 section 4.1
-        s = self.gre.get((src, dst))
-        outbound = True
-        if s is None:
-            s = self.gre.get((dst, src))
-            outbound = False
-        if s is None:
-            # GRE without its control connection in the capture: the private side is the client.
-            client, server = src, dst
-            if d.address_kind(dst) != "public" and d.address_kind(src) == "public":
-                client, server = dst, src
-            s = self._new(Session("pptp", client, server, 0, 0, "gre"), t)
-            s.extra["control_missing"] = True
-            self.gre[(client, server)] = s
-            outbound = src == client
-        s.last_t = t
-        if outbound:
-            s.gre_out += 1
-            s.steps.mark("gre-out", frame, t, "out")
-            s.steps.note("gre-out", frame, t)
-            s.extra.setdefault("gre_out_call_id", call_id)
-        else:
-            s.gre_in += 1
-            s.steps.mark("gre-in", frame, t, "in")
-            s.steps.note("gre-in", frame, t)
-            s.extra.setdefault("gre_in_call_id", call_id)
-        ev = s.steps.ev
-        if len(ev.get("gre-in", [])) >= MAX_EVIDENCE and len(ev.get("gre-out", [])) >= MAX_EVIDENCE:
-            self._go_fast(PROTO_GRE, src, 0, dst, 0, s, FAST_GRE)
-
-    # ------------------------------------------------------------------ IKE / NAT-T / ESP / AH
-    def _ike_port(self, frame: int, t: float, src: bytes, sp: int, dst: bytes, dp: int, pl: bytes,
-                  more_fragments: bool, ttl: int = 0, natt: bool | None = None) -> None:
-        """IKE on UDP 500/4500, or on the port of a flow recognised as IKE (``natt``: the payload
-        is framed as on UDP 4500, RFC 3948)."""
-        if natt is None:
-            natt = sp == 4500 or dp == 4500
-        if natt:
-            if pl == ikep.NATT_KEEPALIVE:
-                ns = self._natt(src, sp, dst, dp, t)
-                outbound = src == ns.client
-                ns.count(outbound, t)
-                ns.steps.mark("keepalive", frame, t, "out" if outbound else "in")
-                ns.extra["keepalives"] = int(ns.extra.get("keepalives", 0)) + 1  # type: ignore[call-overload]
-                return
-            if pl[:4] != ikep.NON_ESP_MARKER:
-                ns = self._natt(src, sp, dst, dp, t)
-                outbound = src == ns.client
-                ns.count(outbound, t)
-                name = "esp-in-udp-out" if outbound else "esp-in-udp-in"
-                ns.steps.mark(name, frame, t, "out" if outbound else "in")
-                ns.steps.note(name, frame, t)
-                ike = self._natt_or_ike_session(src, dst)
-                if ike is not None:
-                    ike.steps.mark(name, frame, t, "out" if outbound else "in")
-                if "esp-in-udp-out" in ns.steps.first and "esp-in-udp-in" in ns.steps.first:
-                    self._go_fast(PROTO_UDP, src, sp, dst, dp, ns, FAST_ESP_IN_UDP)
-                return
-            pl = pl[4:]
-        hdr = ikep.peek_ike(pl)
-        if hdr is None:
-            return
-        s = self.ike.get(hdr.spi_i)
-        if s is None:
-            if hdr.version == 2:
-                initiator_sent = hdr.initiator
-            else:
-                initiator_sent = hdr.spi_r == b"\0" * 8 or not any(
-                    x.client == dst and x.server == src for x in self.ike.values())
-            if initiator_sent:
-                client, cport, server, sport = src, sp, dst, dp
-            else:
-                client, cport, server, sport = dst, dp, src, sp
-            name = "ikev2" if hdr.version == 2 else "ikev1"
-            s = self._new(Session(name, client, server, cport, sport, f"udp/{sport}"), t)
-            if sport not in (ikep.IKE_PORT, ikep.NATT_PORT):
-                s.hints.append(f"IKE_SA_INIT on UDP port {sport}: IKE recognised by its header, not the port")
-            self.ike[hdr.spi_i] = s
-            self.ike_pair[(client, server)] = s
-        outbound = src == s.client
-        s.count(outbound, t)
-        if outbound:
-            s.extra.setdefault("client_ttl", ttl)
-        if natt:
-            s.extra["natt"] = True
-            if outbound:
-                s.extra["out_4500"] = int(s.extra.get("out_4500", 0)) + 1  # type: ignore[call-overload]
-                s.steps.mark("nat-t switch", frame, t, "out")
-                s.steps.note("out-4500", frame, t)
-            else:
-                s.extra["in_4500"] = int(s.extra.get("in_4500", 0)) + 1  # type: ignore[call-overload]
-                s.steps.mark("nat-t response", frame, t, "in")
-            ns = self._natt(src, sp, dst, dp, t)
-            ns.count(outbound, t)
-            ns.steps.mark("ike-out" if outbound else "ike-in", frame, t, "out" if outbound else "in")
-        else:
-            key = "out_500" if outbound else "in_500"
-            s.extra[key] = int(s.extra.get(key, 0)) + 1  # type: ignore[call-overload]
-        if more_fragments:
-            s.extra["fragments"] = int(s.extra.get("fragments", 0)) + 1  # type: ignore[call-overload]
-        if hdr.version == 2:
-            is_response = hdr.response
-            ex = exchange_name(hdr)
-            s.steps.mark(f"{ex} {'response' if is_response else 'request'}", frame, t,
-                         "out" if outbound else "in")
-            if hdr.exchange == ikep.IKE_SA_INIT:
-                s.extra.setdefault("spi_r", hdr.spi_r if is_response else None)
-        else:
-            ex = exchange_name(hdr)
-            s.steps.mark(f"{ex} {'initiator' if outbound else 'responder'}", frame, t,
-                         "out" if outbound else "in")
-            if not hdr.encrypted:
-                for vid in d.ikev1_vendor_ids(pl):
-                    vids = s.extra.setdefault("vids", [])
-                    if isinstance(vids, list) and vid not in vids:
-                        vids.append(vid)
-        s.steps.note("out" if outbound else "in", frame, t)
-        if not hdr.encrypted and hdr.exchange in (
-                ikep.IKE_SA_INIT, ikep.V1_IDENTITY_PROTECTION, ikep.V1_AGGRESSIVE):
-            self._natd(s, hdr, pl, src, sp, dst, dp, outbound, frame, t)
-
-    def _natd(self, s: Session, hdr: ikep.IkeHeader, pl: bytes, src: bytes, sp: int,
-              dst: bytes, dp: int, outbound: bool, frame: int, t: float) -> None:
-        """Compare the NAT-D hashes with the addresses seen here (RFC 7296 2.23, RFC 3947 3.2)."""
-        if hdr.is_v2 and any(n == ikep.REDIRECT for n, _ in ikep.peek_notifies(pl)):
-            s.steps.mark("redirect", frame, t, "in")
-        found = ikep.peek_nat_d(pl)
-        if not found:
-            return
-        source = [h.hash for h in found if h.kind == "source"]
-        destination = [h.hash for h in found if h.kind == "destination"]
-        res: dict[str, object] = s.extra.setdefault("natd", {})  # type: ignore[assignment]
-        if source:
-            ok = ikep.natd_hash_matches(source, hdr, src, sp)
-            res["client_source" if outbound else "server_source"] = (ok, frame, t)
-        if destination:
-            ok = ikep.natd_hash_matches(destination, hdr, dst, dp)
-            res["server_as_seen_by_client" if outbound else "client_as_seen_by_server"] = (ok, frame, t)
-
-    def _natt(self, src: bytes, sp: int, dst: bytes, dp: int, t: float) -> Session:
-        s = self.natt.get((src, dst)) or self.natt.get((dst, src))
-        if s is None:
-            ike = self._natt_or_ike_session(src, dst)
-            if ike is not None:
-                client, server = ike.client, ike.server
-            elif dp == 4500 and sp != 4500:
-                client, server = src, dst
-            elif sp == 4500 and dp != 4500:
-                client, server = dst, src
-            else:
-                client, server = src, dst  # first sender
-            cport, sport = (sp, dp) if client == src else (dp, sp)
-            s = self._new(Session("nat-t", client, server, cport, sport, "udp/4500"), t)
-            self.natt[(client, server)] = s
-        return s
-
-    def _raw_ipsec(self, table: dict[tuple[bytes, bytes], Session], name: str, frame: int, t: float,
-                   src: bytes, dst: bytes) -> None:
-        s = table.get((src, dst)) or table.get((dst, src))
-        if s is None:
-            ike = self._natt_or_ike_session(src, dst)
-            client, server = (ike.client, ike.server) if ike else (src, dst)
-            s = self._new(Session(name, client, server, 0, 0, name), t)
-            table[(client, server)] = s
-        outbound = src == s.client
-        s.count(outbound, t)
-        step = f"{name}-out" if outbound else f"{name}-in"
-        s.steps.mark(step, frame, t, "out" if outbound else "in")
-        s.steps.note(step, frame, t)
-        if s.out and s.inn:
-            self._go_fast(PROTO_ESP if name == "esp" else PROTO_AH, src, 0, dst, 0, s, FAST_RAW)
-
-    # ------------------------------------------------------------------ L2TP
-    def _l2tp(self, frame: int, t: float, src: bytes, sp: int, dst: bytes, dp: int, pl: bytes) -> None:
-        msg = peek_l2tp(pl)
-        if msg is None:
-            return
-        s = self.l2tp.get((src, sp, dst, dp)) or self.l2tp.get((dst, dp, src, sp))
-        if s is None:
-            if msg.name in ("sccrp", "icrp") or (dp != L2TP_PORT and sp == L2TP_PORT):
-                src, sp, dst, dp = dst, dp, src, sp  # the reply's receiver is the client
-                swapped = True
-            else:
-                swapped = False
-            s = self._new(Session("l2tp", src, dst, sp, dp, "udp/1701"), t)
-            self.l2tp[(src, sp, dst, dp)] = s
-            if swapped:
-                src, sp, dst, dp = dst, dp, src, sp
-        outbound = src == s.client
-        s.count(outbound, t)
-        name = msg.name
-        if name == "data":
-            name = "data-out" if outbound else "data-in"
-        if name != "zlb":
-            s.steps.mark(name, frame, t, "out" if outbound else "in")
-        s.steps.note(name, frame, t)
-        s.extra["version"] = msg.version
 
     # ------------------------------------------------------------------ UDP: WireGuard, OpenVPN, STUN
     def _udp(self, frame: int, t: float, src: bytes, sp: int, dst: bytes, dp: int, pl: bytes) -> None:
@@ -723,7 +354,7 @@ class Analyzer:
                 elif "data-in" not in first:
                     s.steps.mark("data-in", frame, t, "in")
                 if "data-out" in first and "data-in" in first:
-                    self._go_fast(PROTO_UDP, src, sp, dst, dp, s, FAST_WG)
+                    self.go_fast(PROTO_UDP, src, sp, dst, dp, s, FAST_WG)
             elif wt:
                 self._wg_step(s, wt, pl, frame, t, outbound)
             return
@@ -736,7 +367,7 @@ class Analyzer:
             if pkt is not None:
                 self._ovpn_step(s, pkt, frame, t, outbound, pl)
                 if "data-out" in s.steps.first and "data-in" in s.steps.first:
-                    self._go_fast(PROTO_UDP, src, sp, dst, dp, s, FAST_OVPN)
+                    self.go_fast(PROTO_UDP, src, sp, dst, dp, s, FAST_OVPN)
             return
         if len(pl) >= 20 and pl[4:8] == d.STUN_MAGIC:
             m = d.stun_mapped(pl)
@@ -747,7 +378,7 @@ class Analyzer:
         if kind == "other":
             return
         if kind == "ike":
-            self._ike_port(frame, t, src, sp, dst, dp, pl, False, 0, pl[:4] == ZERO4)
+            self.tun.ike_port(frame, t, src, sp, dst, dp, pl, False, 0, pl[:4] == ZERO4)
             return
         if kind == "openvpn-static":
             self._static_packet(fl, PROTO_UDP, frame, t, src, sp, dst, dp)
@@ -757,12 +388,12 @@ class Analyzer:
             if not self._by_port(fl, "udp", frame, t, src, sp, dst, dp):
                 fl.kind = "other"
                 fl.tent = None
-                self._go_fast(PROTO_UDP, src, sp, dst, dp, None, FAST_OTHER)
+                self.go_fast(PROTO_UDP, src, sp, dst, dp, None, FAST_OTHER)
             return
         if d.ikev2_sa_init(pl) or pl[:4] == ZERO4 and d.ikev2_sa_init(pl[4:]):
             fl.kind = "ike"
             fl.tent = None
-            self._ike_port(frame, t, src, sp, dst, dp, pl, False, 0, pl[:4] == ZERO4)
+            self.tun.ike_port(frame, t, src, sp, dst, dp, pl, False, 0, pl[:4] == ZERO4)
             return
         self._pending(fl, frame, t, src, sp, len(pl))
         if tls.is_dtls(pl):
@@ -812,7 +443,7 @@ class Analyzer:
             client, cport, server, sport = src, sp, dst, dp
             if d.address_kind(dst) == "private" and d.address_kind(src) != "private":
                 client, cport, server, sport = dst, dp, src, sp
-        s = self._new(Session("wireguard", client, server, cport, sport, f"udp/{sport}"), t)
+        s = self.new_session(Session("wireguard", client, server, cport, sport, f"udp/{sport}"), t)
         self._count_pending(fl, s, frame)
         fl.kind = "wireguard"
         fl.sess = s
@@ -880,7 +511,7 @@ class Analyzer:
             from_client = client == src
         server = dst if from_client else src
         cport, sport = (sp, dp) if from_client else (dp, sp)
-        s = self._new(Session("openvpn", client, server, cport, sport, f"{transport}/{sport}"), t)
+        s = self.new_session(Session("openvpn", client, server, cport, sport, f"{transport}/{sport}"), t)
         first = tent.get("first")
         self._count_pending(fl, s, frame)
         fl.kind = "openvpn"
@@ -933,8 +564,8 @@ class Analyzer:
         lengths = [n for *_, n in pend]
         hmac = d.openvpn_static_hmac(lengths) if len(lengths) >= STATIC_MIN_PACKETS else None
         try:
-            s = self._new(Session("openvpn", client, server, cport, sport, f"{transport}/{sport}"), pend[0][1])
-        except _SessionLimit:
+            s = self.new_session(Session("openvpn", client, server, cport, sport, f"{transport}/{sport}"), pend[0][1])
+        except SessionLimit:
             return False
         if hmac:
             s.extra["mode"] = "static-key"
@@ -963,7 +594,7 @@ class Analyzer:
         assert s is not None
         self._static_mark(s, frame, t, src == s.client and sp == s.cport)
         if "data-out" in s.steps.first and "data-in" in s.steps.first:
-            self._go_fast(proto, src, sp, dst, dp, s, FAST_RAW)
+            self.go_fast(proto, src, sp, dst, dp, s, FAST_RAW)
 
     @staticmethod
     def _static_mark(s: Session, frame: int, t: float, outbound: bool) -> None:
@@ -1017,9 +648,9 @@ class Analyzer:
             if not hints and dt is None:
                 continue
             try:
-                s = self._new(Session("tls-vpn", seen.client, seen.server, seen.cport, seen.sport,
+                s = self.new_session(Session("tls-vpn", seen.client, seen.server, seen.cport, seen.sport,
                                       f"tcp/{seen.sport}"), seen.t)
-            except _SessionLimit:
+            except SessionLimit:
                 return
             vendor = hints[0][0] if hints else "anyconnect"
             s.extra["vendor"] = vendor
@@ -1067,15 +698,3 @@ class Analyzer:
                 a, b = (fl.a, fl.b) if fl.syn_from is None or fl.syn_from[0] == fl.a else (fl.b, fl.a)
                 opened.append(Opened(a, b, fl.frame, fl.t))
         return Observation(info, self.sessions, self.stun, self.hosts, opened, self.hops)
-
-
-@dataclass(slots=True)
-class Observation:
-    """What one pass over a capture gathered, for the rules."""
-
-    info: CaptureInfo
-    sessions: list[Session]
-    stun: list[tuple[int, float, bytes, int, str, int]]
-    hosts: dict[bytes, HostFact]
-    opened: list[Opened]
-    hops: list[IcmpHop]

@@ -5,9 +5,12 @@ from __future__ import annotations
 import html
 import json
 import sys
-from typing import IO
+from typing import IO, TYPE_CHECKING
 
 from natpass.diagnose.model import Diagnosis, ProtocolReport
+
+if TYPE_CHECKING:
+    from natpass.diagnose.live import LiveDiagnosis
 
 SEVERITY_STYLE = {"error": "bold red", "warning": "yellow", "info": "cyan"}
 STATUS_STYLE = {"established": "green", "failed": "bold red", "incomplete": "yellow"}
@@ -55,6 +58,34 @@ def print_text(diag: Diagnosis, file: IO[str] | None = None) -> None:
         con.print(t)
     else:
         con.print("No findings.")
+
+
+def print_live(live: LiveDiagnosis, file: IO[str] | None = None) -> None:
+    """Both sides of a live window, then what their comparison and the drop counters show."""
+    from rich.console import Console
+    from rich.markup import escape
+    from rich.table import Table
+
+    out = file or sys.stdout
+    con = Console(file=out, highlight=False, soft_wrap=False, width=None if out.isatty() else 140)
+    con.print(f"[bold]live window[/bold]: {live.seconds:.1f} s on {live.lan_interface} (LAN) and "
+              f"{live.wan_interface} (WAN)")
+    drops = ", ".join(f"{r} {n}" for r, n in live.drops.items()) or "none"
+    con.print(f"router drops during the window: {drops if live.drops_known else 'unknown'}")
+    for side, diag in (("LAN side", live.lan), ("WAN side", live.wan)):
+        con.rule(side)
+        print_text(diag, out)
+    con.rule("both sides together")
+    if not live.findings:
+        con.print("Nothing stopped between the two sides.")
+        return
+    t = Table(show_lines=True)
+    for col in ("severity", "code", "explanation / advice"):
+        t.add_column(col, overflow="fold")
+    for f in live.findings:
+        t.add_row(f"[{SEVERITY_STYLE[f.severity]}]{f.severity}[/]", f.code,
+                  f"{escape(f.explanation)}\n[bold]->[/bold] {escape(f.advice)}")
+    con.print(t)
 
 
 # ---------------------------------------------------------------- HTML

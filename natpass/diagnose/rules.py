@@ -10,7 +10,6 @@ from __future__ import annotations
 from collections import defaultdict
 
 from natpass.diagnose import detect as d
-from natpass.diagnose.analyzer import Observation, Session
 from natpass.diagnose.model import (
     MAX_EVIDENCE,
     SEVERITY_ORDER,
@@ -23,6 +22,7 @@ from natpass.diagnose.model import (
     VantageReport,
 )
 from natpass.diagnose.network import VANTAGE_LABEL, Vantage, VantageGuess, infer_vantage, network_facts
+from natpass.diagnose.session import Observation, Session
 from natpass.diagnose.stalls import STALLED, WINDOWS_ERRORS, stall_for
 
 ONE_WAY_MIN_PACKETS = 3  # retransmissions: a peer that answers at all answers before the third try
