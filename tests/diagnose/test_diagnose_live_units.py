@@ -48,3 +48,18 @@ def test_live_and_a_capture_file_exclude_each_other(capsys) -> None:
     assert main(["diagnose"]) == 2
     assert main(["diagnose", "--live"]) == 2  # no interfaces: neither --config nor --lan-if/--wan-if
     capsys.readouterr()
+
+
+def test_api_diagnoses_an_uploaded_capture_and_refuses_garbage() -> None:
+    import pytest
+
+    from natpass.diagnose.api import DiagnoseRequestError, diagnose_upload
+
+    out = diagnose_upload((DATA / "plain-cgnat-router-wan.pcap").read_bytes(), "wan.pcap")
+    assert out["capture"]["file"] == "wan.pcap" and out["vantage"] == "router-wan"
+    assert "cgnat" in {f["code"] for f in out["findings"]}
+    assert diagnose_upload((DATA / "plain-cgnat-router-wan.pcap").read_bytes(), vantage="server")["vantage"] == "server"
+    with pytest.raises(DiagnoseRequestError):
+        diagnose_upload(b"not a capture at all")
+    with pytest.raises(DiagnoseRequestError):
+        diagnose_upload((DATA / "plain-cgnat-router-wan.pcap").read_bytes(), vantage="moon")

@@ -2,7 +2,8 @@
 
     python tests/diagnose/derive/diagnose_record_lab.py OUT_DIR [NAME ...]
 
-NAME: ikev2, ikev2-natt-blocked, wireguard, openvpn-static, openvpn-tls-crypt, pptp, esp, plain.
+NAME: ikev2, ikev2-natt-blocked, ikev2-ipv6, ikev2-ipv6-blocked, wireguard, openvpn-static,
+openvpn-tls-crypt, pptp, esp, plain.
 
 Needs root and network namespaces (everything runs inside namespaces of the prefix ``npdiag``,
 documentation and RFC 6598 addresses only, all processes stopped and namespaces deleted after).
@@ -14,7 +15,9 @@ on and once off (the real failure: GRE/ESP dropped at the router). Raw ESP comes
 scapy-crafted ESP peer (no program here sends raw ESP), with real ESP encryption. OpenVPN runs
 in static-key mode (``--secret``) and in TLS mode with ``--tls-crypt``; ``ikev2-natt-blocked``
 drops UDP 4500 in the (kernel) home router with an nftables filter; ``plain`` is curl and
-traceroute with no VPN, in the ``cgnat`` and ``double-nat`` topologies.
+traceroute with no VPN, in the ``cgnat`` and ``double-nat`` topologies. ``ikev2-ipv6`` runs
+strongSwan over IPv6 (natpass.lab.peers.ipv6 lays 2001:db8::/32 over the basic topology; no NAT),
+``ikev2-ipv6-blocked`` with the home router's IPv6 firewall dropping IKE/NAT-T answers and ESP.
 """
 
 from __future__ import annotations
@@ -31,6 +34,7 @@ from natpass.lab.netns import Netns
 from natpass.lab.peers.base import Peer
 from natpass.lab.peers.esp import RawEsp
 from natpass.lab.peers.ipsec import StrongSwan
+from natpass.lab.peers.ipv6 import SERVER6, add_ipv6, reachable6
 from natpass.lab.peers.openvpn import OpenVpn
 from natpass.lab.peers.openvpn_tls import OpenVpnTls
 from natpass.lab.peers.plain import PlainWeb
@@ -39,9 +43,12 @@ from natpass.lab.peers.wireguard import WireGuard
 
 PREFIX = "npdiag"
 IKE_BPF = "udp port 500 or udp port 4500 or ip proto 50"
+IKE6_BPF = "udp port 500 or udp port 4500 or ip6 proto 50"
 PEERS: dict[str, tuple[Callable[..., Peer], str]] = {
     "ikev2": (StrongSwan, IKE_BPF),
     "ikev2-natt-blocked": (StrongSwan, IKE_BPF + " or icmp"),
+    "ikev2-ipv6": (partial(StrongSwan, server_addr=SERVER6), IKE6_BPF),
+    "ikev2-ipv6-blocked": (partial(StrongSwan, server_addr=SERVER6), IKE6_BPF),
     "wireguard": (WireGuard, "udp"),
     "openvpn-static": (OpenVpn, "udp or tcp"),
     "openvpn-tls-crypt": (partial(OpenVpnTls, control="tls-crypt"), "udp or tcp"),
@@ -75,6 +82,9 @@ def record(name: str, topology: str, out_dir: Path, router: str = "kernel", swit
         home = topo.home
         if name == "ikev2-natt-blocked":
             lab.nft(home.node, BLOCK_NATT)
+        if name.startswith("ikev2-ipv6"):
+            add_ipv6(lab, topo, block_ipsec=name.endswith("blocked"))
+            reachable6(lab)
         stem = f"{name}-{topology}" + ("" if switch is None else f"-{router}-switch-{'on' if switch else 'off'}")
         lan = Capture(lab, "c1", "eth0", bpf, out_dir / f"{stem}-client.pcap").start()
         wan = Capture(lab, home.node, home.wan_if, bpf, out_dir / f"{stem}-router-wan.pcap").start()
@@ -110,7 +120,7 @@ def main(argv: list[str]) -> int:
         if name == "plain":  # no VPN: only the topologies' NAT layers to find
             jobs += [(name, "cgnat", "kernel", None, True), (name, "double-nat", "kernel", None, True)]
             continue
-        jobs.append((name, "basic", "kernel", None, name != "ikev2-natt-blocked"))
+        jobs.append((name, "basic", "kernel", None, not name.endswith("blocked")))
         if name == "ikev2":
             jobs.append((name, "cgnat", "kernel", None, True))
     for name, topology, router, switch, ok in jobs:
