@@ -43,7 +43,8 @@ def print_text(diag: Diagnosis, file: IO[str] | None = None) -> None:
             t.add_column(col, overflow="fold")
         for p in diag.protocols:
             phases = " > ".join(f"{ph.name}#{ph.frame}" for ph in p.phases[:10])
-            t.add_row(p.name, f"[{STATUS_STYLE[p.status]}]{p.status}[/]", p.client, p.server, p.transport,
+            name = p.name if p.confidence == "structure" else f"{p.name} ({p.confidence})"
+            t.add_row(name, f"[{STATUS_STYLE[p.status]}]{p.status}[/]", p.client, p.server, p.transport,
                       f"{p.packets_out}/{p.packets_in}", escape(phases), escape(p.stopped_at or ""))
         con.print(t)
     if diag.findings:
