@@ -24,8 +24,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from natpass.diagnose.capture import read_frames  # noqa: E402
-from natpass.diagnose.run import analyse_frames, diagnose  # noqa: E402
+from natpass.diagnose.run import diagnose  # noqa: E402
 from natpass.packets.esp import build_esp_packet  # noqa: E402
 from natpass.packets.gre import build_pptp_gre  # noqa: E402
 from natpass.packets.ike import build_ike  # noqa: E402
@@ -106,9 +105,6 @@ def main() -> int:
     ap.add_argument("--flows", type=int, default=2000)
     ap.add_argument("--json", action="store_true")
     ap.add_argument("--keep", metavar="FILE", help="write the capture here and keep it")
-    ap.add_argument("--reader", choices=("datapath", "own"), default="datapath",
-                    help="natpass.datapath.pcap (mmap: its file pages count in RSS) or the streaming "
-                         "reader of natpass.diagnose.capture")
     args = ap.parse_args()
     with tempfile.TemporaryDirectory(prefix="natpass-bench-") as tmp:
         path = Path(args.keep) if args.keep else Path(tmp) / "bench.pcap"
@@ -118,10 +114,7 @@ def main() -> int:
         rss0 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
         t0 = time.perf_counter()
         c0 = time.process_time()
-        if args.reader == "own":
-            diag = analyse_frames(read_frames(path), str(path))
-        else:
-            diag = diagnose(path)
+        diag = diagnose(path)
         dt = time.perf_counter() - t0
         cpu = time.process_time() - c0
         rss1 = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
@@ -129,7 +122,7 @@ def main() -> int:
         "packets": n, "bytes": size, "seconds": round(dt, 3), "packets_per_second": round(n / dt),
         "cpu_seconds": round(cpu, 3), "packets_per_cpu_second": round(n / cpu),
         "protocol_sessions": len(diag.protocols), "findings": sorted(diag.codes()),
-        "peak_rss_growth_mb": round((rss1 - rss0) / 1024, 1), "reader": args.reader,
+        "peak_rss_growth_mb": round((rss1 - rss0) / 1024, 1),
     }
     if args.json:
         print(json.dumps(result, indent=2))

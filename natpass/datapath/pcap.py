@@ -91,6 +91,7 @@ class CapturedPacket:
     length: int  # original frame length on the wire
     captured: int  # bytes captured of the frame (< length when the snapshot cut it)
     outer: str | None = None  # "ipv6" when the IPv4 packet was decapsulated from IPv4-in-IPv6
+    ip6: bytes | None = None  # the IPv6 packet of a frame that carries no IPv4 (for diagnosis)
 
 
 def link_name(linktype: int) -> str:
@@ -184,6 +185,35 @@ def ipv4_of_frame(linktype: int, frame: bytes) -> tuple[bytes | None, str | None
     return None, None
 
 
+PPP_IPV6 = 0x0057
+
+
+def ipv6_of_frame(linktype: int, frame: bytes) -> bytes | None:
+    """The IPv6 packet of one frame of ``linktype`` (Ethernet with VLAN/PPPoE, raw, loopback,
+    Linux cooked), or None when the frame carries none."""
+    n = len(frame)
+    off = -1
+    if linktype == LINKTYPE_ETHERNET and n >= 14:
+        etype, off = (frame[12] << 8) | frame[13], 14
+        while etype in (ETHERTYPE_VLAN, ETHERTYPE_QINQ, ETHERTYPE_QINQ_OLD) and n - off >= 4:
+            etype, off = (frame[off + 2] << 8) | frame[off + 3], off + 4
+        if etype == ETHERTYPE_PPPOE_SESSION and n - off >= 8:
+            etype, off = (ETHERTYPE_IPV6 if ((frame[off + 6] << 8) | frame[off + 7]) == PPP_IPV6 else 0), off + 8
+        if etype != ETHERTYPE_IPV6:
+            return None
+    elif linktype in (LINKTYPE_RAW, LINKTYPE_RAW_DLT12, LINKTYPE_RAW_DLT14):
+        off = 0
+    elif linktype in (LINKTYPE_NULL, LINKTYPE_LOOP):
+        off = 4
+    elif linktype == LINKTYPE_LINUX_SLL and n >= 16 and ((frame[14] << 8) | frame[15]) == ETHERTYPE_IPV6:
+        off = 16
+    elif linktype == LINKTYPE_LINUX_SLL2 and n >= 20 and ((frame[0] << 8) | frame[1]) == ETHERTYPE_IPV6:
+        off = 20
+    if off < 0 or n - off < 40 or frame[off] >> 4 != 6:
+        return None
+    return frame[off:]
+
+
 def _check_linktype(linktype: int, path: str) -> None:
     if linktype not in LINK_NAMES:
         raise CaptureError(f"{path}: unsupported link type {linktype}")
@@ -263,7 +293,8 @@ def _iter_pcap(mm: Any, name: str, size: int) -> Iterator[CapturedPacket]:
         off += caplen
         index += 1
         ip, outer = decode(linktype, frame)
-        yield CapturedPacket(index, sec + frac / divisor, ip, link, max(wirelen, caplen), caplen, outer)
+        yield CapturedPacket(index, sec + frac / divisor, ip, link, max(wirelen, caplen), caplen, outer,
+                             None if ip is not None else ipv6_of_frame(linktype, frame))
 
 
 class _Iface(NamedTuple):
@@ -340,7 +371,8 @@ def _iter_pcapng(mm: Any, name: str, size: int) -> Iterator[CapturedPacket]:
             index += 1
             ip, outer = decode(iface.linktype, frame)
             ts = iface.tsoffset + ((ts_hi << 32) | ts_lo) / iface.divisor
-            yield CapturedPacket(index, ts, ip, iface.link, max(wirelen, caplen), caplen, outer)
+            yield CapturedPacket(index, ts, ip, iface.link, max(wirelen, caplen), caplen, outer,
+                                 None if ip is not None else ipv6_of_frame(iface.linktype, frame))
         elif btype == PCAPNG_SHB:
             major = (u32(mm, off + 12)[0] & 0xFFFF if le else u32(mm, off + 12)[0] >> 16) if blen >= 16 else -1
             if major != dpkt.pcapng.PCAPNG_VERSION_MAJOR:
@@ -356,7 +388,8 @@ def _iter_pcapng(mm: Any, name: str, size: int) -> Iterator[CapturedPacket]:
             frame = mm[off + 12:off + 12 + caplen]
             index += 1
             ip, outer = decode(iface.linktype, frame)
-            yield CapturedPacket(index, 0.0, ip, iface.link, wirelen, caplen, outer)
+            yield CapturedPacket(index, 0.0, ip, iface.link, wirelen, caplen, outer,
+                                 None if ip is not None else ipv6_of_frame(iface.linktype, frame))
         # Other blocks (name resolution, statistics, custom) carry no frames.
         off += blen
 

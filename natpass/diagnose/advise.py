@@ -220,18 +220,22 @@ def infer_from_capture(path: str) -> tuple[str | None, set[str], int | None]:
         if candidate in names:
             proto = pick
             break
+    if proto is None:
+        vendors = [n.split(": ", 1)[1] for p in diag.protocols if p.name == "tls-vpn"
+                   for n in p.notes if n.startswith("looks like: ")]
+        proto = next((v for v in vendors if v in PROTOCOL_CHOICES), "anyconnect" if vendors else None)
     situations = {"cgnat"} if codes & {"cgnat", "double-nat"} else set()
-    code = 619 if codes & {"gre-blocked", "pptp-control-blocked"} else (
+    code = 619 if codes & {"gre-blocked"} else (
         809 if codes & {"ike-no-response", "natt-blocked", "esp-blocked", "l2tp-no-response"} else None)
     return proto, situations, code
 
 
 def run_advise(args: argparse.Namespace) -> int:
-    situations = {name for name in SITUATIONS if getattr(args, name.replace("-", "_"), False)}
+    situations = set(args.situations or ())
     proto = args.protocol
     code = args.troubleshooting
     if args.capture:
-        from natpass.diagnose.capture import CaptureError
+        from natpass.diagnose.run import CaptureError
 
         try:
             inferred, found, found_code = infer_from_capture(args.capture)

@@ -12,113 +12,54 @@ sender. So the same logic holds whether the capture was taken on the client or o
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 from natpass.diagnose import detect as d
+from natpass.diagnose import tls
 from natpass.diagnose.model import MAX_EVIDENCE, CaptureInfo
+from natpass.diagnose.network import MAX_HOSTS, MAX_TTLS, HostFact, IcmpHop, Opened
+from natpass.diagnose.session import (
+    FAST_ESP_IN_UDP,
+    FAST_GRE,
+    FAST_OTHER,
+    FAST_OVPN,
+    FAST_RAW,
+    FAST_WG,
+    PROTO_AH,
+    PROTO_ESP,
+    PROTO_GRE,
+    PROTO_ICMP,
+    PROTO_ICMPV6,
+    PROTO_TCP,
+    PROTO_UDP,
+    DtlsSeen,
+    Flow,
+    Observation,
+    Session,
+    SessionLimit,
+    TlsSeen,
+)
+from natpass.diagnose.tunnels import Tunnels
+from natpass.packets.ike import IKE_PORT, NATT_PORT
+from natpass.packets.ipproto import IPV6_EXTENSION_HEADERS, IPV6_FRAGMENT
+from natpass.packets.l2tp import L2TP_PORT
+from natpass.packets.pptp import PPTP_PORT
 
-PROTO_TCP = 6
-PROTO_UDP = 17
-PROTO_GRE = 47
-PROTO_ESP = 50
-PROTO_AH = 51
+ICMP_TIME_EXCEEDED = b"\x0b"  # RFC 792 type 11
+ICMPV6_TIME_EXCEEDED = b"\x03"  # RFC 4443 3.3
 TCP_SYN = 0x02
-TCP_RST = 0x04
 TCP_ACK = 0x10
 CLASSIFY_PACKETS = 8  # a flow not recognised within its first packets is ordinary traffic
 MAX_FLOWS = 200_000  # beyond this, new unrecognised flows are only counted (bounded memory)
 MAX_SESSIONS = 50_000  # VPN attempts tracked; beyond this new ones are counted, not followed
 DUPLICATE_WINDOW = 0.001  # identical IP packets this close are one packet captured twice
-# Steady-state kinds of the fast path: once a flow's handshake steps are all recorded, its data
-# packets only need counting, which a single dict lookup on the raw header bytes decides.
-FAST_OTHER = 0
-FAST_WG = 1
-FAST_ESP_IN_UDP = 2
-FAST_OVPN = 3
-FAST_RAW = 4
-FAST_GRE = 5
 ZERO4 = b"\0\0\0\0"
+IPV6_HEADER = 40  # RFC 8200 section 3
+STATIC_MIN_PACKETS = 4  # lengths needed before a length pattern means anything (1/16 chance each)
+MAX_TLS = 4096  # TLS/DTLS handshakes followed for SSL-VPN hints
 
 
 def _key(src: bytes, sp: int, dst: bytes, dp: int) -> bytes:
     """The fast-path key: the IPv4 source and destination then the two ports, as on the wire."""
     return src + dst + bytes(((sp >> 8) & 0xFF, sp & 0xFF, (dp >> 8) & 0xFF, dp & 0xFF))
-
-
-@dataclass(slots=True)
-class Steps:
-    """First frame of each named step, and capped evidence lists per kind of event."""
-
-    first: dict[str, tuple[int, float, str]] = field(default_factory=dict)
-    ev: dict[str, list[tuple[int, float]]] = field(default_factory=dict)
-
-    def mark(self, name: str, frame: int, t: float, direction: str) -> None:
-        if name not in self.first:
-            self.first[name] = (frame, t, direction)
-
-    def note(self, kind: str, frame: int, t: float) -> None:
-        lst = self.ev.get(kind)
-        if lst is None:
-            self.ev[kind] = [(frame, t)]
-        elif len(lst) < MAX_EVIDENCE:
-            lst.append((frame, t))
-
-
-@dataclass(slots=True)
-class Session:
-    """One VPN attempt between a client and a server."""
-
-    name: str
-    client: bytes
-    server: bytes
-    cport: int = 0
-    sport: int = 0
-    transport: str = ""
-    out: int = 0
-    inn: int = 0
-    first_t: float = 0.0
-    last_t: float = 0.0
-    last_out_t: float = 0.0
-    last_in_t: float = 0.0
-    steps: Steps = field(default_factory=Steps)
-    extra: dict[str, object] = field(default_factory=dict)
-    gre_out: int = 0  # PPTP: GRE packets client -> server
-    gre_in: int = 0
-
-    def count_gre(self, outbound: bool, t: float) -> None:
-        """A PPTP session's data packet (its ``out``/``inn`` count the TCP control connection)."""
-        if outbound:
-            self.gre_out += 1
-        else:
-            self.gre_in += 1
-        self.last_t = t
-
-    def count(self, outbound: bool, t: float) -> None:
-        if outbound:
-            self.out += 1
-            self.last_out_t = t
-        else:
-            self.inn += 1
-            self.last_in_t = t
-        self.last_t = t
-
-
-class _SessionLimit(Exception):
-    """More VPN sessions than MAX_SESSIONS: the packet is counted but not followed."""
-
-
-class Flow:
-    """A 5-tuple flow; ``a`` is the side that sent the first packet seen."""
-
-    __slots__ = ("a", "ap", "b", "bp", "proto", "kind", "sess", "syn_from", "tries", "tent")
-
-    def __init__(self, a: bytes, ap: int, b: bytes, bp: int, proto: int) -> None:
-        self.a, self.ap, self.b, self.bp, self.proto = a, ap, b, bp, proto
-        self.kind = ""  # "", "other", "wireguard", "openvpn"
-        self.sess: Session | None = None
-        self.syn_from: tuple[bytes, int] | None = None
-        self.tries = 0
-        self.tent: dict[object, object] | None = None
 
 
 class Analyzer:
@@ -129,27 +70,24 @@ class Analyzer:
         self.t0: float | None = None
         self.flows: dict[tuple[int, bytes, int, bytes, int], Flow] = {}
         self.sessions: list[Session] = []
-        self.pptp: dict[tuple[bytes, int, bytes], Session] = {}
-        self.gre: dict[tuple[bytes, bytes], Session] = {}  # (client, server) -> pptp session
-        self.ike: dict[bytes, Session] = {}  # SPIi -> session
-        self.ike_pair: dict[tuple[bytes, bytes], Session] = {}  # (client, server) -> latest session
-        self.natt: dict[tuple[bytes, bytes], Session] = {}
-        self.esp: dict[tuple[bytes, bytes], Session] = {}
-        self.ah: dict[tuple[bytes, bytes], Session] = {}
-        self.l2tp: dict[tuple[bytes, int, bytes, int], Session] = {}
+        self.tun = Tunnels(self)
         self.stun: list[tuple[int, float, bytes, int, str, int]] = []  # frame, t, seen addr/port, mapped
-        self.frags: dict[tuple[bytes, bytes, int, int], tuple[int, bytes, int, bytes, int]] = {}
         self._last_ip = b""
         self._last_ts = -1.0
+        self.hosts: dict[bytes, HostFact] = {}
+        self.tls: dict[tuple[bytes, int, bytes, int], TlsSeen] = {}
+        self.dtls: dict[tuple[bytes, int, bytes, int], DtlsSeen] = {}
+        self.hops: list[IcmpHop] = []
         # fast path: raw key -> (session or None for ordinary traffic, outbound, steady kind)
         self.fast: dict[int, dict[bytes, tuple[Session | None, bool, int]]] = {
             PROTO_UDP: {}, PROTO_TCP: {}, PROTO_ESP: {}, PROTO_AH: {}, PROTO_GRE: {}}
         self._fast_get = {proto: table.get for proto, table in self.fast.items()}.get
         self._tmax = 0.0
         self._fed = 0  # IPv4 packets given to feed (ipv4 = fed - malformed - duplicates)
+        self._bad6 = 0  # IPv6 packets counted malformed or duplicate
         self.untracked = 0  # packets of sessions beyond MAX_SESSIONS
 
-    def _go_fast(self, proto: int, src: bytes, sp: int, dst: bytes, dp: int, s: Session | None,
+    def go_fast(self, proto: int, src: bytes, sp: int, dst: bytes, dp: int, s: Session | None,
                  kind: int) -> None:
         """Count this flow's packets by lookup from now on (both directions)."""
         table = self.fast[proto]
@@ -165,12 +103,9 @@ class Analyzer:
         table[k2] = (s, not out1 if s is not None else False, kind)
 
     # ------------------------------------------------------------------ packets
-    def skip(self, ipv6: bool) -> None:
-        """Count a frame that carried no IPv4 packet."""
-        if ipv6:
-            self.info.ipv6 += 1
-        else:
-            self.info.other += 1
+    def skip(self) -> None:
+        """Count a frame that carried no IP packet."""
+        self.info.other += 1
 
     def feed(self, frame: int, ts: float, ip: bytes) -> None:
         """One IPv4 packet (frame number, capture time, bytes from the IP header on)."""
@@ -224,7 +159,7 @@ class Analyzer:
                         return
         try:
             self._dispatch(frame, t, ip, hl, end, proto)
-        except _SessionLimit:
+        except SessionLimit:
             self.untracked += 1
 
     def _dispatch(self, frame: int, t: float, ip: bytes, hl: int, end: int, proto: int) -> None:
@@ -234,16 +169,82 @@ class Analyzer:
         frag = ((ip[6] & 0x1F) << 8) | ip[7]
         if frag:  # a non-first fragment: count it for the flow its first fragment opened
             key = (src, dst, (ip[4] << 8) | ip[5], proto)
-            fl = self.frags.get(key)
+            fl = self.tun.frags.get(key)
             if fl is not None:
-                self._fragment(frame, t, fl, src)
+                self.tun.fragment(frame, t, fl, src)
             return
         p = ip[hl:end]
-        if ip[6] & 0x20 and proto == PROTO_UDP and len(p) >= 8:
-            if len(self.frags) < 4096:
+        more = bool(ip[6] & 0x20)
+        if more and proto == PROTO_UDP and len(p) >= 8:
+            if len(self.tun.frags) < 4096:
                 sp = (p[0] << 8) | p[1]
                 dp = (p[2] << 8) | p[3]
-                self.frags[(src, dst, (ip[4] << 8) | ip[5], proto)] = (proto, src, sp, dst, dp)
+                self.tun.frags[(src, dst, (ip[4] << 8) | ip[5], proto)] = (proto, src, sp, dst, dp)
+        self._transport(frame, t, src, dst, proto, p, more, ip[8])
+
+    def feed6(self, frame: int, ts: float, ip: bytes) -> None:
+        """One IPv6 packet (RFC 8200): the same recognition as IPv4, by the slow path."""
+        t0 = self.t0
+        if t0 is None:
+            t0 = self.t0 = ts
+            self.info.first_time = ts
+        t = ts - t0
+        if t > self._tmax:
+            self._tmax = t
+        self.info.ipv6 += 1
+        n = len(ip)
+        if n < IPV6_HEADER or ip[0] >> 4 != 6:
+            self.info.malformed += 1
+            self._bad6 += 1
+            return
+        end = IPV6_HEADER + ((ip[4] << 8) | ip[5])
+        if end > n:
+            end = n  # cut by the snap length: read what is there
+        nxt = ip[6]
+        pos = IPV6_HEADER
+        more = False
+        while nxt in IPV6_EXTENSION_HEADERS:
+            if end - pos < 8:
+                self.info.malformed += 1
+                self._bad6 += 1
+                return
+            if nxt == IPV6_FRAGMENT:
+                if ((ip[pos + 2] << 8) | ip[pos + 3]) & 0xFFF8:
+                    return  # a non-first fragment: no transport header to read
+                more = bool(ip[pos + 3] & 1)
+                hlen = 8
+            else:
+                hlen = (ip[pos + 1] + 1) * 8
+            nxt = ip[pos]
+            pos += hlen
+        if pos > end:
+            self.info.malformed += 1
+            self._bad6 += 1
+            return
+        if ip == self._last_ip and 0 <= ts - self._last_ts < DUPLICATE_WINDOW:
+            self.info.duplicates += 1
+            self._bad6 += 1
+            return
+        self._last_ip = ip
+        self._last_ts = ts
+        try:
+            self._transport(frame, t, ip[8:24], ip[24:40], nxt, ip[pos:end], more, ip[7])
+        except SessionLimit:
+            self.untracked += 1
+
+    def _transport(self, frame: int, t: float, src: bytes, dst: bytes, proto: int, p: bytes,
+                   more_fragments: bool, ttl: int) -> None:
+        """Follow one transport payload ``p`` of IP protocol ``proto`` (IPv4 or IPv6 addresses)."""
+        h = self.hosts.get(src)
+        if h is None and len(self.hosts) < MAX_HOSTS:
+            h = self.hosts[src] = HostFact(frame, t)
+        if h is not None:
+            h.packets += 1
+            ttls = h.ttls
+            if ttl in ttls:
+                ttls[ttl] += 1
+            elif len(ttls) < MAX_TTLS:
+                ttls[ttl] = 1
         if proto == PROTO_UDP:
             if len(p) < 8:
                 self.info.malformed += 1
@@ -251,10 +252,10 @@ class Analyzer:
             sp = (p[0] << 8) | p[1]
             dp = (p[2] << 8) | p[3]
             pl = p[8:]
-            if sp == 4500 or dp == 4500 or sp == 500 or dp == 500:
-                self._ike_port(frame, t, src, sp, dst, dp, pl, bool(ip[6] & 0x20), ip[8])
-            elif sp == d.L2TP_PORT or dp == d.L2TP_PORT:
-                self._l2tp(frame, t, src, sp, dst, dp, pl)
+            if sp == NATT_PORT or dp == NATT_PORT or sp == IKE_PORT or dp == IKE_PORT:
+                self.tun.ike_port(frame, t, src, sp, dst, dp, pl, more_fragments, ttl)
+            elif sp == L2TP_PORT or dp == L2TP_PORT:
+                self.tun.l2tp(frame, t, src, sp, dst, dp, pl)
             else:
                 self._udp(frame, t, src, sp, dst, dp, pl)
         elif proto == PROTO_TCP:
@@ -265,44 +266,35 @@ class Analyzer:
             dp = (p[2] << 8) | p[3]
             self._tcp(frame, t, src, sp, dst, dp, p[13], p[(p[12] >> 4) * 4:])
         elif proto == PROTO_GRE:
-            self._gre(frame, t, src, dst, p)
+            self.tun.gre(frame, t, src, dst, p)
         elif proto == PROTO_ESP:
-            self._raw_ipsec(self.esp, "esp", frame, t, src, dst)
+            self.tun.raw_ipsec(self.tun.esp, "esp", frame, t, src, dst)
         elif proto == PROTO_AH:
-            self._raw_ipsec(self.ah, "ah", frame, t, src, dst)
+            self.tun.raw_ipsec(self.tun.ah, "ah", frame, t, src, dst)
+        elif (proto == PROTO_ICMP and p[:1] == ICMP_TIME_EXCEEDED
+              or proto == PROTO_ICMPV6 and p[:1] == ICMPV6_TIME_EXCEEDED):
+            if len(self.hops) < MAX_EVIDENCE * 8:
+                self.hops.append(IcmpHop(src, frame, t))
 
-    def _fragment(self, frame: int, t: float, key: tuple[int, bytes, int, bytes, int], src: bytes) -> None:
-        _proto, a, ap, b, bp = key
-        if ap in (500, 4500) or bp in (500, 4500):
-            s = self._natt_or_ike_session(a, b)
-            if s is not None:
-                s.count(src == s.client, t)
-                s.steps.note("fragment", frame, t)
-                s.extra["fragments"] = int(s.extra.get("fragments", 0)) + 1  # type: ignore[call-overload]
-
-    def _natt_or_ike_session(self, a: bytes, b: bytes) -> Session | None:
-        """The latest IKE session between two addresses (either way round)."""
-        return self.ike_pair.get((a, b)) or self.ike_pair.get((b, a))
-
-    def _new(self, s: Session, t: float) -> Session:
+    def new_session(self, s: Session, t: float) -> Session:
         if len(self.sessions) >= MAX_SESSIONS:
-            raise _SessionLimit
+            raise SessionLimit
         s.first_t = s.last_t = t
         self.sessions.append(s)
         return s
 
-    # ------------------------------------------------------------------ PPTP
+    # ------------------------------------------------------------------ TCP: OpenVPN, TLS, PPTP
     def _tcp(self, frame: int, t: float, src: bytes, sp: int, dst: bytes, dp: int, flags: int,
              pl: bytes) -> None:
-        if sp == d.PPTP_PORT or dp == d.PPTP_PORT:
-            self._pptp(frame, t, src, sp, dst, dp, flags, pl)
+        if sp == PPTP_PORT or dp == PPTP_PORT:
+            self.tun.pptp(frame, t, src, sp, dst, dp, flags, pl)
             return
         key = (PROTO_TCP, src, sp, dst, dp) if (src, sp) < (dst, dp) else (PROTO_TCP, dst, dp, src, sp)
         fl = self.flows.get(key)
         if fl is None:
             if len(self.flows) >= MAX_FLOWS:
                 return
-            fl = self.flows[key] = Flow(src, sp, dst, dp, PROTO_TCP)
+            fl = self.flows[key] = Flow(src, sp, dst, dp, PROTO_TCP, frame, t)
         if flags & TCP_SYN and not flags & TCP_ACK:
             fl.syn_from = (src, sp)
         kind = fl.kind
@@ -315,249 +307,29 @@ class Analyzer:
                 rec = d.openvpn_tcp_record(pl)
                 pkt = d.openvpn_packet(rec) if rec else None
                 if pkt is not None:
-                    self._ovpn_step(s, pkt, frame, t, outbound)
+                    self._ovpn_step(s, pkt, frame, t, outbound, rec)
+            return
+        if kind == "openvpn-static":
+            if pl:
+                self._static_packet(fl, PROTO_TCP, frame, t, src, sp, dst, dp)
             return
         if kind or not pl:
             return
         fl.tries += 1
         if fl.tries > CLASSIFY_PACKETS:
-            fl.kind = "other"
-            fl.tent = None
-            self._go_fast(PROTO_TCP, src, sp, dst, dp, None, FAST_OTHER)
+            if not self._by_port(fl, "tcp", frame, t, src, sp, dst, dp):
+                fl.kind = "other"
+                fl.tent = None
+                self.go_fast(PROTO_TCP, src, sp, dst, dp, None, FAST_OTHER)
             return
-        self._pending(fl, frame, t, src, sp)
+        self._pending(fl, frame, t, src, sp, ((pl[0] << 8) | pl[1]) if len(pl) >= 2 else 0)
+        if pl[0] == tls.TLS_HANDSHAKE:
+            self._tls(fl, frame, t, src, sp, pl)
         rec = d.openvpn_tcp_record(pl)
         pkt = d.openvpn_packet(rec) if rec else None
         if pkt is None:
             return
-        self._ovpn_classify(fl, pkt, frame, t, src, sp, dst, dp, "tcp")
-
-    def _pptp(self, frame: int, t: float, src: bytes, sp: int, dst: bytes, dp: int, flags: int,
-              pl: bytes) -> None:
-        if dp == d.PPTP_PORT:
-            client, cport, server = src, sp, dst
-        else:
-            client, cport, server = dst, dp, src
-        outbound = src == client
-        key = (client, cport, server)
-        s = self.pptp.get(key)
-        if s is None:
-            s = self._new(Session("pptp", client, server, cport, d.PPTP_PORT, "tcp/1723"), t)
-            self.pptp[key] = s
-            self.gre[(client, server)] = s
-        s.count(outbound, t)
-        st = s.steps
-        if flags & TCP_SYN:
-            if outbound and not flags & TCP_ACK:
-                st.mark("tcp-syn", frame, t, "out")
-                st.note("syn", frame, t)
-            elif not outbound and flags & TCP_ACK:
-                st.mark("tcp-connect", frame, t, "in")
-        if flags & TCP_RST and not outbound:
-            st.note("rst-in", frame, t)
-            if "tcp-connect" not in st.first:
-                st.mark("tcp-reset", frame, t, "in")
-        if pl:
-            for msg in d.pptp_messages(pl):
-                name = d.PPTP_NAMES.get(msg.ctrl_type, f"type-{msg.ctrl_type}")
-                st.mark(name, frame, t, "out" if outbound else "in")
-                if msg.ctrl_type == 2 and msg.result is not None:
-                    s.extra["sccrp_result"] = msg.result
-                elif msg.ctrl_type == 7 and msg.call_id is not None:
-                    s.extra["client_call_id"] = msg.call_id
-                elif msg.ctrl_type == 8:
-                    s.extra["server_call_id"] = msg.call_id
-                    s.extra["ocrp_result"] = msg.result
-                    st.note("ocrp", frame, t)
-
-    def _gre(self, frame: int, t: float, src: bytes, dst: bytes, p: bytes) -> None:
-        if len(p) < 8 or p[1] & 7 != 1 or not p[0] & 0x20:
-            return  # not the enhanced GRE (version 1, key present) of RFC 2637 section 4.1
-        s = self.gre.get((src, dst))
-        outbound = True
-        if s is None:
-            s = self.gre.get((dst, src))
-            outbound = False
-        if s is None:
-            # GRE without its control connection in the capture: the private side is the client.
-            client, server = src, dst
-            if d.address_kind(dst) != "public" and d.address_kind(src) == "public":
-                client, server = dst, src
-            s = self._new(Session("pptp", client, server, 0, 0, "gre"), t)
-            s.extra["control_missing"] = True
-            self.gre[(client, server)] = s
-            outbound = src == client
-        s.last_t = t
-        call_id = (p[6] << 8) | p[7]
-        if outbound:
-            s.gre_out += 1
-            s.steps.mark("gre-out", frame, t, "out")
-            s.steps.note("gre-out", frame, t)
-            s.extra.setdefault("gre_out_call_id", call_id)
-        else:
-            s.gre_in += 1
-            s.steps.mark("gre-in", frame, t, "in")
-            s.steps.note("gre-in", frame, t)
-            s.extra.setdefault("gre_in_call_id", call_id)
-        ev = s.steps.ev
-        if len(ev.get("gre-in", [])) >= MAX_EVIDENCE and len(ev.get("gre-out", [])) >= MAX_EVIDENCE:
-            self._go_fast(PROTO_GRE, src, 0, dst, 0, s, FAST_GRE)
-
-    # ------------------------------------------------------------------ IKE / NAT-T / ESP / AH
-    def _ike_port(self, frame: int, t: float, src: bytes, sp: int, dst: bytes, dp: int, pl: bytes,
-                  more_fragments: bool, ttl: int = 0) -> None:
-        natt = sp == 4500 or dp == 4500
-        if natt:
-            if pl == d.NATT_KEEPALIVE:
-                ns = self._natt(src, sp, dst, dp, t)
-                outbound = src == ns.client
-                ns.count(outbound, t)
-                ns.steps.mark("keepalive", frame, t, "out" if outbound else "in")
-                ns.extra["keepalives"] = int(ns.extra.get("keepalives", 0)) + 1  # type: ignore[call-overload]
-                return
-            if pl[:4] != d.NON_ESP_MARKER:
-                ns = self._natt(src, sp, dst, dp, t)
-                outbound = src == ns.client
-                ns.count(outbound, t)
-                name = "esp-in-udp-out" if outbound else "esp-in-udp-in"
-                ns.steps.mark(name, frame, t, "out" if outbound else "in")
-                ns.steps.note(name, frame, t)
-                ike = self._natt_or_ike_session(src, dst)
-                if ike is not None:
-                    ike.steps.mark(name, frame, t, "out" if outbound else "in")
-                if "esp-in-udp-out" in ns.steps.first and "esp-in-udp-in" in ns.steps.first:
-                    self._go_fast(PROTO_UDP, src, sp, dst, dp, ns, FAST_ESP_IN_UDP)
-                return
-            pl = pl[4:]
-        hdr = d.ike_header(pl)
-        if hdr is None:
-            return
-        s = self.ike.get(hdr.spi_i)
-        if s is None:
-            if hdr.version == 2:
-                initiator_sent = bool(hdr.flags & d.IKEV2_FLAG_INITIATOR)
-            else:
-                initiator_sent = hdr.spi_r == b"\0" * 8 or not any(
-                    x.client == dst and x.server == src for x in self.ike.values())
-            if initiator_sent:
-                client, cport, server, sport = src, sp, dst, dp
-            else:
-                client, cport, server, sport = dst, dp, src, sp
-            name = "ikev2" if hdr.version == 2 else "ikev1"
-            s = self._new(Session(name, client, server, cport, sport, f"udp/{sport}"), t)
-            self.ike[hdr.spi_i] = s
-            self.ike_pair[(client, server)] = s
-        outbound = src == s.client
-        s.count(outbound, t)
-        if outbound:
-            s.extra.setdefault("client_ttl", ttl)
-        if natt:
-            s.extra["natt"] = True
-            if outbound:
-                s.extra["out_4500"] = int(s.extra.get("out_4500", 0)) + 1  # type: ignore[call-overload]
-                s.steps.mark("nat-t switch", frame, t, "out")
-                s.steps.note("out-4500", frame, t)
-            else:
-                s.extra["in_4500"] = int(s.extra.get("in_4500", 0)) + 1  # type: ignore[call-overload]
-                s.steps.mark("nat-t response", frame, t, "in")
-            ns = self._natt(src, sp, dst, dp, t)
-            ns.count(outbound, t)
-            ns.steps.mark("ike-out" if outbound else "ike-in", frame, t, "out" if outbound else "in")
-        else:
-            key = "out_500" if outbound else "in_500"
-            s.extra[key] = int(s.extra.get(key, 0)) + 1  # type: ignore[call-overload]
-        if more_fragments:
-            s.extra["fragments"] = int(s.extra.get("fragments", 0)) + 1  # type: ignore[call-overload]
-        if hdr.version == 2:
-            is_response = bool(hdr.flags & d.IKEV2_FLAG_RESPONSE)
-            ex = d.EXCHANGE_NAMES.get(hdr.exchange, f"exchange-{hdr.exchange}")
-            s.steps.mark(f"{ex} {'response' if is_response else 'request'}", frame, t,
-                         "out" if outbound else "in")
-            if hdr.exchange == d.IKEV2_SA_INIT:
-                s.extra.setdefault("spi_r", hdr.spi_r if is_response else None)
-        else:
-            ex = d.V1_EXCHANGE_NAMES.get(hdr.exchange, f"exchange-{hdr.exchange}")
-            s.steps.mark(f"{ex} {'initiator' if outbound else 'responder'}", frame, t,
-                         "out" if outbound else "in")
-        s.steps.note("out" if outbound else "in", frame, t)
-        if not (hdr.version == 1 and hdr.flags & d.IKEV1_FLAG_ENCRYPTED) and hdr.exchange in (
-                d.IKEV2_SA_INIT, d.IKEV1_MAIN, d.IKEV1_AGGRESSIVE):
-            natd = d.nat_detection(pl, hdr)
-            if natd is not None:
-                self._natd(s, hdr, natd, src, sp, dst, dp, outbound, frame, t)
-
-    def _natd(self, s: Session, hdr: d.IkeHeader, natd: d.NatDetection, src: bytes, sp: int,
-              dst: bytes, dp: int, outbound: bool, frame: int, t: float) -> None:
-        """Compare the NAT-D hashes with the addresses seen here (RFC 7296 2.23, RFC 3947 3.2)."""
-        if natd.redirect:
-            s.steps.mark("redirect", frame, t, "in")
-        v, si, sr = hdr.version, hdr.spi_i, hdr.spi_r
-        res: dict[str, object] = s.extra.setdefault("natd", {})  # type: ignore[assignment]
-        if natd.source:
-            ok = d.natd_matches(natd.source, v, si, sr, src, sp)
-            res["client_source" if outbound else "server_source"] = (ok, frame, t)
-        if natd.destination:
-            ok = d.natd_matches(natd.destination, v, si, sr, dst, dp)
-            res["server_as_seen_by_client" if outbound else "client_as_seen_by_server"] = (ok, frame, t)
-
-    def _natt(self, src: bytes, sp: int, dst: bytes, dp: int, t: float) -> Session:
-        s = self.natt.get((src, dst)) or self.natt.get((dst, src))
-        if s is None:
-            ike = self._natt_or_ike_session(src, dst)
-            if ike is not None:
-                client, server = ike.client, ike.server
-            elif dp == 4500 and sp != 4500:
-                client, server = src, dst
-            elif sp == 4500 and dp != 4500:
-                client, server = dst, src
-            else:
-                client, server = src, dst  # first sender
-            cport, sport = (sp, dp) if client == src else (dp, sp)
-            s = self._new(Session("nat-t", client, server, cport, sport, "udp/4500"), t)
-            self.natt[(client, server)] = s
-        return s
-
-    def _raw_ipsec(self, table: dict[tuple[bytes, bytes], Session], name: str, frame: int, t: float,
-                   src: bytes, dst: bytes) -> None:
-        s = table.get((src, dst)) or table.get((dst, src))
-        if s is None:
-            ike = self._natt_or_ike_session(src, dst)
-            client, server = (ike.client, ike.server) if ike else (src, dst)
-            s = self._new(Session(name, client, server, 0, 0, name), t)
-            table[(client, server)] = s
-        outbound = src == s.client
-        s.count(outbound, t)
-        step = f"{name}-out" if outbound else f"{name}-in"
-        s.steps.mark(step, frame, t, "out" if outbound else "in")
-        s.steps.note(step, frame, t)
-        if s.out and s.inn:
-            self._go_fast(PROTO_ESP if name == "esp" else PROTO_AH, src, 0, dst, 0, s, FAST_RAW)
-
-    # ------------------------------------------------------------------ L2TP
-    def _l2tp(self, frame: int, t: float, src: bytes, sp: int, dst: bytes, dp: int, pl: bytes) -> None:
-        msg = d.l2tp_message(pl)
-        if msg is None:
-            return
-        s = self.l2tp.get((src, sp, dst, dp)) or self.l2tp.get((dst, dp, src, sp))
-        if s is None:
-            if msg[1] in ("sccrp", "icrp") or (dp != d.L2TP_PORT and sp == d.L2TP_PORT):
-                src, sp, dst, dp = dst, dp, src, sp  # the reply's receiver is the client
-                swapped = True
-            else:
-                swapped = False
-            s = self._new(Session("l2tp", src, dst, sp, dp, "udp/1701"), t)
-            self.l2tp[(src, sp, dst, dp)] = s
-            if swapped:
-                src, sp, dst, dp = dst, dp, src, sp
-        outbound = src == s.client
-        s.count(outbound, t)
-        name = msg[1]
-        if name == "data":
-            name = "data-out" if outbound else "data-in"
-        if name != "zlb":
-            s.steps.mark(name, frame, t, "out" if outbound else "in")
-        s.steps.note(name, frame, t)
-        s.extra["version"] = msg[0]
+        self._ovpn_classify(fl, pkt, frame, t, src, sp, dst, dp, "tcp", rec)
 
     # ------------------------------------------------------------------ UDP: WireGuard, OpenVPN, STUN
     def _udp(self, frame: int, t: float, src: bytes, sp: int, dst: bytes, dp: int, pl: bytes) -> None:
@@ -566,7 +338,7 @@ class Analyzer:
         if fl is None:
             if len(self.flows) >= MAX_FLOWS:
                 return
-            fl = self.flows[key] = Flow(src, sp, dst, dp, PROTO_UDP)
+            fl = self.flows[key] = Flow(src, sp, dst, dp, PROTO_UDP, frame, t)
         kind = fl.kind
         if kind == "wireguard":
             s = fl.sess
@@ -582,7 +354,7 @@ class Analyzer:
                 elif "data-in" not in first:
                     s.steps.mark("data-in", frame, t, "in")
                 if "data-out" in first and "data-in" in first:
-                    self._go_fast(PROTO_UDP, src, sp, dst, dp, s, FAST_WG)
+                    self.go_fast(PROTO_UDP, src, sp, dst, dp, s, FAST_WG)
             elif wt:
                 self._wg_step(s, wt, pl, frame, t, outbound)
             return
@@ -593,9 +365,9 @@ class Analyzer:
             s.count(outbound, t)
             pkt = d.openvpn_packet(pl)
             if pkt is not None:
-                self._ovpn_step(s, pkt, frame, t, outbound)
+                self._ovpn_step(s, pkt, frame, t, outbound, pl)
                 if "data-out" in s.steps.first and "data-in" in s.steps.first:
-                    self._go_fast(PROTO_UDP, src, sp, dst, dp, s, FAST_OVPN)
+                    self.go_fast(PROTO_UDP, src, sp, dst, dp, s, FAST_OVPN)
             return
         if len(pl) >= 20 and pl[4:8] == d.STUN_MAGIC:
             m = d.stun_mapped(pl)
@@ -605,13 +377,27 @@ class Analyzer:
                 return
         if kind == "other":
             return
+        if kind == "ike":
+            self.tun.ike_port(frame, t, src, sp, dst, dp, pl, False, 0, pl[:4] == ZERO4)
+            return
+        if kind == "openvpn-static":
+            self._static_packet(fl, PROTO_UDP, frame, t, src, sp, dst, dp)
+            return
         fl.tries += 1
         if fl.tries > CLASSIFY_PACKETS:
-            fl.kind = "other"
-            fl.tent = None
-            self._go_fast(PROTO_UDP, src, sp, dst, dp, None, FAST_OTHER)
+            if not self._by_port(fl, "udp", frame, t, src, sp, dst, dp):
+                fl.kind = "other"
+                fl.tent = None
+                self.go_fast(PROTO_UDP, src, sp, dst, dp, None, FAST_OTHER)
             return
-        self._pending(fl, frame, t, src, sp)
+        if d.ikev2_sa_init(pl) or pl[:4] == ZERO4 and d.ikev2_sa_init(pl[4:]):
+            fl.kind = "ike"
+            fl.tent = None
+            self.tun.ike_port(frame, t, src, sp, dst, dp, pl, False, 0, pl[:4] == ZERO4)
+            return
+        self._pending(fl, frame, t, src, sp, len(pl))
+        if tls.is_dtls(pl):
+            self._dtls(fl, frame, t, src)
         wt = d.wireguard_type(pl)
         if wt:
             self._wg_classify(fl, wt, pl, frame, t, src, sp, dst, dp)
@@ -619,20 +405,20 @@ class Analyzer:
                 return
         pkt = d.openvpn_packet(pl)
         if pkt is not None:
-            self._ovpn_classify(fl, pkt, frame, t, src, sp, dst, dp, "udp")
+            self._ovpn_classify(fl, pkt, frame, t, src, sp, dst, dp, "udp", pl)
 
     @staticmethod
-    def _pending(fl: Flow, frame: int, t: float, src: bytes, sp: int) -> None:
+    def _pending(fl: Flow, frame: int, t: float, src: bytes, sp: int, n: int = 0) -> None:
         """Remember a packet seen before the flow was recognised, to count it once it is."""
         if fl.tent is None:
             fl.tent = {}
         pend = fl.tent.setdefault("pending", [])
-        pend.append((frame, t, src, sp))  # type: ignore[attr-defined]
+        pend.append((frame, t, src, sp, n))  # type: ignore[attr-defined]
 
     @staticmethod
     def _count_pending(fl: Flow, s: Session, frame: int) -> None:
         pend = fl.tent.get("pending", []) if fl.tent else []
-        for f, t, src, sp in pend:  # type: ignore[attr-defined]
+        for f, t, src, sp, _n in pend:  # type: ignore[attr-defined]
             if f != frame:
                 s.count(src == s.client and sp == s.cport, t)
                 if t < s.first_t:
@@ -657,7 +443,7 @@ class Analyzer:
             client, cport, server, sport = src, sp, dst, dp
             if d.address_kind(dst) == "private" and d.address_kind(src) != "private":
                 client, cport, server, sport = dst, dp, src, sp
-        s = self._new(Session("wireguard", client, server, cport, sport, f"udp/{sport}"), t)
+        s = self.new_session(Session("wireguard", client, server, cport, sport, f"udp/{sport}"), t)
         self._count_pending(fl, s, frame)
         fl.kind = "wireguard"
         fl.sess = s
@@ -686,7 +472,7 @@ class Analyzer:
             st.mark("cookie-reply", frame, t, direction)
 
     def _ovpn_classify(self, fl: Flow, pkt: d.OvpnPacket, frame: int, t: float, src: bytes, sp: int,
-                       dst: bytes, dp: int, transport: str) -> None:
+                       dst: bytes, dp: int, transport: str, raw: bytes | None = None) -> None:
         tent = fl.tent if fl.tent is not None else {}
         fl.tent = tent
         confirmed = False
@@ -725,7 +511,7 @@ class Analyzer:
             from_client = client == src
         server = dst if from_client else src
         cport, sport = (sp, dp) if from_client else (dp, sp)
-        s = self._new(Session("openvpn", client, server, cport, sport, f"{transport}/{sport}"), t)
+        s = self.new_session(Session("openvpn", client, server, cport, sport, f"{transport}/{sport}"), t)
         first = tent.get("first")
         self._count_pending(fl, s, frame)
         fl.kind = "openvpn"
@@ -736,12 +522,18 @@ class Analyzer:
             s.steps.note("reset-out", first[0], first[1])
         outbound = from_client
         s.count(outbound, t)
-        self._ovpn_step(s, pkt, frame, t, outbound)
+        self._ovpn_step(s, pkt, frame, t, outbound, raw)
 
-    def _ovpn_step(self, s: Session, pkt: d.OvpnPacket, frame: int, t: float, outbound: bool) -> None:
+    def _ovpn_step(self, s: Session, pkt: d.OvpnPacket, frame: int, t: float, outbound: bool, raw: bytes | None = None) -> None:
         st = s.steps
         direction = "out" if outbound else "in"
         op = pkt.opcode
+        if raw and op in d.OVPN_CONTROL and "mode" not in s.extra:
+            t0 = self.info.first_time
+            mode = d.openvpn_control_mode(raw, None if t0 is None else t0 + t)
+            if mode:
+                s.extra["mode"] = mode
+                s.hints.append(d.OVPN_MODE_HINT[mode])
         if op in d.OVPN_CLIENT_RESETS:
             st.mark("hard-reset-client", frame, t, direction)
             st.note("reset-out", frame, t)
@@ -752,14 +544,157 @@ class Analyzer:
         elif op in d.OVPN_DATA:
             st.mark("data-out" if outbound else "data-in", frame, t, direction)
 
+    # ------------------------------------------------------------------ by port and pattern
+    def _by_port(self, fl: Flow, transport: str, frame: int = 0, t: float = 0.0, src: bytes = b"",
+                 sp: int = 0, dst: bytes = b"", dp: int = 0) -> bool:
+        """An unrecognised flow on OpenVPN's port: static-key mode when every packet length fits
+        its layout (HMAC, IV, whole cipher blocks), else OpenVPN by the port alone."""
+        if d.OVPN_PORT not in (fl.ap, fl.bp) or not fl.tent:
+            return False
+        pend = fl.tent.get("pending")
+        if not isinstance(pend, list) or not pend:
+            return False
+        if fl.syn_from is not None:
+            client, cport = fl.syn_from
+        elif fl.bp == d.OVPN_PORT or fl.ap != d.OVPN_PORT:
+            client, cport = fl.a, fl.ap
+        else:
+            client, cport = fl.b, fl.bp
+        server, sport = (fl.b, fl.bp) if client == fl.a and cport == fl.ap else (fl.a, fl.ap)
+        lengths = [n for *_, n in pend]
+        hmac = d.openvpn_static_hmac(lengths) if len(lengths) >= STATIC_MIN_PACKETS else None
+        try:
+            s = self.new_session(Session("openvpn", client, server, cport, sport, f"{transport}/{sport}"), pend[0][1])
+        except SessionLimit:
+            return False
+        if hmac:
+            s.extra["mode"] = "static-key"
+            s.confidence = "port+pattern"
+            s.hints += [f"{transport.upper()} port {sport} (IANA openvpn) with no OpenVPN opcode structure",
+                        f"all {len(lengths)} packet lengths are a {hmac}-byte HMAC + 16-byte IV + whole "
+                        "16-byte cipher blocks: static-key mode (--secret)"]
+        else:
+            s.extra["mode"] = "unknown"
+            s.confidence = "port"
+            s.hints.append(f"{transport.upper()} port {sport} (IANA openvpn) only: the payload fits no "
+                           "OpenVPN mode")
+        fl.kind = "openvpn-static"
+        fl.sess = s
+        fl.tent = None
+        proto = PROTO_TCP if transport == "tcp" else PROTO_UDP
+        for f, pt, psrc, psp, _n in pend:
+            self._static_mark(s, f, pt, psrc == client and psp == cport)
+        if src:
+            self._static_packet(fl, proto, frame, t, src, sp, dst, dp)
+        return True
+
+    def _static_packet(self, fl: Flow, proto: int, frame: int, t: float, src: bytes, sp: int, dst: bytes,
+                       dp: int) -> None:
+        s = fl.sess
+        assert s is not None
+        self._static_mark(s, frame, t, src == s.client and sp == s.cport)
+        if "data-out" in s.steps.first and "data-in" in s.steps.first:
+            self.go_fast(proto, src, sp, dst, dp, s, FAST_RAW)
+
+    @staticmethod
+    def _static_mark(s: Session, frame: int, t: float, outbound: bool) -> None:
+        s.count(outbound, t)
+        step = "data-out" if outbound else "data-in"
+        if step not in s.steps.first:
+            s.steps.mark(step, frame, t, "out" if outbound else "in")
+        s.steps.note(step, frame, t)
+
+    # ------------------------------------------------------------------ TLS / DTLS (SSL VPNs)
+    def _tls(self, fl: Flow, frame: int, t: float, src: bytes, sp: int, pl: bytes) -> None:
+        key = (fl.a, fl.ap, fl.b, fl.bp)
+        seen = self.tls.get(key)
+        if seen is None:
+            ch = tls.client_hello(pl)
+            if ch is None or len(self.tls) >= MAX_TLS:
+                return
+            self.tls[key] = seen = TlsSeen(src, sp, fl.b if src == fl.a else fl.a,
+                                           fl.bp if src == fl.a else fl.ap, frame, t, ch.sni, ch.alpn)
+            return
+        if src == seen.client and sp == seen.cport:
+            return
+        if seen.server_hello is None and tls.HS_SERVER_HELLO in tls.handshake_types(pl):
+            seen.server_hello = (frame, t)
+        for name in tls.certificate_names(pl):
+            if name not in seen.names and len(seen.names) < tls.MAX_NAMES:
+                seen.names.append(name)
+
+    def _dtls(self, fl: Flow, frame: int, t: float, src: bytes) -> None:
+        key = (fl.a, fl.ap, fl.b, fl.bp)
+        seen = self.dtls.get(key)
+        if seen is None:
+            if len(self.dtls) >= MAX_TLS:
+                return
+            seen = self.dtls[key] = DtlsSeen()
+        if src == fl.a:
+            seen.out += 1
+            seen.first_out = seen.first_out or (frame, t)
+        else:
+            seen.inn += 1
+            seen.first_in = seen.first_in or (frame, t)
+
+    def _ssl_vpns(self) -> None:
+        """TLS connections with SSL-VPN hints (names, ports, DTLS beside them) become sessions."""
+        dtls_by_server: dict[tuple[bytes, bytes, int], DtlsSeen] = {}
+        for (a, _ap, b, bp), v in self.dtls.items():
+            dtls_by_server[(a, b, bp)] = v
+        for seen in self.tls.values():
+            hints = tls.vendor_hints([n for n in (seen.sni, *seen.names) if n], seen.sport)
+            dt = dtls_by_server.get((seen.client, seen.server, seen.sport))
+            if not hints and dt is None:
+                continue
+            try:
+                s = self.new_session(Session("tls-vpn", seen.client, seen.server, seen.cport, seen.sport,
+                                      f"tcp/{seen.sport}"), seen.t)
+            except SessionLimit:
+                return
+            vendor = hints[0][0] if hints else "anyconnect"
+            s.extra["vendor"] = vendor
+            s.confidence = "port"
+            s.hints = [why for _v, why in hints]
+            if seen.sni:
+                s.hints.append(f"SNI {seen.sni}")
+            if seen.alpn:
+                s.hints.append("ALPN " + ", ".join(seen.alpn))
+            s.steps.mark("client-hello", seen.frame, seen.t, "out")
+            s.count(True, seen.t)
+            if seen.server_hello is not None:
+                s.steps.mark("server-hello", seen.server_hello[0], seen.server_hello[1], "in")
+                s.count(False, seen.server_hello[1])
+            if dt is not None:
+                s.confidence = "port+pattern"
+                s.hints.append(f"DTLS on UDP {seen.sport} beside the TLS connection to the same server "
+                               "(AnyConnect/OpenConnect, Fortinet)")
+                if vendor == "ssl-vpn":
+                    s.extra["vendor"] = "anyconnect"
+                s.extra["dtls"] = (dt.out, dt.inn)
+                if dt.first_out is not None:
+                    s.steps.mark("dtls-out", dt.first_out[0], dt.first_out[1], "out")
+                if dt.first_in is not None:
+                    s.steps.mark("dtls-in", dt.first_in[0], dt.first_in[1], "in")
+
+
     # ------------------------------------------------------------------ result
-    def finish(self) -> tuple[CaptureInfo, list[Session], list[tuple[int, float, bytes, int, str, int]]]:
+    def finish(self) -> Observation:
+        for fl in self.flows.values():
+            if not fl.kind and fl.proto in (PROTO_UDP, PROTO_TCP):
+                self._by_port(fl, "udp" if fl.proto == PROTO_UDP else "tcp")
+        self._ssl_vpns()
         info = self.info
         info.flows = len(self.flows)
         info.duration = self._tmax
         info.packets = self._fed + info.ipv6 + info.other
-        info.ipv4 = self._fed - info.malformed - info.duplicates
+        info.ipv4 = self._fed - (info.malformed + info.duplicates - self._bad6)
         if self.untracked:
             info.problems.append(f"more than {MAX_SESSIONS} VPN sessions: {self.untracked} packet(s) of "
                                  "further sessions were counted but not followed")
-        return self.info, self.sessions, self.stun
+        opened = [Opened(s.client, s.server, 0, s.first_t) for s in self.sessions]
+        for fl in self.flows.values():
+            if fl.sess is None:
+                a, b = (fl.a, fl.b) if fl.syn_from is None or fl.syn_from[0] == fl.a else (fl.b, fl.a)
+                opened.append(Opened(a, b, fl.frame, fl.t))
+        return Observation(info, self.sessions, self.stun, self.hosts, opened, self.hops)

@@ -13,9 +13,12 @@ import sys
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Protocol
 
 from natpass.nat.config import SWITCHES, NatConfig
+
+if TYPE_CHECKING:
+    from natpass.router.usage import UsageDB
 
 DAY = 86400.0
 VPN_FORWARD_PORTS = {
@@ -135,20 +138,14 @@ def _load(path: str) -> tuple[NatConfig, str]:
     """(NatConfig, state_dir) from the router's config loader (a ConfigError propagates)."""
     from natpass.router.config import load_config
 
-    loaded: Any = load_config(path)
-    if isinstance(loaded, tuple):  # the (NatConfig, raw) shape
-        nat, raw = loaded
-        state_dir = str(raw.get("router", {}).get("state_dir", "/var/lib/natpass"))
-        return nat, state_dir
+    loaded = load_config(path)
     return loaded.nat, str(loaded.state_dir)
 
 
-def open_usage(db: str | None, state_dir: str) -> tuple[Any, str | None]:
+def open_usage(db: str | None, state_dir: str) -> tuple[UsageDB | None, str | None]:
     """The usage reader, or (None, why not)."""
-    try:
-        from natpass.router.usage import DEFAULT_FILENAME, UsageDB, UsageDBError
-    except ImportError:
-        return None, "usage recording not available"
+    from natpass.router.usage import DEFAULT_FILENAME, UsageDB, UsageDBError
+
     path = Path(db) if db else Path(state_dir) / DEFAULT_FILENAME
     if not path.is_file():
         return None, f"no usage database at {path}"

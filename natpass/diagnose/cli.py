@@ -13,7 +13,21 @@ def register(subparsers: Any) -> None:
         description="Read a pcap/pcapng taken on the VPN client or on a router interface and report, per VPN "
                     "protocol, how far the handshake got, what failed, why (Windows errors 619/809, GRE "
                     "or ESP blocked, CGNAT, double NAT) and what to do.")
-    p.add_argument("capture", help="pcap or pcapng file")
+    p.add_argument("capture", nargs="?", help="pcap or pcapng file (not with --live)")
+    p.add_argument("--live", action="store_true",
+                   help="on the router: capture its LAN and WAN interfaces at once while you retry the VPN, "
+                   "then diagnose both sides together with the router's drop counters for the window")
+    p.add_argument("--seconds", type=float, default=30.0, metavar="N",
+                   help="--live: capture for N seconds (default 30, at most 600; Ctrl-C ends it early)")
+    p.add_argument("--config", "-c", metavar="FILE",
+                   help="--live: the router's natpass.toml (interfaces and admin socket)")
+    p.add_argument("--socket", metavar="PATH", help="--live: the router's admin socket (drop counters)")
+    p.add_argument("--lan-if", metavar="IFACE", help="--live: LAN interface (default: from --config)")
+    p.add_argument("--wan-if", metavar="IFACE", help="--live: WAN interface (default: from --config)")
+    p.add_argument("--keep", metavar="DIR", help="--live: keep the two captures (lan.pcap, wan.pcap) in DIR")
+    p.add_argument("--vantage", choices=("client", "router-lan", "router-wan", "server"),
+                   help="where the capture was taken (changes what a missing packet means); inferred "
+                   "from addresses, TTLs and flow directions when not given")
     p.add_argument("--json", action="store_true", help="print one JSON object (capture, packets, protocols, "
                    "findings)")
     p.add_argument("--html", metavar="REPORT.html", help="also write a self-contained HTML report with a "
@@ -33,7 +47,7 @@ def register(subparsers: Any) -> None:
     a.add_argument("--protocol", choices=PROTOCOL_CHOICES, help="the VPN in use")
     a.add_argument("--capture", metavar="FILE", help="infer the protocol from a capture (runs diagnose)")
     for name, (_q, helptext) in SITUATIONS.items():
-        a.add_argument(f"--{name}", action="store_true", help=helptext)
+        a.add_argument(f"--{name}", dest="situations", action="append_const", const=name, help=helptext)
     a.add_argument("--troubleshooting", type=int, choices=(619, 809), metavar="619|809",
                    help="you are chasing Windows error 619 (PPTP/GRE) or 809 (IPsec/L2TP)")
     a.add_argument("--json", action="store_true", help="print the advice as JSON")
@@ -64,18 +78,23 @@ def _progress_reader(path: str) -> Any:
 
 
 def _diagnose(args: argparse.Namespace) -> int:
-    from natpass.diagnose.capture import CaptureError
+    if args.live:
+        return _diagnose_live(args)
+    if not args.capture:
+        print("natpass diagnose: give a capture file, or --live on the router", file=sys.stderr)
+        return 2
     from natpass.diagnose.render import print_text, to_html, to_json
-    from natpass.diagnose.run import diagnose
+    from natpass.diagnose.run import CaptureError, diagnose
 
     bar = _progress_reader(args.capture)
     try:
         if bar is None:
-            diag = diagnose(args.capture)
+            diag = diagnose(args.capture, vantage=args.vantage)
         else:
             with bar:
                 task = bar.add_task(args.capture, total=None)
-                diag = diagnose(args.capture, progress=lambda n: bar.update(task, completed=n))
+                diag = diagnose(args.capture, progress=lambda n: bar.update(task, completed=n),
+                                vantage=args.vantage)
     except (CaptureError, OSError) as exc:
         print(f"natpass diagnose: {exc}", file=sys.stderr)
         return 2
@@ -97,6 +116,62 @@ def _diagnose(args: argparse.Namespace) -> int:
         if any(f.severity in worst for f in diag.findings):
             return 1
     return 0
+
+
+def _diagnose_live(args: argparse.Namespace) -> int:
+    import json
+    from pathlib import Path
+
+    from natpass.diagnose.live import LiveError, diagnose_live
+    from natpass.diagnose.render import print_live
+
+    if args.capture:
+        print("natpass diagnose: --live captures by itself; give no capture file", file=sys.stderr)
+        return 2
+    lan_if, wan_if, sock = args.lan_if, args.wan_if, args.socket
+    if args.config:
+        from natpass.router.config import ConfigError, load_config
+
+        try:
+            cfg = load_config(args.config)
+        except ConfigError as exc:
+            print(f"natpass diagnose: {exc}", file=sys.stderr)
+            return 2
+        lan_if, wan_if = lan_if or cfg.lan_interface, wan_if or cfg.wan_interface
+        sock = sock or cfg.admin_socket
+    if not lan_if or not wan_if:
+        print("natpass diagnose: --live needs the router's interfaces: --config FILE or --lan-if and --wan-if",
+              file=sys.stderr)
+        return 2
+
+    def status() -> dict[str, Any] | None:
+        if not sock:
+            return None
+        from natpass.router.cli_admin import AdminClient, RouterUnavailable
+
+        try:
+            code, answer = AdminClient(sock, timeout=5.0).request("GET", "/api/status")
+        except RouterUnavailable:
+            return None
+        return answer if code == 200 and isinstance(answer, dict) else None
+
+    def ready() -> None:
+        print(f"capturing on {lan_if} (LAN) and {wan_if} (WAN) for {args.seconds:g} s: retry the VPN now "
+              "(Ctrl-C ends early)", file=sys.stderr, flush=True)
+
+    try:
+        live = diagnose_live(lan_if, wan_if, args.seconds, status, Path(args.keep) if args.keep else None,
+                             ready=ready)
+    except (LiveError, OSError) as exc:
+        print(f"natpass diagnose: {exc}", file=sys.stderr)
+        return 2
+    if args.json:
+        print(json.dumps(live.to_dict(), indent=2))
+    else:
+        print_live(live)
+    worst = {"error"} if args.fail_on == "error" else {"error", "warning"} if args.fail_on else set()
+    every = live.findings + live.lan.findings + live.wan.findings
+    return 1 if any(f.severity in worst for f in every) else 0
 
 
 def _advise(args: argparse.Namespace) -> int:

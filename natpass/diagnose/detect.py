@@ -1,15 +1,18 @@
-"""Recognising VPN protocols from payload bytes alone (no port numbers for OpenVPN/WireGuard).
+"""Recognising VPN protocols that ``natpass.packets`` does not carry (WireGuard, OpenVPN, STUN)
+from payload bytes alone, and the kind of an address.
 
 Each function takes the transport payload and returns a small decoded value or None. They never
 raise on malformed input: a capture is evidence, and a broken packet is just not that protocol.
+IKE, L2TP, PPTP and GRE are read with the non-raising ``peek_*`` functions of ``natpass.packets``.
 """
 
 from __future__ import annotations
 
-import hashlib
 import ipaddress
 import struct
 from typing import NamedTuple
+
+from natpass.packets import ike as ikep
 
 # --- WireGuard (whitepaper section 5.4): type byte, three reserved zero bytes, fixed sizes.
 WG_INITIATION = 1
@@ -85,6 +88,79 @@ def openvpn_tcp_record(p: bytes) -> bytes | None:
     return p[2:2 + length]
 
 
+# OpenVPN control-channel protection (openvpn doc/man-sections/protocol-options, ssl_pkt.h):
+# plain TLS mode:  opcode|key, session id (8), ack count (1), [acks], message packet id (4), ...
+# --tls-auth:      opcode|key, session id (8), HMAC (16..64), packet id (4), net time (4), ack count, ...
+# --tls-crypt:     opcode|key, session id (8), packet id (4), net time (4), tag (32), encrypted rest
+# --tls-crypt-v2:  as tls-crypt, the client's first reset is P_CONTROL_HARD_RESET_CLIENT_V3 with its
+#                  wrapped client key appended (and P_CONTROL_WKC_V1 may carry it later).
+OVPN_HMAC_SIZES = (20, 32, 64, 16, 28, 48)  # SHA1 (default), SHA256, SHA512, MD5, SHA224, SHA384
+OVPN_TLS_CRYPT_TAG = 32
+OVPN_TIME_SLACK = 7 * 86400.0  # peers' clocks and the capture's may differ by days, not years
+OVPN_MAX_START_PID = 64  # a reset is among the first packets of its packet-id space
+
+
+def _plausible_time(v: int, now: float | None) -> bool:
+    if now is None or now < 1e9:
+        return v > 1_000_000_000  # after 2001: a Unix time, not a random or counter value
+    return abs(v - now) <= OVPN_TIME_SLACK
+
+
+def openvpn_control_mode(p: bytes, now: float | None = None) -> str:
+    """How an OpenVPN control packet's control channel is protected: ``tls-crypt-v2``,
+    ``tls-crypt``, ``tls-auth``, ``tls`` (none), or "" when its layout fits none of them.
+
+    ``now`` is the capture time of the packet (Unix seconds): the clear net-time field of
+    tls-auth and tls-crypt must be near it.
+    """
+    n = len(p)
+    if n < OVPN_CONTROL_MIN:
+        return ""
+    op = p[0] >> 3
+    if op in (OVPN_HARD_RESET_CLIENT_V3, OVPN_CONTROL_WKC_V1):
+        return "tls-crypt-v2"
+
+    def pid_time(off: int) -> bool:
+        if n < off + 8:
+            return False
+        pid = int.from_bytes(p[off:off + 4], "big")
+        return 0 < pid <= OVPN_MAX_START_PID * 1024 and _plausible_time(int.from_bytes(p[off + 4:off + 8], "big"), now)
+
+    if n >= 9 + 8 + OVPN_TLS_CRYPT_TAG + 1 and pid_time(9):
+        return "tls-crypt"
+    for h in OVPN_HMAC_SIZES:
+        if n >= 9 + h + 8 + 1 and pid_time(9 + h) and p[9 + h + 8] <= 8:
+            return "tls-auth"
+    acks = p[9]
+    if acks <= 8 and n >= 10 + acks * 4 + (8 if acks else 0):
+        return "tls"
+    return ""
+
+
+OVPN_MODE_HINT = {
+    "tls": "TLS mode, control channel not protected (no tls-auth/tls-crypt)",
+    "tls-auth": "TLS mode with --tls-auth: an HMAC and a clear packet id/time after the session id",
+    "tls-crypt": "TLS mode with --tls-crypt: packet id and time in clear after the session id, then a "
+                 "32-byte tag and the encrypted control channel",
+    "tls-crypt-v2": "TLS mode with --tls-crypt-v2: the client's reset is P_CONTROL_HARD_RESET_CLIENT_V3 "
+                    "carrying its wrapped key",
+}
+OVPN_PORT = 1194  # IANA "openvpn"
+OVPN_STATIC_IV = 16  # CBC IV of static-key mode
+OVPN_BLOCK = 16  # AES/CBC block: the ciphertext is whole blocks
+
+
+def openvpn_static_hmac(lengths: list[int]) -> int | None:
+    """The HMAC size under which every packet length fits OpenVPN static-key mode (``--secret``:
+    HMAC, then a 16-byte IV, then whole 16-byte cipher blocks, at least one), or None."""
+    if not lengths:
+        return None
+    for h in OVPN_HMAC_SIZES:
+        if all(n >= h + OVPN_STATIC_IV + OVPN_BLOCK and (n - h) % OVPN_BLOCK == 0 for n in lengths):
+            return h
+    return None
+
+
 # --- STUN (RFC 8489 section 5): magic cookie, XOR-MAPPED-ADDRESS (section 14.2).
 STUN_MAGIC = b"\x21\x12\xa4\x42"
 STUN_BINDING_RESPONSE = 0x0101
@@ -119,207 +195,21 @@ def stun_mapped(p: bytes) -> tuple[str, int] | None | bool:
     return True
 
 
-# --- IKE (RFC 7296 section 3.1 header; RFC 2408 section 3.1 for IKEv1/ISAKMP).
-IKE_HEADER = 28
-IKE_PORT = 500
-NATT_PORT = 4500  # RFC 3948
-NON_ESP_MARKER = b"\x00\x00\x00\x00"  # RFC 3948 section 2.2
-NATT_KEEPALIVE = b"\xff"  # RFC 3948 section 2.3
-IKEV2_FLAG_INITIATOR = 0x08
-IKEV2_FLAG_RESPONSE = 0x20
-IKEV1_FLAG_ENCRYPTED = 0x01
-IKEV2_SA_INIT = 34
-IKEV2_AUTH = 35
-IKEV2_CREATE_CHILD_SA = 36
-IKEV2_INFORMATIONAL = 37
-IKEV1_MAIN = 2
-IKEV1_AGGRESSIVE = 4
-IKEV1_INFORMATIONAL = 5
-IKEV1_QUICK = 32
-IKEV2_NOTIFY = 41
-IKEV2_NAT_DETECTION_SOURCE_IP = 16388  # RFC 7296 section 3.10.1
-IKEV2_NAT_DETECTION_DESTINATION_IP = 16389
-IKEV2_REDIRECT = 16407  # RFC 5685
-IKEV1_NAT_D = (20, 130)  # RFC 3947 section 3.2; 130 in the drafts most stacks still send
-IKEV1_ENCRYPTED_START = 2  # IKEv1 main mode messages 5 and 6 are encrypted (flag E)
-EXCHANGE_NAMES = {
-    IKEV2_SA_INIT: "sa_init", IKEV2_AUTH: "auth", IKEV2_CREATE_CHILD_SA: "create_child_sa",
-    IKEV2_INFORMATIONAL: "informational", 43: "intermediate",
-}
-V1_EXCHANGE_NAMES = {IKEV1_MAIN: "main mode", IKEV1_AGGRESSIVE: "aggressive mode",
-                     IKEV1_INFORMATIONAL: "informational", IKEV1_QUICK: "quick mode"}
-
-
-class IkeHeader(NamedTuple):
-    spi_i: bytes
-    spi_r: bytes
-    next_payload: int
-    version: int  # 1 or 2
-    exchange: int
-    flags: int
-    message_id: int
-    length: int
-
-
-def ike_header(p: bytes) -> IkeHeader | None:
-    if len(p) < IKE_HEADER:
-        return None
-    ver = p[17] >> 4
-    if ver not in (1, 2):
-        return None
-    length = struct.unpack_from("!I", p, 24)[0]
-    if length < IKE_HEADER:
-        return None
-    return IkeHeader(p[0:8], p[8:16], p[16], ver, p[18], p[19],
-                     struct.unpack_from("!I", p, 20)[0], length)
-
-
-def ike_payloads(p: bytes, first: int) -> list[tuple[int, bytes]]:
-    """(type, body) of the cleartext payload chain; stops quietly at anything malformed."""
-    out: list[tuple[int, bytes]] = []
-    off = IKE_HEADER
-    kind = first
-    end = min(len(p), struct.unpack_from("!I", p, 24)[0])
-    while kind and off + 4 <= end and len(out) < 64:
-        nxt = p[off]
-        plen = (p[off + 2] << 8) | p[off + 3]
-        if plen < 4 or off + plen > end:
-            break
-        out.append((kind, p[off + 4:off + plen]))
-        if kind == 46:  # Encrypted payload: nothing after it is readable
-            break
-        kind = nxt
-        off += plen
-    return out
-
-
-class NatDetection(NamedTuple):
-    source: list[bytes]  # hashes of the sender's address as the sender sees it
-    destination: list[bytes]  # hashes of the receiver's address as the sender sees it
-    redirect: bool
-
-
-def nat_detection(p: bytes, hdr: IkeHeader) -> NatDetection | None:
-    """NAT-D hashes of a cleartext IKE message, or None when it carries none."""
-    if hdr.version == 1 and hdr.flags & IKEV1_FLAG_ENCRYPTED:
-        return None
-    src: list[bytes] = []
-    dst: list[bytes] = []
-    redirect = False
-    v1_seen = 0
-    for kind, body in ike_payloads(p, hdr.next_payload):
-        if hdr.version == 2 and kind == IKEV2_NOTIFY and len(body) >= 4:
-            ntype = (body[2] << 8) | body[3]
-            data = body[4 + body[1]:]
-            if ntype == IKEV2_NAT_DETECTION_SOURCE_IP:
-                src.append(bytes(data))
-            elif ntype == IKEV2_NAT_DETECTION_DESTINATION_IP:
-                dst.append(bytes(data))
-            elif ntype == IKEV2_REDIRECT:
-                redirect = True
-        elif hdr.version == 1 and kind in IKEV1_NAT_D:
-            # RFC 3947 3.2: the first NAT-D is the remote address, the others the local ones.
-            (dst if v1_seen == 0 else src).append(bytes(body))
-            v1_seen += 1
-    if not src and not dst and not redirect:
-        return None
-    return NatDetection(src, dst, redirect)
-
-
-_HASHES = (hashlib.sha1, hashlib.md5, hashlib.sha256, hashlib.sha384, hashlib.sha512)
-
-
-def natd_matches(hashes: list[bytes], version: int, spi_i: bytes, spi_r: bytes, addr: bytes,
-                 port: int) -> bool:
-    """True when one of ``hashes`` is the NAT-D hash of ``addr:port`` (RFC 7296 2.23, RFC 3947 3.2).
-
-    IKEv2 always uses SHA-1; IKEv1 uses the negotiated hash, so each common one is tried.
-    """
-    material = spi_i + spi_r + addr + struct.pack("!H", port)
-    funcs = _HASHES[:1] if version == 2 else _HASHES
-    digests = {f(material).digest() for f in funcs}
-    return any(h in digests for h in hashes)
-
-
-# --- L2TP (RFC 2661 section 3.1 / RFC 3931).
-L2TP_PORT = 1701
-L2TP_MESSAGES = {1: "sccrq", 2: "sccrp", 3: "scccn", 4: "stopccn", 6: "hello", 7: "ocrq", 8: "ocrp",
-                 9: "occn", 10: "icrq", 11: "icrp", 12: "iccn", 14: "cdn", 15: "wen", 16: "sli"}
-
-
-def l2tp_message(p: bytes) -> tuple[int, str] | None:
-    """(version, message) of an L2TP packet: message is a control name, "zlb", or "data"."""
-    if len(p) < 6:
-        return None
-    b0, b1 = p[0], p[1]
-    ver = b1 & 0x0F
-    if ver != 2:
-        return (3, "data") if ver == 3 else None
-    if not b0 & 0x80:
-        return 2, "data"
-    off = 2 + (2 if b0 & 0x40 else 0) + 4 + (4 if b0 & 0x08 else 0)  # length, ids, Ns/Nr
-    if b0 & 0x02 and len(p) >= off + 2:  # offset size and padding
-        off += 2 + ((p[off] << 8) | p[off + 1])
-    if len(p) <= off:
-        return 2, "zlb"
-    if len(p) < off + 8:
-        return None
-    attr = (p[off + 4] << 8) | p[off + 5]
-    if attr != 0 or (p[off + 2] << 8 | p[off + 3]) != 0:  # the Message Type AVP (IETF) comes first
-        return None
-    mtype = (p[off + 6] << 8) | p[off + 7]
-    return 2, L2TP_MESSAGES.get(mtype, f"type-{mtype}")
-
-
-# --- PPTP control (RFC 2637 section 2).
-PPTP_PORT = 1723
-PPTP_MAGIC = b"\x1a\x2b\x3c\x4d"
-PPTP_NAMES = {1: "sccrq", 2: "sccrp", 3: "stopccrq", 4: "stopccrp", 5: "echo-request",
-              6: "echo-reply", 7: "ocrq", 8: "ocrp", 9: "icrq", 10: "icrp", 11: "iccn",
-              12: "ccrq", 13: "cdn", 14: "wen", 15: "sli"}
-
-
-class PptpControl(NamedTuple):
-    ctrl_type: int
-    call_id: int | None
-    peer_call_id: int | None
-    result: int | None
-
-
-def pptp_messages(p: bytes) -> list[PptpControl]:
-    """Every whole PPTP control message at the start of a TCP payload."""
-    out: list[PptpControl] = []
-    off = 0
-    while off + 12 <= len(p) and len(out) < 16:
-        length = (p[off] << 8) | p[off + 1]
-        if p[off + 4:off + 8] != PPTP_MAGIC or length < 12:
-            break
-        ctype = (p[off + 8] << 8) | p[off + 9]
-        body = p[off:off + length]
-        call = peer = result = None
-        if ctype == 2 and len(body) >= 15:  # SCCRP: result code after the protocol version
-            result = body[14]
-        elif ctype == 7 and len(body) >= 14:  # OCRQ: call id
-            call = (body[12] << 8) | body[13]
-        elif ctype == 8 and len(body) >= 17:  # OCRP: call id, peer call id, result code
-            call = (body[12] << 8) | body[13]
-            peer = (body[14] << 8) | body[15]
-            result = body[16]
-        out.append(PptpControl(ctype, call, peer, result))
-        off += length
-    return out
-
-
 # --- addresses
 _CGNAT = ipaddress.IPv4Network("100.64.0.0/10")  # RFC 6598
 # Only RFC 1918, loopback and link-local count as private: the documentation ranges (RFC 5737)
 # stand in for public addresses in tests and examples.
 _PRIVATE = tuple(ipaddress.IPv4Network(n) for n in
                  ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "127.0.0.0/8", "169.254.0.0/16"))
+# IPv6 (RFC 4193 unique local, RFC 4291 link-local and loopback); 2001:db8::/32 stands in for global.
+_PRIVATE6 = tuple(ipaddress.IPv6Network(n) for n in ("fc00::/7", "fe80::/10", "::1/128"))
 
 
 def address_kind(addr: bytes) -> str:
-    """``cgnat`` (RFC 6598), ``private`` (RFC 1918 and other non-global) or ``public``."""
+    """``cgnat`` (RFC 6598), ``private`` (RFC 1918, RFC 4193 and other non-global) or ``public``."""
+    if len(addr) == 16:
+        ip6 = ipaddress.IPv6Address(addr)
+        return "private" if any(ip6 in net for net in _PRIVATE6) else "public"
     ip = ipaddress.IPv4Address(addr)
     if ip in _CGNAT:
         return "cgnat"
@@ -329,4 +219,45 @@ def address_kind(addr: bytes) -> str:
 
 
 def addr_str(addr: bytes) -> str:
-    return f"{addr[0]}.{addr[1]}.{addr[2]}.{addr[3]}"
+    """Dotted quad for IPv4, RFC 5952 text for IPv6."""
+    if len(addr) == 4:
+        return f"{addr[0]}.{addr[1]}.{addr[2]}.{addr[3]}"
+    return str(ipaddress.ip_address(addr))
+
+
+def endpoint(addr: bytes, port: int) -> str:
+    """``a.b.c.d:port`` or ``[v6]:port`` (RFC 5952 section 6); the bare address without a port."""
+    if not port:
+        return addr_str(addr)
+    return f"[{addr_str(addr)}]:{port}" if len(addr) == 16 else f"{addr_str(addr)}:{port}"
+
+
+# --- IKE beyond UDP 500/4500, and what IKEv1 vendor IDs say about the client (RFC 2408 3.16)
+def ikev2_sa_init(p: bytes) -> bool:
+    """True when ``p`` is a whole IKEv2 IKE_SA_INIT message (RFC 7296 3.1, 1.2): version 2.0,
+    message id 0, length equal to the datagram, first payload SA or Notify, and request flags
+    (initiator bit, zero responder SPI) or a response: IKEv2 recognised on any port."""
+    hdr = ikep.peek_ike(p)
+    return (hdr is not None and hdr.is_v2 and hdr.minor == 0 and hdr.exchange == ikep.IKE_SA_INIT
+            and hdr.message_id == 0 and hdr.length == len(p)
+            and hdr.next_payload in (ikep.V2_SA, ikep.V2_NOTIFY)
+            and (hdr.response or (hdr.initiator and hdr.spi_r == bytes(8))))
+
+
+IKEV1_VENDOR_IDS = (  # well-known vendor ID prefixes (hex) and what they say
+    ("1e2b516905991c7d7c96fcbfb587e461", "windows"),  # MS NT5 ISAKMPOAKLEY: the Windows built-in client
+    ("09002689dfd6b712", "xauth"),  # draft-ietf-ipsec-isakmp-xauth: user login after phase 1
+    ("12f5f28c457168a9702d9fe274cc", "cisco-unity"),  # Cisco Unity: mode config road warrior
+    ("4a131c81070358455c5728f20e95452f", "nat-t"),  # RFC 3947
+    ("afcad71368a1f1c96b8696fc7757", "dpd"),  # RFC 3706
+)
+
+
+def ikev1_vendor_ids(p: bytes) -> list[str]:
+    """Names of the known vendor IDs in a cleartext IKEv1 message."""
+    out = []
+    for pl in ikep.peek_payloads(p):
+        if pl.type == ikep.V1_VENDOR_ID:
+            hexa = pl.data.hex()
+            out += [name for prefix, name in IKEV1_VENDOR_IDS if hexa.startswith(prefix)]
+    return out

@@ -33,6 +33,8 @@ class ProtocolReport:
     packets_in: int = 0
     stopped_at: str | None = None  # the step that never came, for a failed/incomplete run
     notes: list[str] = field(default_factory=list)
+    confidence: str = "structure"  # "structure" | "port+pattern" | "port": what the recognition rests on
+    hints: list[str] = field(default_factory=list)  # what led to it, when not the structure alone
 
 
 @dataclass(slots=True)
@@ -69,10 +71,21 @@ class CaptureInfo:
 
 
 @dataclass(slots=True)
+class VantageReport:
+    """Where the capture was taken: client, router-lan, router-wan, server or unknown."""
+
+    point: str
+    source: str  # "stated" by the user or "inferred" from addresses, TTLs and flow directions
+    address: str | None  # the capture point's own address, when one stands out
+    basis: list[str] = field(default_factory=list)
+
+
+@dataclass(slots=True)
 class Diagnosis:
     capture: CaptureInfo
     protocols: list[ProtocolReport]
     findings: list[Finding]
+    vantage: VantageReport = field(default_factory=lambda: VantageReport("unknown", "inferred", None))
 
     @property
     def packets(self) -> int:
@@ -88,6 +101,8 @@ class Diagnosis:
         return {
             "capture": asdict(self.capture),
             "packets": self.capture.packets,
+            "vantage": self.vantage.point,
+            "vantage_detail": asdict(self.vantage),
             "protocols": [asdict(p) for p in self.protocols],
             "findings": [asdict(f) for f in self.findings],
         }

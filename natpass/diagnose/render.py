@@ -5,9 +5,12 @@ from __future__ import annotations
 import html
 import json
 import sys
-from typing import IO
+from typing import IO, TYPE_CHECKING
 
 from natpass.diagnose.model import Diagnosis, ProtocolReport
+
+if TYPE_CHECKING:
+    from natpass.diagnose.live import LiveDiagnosis
 
 SEVERITY_STYLE = {"error": "bold red", "warning": "yellow", "info": "cyan"}
 STATUS_STYLE = {"established": "green", "failed": "bold red", "incomplete": "yellow"}
@@ -28,6 +31,9 @@ def print_text(diag: Diagnosis, file: IO[str] | None = None) -> None:
     c = diag.capture
     con.print(f"[bold]{c.file}[/bold]: {c.packets} packets, {c.duration:.1f} s, {c.ipv4} IPv4, "
               f"{c.ipv6} IPv6, {c.duplicates} duplicate(s), {c.malformed} malformed")
+    v = diag.vantage
+    con.print(f"captured at: [bold]{v.point}[/bold] ({v.source}"
+              + (f", own address {v.address}" if v.address else "") + f"): {escape('; '.join(v.basis))}")
     for problem in c.problems:
         con.print(f"[yellow]note:[/yellow] {escape(problem)}")
     if diag.protocols:
@@ -37,7 +43,8 @@ def print_text(diag: Diagnosis, file: IO[str] | None = None) -> None:
             t.add_column(col, overflow="fold")
         for p in diag.protocols:
             phases = " > ".join(f"{ph.name}#{ph.frame}" for ph in p.phases[:10])
-            t.add_row(p.name, f"[{STATUS_STYLE[p.status]}]{p.status}[/]", p.client, p.server, p.transport,
+            name = p.name if p.confidence == "structure" else f"{p.name} ({p.confidence})"
+            t.add_row(name, f"[{STATUS_STYLE[p.status]}]{p.status}[/]", p.client, p.server, p.transport,
                       f"{p.packets_out}/{p.packets_in}", escape(phases), escape(p.stopped_at or ""))
         con.print(t)
     if diag.findings:
@@ -52,6 +59,34 @@ def print_text(diag: Diagnosis, file: IO[str] | None = None) -> None:
         con.print(t)
     else:
         con.print("No findings.")
+
+
+def print_live(live: LiveDiagnosis, file: IO[str] | None = None) -> None:
+    """Both sides of a live window, then what their comparison and the drop counters show."""
+    from rich.console import Console
+    from rich.markup import escape
+    from rich.table import Table
+
+    out = file or sys.stdout
+    con = Console(file=out, highlight=False, soft_wrap=False, width=None if out.isatty() else 140)
+    con.print(f"[bold]live window[/bold]: {live.seconds:.1f} s on {live.lan_interface} (LAN) and "
+              f"{live.wan_interface} (WAN)")
+    drops = ", ".join(f"{r} {n}" for r, n in live.drops.items()) or "none"
+    con.print(f"router drops during the window: {drops if live.drops_known else 'unknown'}")
+    for side, diag in (("LAN side", live.lan), ("WAN side", live.wan)):
+        con.rule(side)
+        print_text(diag, out)
+    con.rule("both sides together")
+    if not live.findings:
+        con.print("Nothing stopped between the two sides.")
+        return
+    t = Table(show_lines=True)
+    for col in ("severity", "code", "explanation / advice"):
+        t.add_column(col, overflow="fold")
+    for f in live.findings:
+        t.add_row(f"[{SEVERITY_STYLE[f.severity]}]{f.severity}[/]", f.code,
+                  f"{escape(f.explanation)}\n[bold]->[/bold] {escape(f.advice)}")
+    con.print(t)
 
 
 # ---------------------------------------------------------------- HTML
@@ -112,6 +147,8 @@ def to_html(diag: Diagnosis) -> str:
              f"<h1>VPN diagnosis: {e(c.file)}</h1>",
              f"<p>{c.packets} packets over {c.duration:.1f} s ({c.ipv4} IPv4, {c.ipv6} IPv6, "
              f"{c.duplicates} duplicate, {c.malformed} malformed).</p>"]
+    v = diag.vantage
+    parts.append(f"<p>Captured at: <b>{e(v.point)}</b> ({e(v.source)}): {e('; '.join(v.basis))}</p>")
     parts += [f"<p class='warning'>Note: {e(p)}</p>" for p in c.problems]
     parts.append("<h2>Findings</h2>")
     if diag.findings:

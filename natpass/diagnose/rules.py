@@ -10,7 +10,6 @@ from __future__ import annotations
 from collections import defaultdict
 
 from natpass.diagnose import detect as d
-from natpass.diagnose.analyzer import Session
 from natpass.diagnose.model import (
     MAX_EVIDENCE,
     SEVERITY_ORDER,
@@ -20,7 +19,11 @@ from natpass.diagnose.model import (
     Finding,
     Phase,
     ProtocolReport,
+    VantageReport,
 )
+from natpass.diagnose.network import VANTAGE_LABEL, Vantage, VantageGuess, infer_vantage, network_facts
+from natpass.diagnose.session import Observation, Session
+from natpass.diagnose.stalls import STALLED, WINDOWS_ERRORS, stall_for
 
 ONE_WAY_MIN_PACKETS = 3  # retransmissions: a peer that answers at all answers before the third try
 ONE_WAY_MIN_SECONDS = 3.0  # PPP LCP and IKE retransmit within ~1-3 s; waiting this long without answer
@@ -45,6 +48,7 @@ PHASE_ORDER = {
     "esp": ["esp-out", "esp-in"],
     "ah": ["ah-out", "ah-in"],
     "nat-t": ["ike-out", "ike-in", "esp-in-udp-out", "esp-in-udp-in"],
+    "tls-vpn": ["client-hello", "server-hello", "dtls-out", "dtls-in"],
 }
 
 ADVICE_MODERN = ("a VPN that crosses NAT as ordinary UDP/TCP: WireGuard, OpenVPN, or IKEv2 with "
@@ -73,30 +77,72 @@ def _step_ev(s: Session, *names: str) -> list[Evidence]:
     return out
 
 
+def _first_ev(s: Session) -> list[Evidence]:
+    """The session's first and last recorded steps, as evidence."""
+    steps = sorted(s.steps.first.items(), key=lambda kv: kv[1][0])
+    return [Evidence(f, round(t, 6), n) for n, (f, t, _) in (steps[:1] + steps[-1:] if len(steps) > 1 else steps)]
+
+
 def _int(s: Session, key: str) -> int:
     v = s.extra.get(key, 0)
     return int(v) if isinstance(v, int) else 0
 
 
 def _ep(addr: bytes, port: int) -> str:
-    return f"{d.addr_str(addr)}:{port}" if port else d.addr_str(addr)
+    return d.endpoint(addr, port)
 
 
 class Rules:
-    def __init__(self, info: CaptureInfo, sessions: list[Session],
-                 stun: list[tuple[int, float, bytes, int, str, int]]) -> None:
-        self.info = info
-        self.sessions = sessions
-        self.stun = stun
-        self.end = info.duration
+    def __init__(self, obs: Observation, vantage: Vantage | None = None) -> None:
+        self.obs = obs
+        self.info: CaptureInfo = obs.info
+        self.sessions = obs.sessions
+        self.stun = obs.stun
+        self.guess: VantageGuess = infer_vantage(obs.hosts, obs.opened, vantage)
+        self.vantage: Vantage = self.guess.vantage
+        self.end = obs.info.duration
         self.findings: list[Finding] = []
         self.status: dict[int, tuple[str, str | None]] = {}
         self.natt_blocked: dict[tuple[bytes, bytes], list[Session]] = {}
+        self.natt_pairs: set[tuple[bytes, bytes]] = set()  # IKE peers that did reach UDP 4500
 
     def add(self, code: str, severity: str, win: int | None, evidence: list[Evidence],
             explanation: str, advice: str, protocol: str | None = None) -> None:
+        """A finding; the Windows error of a stall code comes from the stall registry."""
+        win = WINDOWS_ERRORS.get(code, win)
         self.findings.append(Finding(code, severity, win, evidence[:MAX_EVIDENCE],  # type: ignore[arg-type]
                                      explanation, advice, protocol))
+
+    def explain_stalls(self, reports: list[ProtocolReport]) -> None:
+        """Every run that stopped short gets a finding naming the likely cause from this vantage."""
+        label = VANTAGE_LABEL[self.vantage]
+        done: set[tuple[str, str]] = set()
+        for s, rep in zip(self.sessions, reports, strict=True):
+            if rep.status == "established":
+                continue
+            stall = stall_for(rep.name, rep.stopped_at)
+            if stall is None:
+                continue
+            cause = stall.cause(self.vantage)
+            where = f"Seen from {label}: {cause}."
+            if rep.status == "failed":
+                same = [f for f in self.findings if f.code == stall.code]
+                if same:
+                    for f in same:
+                        if where not in f.explanation:
+                            f.explanation += " " + where
+                    continue
+                self.add(stall.code, "error", stall.windows_error, _first_ev(s),
+                         f"{rep.name} {rep.client} -> {rep.server} stopped before '{stall.phase}'. {where}",
+                         f"Check {stall.check}.", rep.name)
+                continue
+            if (rep.name, stall.phase) in done:
+                continue
+            done.add((rep.name, stall.phase))
+            self.add(STALLED, "info", None, _first_ev(s),
+                     f"{rep.name} {rep.client} -> {rep.server} stopped before '{stall.phase}', with too "
+                     f"little evidence to call it failed (it would be '{stall.code}'). {where}",
+                     f"Check {stall.check}; capture longer (10 s or more) while the VPN retries.", rep.name)
 
     def set_status(self, s: Session, status: str, stopped: str | None = None) -> None:
         self.status[id(s)] = (status, stopped)
@@ -173,6 +219,7 @@ class Rules:
         by_pair: dict[tuple[bytes, bytes], list[Session]] = defaultdict(list)
         for s in ike:
             by_pair[(s.client, s.server)].append(s)
+        self.natt_pairs = {(s.client, s.server) for s in ike if s.extra.get("natt")}
         for group in by_pair.values():
             silent = [s for s in group if s.inn == 0]
             answered = [s for s in group if s.inn > 0]
@@ -201,7 +248,8 @@ class Rules:
                                     else "main mode responder")
             else:
                 for s in silent:
-                    self.set_status(s, "incomplete", "response")
+                    self.set_status(s, "incomplete", "sa_init response" if s.name == "ikev2"
+                                    else "main mode responder")
         for (client, _server), group in self.natt_blocked.items():
             out4500 = sum(_int(s, "out_4500") for s in group)
             frag = sum(_int(s, "fragments") for s in group)
@@ -235,9 +283,19 @@ class Rules:
             done = "quick mode responder" in f or esp_both
         if done:
             self.set_status(s, "established")
-        else:
-            order = PHASE_ORDER[s.name]
-            self.set_status(s, "incomplete", next((p for p in order if p not in f), None))
+            return
+        natd = s.extra.get("natd")
+        nat_seen = isinstance(natd, dict) and any(not v[0] for v in natd.values())
+        answer = f.get("sa_init response") or f.get("main mode responder")
+        if (nat_seen and not s.extra.get("natt") and answer is not None
+                and (s.client, s.server) not in self.natt_pairs
+                and self.end - answer[1] >= ONE_WAY_MIN_SECONDS):
+            # NAT-D showed a NAT, so RFC 7296 2.23 / RFC 3947 moves the exchange to UDP 4500, and
+            # for seconds none was seen: 4500 never got past the point before this capture.
+            self.set_status(s, "failed", "nat-t switch")
+            return
+        order = [p for p in PHASE_ORDER[s.name] if p != "nat-t switch" or nat_seen]
+        self.set_status(s, "incomplete", next((p for p in order if p not in f), None))
 
     def raw_ipsec(self, s: Session) -> None:
         name = s.name
@@ -335,6 +393,9 @@ class Rules:
     def openvpn(self, s: Session) -> None:
         f = s.steps.first
         resets = s.steps.ev.get("reset-out", [])
+        if s.extra.get("mode") in ("static-key", "unknown"):
+            self.openvpn_by_port(s)
+            return
         if ("data-out" in f and "data-in" in f) or ("tls-out" in f and "tls-in" in f):
             self.set_status(s, "established")
             return
@@ -348,6 +409,84 @@ class Rules:
             self.set_status(s, "failed", "hard-reset-server")
             return
         self.set_status(s, "incomplete", next((p for p in PHASE_ORDER["openvpn"] if p not in f), None))
+
+    def openvpn_by_port(self, s: Session) -> None:
+        """OpenVPN without opcode structure (static key, or the port alone): data both ways or not."""
+        f = s.steps.first
+        if "data-out" in f and "data-in" in f:
+            self.set_status(s, "established")
+            return
+        outbound = s.out > 0
+        step = "data-out" if outbound else "data-in"
+        if step in f and one_way_enough(s.out or s.inn, f[step][1], self.end):
+            self.set_status(s, "failed", "data-in" if outbound else "data-out")
+        else:
+            self.set_status(s, "incomplete", "data-in" if outbound else "data-out")
+
+    def tls_vpn(self, s: Session) -> None:
+        """An SSL VPN seen by its TLS handshake (and DTLS beside it)."""
+        f = s.steps.first
+        if "server-hello" not in f:
+            first_t = f["client-hello"][1]
+            status = "failed" if self.end - first_t >= ONE_WAY_MIN_SECONDS else "incomplete"
+            self.set_status(s, status, "server-hello")
+        elif "dtls-out" in f and "dtls-in" not in f:
+            # The TLS tunnel works; DTLS (the fast data path) is dropped: AnyConnect/OpenConnect fall
+            # back to TLS only, slower but connected.
+            self.set_status(s, "failed" if one_way_enough(s.out, f["dtls-out"][1], self.end) else "incomplete",
+                            "dtls-in")
+        else:
+            self.set_status(s, "established")
+
+    def ikev1_purpose(self, ikev1: list[Session]) -> None:
+        """IKEv1 followed by ESP or NAT-T with no L2TP visible: L2TP/IPsec or a road warrior."""
+        l2tp_pairs = {(s.client, s.server) for s in self.sessions if s.name == "l2tp"}
+        for s in ikev1:
+            f = s.steps.first
+            if (s.client, s.server) in l2tp_pairs or not (
+                    "quick mode initiator" in f or "esp-in-udp-out" in f or s.extra.get("natt")):
+                continue
+            vids = s.extra.get("vids")
+            seen = set(vids) if isinstance(vids, list) else set()
+            aggressive = "aggressive mode initiator" in f
+            hints = []
+            if "windows" in seen:
+                hints.append("the MS NT5 ISAKMPOAKLEY vendor ID: the Windows built-in client, whose only "
+                             "IKEv1 use is L2TP/IPsec")
+            if "xauth" in seen or "cisco-unity" in seen:
+                hints.append("XAUTH / Cisco Unity vendor IDs: a road-warrior client logging in after phase 1")
+            if aggressive:
+                hints.append("aggressive mode: typical of PSK road warriors (Cisco-style), not of L2TP/IPsec")
+            if "windows" in seen and not ("xauth" in seen or aggressive):
+                verdict = "most likely L2TP/IPsec"
+            elif "xauth" in seen or "cisco-unity" in seen or aggressive:
+                verdict = "most likely an IKEv1 road warrior (XAUTH/mode config)"
+            else:
+                verdict = "L2TP/IPsec or an IKEv1 road warrior"
+                hints.append("no vendor ID decides; L2TP/IPsec shows UDP 1701 only inside ESP, so "
+                             "nothing here tells them apart")
+            s.hints += hints
+            self.add("ikev1-purpose", "info", None, _step_ev(s, "main mode initiator", "aggressive mode initiator"),
+                     f"IKEv1 from {d.addr_str(s.client)} to {d.addr_str(s.server)} went on to ESP with no L2TP "
+                     f"visible: {verdict}. Hints: " + "; ".join(hints) + ".",
+                     "For L2TP/IPsec behind NAT keep NAT-T on (UDP 4500); the router's l2tp switch is not "
+                     "needed then. An IKEv1 road warrior needs no switch either with NAT-T.", s.name)
+
+    def ipv6_ipsec(self) -> None:
+        """IPsec that fails over IPv6: no NAT there, so a firewall (often the CPE's) drops it."""
+        hit = [s for s in self.sessions if len(s.client) == 16
+               and s.name in ("ikev1", "ikev2", "esp", "ah", "nat-t")
+               and self.status.get(id(s), ("",))[0] == "failed"]
+        if hit:
+            ev = [e for s in hit for e in _first_ev(s)][:MAX_EVIDENCE]
+            who = ", ".join(dict.fromkeys(f"{s.name} {d.addr_str(s.client)}" for s in hit))
+            self.add("ipv6-ipsec-filtered", "warning", None, ev,
+                     f"IPsec over IPv6 failed ({who}). IPv6 has no NAT, so nothing needs passthrough: a "
+                     "firewall dropped it, most often the home router's IPv6 firewall. RFC 6092 section "
+                     "3.2.4 says a residential IPv6 gateway should by default let ESP, AH and IKE (UDP 500, "
+                     "and UDP 4500) through.",
+                     "Allow ESP (IP protocol 50), UDP 500 and UDP 4500 in the router's IPv6 firewall (often "
+                     "'IPsec passthrough' or an IPv6 pinhole setting), or connect over IPv4.")
 
     # -------------------------------------------------------------- NAT, policy
     def nat_layers(self) -> None:
@@ -393,6 +532,14 @@ class Rules:
                 cg_why.append(f"IKE NAT-D: the server sees the client at an address other than "
                               f"{d.addr_str(s.client)}, which is already an outside address: a NAT "
                               "beyond the router (carrier-grade NAT)")
+        for fact in network_facts(self.obs.hosts, self.obs.opened, self.obs.hops, self.guess):
+            ev = [Evidence(fact.frame, round(fact.time, 6), "address" if fact.frame else "flow")]
+            if fact.code == "cgnat":
+                cg_ev += ev
+                cg_why.append(fact.why)
+            else:
+                dbl_ev += ev
+                dbl_why.append(fact.why)
         for frame, t, seen, port, mapped, mport in self.stun:
             if (mapped, mport) != (d.addr_str(seen), port) and d.address_kind(seen) in ("public", "cgnat"):
                 cg_ev.append(Evidence(frame, round(t, 6), "STUN mapped address"))
@@ -430,7 +577,7 @@ class Rules:
                          + "; ".join(dict.fromkeys(why)) + ". No passthrough can fix AH across NAT.",
                          "Use ESP (with NAT-T) instead of AH, or run the tunnel between public addresses "
                          "with no NAT between.", "ah")
-                self.set_status(s, "failed")
+                self.set_status(s, "failed", "ah-in")
 
     def policy(self) -> None:
         names = {s.name for s in self.sessions}
@@ -457,13 +604,9 @@ class Rules:
                          [e for s in self.sessions for e in _step_ev(s, *list(s.steps.first)[:1])][:MAX_EVIDENCE],
                          f"Only protocols that cross NAT as ordinary UDP/TCP were seen ({seen}).",
                          "The router's passthrough switches (pptp, ipsec, l2tp) can all stay off.")
-        if self.info.ipv6:
-            self.add("ipv6-not-analysed", "info", None, [],
-                     f"{self.info.ipv6} IPv6 frame(s) were not analysed (natpass passes IPv4 through NAT; "
-                     "IPv6 needs no NAT traversal).", "Nothing to do for IPv6 VPN traffic.")
         if not self.sessions:
-            other = self.info.ipv6 + self.info.other
-            extra = f" ({other} frame(s) carried no IPv4 and were not analysed)" if other else ""
+            other = self.info.other
+            extra = f" ({other} frame(s) carried no IP and were not analysed)" if other else ""
             self.add("no-vpn-found", "info", None, [],
                      f"No VPN traffic was recognised in this capture{extra}.",
                      "Capture while the VPN client connects, without a port filter.")
@@ -510,15 +653,24 @@ class Rules:
             self.wireguard(s)
         for s in by["openvpn"]:
             self.openvpn(s)
+        for s in by["tls-vpn"]:
+            self.tls_vpn(s)
+        self.ikev1_purpose(by["ikev1"])
+        self.ipv6_ipsec()
         self.ah_nat(by["ah"], by["ikev1"] + by["ikev2"])
         self.nat_layers()
         self.policy()
         reports = [self.report(s) for s in self.sessions]
+        self.explain_stalls(reports)
         self.findings.sort(key=lambda f: SEVERITY_ORDER[f.severity])
-        return Diagnosis(self.info, reports, self.findings)
+        g = self.guess
+        where = VantageReport(g.vantage, g.source, d.addr_str(g.local) if g.local else None, g.basis)
+        return Diagnosis(self.info, reports, self.findings, where)
 
     def report(self, s: Session) -> ProtocolReport:
         status, stopped = self.status.get(id(s), ("incomplete", None))
+        if status != "established" and stopped is None:
+            stopped = next((p for p in PHASE_ORDER.get(s.name, ()) if p not in s.steps.first), None)
         phases = sorted((Phase(n, f, round(t, 6), dr) for n, (f, t, dr) in s.steps.first.items()),
                         key=lambda p: (p.frame, p.name))
         notes = []
@@ -535,6 +687,10 @@ class Rules:
         if s.name == "pptp":
             gre = f"GRE out {s.gre_out}, in {s.gre_in}"
             notes.append(gre)
+        if isinstance(s.extra.get("mode"), str):
+            notes.append(f"mode: {s.extra['mode']}")
+        if isinstance(s.extra.get("vendor"), str):
+            notes.append(f"looks like: {s.extra['vendor']}")
         return ProtocolReport(s.name, status, _ep(s.client, s.cport), _ep(s.server, s.sport),  # type: ignore[arg-type]
                               s.transport, phases, s.out, s.inn, stopped if status != "established" else None,
-                              notes)
+                              notes, s.confidence, list(s.hints))

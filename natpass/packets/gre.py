@@ -200,3 +200,15 @@ def build_pptp_gre(src: Buffer | str, dst: Buffer | str, call_id: int, payload: 
                    ident: int = 0) -> bytearray:
     """A complete IPv4 packet carrying enhanced GRE."""
     return build_ipv4(src, dst, PROTO_GRE, build_gre_v1(call_id, payload, seq, ack), ttl=ttl, ident=ident)
+
+
+def peek_pptp_call_id(buf: Buffer, offset: int = 0) -> int | None:
+    """The call ID of an enhanced GRE (version 1, RFC 2637 4.1) header, or None when the bytes are
+    not one (a capture reader's non-raising check: K set, C and R clear, protocol 0x880b)."""
+    if offset < 0 or len(buf) - offset < GRE_BASE_HEADER + 4:
+        return None
+    b0, b1, proto = _BASE.unpack_from(buf, offset)
+    if (b1 & VERSION_MASK != GRE_VERSION_PPTP or not b0 & FLAG_K or b0 & (FLAG_C | FLAG_R)
+            or proto != PPTP_GRE_PROTO):
+        return None
+    return (buf[offset + V1_OFF_CALL_ID] << 8) | buf[offset + V1_OFF_CALL_ID + 1]

@@ -41,11 +41,13 @@ IKE_SA_INIT: Final = 34
 IKE_AUTH: Final = 35
 CREATE_CHILD_SA: Final = 36
 INFORMATIONAL: Final = 37
+IKE_INTERMEDIATE: Final = 43  # RFC 9242
 EXCHANGE_NAMES: Final[dict[int, str]] = {
     V1_BASE: "Base", V1_IDENTITY_PROTECTION: "Main Mode", V1_AUTH_ONLY: "Authentication Only",
     V1_AGGRESSIVE: "Aggressive Mode", V1_INFORMATIONAL: "Informational", V1_QUICK_MODE: "Quick Mode",
     V1_NEW_GROUP_MODE: "New Group Mode", IKE_SA_INIT: "IKE_SA_INIT", IKE_AUTH: "IKE_AUTH",
     CREATE_CHILD_SA: "CREATE_CHILD_SA", INFORMATIONAL: "INFORMATIONAL",
+    IKE_INTERMEDIATE: "IKE_INTERMEDIATE",
 }
 
 # Payload types. IKEv1 (RFC 2408 3.1, RFC 3947 3.2/5.2, NAT-T drafts 130/131):
@@ -344,3 +346,90 @@ def natd_check(buf: Buffer, offset: int, src: bytes, sport: int, dst: bytes, dpo
         best = best or check
     return best or NatDCheck(None if not any(d.kind == "source" for d in found) else False,
                              None if not any(d.kind == "destination" for d in found) else False, None)
+
+
+# --- Non-raising variants for reading captures (a broken packet is just not IKE there).
+
+REDIRECT: Final = 16407  # RFC 5685 section 10: REDIRECT notify
+
+
+def peek_ike(buf: Buffer, offset: int = 0) -> IkeHeader | None:
+    """The IKE header at ``offset``, or None when the bytes are not one.
+
+    Unlike :func:`parse_ike`, the message may be cut after its header (an IP fragment, a snap
+    length): only the header itself must be whole and plausible.
+    """
+    if offset < 0 or len(buf) - offset < IKE_HEADER:
+        return None
+    spi_i, spi_r, nxt, ver, exch, flags, mid, length = _HDR.unpack_from(buf, offset)
+    major = ver >> 4
+    if major not in (1, 2) or length < IKE_HEADER or spi_i == bytes(8):
+        return None
+    return IkeHeader(spi_i, spi_r, nxt, major, ver & 0x0F, exch, flags, mid, length)
+
+
+def peek_payloads(buf: Buffer, offset: int = 0) -> list[IkePayload]:
+    """The readable part of the payload chain: stops quietly where the chain is malformed or the
+    captured bytes end, after an encrypted (SK/SKF) payload, and at once for IKEv1 with the E bit."""
+    hdr = peek_ike(buf, offset)
+    out: list[IkePayload] = []
+    if hdr is None or hdr.encrypted:
+        return out
+    end = min(len(buf), offset + hdr.length)
+    pos = offset + IKE_HEADER
+    nxt = hdr.next_payload
+    while nxt and end - pos >= PAYLOAD_HEADER and len(out) < 64:
+        following, crit, plen = _GEN.unpack_from(buf, pos)
+        if plen < PAYLOAD_HEADER or pos + plen > end:
+            break
+        out.append(IkePayload(nxt, bool(crit & CRITICAL) and hdr.is_v2, pos - offset,
+                              bytes(buf[pos + PAYLOAD_HEADER:pos + plen])))
+        if hdr.is_v2 and nxt in (V2_SK, V2_SKF):
+            break
+        pos += plen
+        nxt = following
+    return out
+
+
+def peek_notifies(buf: Buffer, offset: int = 0) -> list[tuple[int, bytes]]:
+    """(notify type, notification data) of each readable IKEv2 Notify payload (RFC 7296 3.10)."""
+    out: list[tuple[int, bytes]] = []
+    for p in peek_payloads(buf, offset):
+        body = p.data
+        if p.type == V2_NOTIFY and len(body) >= 4 and 4 + body[1] <= len(body):
+            out.append(((body[2] << 8) | body[3], body[4 + body[1]:]))
+    return out
+
+
+def peek_nat_d(buf: Buffer, offset: int = 0) -> list[NatD]:
+    """NAT-D hashes of the readable part of an IKE message (see :func:`nat_d_payloads`)."""
+    hdr = peek_ike(buf, offset)
+    if hdr is None:
+        return []
+    out: list[NatD] = []
+    if hdr.is_v2:
+        for ntype, data in peek_notifies(buf, offset):
+            if ntype == NAT_DETECTION_SOURCE_IP:
+                out.append(NatD("source", data))
+            elif ntype == NAT_DETECTION_DESTINATION_IP:
+                out.append(NatD("destination", data))
+        return out
+    for p in peek_payloads(buf, offset):
+        if p.type in (V1_NAT_D, V1_NAT_D_DRAFT):
+            out.append(NatD("destination" if not out else "source", p.data))
+    return out
+
+
+def natd_hash_matches(hashes: list[bytes], hdr: IkeHeader, addr: bytes, port: int) -> bool:
+    """True when one of ``hashes`` is the NAT-D hash of ``addr:port`` for the SA of ``hdr``
+    (IKEv2: SHA-1; IKEv1: each hash of :data:`NATD_V1_ALGORITHMS`, the negotiated one unknown)."""
+    if not hashes:
+        return False
+    if hdr.is_v2:
+        return natd_hash_v2(hdr.spi_i, hdr.spi_r, addr, port) in hashes
+    lengths = {len(h) for h in hashes}
+    for algo in NATD_V1_ALGORITHMS:
+        h = natd_hash_v1(hdr.spi_i, hdr.spi_r, addr, port, algo)
+        if len(h) in lengths and h in hashes:
+            return True
+    return False

@@ -353,3 +353,55 @@ def build_data(tunnel_id: int, session_id: int, payload: Buffer = b"", ns: int |
             raise PacketError("L2TP data message too long")
         _U16.pack_into(out, 2, len(out))
     return out
+
+
+# --- Non-raising variant for reading captures.
+
+class L2tpPeek(NamedTuple):
+    """What a capture reader needs of an L2TP packet: version, control or data, message type."""
+
+    version: int  # 2 (RFC 2661) or 3 (RFC 3931 over UDP)
+    is_control: bool
+    message_type: int | None  # control: the Message Type AVP value; None for data and a ZLB
+
+    @property
+    def name(self) -> str:
+        """``sccrq``.. for a control message, ``zlb`` for an acknowledgement, ``data`` otherwise."""
+        if not self.is_control:
+            return "data"
+        if self.message_type is None:
+            return "zlb"
+        return MESSAGE_NAMES.get(self.message_type, f"message-{self.message_type}").lower()
+
+
+def peek_l2tp(buf: Buffer, offset: int = 0) -> L2tpPeek | None:
+    """The version, kind and message type of an L2TP packet, or None when it is not one.
+
+    The message may be cut after the Message Type AVP (snap length); the header rules of
+    :func:`parse_l2tp` and the Message Type rule of :func:`parse_control` still apply.
+    """
+    n = len(buf) - offset
+    if offset < 0 or n < 6:
+        return None
+    b0 = buf[offset]
+    version = buf[offset + 1] & VERSION_MASK
+    if version == 3:  # RFC 3931 4.1.2.2: T bit, then the version in the same place
+        return L2tpPeek(3, bool(b0 & FLAG_T), None)
+    if version != L2TP_VERSION:
+        return None
+    if not b0 & FLAG_T:
+        return L2tpPeek(2, False, None)
+    if not (b0 & FLAG_L and b0 & FLAG_S) or b0 & FLAG_O:
+        return None
+    start = offset + 12  # flags/version, length, tunnel and session ids, Ns, Nr
+    length = (buf[offset + 2] << 8) | buf[offset + 3]
+    if length < 12:
+        return None
+    if length == 12:
+        return L2tpPeek(2, True, None)
+    if len(buf) < start + 8:
+        return None
+    flags_len, vendor, attr = _AVP.unpack_from(buf, start)
+    if attr != AVP_MESSAGE_TYPE or vendor or flags_len & AVP_H or flags_len & AVP_LENGTH_MASK != 8:
+        return None
+    return L2tpPeek(2, True, (buf[start + 6] << 8) | buf[start + 7])

@@ -380,3 +380,18 @@ class PptpStream:
     def _break(self, reason: str) -> None:
         self.broken = reason
         self._buf = bytearray()
+
+
+def peek_pptp(buf: Buffer, offset: int = 0, limit: int = 16) -> list[PptpMessage]:
+    """The whole, valid control messages at the start of a TCP payload (at most ``limit``);
+    stops quietly at the first byte that does not start one (a capture reader's variant)."""
+    out: list[PptpMessage] = []
+    pos = offset
+    while len(out) < limit and len(buf) - pos >= HEADER_LEN:
+        try:
+            msg = parse_pptp(buf, pos)
+        except PacketError:
+            break
+        out.append(msg)
+        pos += msg.length
+    return out

@@ -220,3 +220,13 @@ def test_advise_interactive_asks_then_advises(monkeypatch) -> None:
     got = adv_mod.interactive()
     assert got.protocol == "l2tp" and got.situations == ["remote-work"]
     assert got.switches["ipsec"].decision == "enable"
+
+
+def test_diagnose_vantage_flag_is_reported_in_the_json(capsys) -> None:
+    data = Path(__file__).resolve().parents[1] / "data" / "diagnose" / "wireguard-basic-client.pcap"
+    assert main(["diagnose", "--json", str(data)]) == 0
+    inferred = json.loads(capsys.readouterr().out)
+    assert inferred["vantage"] == "client" and inferred["vantage_detail"]["source"] == "inferred"
+    assert main(["diagnose", "--json", "--vantage", "router-wan", str(data)]) == 0
+    stated = json.loads(capsys.readouterr().out)
+    assert stated["vantage"] == "router-wan" and stated["vantage_detail"]["source"] == "stated"

@@ -30,7 +30,7 @@ CODE = {
     "wireguard-no-response": "wireguard-no-response",
     "openvpn-no-response": "openvpn-no-response",
 }
-WINDOWS = {"gre-blocked": 619, "pptp-control-blocked": 619, "ike-no-response": 809,
+WINDOWS = {"gre-blocked": 619, "pptp-control-blocked": 800, "ike-no-response": 809,
            "natt-blocked": 809, "esp-blocked": 809}
 
 

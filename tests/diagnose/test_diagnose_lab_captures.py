@@ -97,3 +97,18 @@ def test_raw_esp_through_natpass_switch_on_is_established_and_off_is_esp_blocked
     off = diagnose(DATA / "esp-basic-natpass-switch-off-client.pcap")
     (f,) = [f for f in off.findings if f.code == "esp-blocked"]
     assert f.windows_error == 809 and off.protocols[0].client.startswith("192.168.1.11")
+
+
+sys_path_derive = str(Path(__file__).resolve().parent / "derive")
+
+
+@pytest.mark.parametrize("stem", ["plain-cgnat", "plain-double-nat", "openvpn-static-basic",
+                                  "openvpn-tls-crypt-basic", "ikev2-natt-blocked-basic"])
+def test_recorded_real_programs_diagnosed_from_both_sides(stem: str) -> None:
+    import sys
+
+    if sys_path_derive not in sys.path:
+        sys.path.insert(0, sys_path_derive)
+    from diagnose_expect import EXPECT
+
+    EXPECT[stem](diagnose(DATA / f"{stem}-client.pcap"), diagnose(DATA / f"{stem}-router-wan.pcap"))

@@ -23,7 +23,7 @@ EXPECTED = {
     "ike/corelight__ikev1-certs.pcap": {"ikev1"},
     "ike/scapy__ikev2_notify_redirect.pcap": {"ikev2"},
     "ike/tcpdump__ikev2four_NULLlinktype.pcap": {"ikev2"},
-    "ike/arkime__IKEv2_ipv6.pcap": set(),  # IPv6 only: not analysed
+    "ike/arkime__IKEv2_ipv6.pcap": {"ikev2", "esp"},  # IPv6 only
     "esp_ah/ndpi__esp.pcapng": {"ikev2", "esp"},
     "esp_ah/ndpi__ah.pcapng": {"ikev2", "ah"},
     "esp_ah/corelight__ipsec.cap": {"ikev1", "esp"},
@@ -137,7 +137,6 @@ POLICY = [
     ("passthrough-not-needed", "natt/scapy__ikev2_nat_t.pcapng", "esp_ah/corelight__ipsec.cap"),
     ("gre-not-captured", "pptp/ndpi__pptp.pcap", "pptp/tcpdump__pptp.pcap"),
     ("one-way-inconclusive", "natt/tcpdump__espudp1.pcap", "natt/scapy__ikev2_nat_t.pcapng"),
-    ("no-vpn-found", "ike/arkime__IKEv2_ipv6.pcap", "ike/tcpdump__ISAKMP_sa_setup.pcap"),
 ]
 
 
@@ -146,19 +145,3 @@ def test_policy_finding_on_one_capture_and_not_on_another(captures: Path, code: 
                                                            clean: str) -> None:
     assert code in diagnose(captures / produces).codes()
     assert code not in diagnose(captures / clean).codes()
-
-
-@pytest.mark.parametrize("name", sorted(n for n in EXPECTED if "IKEv2_ipv6" not in n and "in_ipv6" not in n))
-def test_own_reader_agrees_with_the_datapath_reader(captures: Path, name: str) -> None:
-    from natpass.datapath.pcap import iter_capture
-    from natpass.diagnose.capture import read_frames
-
-    ours = [(f.number, f.ip) for f in read_frames(captures / name)]
-    theirs = [(p.index, p.ip) for p in iter_capture(captures / name)]
-    assert len(ours) == len(theirs)
-    for (n1, ip1), (n2, ip2) in zip(ours, theirs, strict=True):
-        assert n1 == n2
-        if ip1 is not None and ip2 is not None:  # the datapath reader trims to the total length
-            assert ip1[:len(ip2)] == ip2
-        else:
-            assert ip1 is None and ip2 is None

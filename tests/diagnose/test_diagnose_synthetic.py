@@ -73,7 +73,7 @@ def test_pptp_syn_answered_by_reset_is_control_blocked() -> None:
           (0.01, build_tcp(SERVER, LAN, 1723, 40000, seq=0, ack=2, flags=RST | ACK))]
     diag = diagnose_packets(pk)
     (f,) = [f for f in diag.findings if f.code == "pptp-control-blocked"]
-    assert f.windows_error == 619 and [e.frame for e in f.evidence] == [1, 2]
+    assert f.windows_error == 800 and [e.frame for e in f.evidence] == [1, 2]
 
 
 def test_single_syn_then_end_of_capture_is_not_called_blocked() -> None:
@@ -234,7 +234,7 @@ def test_garbage_never_crashes(blobs: list[bytes]) -> None:
 def test_not_a_capture_file_is_a_clear_error(tmp_path: Path) -> None:
     import pytest
 
-    from natpass.diagnose.capture import CaptureError
+    from natpass.diagnose.run import CaptureError
 
     bad = tmp_path / "x.pcap"
     bad.write_bytes(b"hello world, not a pcap")
