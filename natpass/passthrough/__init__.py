@@ -51,8 +51,9 @@ __all__ = ["IpsecHelper", "L2tpHelper", "PptpHelper", "build_engine", "build_hel
 
 def build_helpers(config: NatConfig) -> list[Helper]:
     """One PPTP, IPsec and L2TP helper, switched and strict as ``config.passthrough`` says."""
-    helpers: list[Helper] = [PptpHelper(config.timeouts), IpsecHelper(config.timeouts),
-                             L2tpHelper(config.timeouts)]
+    helpers: list[Helper] = [PptpHelper(config.timeouts, config.limits),
+                             IpsecHelper(config.timeouts, config.limits),
+                             L2tpHelper(config.timeouts, config.limits)]
     for h in helpers:
         h.enabled = config.passthrough.get(h.name)
         h.strict = config.passthrough.strict

@@ -35,6 +35,10 @@ the *receiver* chose, which the router cannot read from the (encrypted) IKE exch
 AH authenticates the IP addresses (RFC 4302 3.3.3.1), so AH that crossed a NAT fails the receiver's
 integrity check: it is forwarded anyway (the switch is on) and counted ``ipsec:ah-translated`` so
 that diagnosis can explain the failure.
+
+State bounds (:class:`IpsecLimits`, from ``[limits]``): raw ESP/AH sessions and IKE SPI routes are
+held per LAN host like flows, least recently used first out, so raw ESP sprayed by one host to
+thousands of addresses pushes out that host's own sessions, never another host's live SA.
 """
 
 from __future__ import annotations
@@ -43,10 +47,13 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 from natpass.nat import verdict as V
-from natpass.nat.config import Timeouts
+from natpass.nat.config import Limits, NatConfig, Timeouts
 from natpass.nat.helper import FlowView
 from natpass.packets.ipv4 import OFF_DST, OFF_SRC, PROTO_AH, PROTO_ESP, PROTO_UDP
 from natpass.passthrough._common import (
+    LRU_GRANULARITY,
+    HostLru,
+    StateLimit,
     SwitchedHelper,
     cap,
     dst_of,
@@ -69,11 +76,30 @@ NATT_KEEPALIVE: Final = 0xFF  # RFC 3948 2.3
 SA_CREATING_EXCHANGES: Final = frozenset({2, 4, 32, 34, 35, 36})
 ESP_SPI_OFFSET: Final = 0  # RFC 4303 2
 AH_SPI_OFFSET: Final = 4  # RFC 4302 2 (next header, payload len, reserved, SPI)
-# Bounds of the tables packets feed (oldest entries forgotten first).
-MAX_SESSIONS: Final = 8192
-MAX_SPIS_PER_SESSION: Final = 64
-MAX_POISONED: Final = 4096
-MAX_IKE_SAS: Final = 8192
+
+
+@dataclass(frozen=True, slots=True)
+class IpsecLimits:
+    """Everything the IPsec helper keeps is bounded here (like netfilter's expectation policy).
+
+    ``sessions``: raw ESP/AH state of one LAN host with one gateway (pending flag, SPIs), worth a
+    flow each: ``max_flows_per_host`` per host, ``max_flows`` in all, least recently used out
+    first, and a host only ever pushes out its own (see ``HostLru``). ``ike_sas``: IKE initiator
+    SPI routes, the same way, owned by the LAN host that sent the SPI. ``spis_per_session``: SPIs
+    per direction of one session (rekeys), least recently used out first. ``ambiguous_spis``:
+    inbound SPIs refused as ambiguous; the WAN side feeds them and no LAN host owns them, so they
+    are bounded in all, least recently seen out first (an SPI pushed out is judged again when it
+    comes back)."""
+
+    sessions: StateLimit
+    ike_sas: StateLimit
+    spis_per_session: int = 64
+    ambiguous_spis: int = 4096
+
+    @classmethod
+    def from_config(cls, limits: Limits) -> IpsecLimits:
+        flows = StateLimit.like_flows(limits)
+        return cls(sessions=flows, ike_sas=flows)
 
 
 @dataclass(slots=True, eq=False)
@@ -130,12 +156,20 @@ class IpsecHelper(SwitchedHelper):
     ip_protocols = frozenset({PROTO_ESP, PROTO_AH})
     udp_ports = frozenset({IKE_PORT, NATT_PORT})
 
-    def __init__(self, timeouts: Timeouts | None = None) -> None:
+    def __init__(self, timeouts: Timeouts | None = None, limits: Limits | None = None) -> None:
         super().__init__(timeouts)
-        self._sessions: dict[tuple[bytes, bytes], Session] = {}  # (lan, gateway)
+        self.limits = IpsecLimits.from_config(limits or Limits())
+        # (lan, gateway) -> raw ESP/AH state of that host with that gateway
+        self._sessions: HostLru[tuple[bytes, bytes], Session] = HostLru(
+            self.limits.sessions, self._session_evicted)
+        # (gateway, wan) -> LAN host -> session: the candidates for a new inbound SPI
+        self._by_gateway: dict[tuple[bytes, bytes], dict[bytes, Session]] = {}
         self._in: dict[tuple[bytes, bytes, int, int], Session] = {}  # (gateway, wan, proto, spi)
         self._poisoned: dict[tuple[bytes, bytes, int, int], float] = {}
-        self._ike: dict[tuple[bytes, bytes, bytes], IkeSa] = {}  # (gateway, wan, initiator SPI)
+        # (gateway, wan, initiator SPI) -> IKE SA; id(flow) -> its keys (cleared with the flow)
+        self._ike: HostLru[tuple[bytes, bytes, bytes], IkeSa] = HostLru(
+            self.limits.ike_sas, self._ike_evicted)
+        self._ike_by_flow: dict[int, set[tuple[bytes, bytes, bytes]]] = {}
         self._natt_flows: dict[int, FlowView] = {}
         # gateway -> LAN host -> NAT-T flows: a NAT-T flow stays released from per-packet calls
         # only while its host is the only one with NAT-T flows to that gateway
@@ -145,17 +179,40 @@ class IpsecHelper(SwitchedHelper):
 
     # ------------------------------------------------------------------ switch, timers, status
 
+    def reconfigure(self, config: NatConfig, now: float) -> None:
+        super().reconfigure(config, now)
+        self.limits = IpsecLimits.from_config(config.limits)
+        self._sessions.set_limit(self.limits.sessions, now)
+        self._ike.set_limit(self.limits.ike_sas, now)
+
     def tear_down(self, now: float) -> int:
         torn = len(self._sessions)
-        for sess in list(self._sessions.values()):
+        for sess in self._sessions.values():
             self._end(sess, now, "switched-off")
         self._poisoned.clear()
         self._ike.clear()
+        self._ike_by_flow.clear()
         return torn
+
+    def _session_evicted(self, key: tuple[bytes, bytes], sess: Session, now: float) -> None:
+        self._count("ipsec:sessions-evicted")
+        self._end(sess, now, "evicted")
+
+    def _ike_evicted(self, key: tuple[bytes, bytes, bytes], sa: IkeSa, now: float) -> None:
+        self._count("ipsec:ike-sas-evicted")
+        self._unindex_ike(key, sa)
+
+    def _unindex_ike(self, key: tuple[bytes, bytes, bytes], sa: IkeSa) -> None:
+        if sa.flow is not None:
+            keys = self._ike_by_flow.get(id(sa.flow))
+            if keys is not None:
+                keys.discard(key)
+                if not keys:
+                    del self._ike_by_flow[id(sa.flow)]
 
     def tick(self, now: float) -> None:
         esp = self.timeouts.esp
-        for sess in list(self._sessions.values()):
+        for sess in self._sessions.values():
             for spis in (sess.out_spis, sess.in_spis):
                 for key in [k for k, t in spis.items() if now - t > esp]:
                     del spis[key]
@@ -166,15 +223,24 @@ class IpsecHelper(SwitchedHelper):
         for pkey in [k for k, t in self._poisoned.items() if now - t > esp]:
             del self._poisoned[pkey]
         idle = max(self.timeouts.udp, self.timeouts.udp_natt)
-        for ikey in [k for k, s in self._ike.items() if now - s.last_seen > idle]:
-            del self._ike[ikey]
+        for ikey, sa in self._ike.items():
+            if now - sa.last_seen > idle:
+                self._ike.pop(ikey)
+                self._unindex_ike(ikey, sa)
 
     def _end(self, sess: Session, now: float, why: str) -> None:
-        self._sessions.pop((sess.lan, sess.gateway), None)
+        key = (sess.lan, sess.gateway)
+        if self._sessions.get(key) is sess:
+            self._sessions.pop(key)
+        gw = self._by_gateway.get((sess.gateway, sess.wan))
+        if gw is not None and gw.get(sess.lan) is sess:
+            del gw[sess.lan]
+            if not gw:
+                del self._by_gateway[(sess.gateway, sess.wan)]
         for proto, spi in sess.in_spis:
-            key = (sess.gateway, sess.wan, proto, spi)
-            if self._in.get(key) is sess:
-                del self._in[key]
+            ikey = (sess.gateway, sess.wan, proto, spi)
+            if self._in.get(ikey) is sess:
+                del self._in[ikey]
         if sess.up:
             self._count("ipsec:tunnels-down")
             if self.ctx is not None:
@@ -189,6 +255,8 @@ class IpsecHelper(SwitchedHelper):
         out["inbound_spis"] = len(self._in)
         out["ambiguous_spis"] = len(self._poisoned)
         out["ike_sas"] = len(self._ike)
+        out["sessions_evicted"] = self._sessions.evicted
+        out["ike_sas_evicted"] = self._ike.evicted
         out["natt_flows"] = len(self._natt_flows)
         # AH cannot survive address translation: diagnosis reads this to explain the failure.
         out["ah_translated"] = self._counters.get("ipsec:ah-translated", 0)
@@ -301,12 +369,13 @@ class IpsecHelper(SwitchedHelper):
         # Only what LAN hosts send is indexed: a WAN peer can neither fill nor spoil the index.
         if sa is None:
             if from_lan:
-                self._ike[key] = IkeSa(flow, flow.lan_addr, flow.lan_port, now, natt)
-                cap(self._ike, MAX_IKE_SAS)
+                self._ike.add(key, IkeSa(flow, flow.lan_addr, flow.lan_port, now, natt), now)
+                self._ike_by_flow.setdefault(id(flow), set()).add(key)
         elif sa.lan != flow.lan_addr:
             if from_lan:
                 if sa.flow is not None:
                     self._count("ipsec:ike-spi-collision")
+                    self._unindex_ike(key, sa)
                 sa.flow = None  # two LAN hosts use this SPI: it routes nothing any more
                 sa.last_seen = now
         else:
@@ -319,11 +388,14 @@ class IpsecHelper(SwitchedHelper):
                 if sess is not None:
                     sess.ike_pending = False  # ESP now travels in UDP 4500, not raw
                     sess.unmatched_out = 0
-            if sa.flow is not None:
+            if sa.flow is not None and sa.flow is not flow:
+                self._unindex_ike(key, sa)
                 sa.flow = flow
                 sa.lan_port = flow.lan_port
+                self._ike_by_flow.setdefault(id(flow), set()).add(key)
             sa.natt = natt
             sa.last_seen = now
+            self._ike.touch(key, sa.lan, now)
         if not natt and exchange in SA_CREATING_EXCHANGES:
             sess = self._session(flow.lan_addr, flow.remote_addr, flow.wan_addr, now)
             sess.ike_pending = True
@@ -340,20 +412,35 @@ class IpsecHelper(SwitchedHelper):
                     hosts.pop(flow.lan_addr, None)
                     if not hosts:
                         del self._natt_hosts[flow.remote_addr]
-        for key in [k for k, s in self._ike.items() if s.flow is flow]:
-            del self._ike[key]
+        for key in self._ike_by_flow.pop(id(flow), ()):
+            sa = self._ike.get(key)
+            if sa is not None and sa.flow is flow:
+                self._ike.pop(key)
 
     # ------------------------------------------------------------------ raw ESP / AH
 
     def _session(self, lan: bytes, gateway: bytes, wan: bytes, now: float) -> Session:
-        sess = self._sessions.get((lan, gateway))
+        key = (lan, gateway)
+        sess = self._sessions.get(key)
         if sess is None:
             sess = Session(lan, gateway, wan, now, now)
-            self._sessions[(lan, gateway)] = sess
-            if len(self._sessions) > MAX_SESSIONS:
-                self._end(next(iter(self._sessions.values())), now, "table-full")
+            self._sessions.add(key, sess, now)
+            self._by_gateway.setdefault((gateway, wan), {})[lan] = sess
+        else:
+            self._sessions.touch(key, lan, now)
         sess.last_seen = now
         return sess
+
+    @staticmethod
+    def _use_spi(spis: dict[tuple[int, int], float], key: tuple[int, int], now: float) -> bool:
+        """Refresh an SPI of a session (least recently used last); True when it is new."""
+        seen = spis.get(key)
+        if seen is not None and now - seen < LRU_GRANULARITY:
+            return False
+        if seen is not None:
+            del spis[key]
+        spis[key] = now
+        return seen is None
 
     def on_ip_packet(self, buf: bytearray, ihl: int, from_lan: bool, now: float) -> int | str:
         proto = buf[9]
@@ -370,11 +457,10 @@ class IpsecHelper(SwitchedHelper):
             lan, gateway = src_of(buf), dst_of(buf)
             wan = ctx.wan_address_for(lan)
             sess = self._session(lan, gateway, wan, now)
-            if (proto, spi) not in sess.out_spis:
+            if self._use_spi(sess.out_spis, (proto, spi), now):
                 sess.new_sa(outbound=True)
                 self._count("ipsec:new-outbound-spi")
-            sess.out_spis[(proto, spi)] = now
-            cap(sess.out_spis, MAX_SPIS_PER_SESSION)
+                cap(sess.out_spis, self.limits.spis_per_session)
             set_ip_addr(buf, OFF_SRC, wan)
             self._forwarded(proto)
             return V.TO_WAN
@@ -383,15 +469,18 @@ class IpsecHelper(SwitchedHelper):
         sess_in = self._in.get(key)
         if sess_in is None:
             if key in self._poisoned:
-                self._poisoned[key] = now  # still in use: keep refusing it
+                del self._poisoned[key]
+                self._poisoned[key] = now  # still in use: keep refusing it (and keep it longest)
                 self._count("ipsec:ambiguous-spi")
                 return "ipsec:ambiguous-spi"
             found = self._bind_inbound(key, now)
             if isinstance(found, str):
                 return found
             sess_in = found
+        if now - sess_in.last_seen >= LRU_GRANULARITY:
+            self._sessions.touch((sess_in.lan, sess_in.gateway), sess_in.lan, now)
         sess_in.last_seen = now
-        sess_in.in_spis[(proto, spi)] = now
+        self._use_spi(sess_in.in_spis, (proto, spi), now)
         set_ip_addr(buf, OFF_DST, sess_in.lan)
         self._forwarded(proto)
         return V.TO_LAN
@@ -406,7 +495,7 @@ class IpsecHelper(SwitchedHelper):
     def _bind_inbound(self, key: tuple[bytes, bytes, int, int], now: float) -> Session | str:
         """Bind a new inbound SPI to the one LAN host it can belong to, or refuse to guess."""
         gateway, wan, proto, spi = key
-        cands = [s for s in self._sessions.values() if s.gateway == gateway and s.wan == wan]
+        cands = list(self._by_gateway.get((gateway, wan), {}).values())
         if not cands:
             return V.NO_MAPPING
         waiting = [s for s in cands if s.pending]
@@ -416,7 +505,7 @@ class IpsecHelper(SwitchedHelper):
             sess = cands[0]
         else:
             self._poisoned[key] = now
-            cap(self._poisoned, MAX_POISONED)
+            cap(self._poisoned, self.limits.ambiguous_spis)
             self._count("ipsec:ambiguous-spi")
             if self.ctx is not None:
                 self.ctx.log("ambiguous-spi", proto="ipsec", remote=ip_text(gateway), spi=f"{spi:#010x}",
@@ -424,7 +513,7 @@ class IpsecHelper(SwitchedHelper):
             return "ipsec:ambiguous-spi"
         self._in[key] = sess
         sess.in_spis[(proto, spi)] = now
-        while len(sess.in_spis) > MAX_SPIS_PER_SESSION:
+        while len(sess.in_spis) > self.limits.spis_per_session:
             old = next(iter(sess.in_spis))
             del sess.in_spis[old]
             self._in.pop((gateway, wan, old[0], old[1]), None)

@@ -17,6 +17,11 @@ L2TP inside is encrypted, invisible to the router. So:
 The ``l2tp`` switch only concerns L2TP visible on UDP 1701 (bare L2TP, or L2TP under ESP-NULL is
 not readable either): on, port 1701 preservation and tracking; off, ordinary UDP; off with
 ``strict``, UDP 1701 is blocked (``strict-blocked:l2tp``).
+
+State bounds (:class:`L2tpLimits`, from ``[limits]``): tunnels and sessions are held per LAN host
+like flows, least recently used first out, and a host pushes out only its own entries (or a
+host's holding more); a tunnel pushed out is forgotten (its flow stays ordinary UDP and is
+followed afresh from its next control message).
 """
 
 from __future__ import annotations
@@ -25,12 +30,22 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 from natpass.nat import verdict as V
-from natpass.nat.config import Timeouts
+from natpass.nat.config import Limits, NatConfig, Timeouts
 from natpass.nat.helper import FlowView
 from natpass.packets import l2tp as L
 from natpass.packets.errors import PacketError
 from natpass.packets.ipv4 import PROTO_UDP
-from natpass.passthrough._common import SwitchedHelper, dst_of, ip_text, need_ctx, src_of, u16
+from natpass.passthrough._common import (
+    LRU_GRANULARITY,
+    HostLru,
+    StateLimit,
+    SwitchedHelper,
+    dst_of,
+    ip_text,
+    need_ctx,
+    src_of,
+    u16,
+)
 
 L2TP_PORT: Final = 1701  # RFC 2661 8.1
 # Control message types (RFC 2661 3.2).
@@ -43,7 +58,26 @@ OCRP: Final = L.OCRP
 ICRQ: Final = L.ICRQ
 ICRP: Final = L.ICRP
 CDN: Final = L.CDN
-MAX_SESSIONS_PER_TUNNEL: Final = 256
+
+
+@dataclass(frozen=True, slots=True)
+class L2tpLimits:
+    """Everything the L2TP helper keeps is bounded here (like netfilter's expectation policy).
+
+    ``tunnels`` (one per UDP 1701 flow) and ``sessions`` (Assigned Session IDs of both ends): each
+    worth a flow, ``max_flows_per_host`` per LAN host and ``max_flows`` in all, least recently
+    used out first, and a host pushes out only its own entries or a host's holding more
+    (``HostLru``). ``sessions_per_tunnel``: one more Assigned Session ID in a tunnel is not
+    followed (``l2tp:session-limit``); RFC 2661 allows 65,535 but no LAC opens that many."""
+
+    tunnels: StateLimit
+    sessions: StateLimit
+    sessions_per_tunnel: int = 256
+
+    @classmethod
+    def from_config(cls, limits: Limits) -> L2tpLimits:
+        flows = StateLimit.like_flows(limits)
+        return cls(tunnels=flows, sessions=flows)
 
 
 @dataclass(slots=True)
@@ -96,26 +130,94 @@ class Tunnel:
     flow: FlowView | None = None
 
 
+@dataclass(slots=True, eq=False)
+class Session:
+    """One Assigned Session ID of a tunnel (``lan_side``: the LAN host assigned it)."""
+
+    lan: bytes
+    tunnel: Tunnel
+    lan_side: bool
+    session_id: int
+
+
+SessionKey = tuple[int, bool, int]  # (id of the tunnel's flow, LAN side, Session ID)
+TidKey = tuple[bytes, bytes, int]  # (remote, WAN address, LAN host's Tunnel ID)
+
+
 class L2tpHelper(SwitchedHelper):
     """UDP 1701 port preservation and L2TPv2 tunnel/session tracking."""
 
     name = "l2tp"
     udp_ports = frozenset({L2TP_PORT})
 
-    def __init__(self, timeouts: Timeouts | None = None) -> None:
+    def __init__(self, timeouts: Timeouts | None = None, limits: Limits | None = None) -> None:
         super().__init__(timeouts)
-        self._tunnels: dict[int, Tunnel] = {}  # id(flow) -> tunnel of that flow
+        self.limits = L2tpLimits.from_config(limits or Limits())
+        # id(flow) -> tunnel of that flow
+        self._tunnels: HostLru[int, Tunnel] = HostLru(self.limits.tunnels, self._tunnel_evicted)
+        self._sessions: HostLru[SessionKey, Session] = HostLru(self.limits.sessions,
+                                                              self._session_evicted)
+        self._by_tid: dict[TidKey, dict[int, Tunnel]] = {}  # LNS replies routed by Tunnel ID
         self.l2tp_packets = 0  # UDP 1701 handled with the switch on
+
+    def reconfigure(self, config: NatConfig, now: float) -> None:
+        super().reconfigure(config, now)
+        self.limits = L2tpLimits.from_config(config.limits)
+        self._tunnels.set_limit(self.limits.tunnels, now)
+        self._sessions.set_limit(self.limits.sessions, now)
+
+    def _tunnel_evicted(self, key: int, t: Tunnel, now: float) -> None:
+        self._count("l2tp:tunnels-evicted")
+        self._end(t, now, "evicted")
+
+    def _session_evicted(self, key: SessionKey, sess: Session, now: float) -> None:
+        self._count("l2tp:sessions-evicted")
+        (sess.tunnel.lan_sessions if sess.lan_side else sess.tunnel.remote_sessions).discard(
+            sess.session_id)
+
+    def _set_tunnel_id(self, t: Tunnel, tid: int | None) -> None:
+        """The LAN host's Tunnel ID (what the LNS puts in its headers), indexed for routing."""
+        if t.lan_tunnel_id is not None:
+            key = (t.remote, t.wan, t.lan_tunnel_id)
+            same = self._by_tid.get(key)
+            if same is not None:
+                same.pop(id(t), None)
+                if not same:
+                    del self._by_tid[key]
+        t.lan_tunnel_id = tid
+        if tid is not None and t.flow is not None:
+            self._by_tid.setdefault((t.remote, t.wan, tid), {})[id(t)] = t
+
+    def _add_session(self, t: Tunnel, lan_side: bool, sid: int, now: float) -> None:
+        sessions = t.lan_sessions if lan_side else t.remote_sessions
+        if sid in sessions:
+            return
+        if len(sessions) >= self.limits.sessions_per_tunnel:
+            self._count("l2tp:session-limit")
+            return
+        sessions.add(sid)
+        assert t.flow is not None
+        self._sessions.add((id(t.flow), lan_side, sid), Session(t.lan, t, lan_side, sid), now)
+
+    def _drop_session(self, t: Tunnel, lan_side: bool, sid: int) -> None:
+        (t.lan_sessions if lan_side else t.remote_sessions).discard(sid)
+        if t.flow is not None:
+            self._sessions.pop((id(t.flow), lan_side, sid))
+
+    def _clear_sessions(self, t: Tunnel) -> None:
+        for lan_side, sessions in ((True, t.lan_sessions), (False, t.remote_sessions)):
+            for sid in list(sessions):
+                self._drop_session(t, lan_side, sid)
 
     def tear_down(self, now: float) -> int:
         torn = 0
-        for t in list(self._tunnels.values()):
+        for t in self._tunnels.values():
             torn += 1 if t.up else 0
             self._end(t, now, "switched-off")
         return torn
 
     def tick(self, now: float) -> None:
-        for t in list(self._tunnels.values()):
+        for t in self._tunnels.values():
             if now - t.last_seen > self.timeouts.udp:
                 self._end(t, now, "timeout")
 
@@ -124,6 +226,10 @@ class L2tpHelper(SwitchedHelper):
         out["tunnels"] = sum(1 for t in self._tunnels.values() if t.up)
         out["sessions"] = sum(len(t.lan_sessions) for t in self._tunnels.values())
         out["l2tp_packets"] = self.l2tp_packets
+        out["tunnels_tracked"] = len(self._tunnels)
+        out["sessions_tracked"] = len(self._sessions)
+        out["tunnels_evicted"] = self._tunnels.evicted
+        out["sessions_evicted"] = self._sessions.evicted
         return out
 
     def tunnels(self) -> list[dict[str, Any]]:
@@ -134,8 +240,10 @@ class L2tpHelper(SwitchedHelper):
                  "since": t.created, "last_seen": t.last_seen} for t in self._tunnels.values()]
 
     def _end(self, t: Tunnel, now: float, why: str) -> None:
-        if t.flow is not None:
-            self._tunnels.pop(id(t.flow), None)
+        if t.flow is not None and self._tunnels.get(id(t.flow)) is t:
+            self._tunnels.pop(id(t.flow))
+        self._clear_sessions(t)
+        self._set_tunnel_id(t, None)
         if t.up:
             t.up = False
             self._count("l2tp:tunnels-down")
@@ -161,12 +269,10 @@ class L2tpHelper(SwitchedHelper):
             tid = L.parse_l2tp(bytes(buf[pay:total])).tunnel_id
         except PacketError:
             return None
-        src, dst = src_of(buf), dst_of(buf)
-        match = [t for t in self._tunnels.values() if t.remote == src and t.wan == dst
-                 and t.lan_tunnel_id == tid and t.flow is not None]
-        if len(match) != 1:
+        match = self._by_tid.get((src_of(buf), dst_of(buf), tid))
+        if match is None or len(match) != 1:
             return None
-        return match[0].flow
+        return next(iter(match.values())).flow
 
     def on_flow_packet(self, flow: FlowView, buf: bytearray, ihl: int, from_lan: bool,
                        now: float) -> str | None:
@@ -183,7 +289,9 @@ class L2tpHelper(SwitchedHelper):
         if t is None:
             t = Tunnel(flow.lan_addr, flow.lan_port, flow.remote_addr, flow.wan_addr, flow.wan_port,
                        now, now, flow=flow)
-            self._tunnels[id(flow)] = t
+            self._tunnels.add(id(flow), t, now)
+        elif now - t.last_seen >= LRU_GRANULARITY:
+            self._tunnels.touch(id(flow), t.lan, now)
         t.last_seen = now
         self.l2tp_packets += 1
         total = u16(buf, 2)
@@ -192,7 +300,12 @@ class L2tpHelper(SwitchedHelper):
         except PacketError:
             self._count("l2tp:unreadable")
             return None  # still ordinary UDP: the endpoints judge their own protocol
-        if not msg.control or msg.msg_type is None:
+        if not msg.control:
+            if msg.session_id:
+                # data names the receiver's session: keep it the most recent of its host
+                self._sessions.touch((id(flow), not from_lan, msg.session_id), t.lan, now)
+            return None
+        if msg.msg_type is None:
             return None
         self._count("l2tp:control")
         if msg.hidden:
@@ -205,7 +318,7 @@ class L2tpHelper(SwitchedHelper):
         if mt in (SCCRQ, SCCRP):
             if msg.assigned_tunnel is not None:
                 if from_lan:
-                    t.lan_tunnel_id = msg.assigned_tunnel
+                    self._set_tunnel_id(t, msg.assigned_tunnel)
                 else:
                     t.remote_tunnel_id = msg.assigned_tunnel
         elif mt == SCCCN:  # the initiator confirms: the tunnel is up (RFC 2661 5.1)
@@ -218,21 +331,14 @@ class L2tpHelper(SwitchedHelper):
                                  peer_tunnel_id=t.remote_tunnel_id)
         elif mt in (ICRQ, ICRP, OCRQ, OCRP):
             if msg.assigned_session is not None:
-                sessions = t.lan_sessions if from_lan else t.remote_sessions
-                if len(sessions) < MAX_SESSIONS_PER_TUNNEL:
-                    sessions.add(msg.assigned_session)
-                else:
-                    self._count("l2tp:session-limit")
+                self._add_session(t, from_lan, msg.assigned_session, now)
         elif mt == CDN:
-            sessions = t.lan_sessions if from_lan else t.remote_sessions
             if msg.assigned_session is not None:
-                sessions.discard(msg.assigned_session)
+                self._drop_session(t, from_lan, msg.assigned_session)
             # The header names the receiver's session: that half ends too.
-            other = t.remote_sessions if from_lan else t.lan_sessions
-            other.discard(msg.session_id)
+            self._drop_session(t, not from_lan, msg.session_id)
         elif mt == STOPCCN:
-            t.lan_sessions.clear()
-            t.remote_sessions.clear()
+            self._clear_sessions(t)
             if t.up:
                 t.up = False
                 self._count("l2tp:tunnels-down")
@@ -240,7 +346,7 @@ class L2tpHelper(SwitchedHelper):
                     self.ctx.log("tunnel-down", proto="l2tp", lan=ip_text(t.lan), remote=ip_text(t.remote),
                                  wan=ip_text(t.wan), tunnel_id=t.lan_tunnel_id, reason="stopccn",
                                  duration=now - t.created)
-            t.lan_tunnel_id = None
+            self._set_tunnel_id(t, None)
             t.remote_tunnel_id = None
 
     def on_flow_closed(self, flow: FlowView, now: float) -> None:

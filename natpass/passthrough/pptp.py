@@ -31,6 +31,12 @@ whose framing is lost (bad magic cookie, impossible length) fails closed: its da
 dropped (``pptp:stream-lost``) until the connection ends, because passing them untranslated could
 put a Call ID on the wire that collides with another client's. Messages of an unknown type, or of
 a known type with the wrong length, are counted and passed untouched (as Linux does).
+
+State bounds (:class:`PptpLimits`, from ``[limits]``): control connections, calls, address-only
+GRE bindings and the memory of ended calls are each held per LAN host like flows, least recently
+used first out, and a host only pushes out its own (or a host's holding more). A call pushed out
+ends (its GRE is then dropped ``pptp:no-call``); a control connection pushed out ends its calls
+and fails closed like a lost stream (``pptp:stream-lost``) until the client reconnects.
 """
 
 from __future__ import annotations
@@ -40,16 +46,18 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 from natpass.nat import verdict as V
-from natpass.nat.config import Timeouts
+from natpass.nat.config import Limits, NatConfig, Timeouts
 from natpass.nat.helper import FlowView
 from natpass.packets import gre as G
 from natpass.packets import pptp as P
 from natpass.packets.ipv4 import OFF_DST, OFF_SRC, PROTO_GRE, PROTO_TCP
 from natpass.passthrough._common import (
     HALF_SEQ,
+    LRU_GRANULARITY,
     SEQ_MASK,
+    HostLru,
+    StateLimit,
     SwitchedHelper,
-    cap,
     dst_of,
     ip_text,
     need_ctx,
@@ -69,10 +77,32 @@ ENDING: Final = frozenset({P.CCRQ, P.CDN})
 STOPPING: Final = frozenset({P.STOP_CCRQ, P.STOP_CCRP})
 RESULT_OFFSET: Final = 16  # OCRP/ICRP Result Code (RFC 2637 2.8, 2.10)
 RESULT_OK: Final = 1  # OCRP "Connected", ICRP "Connect"
-MAX_CALLS_PER_CONTROL: Final = 64  # far beyond any real client; bounds what one LAN host can hold
 REWRITE_MEMORY: Final = 64  # rewrites remembered per direction for retransmissions
 GRE_MIN: Final = 4
-MAX_REMEMBERED: Final = 4096  # ended calls and address bindings kept at most
+
+
+@dataclass(frozen=True, slots=True)
+class PptpLimits:
+    """Everything the PPTP helper keeps is bounded here (like netfilter's expectation policy).
+
+    ``controls`` (followed control connections), ``calls``, ``gre_bindings`` (address-only GRE,
+    one LAN host per far end and WAN address) and ``ended_calls`` (ended calls remembered so that
+    their late GRE is dropped ``pptp:no-call`` rather than sent by address): each worth a flow,
+    ``max_flows_per_host`` per LAN host and ``max_flows`` in all, least recently used out first,
+    and a host pushes out only its own entries or a host's holding more (``HostLru``).
+    ``calls_per_control``: calls one control connection may open, far beyond any real client; one
+    more is refused and the connection fails closed (its Call ID must not leave untranslated)."""
+
+    controls: StateLimit
+    calls: StateLimit
+    gre_bindings: StateLimit
+    ended_calls: StateLimit
+    calls_per_control: int = 64
+
+    @classmethod
+    def from_config(cls, limits: Limits) -> PptpLimits:
+        flows = StateLimit.like_flows(limits)
+        return cls(controls=flows, calls=flows, gre_bindings=flows, ended_calls=flows)
 
 
 def _fields_of(ctype: int) -> list[tuple[int, str]]:
@@ -102,6 +132,7 @@ class Call:
     last_seen: float
     remote_call_id: int | None = None
     up: bool = False
+    ended: bool = False
 
 
 @dataclass(slots=True, eq=False)
@@ -133,19 +164,23 @@ class Control:
     outbound: bool
     last_seen: float
     tracked: bool = True
+    evicted: bool = False  # pushed out by the limits: its data is dropped until a new SYN
     from_lan: StreamDir = field(default_factory=StreamDir)
     from_remote: StreamDir = field(default_factory=StreamDir)
-    far_end: StreamDir = field(default_factory=StreamDir)  # replay: inbound as the far end sent it
+    far_end: StreamDir | None = None  # replay only: inbound as the far end sent it
     by_lan: dict[int, Call] = field(default_factory=dict)
     by_wan: dict[int, Call] = field(default_factory=dict)
 
 
 @dataclass(slots=True)
 class Binding:
-    """Address-only GRE binding (GRE v0, or v1 without a followed call)."""
+    """Address-only GRE binding (GRE v0, or v1 without a followed call), or an ended call."""
 
     lan: bytes
     last_seen: float
+
+
+CallKey = tuple[bytes, bytes, int]
 
 
 class PptpHelper(SwitchedHelper):
@@ -155,22 +190,52 @@ class PptpHelper(SwitchedHelper):
     ip_protocols = frozenset({PROTO_GRE})
     tcp_ports = frozenset({PPTP_PORT})
 
-    def __init__(self, timeouts: Timeouts | None = None) -> None:
+    def __init__(self, timeouts: Timeouts | None = None, limits: Limits | None = None) -> None:
         super().__init__(timeouts)
-        self._controls: dict[tuple[bytes, int, bytes, int], Control] = {}  # (remote, rport, wan, wport)
-        self._by_wan: dict[tuple[bytes, bytes, int], Call] = {}  # (remote, wan, wan id): inbound GRE
-        self._by_out: dict[tuple[bytes, bytes, int], Call] = {}  # (lan, remote, remote id): outbound GRE
+        self.limits = lim = PptpLimits.from_config(limits or Limits())
+        # (remote, rport, wan, wport) -> followed control connection
+        self._controls: HostLru[tuple[bytes, int, bytes, int], Control] = HostLru(
+            lim.controls, self._control_evicted)
+        # (remote, wan, wan id) -> call: inbound GRE, and the table of all calls
+        self._by_wan: HostLru[CallKey, Call] = HostLru(lim.calls, self._call_evicted)
+        self._by_out: dict[CallKey, Call] = {}  # (lan, remote, remote id): outbound GRE
         self._ids: dict[tuple[bytes, bytes], set[int]] = {}  # WAN ids in use per (remote, wan)
-        self._ended_in: dict[tuple[bytes, bytes, int], float] = {}
-        self._ended_out: dict[tuple[bytes, bytes, int], float] = {}
-        self._bind: dict[tuple[bytes, bytes], Binding] = {}  # (remote, wan) -> LAN host
+        self._pairs: dict[tuple[bytes, bytes], int] = {}  # (lan, remote) -> calls
+        self._ended_in: HostLru[CallKey, Binding] = HostLru(lim.ended_calls, self._forget)
+        self._ended_out: HostLru[CallKey, Binding] = HostLru(lim.ended_calls, self._forget)
+        # (remote, wan) -> LAN host
+        self._bind: HostLru[tuple[bytes, bytes], Binding] = HostLru(lim.gre_bindings, self._forget)
         self.gre_packets = 0
+
+    def reconfigure(self, config: NatConfig, now: float) -> None:
+        super().reconfigure(config, now)
+        self.limits = lim = PptpLimits.from_config(config.limits)
+        self._controls.set_limit(lim.controls, now)
+        self._by_wan.set_limit(lim.calls, now)
+        self._bind.set_limit(lim.gre_bindings, now)
+        self._ended_in.set_limit(lim.ended_calls, now)
+        self._ended_out.set_limit(lim.ended_calls, now)
+
+    def _forget(self, key: object, entry: Binding, now: float) -> None:
+        self._count("pptp:state-evicted")
+
+    def _call_evicted(self, key: CallKey, call: Call, now: float) -> None:
+        self._count("pptp:calls-evicted")
+        self._ids.get((call.remote, call.wan), set()).discard(call.wan_call_id)
+        self._end(call, now, "evicted")
+
+    def _control_evicted(self, key: tuple[bytes, int, bytes, int], ctl: Control, now: float) -> None:
+        self._count("pptp:controls-evicted")
+        for call in list(ctl.by_lan.values()):
+            self._end(call, now, "evicted")
+        ctl.tracked = False
+        ctl.evicted = True
 
     # ------------------------------------------------------------------ bookkeeping
 
     def tear_down(self, now: float) -> int:
         torn = 0
-        for call in list(self._by_wan.values()):
+        for call in self._by_wan.values():
             torn += 1 if call.up else 0
             self._end(call, now, "switched-off")
         for ctl in self._controls.values():
@@ -184,14 +249,16 @@ class PptpHelper(SwitchedHelper):
 
     def tick(self, now: float) -> None:
         limit = self.timeouts.gre
-        for call in list(self._by_wan.values()):
+        for call in self._by_wan.values():
             if now - call.last_seen > limit:
                 self._end(call, now, "timeout")
-        for bkey in [k for k, b in self._bind.items() if now - b.last_seen > limit]:
-            del self._bind[bkey]
+        for bkey, b in self._bind.items():
+            if now - b.last_seen > limit:
+                self._bind.pop(bkey)
         for ended in (self._ended_in, self._ended_out):
-            for ekey in [k for k, t in ended.items() if now - t > limit]:
-                del ended[ekey]
+            for ekey, e in ended.items():
+                if now - e.last_seen > limit:
+                    ended.pop(ekey)
 
     def stats(self) -> dict[str, int]:
         out = dict(self._counters)
@@ -200,6 +267,9 @@ class PptpHelper(SwitchedHelper):
         out["control_connections"] = len(self._controls)
         out["gre_address_bindings"] = len(self._bind)
         out["gre_packets"] = self.gre_packets
+        out["ended_calls"] = len(self._ended_in) + len(self._ended_out)
+        out["calls_evicted"] = self._by_wan.evicted
+        out["controls_evicted"] = self._controls.evicted
         return out
 
     def tunnels(self) -> list[dict[str, Any]]:
@@ -233,7 +303,7 @@ class PptpHelper(SwitchedHelper):
         return None
 
     def _new_call(self, ctl: Control, lan_id: int, now: float) -> Call | None:
-        if len(ctl.by_lan) >= MAX_CALLS_PER_CONTROL:
+        if len(ctl.by_lan) >= self.limits.calls_per_control:
             self._count("pptp:call-limit")
             return None
         wan_id = self._alloc_wan_id(ctl.remote, ctl.wan, lan_id)
@@ -245,17 +315,28 @@ class PptpHelper(SwitchedHelper):
         call = Call(ctl.lan, ctl.remote, ctl.wan, lan_id, wan_id, ctl, now, now)
         ctl.by_lan[lan_id] = call
         ctl.by_wan[wan_id] = call
-        self._by_wan[(ctl.remote, ctl.wan, wan_id)] = call
-        self._ids[(ctl.remote, ctl.wan)].add(wan_id)
-        self._ended_in.pop((ctl.remote, ctl.wan, wan_id), None)
+        self._by_wan.add((ctl.remote, ctl.wan, wan_id), call, now)
+        self._ids.setdefault((ctl.remote, ctl.wan), set()).add(wan_id)
+        pair = (ctl.lan, ctl.remote)
+        self._pairs[pair] = self._pairs.get(pair, 0) + 1
+        self._ended_in.pop((ctl.remote, ctl.wan, wan_id))
         return call
+
+    def _seen(self, call: Call, now: float) -> None:
+        """The call was used (GRE or control traffic): it is its host's most recent."""
+        if now - call.last_seen >= LRU_GRANULARITY:
+            self._by_wan.touch((call.remote, call.wan, call.wan_call_id), call.lan, now)
+            # a busy call keeps its control connection too (it is quiet between echoes)
+            ctl = call.control
+            self._controls.touch((ctl.remote, ctl.remote_port, ctl.wan, ctl.wan_port), ctl.lan, now)
+        call.last_seen = now
 
     def _set_remote(self, call: Call, remote_id: int) -> None:
         if call.remote_call_id is not None:
             self._by_out.pop((call.lan, call.remote, call.remote_call_id), None)
         call.remote_call_id = remote_id
         self._by_out[(call.lan, call.remote, remote_id)] = call
-        self._ended_out.pop((call.lan, call.remote, remote_id), None)
+        self._ended_out.pop((call.lan, call.remote, remote_id))
 
     def _up(self, call: Call, now: float) -> None:
         if call.up:
@@ -275,16 +356,23 @@ class PptpHelper(SwitchedHelper):
             del ctl.by_wan[call.wan_call_id]
         key_in = (call.remote, call.wan, call.wan_call_id)
         if self._by_wan.get(key_in) is call:
-            del self._by_wan[key_in]
+            self._by_wan.pop(key_in)
             self._ids.get((call.remote, call.wan), set()).discard(call.wan_call_id)
-        self._ended_in[key_in] = now
-        cap(self._ended_in, MAX_REMEMBERED)
+        if call.ended:
+            return
+        call.ended = True
+        pair = (call.lan, call.remote)
+        n = self._pairs.get(pair, 0) - 1
+        if n > 0:
+            self._pairs[pair] = n
+        else:
+            self._pairs.pop(pair, None)
+        self._ended_in.add(key_in, Binding(call.lan, now), now)
         if call.remote_call_id is not None:
             key_out = (call.lan, call.remote, call.remote_call_id)
             if self._by_out.get(key_out) is call:
                 del self._by_out[key_out]
-            self._ended_out[key_out] = now
-            cap(self._ended_out, MAX_REMEMBERED)
+            self._ended_out.add(key_out, Binding(call.lan, now), now)
         if call.up:
             call.up = False
             self._count("pptp:tunnels-down")
@@ -303,7 +391,7 @@ class PptpHelper(SwitchedHelper):
         ctl = Control(flow.lan_addr, flow.lan_port, flow.wan_addr, flow.wan_port, flow.remote_addr,
                       flow.remote_port, flow.outbound, now)
         flow.helper_state = ctl
-        self._controls[(ctl.remote, ctl.remote_port, ctl.wan, ctl.wan_port)] = ctl
+        self._controls.add((ctl.remote, ctl.remote_port, ctl.wan, ctl.wan_port), ctl, now)
         return ctl
 
     def on_flow_packet(self, flow: FlowView, buf: bytearray, ihl: int, from_lan: bool,
@@ -317,12 +405,16 @@ class PptpHelper(SwitchedHelper):
         ctl = self._control_for(flow, now)
         if not ctl.tracked:
             if buf[ihl + 13] & 0x12 != 0x02:
+                if ctl.evicted and u16(buf, 2) > ihl + (buf[ihl + 12] >> 4) * 4:
+                    return self._lost(False)  # its Call IDs would leave untranslated
                 return None
             flow.helper_state = None  # a SYN: a new control connection reusing this flow
             ctl = self._control_for(flow, now)
+        if now - ctl.last_seen >= LRU_GRANULARITY:
+            self._controls.touch((ctl.remote, ctl.remote_port, ctl.wan, ctl.wan_port), ctl.lan, now)
         ctl.last_seen = now
         for call in ctl.by_lan.values():
-            call.last_seen = now  # control traffic (echo) keeps the calls known
+            self._seen(call, now)  # control traffic (echo) keeps the calls known
         d = ctl.from_lan if from_lan else ctl.from_remote
         return self._segment(ctl, d, buf, ihl, from_lan, False, now)
 
@@ -337,7 +429,7 @@ class PptpHelper(SwitchedHelper):
             self._end(call, now, "control-closed")
         key = (ctl.remote, ctl.remote_port, ctl.wan, ctl.wan_port)
         if self._controls.get(key) is ctl:
-            del self._controls[key]
+            self._controls.pop(key)
         ctl.tracked = False
 
     def _segment(self, ctl: Control, d: StreamDir, buf: bytearray, ihl: int, from_lan: bool,
@@ -597,7 +689,7 @@ class PptpHelper(SwitchedHelper):
             if call_id is not None:
                 call = self._by_out.get((src, dst, call_id))
                 if call is not None:
-                    call.last_seen = now
+                    self._seen(call, now)
                     set_ip_addr(buf, OFF_SRC, call.wan)
                     return V.TO_WAN
                 if (src, dst, call_id) in self._ended_out or self._has_calls(src, dst):
@@ -609,18 +701,19 @@ class PptpHelper(SwitchedHelper):
                 self._count("pptp:gre-conflict")
                 return "pptp:gre-conflict"
             if b is None or b.lan != src:
-                self._bind[(dst, wan)] = Binding(src, now)
-                cap(self._bind, MAX_REMEMBERED)
+                self._bind.add((dst, wan), Binding(src, now), now)
                 if call_id is not None:
                     self._count("pptp:gre-without-call")
             else:
+                if now - b.last_seen >= LRU_GRANULARITY:
+                    self._bind.touch((dst, wan), src, now)
                 b.last_seen = now
             set_ip_addr(buf, OFF_SRC, wan)
             return V.TO_WAN
         if call_id is not None:
             call = self._by_wan.get((src, dst, call_id))
             if call is not None:
-                call.last_seen = now
+                self._seen(call, now)
                 set_ip_addr(buf, OFF_DST, call.lan)
                 G.set_call_id(buf, ihl, call.lan_call_id)
                 return V.TO_LAN
@@ -629,6 +722,8 @@ class PptpHelper(SwitchedHelper):
                 return "pptp:no-call"
         b = self._bind.get((src, dst))
         if b is not None and now - b.last_seen <= self.timeouts.gre:
+            if now - b.last_seen >= LRU_GRANULARITY:
+                self._bind.touch((src, dst), b.lan, now)
             b.last_seen = now
             set_ip_addr(buf, OFF_DST, b.lan)
             return V.TO_LAN
@@ -638,7 +733,7 @@ class PptpHelper(SwitchedHelper):
         return V.NO_MAPPING
 
     def _has_calls(self, lan: bytes, remote: bytes) -> bool:
-        return any(c.lan == lan and c.remote == remote for c in self._by_wan.values())
+        return (lan, remote) in self._pairs
 
     # ------------------------------------------------------------------ replay
 
@@ -672,4 +767,6 @@ class PptpHelper(SwitchedHelper):
                         and c.lan == dst and c.lan_port == dport), None)
         if ctl is None or not ctl.tracked:
             return
+        if ctl.far_end is None:
+            ctl.far_end = StreamDir()
         self._segment(ctl, ctl.far_end, buf, ihl, False, True, now)

@@ -8,7 +8,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from natpass.nat import verdict as V
-from natpass.nat.config import NatConfig, Passthrough, PortForward, Timeouts
+from natpass.nat.config import Limits, NatConfig, Passthrough, PortForward, Timeouts
 from natpass.packets import pptp as P
 from natpass.packets.ipv4 import str_to_addr
 from natpass.packets.tcp import ACK, FIN, PSH, SYN, build_tcp, verify_tcp
@@ -23,15 +23,25 @@ HOSTS = ("192.168.1.10", "192.168.1.11", "192.168.1.12")
 
 def config(pptp: bool = False, ipsec: bool = False, l2tp: bool = False, strict: bool = False,
            forwards: tuple[PortForward, ...] = (), timeouts: Timeouts | None = None,
-           lan: tuple[str, ...] = ("192.168.1.0/24",)) -> NatConfig:
+           lan: tuple[str, ...] = ("192.168.1.0/24",), limits: Limits | None = None) -> NatConfig:
     return NatConfig(wan_addresses=(str_to_addr(WAN),),
                      lan_prefixes=tuple(ipaddress.IPv4Network(n) for n in lan),
                      passthrough=Passthrough(pptp=pptp, ipsec=ipsec, l2tp=l2tp, strict=strict),
-                     forwards=forwards, timeouts=timeouts or Timeouts(), seed=7)
+                     forwards=forwards, timeouts=timeouts or Timeouts(), limits=limits or Limits(), seed=7)
 
 
 def engine(**kw: Any) -> Any:
     return build_engine(config(**kw))
+
+
+def engine_with_helpers(**kw: Any) -> tuple[Any, dict[str, Any]]:
+    """An engine and its passthrough helpers by name (to read their state in a test)."""
+    from natpass.nat.engine import Engine
+    from natpass.passthrough import build_helpers
+
+    cfg = config(**kw)
+    helpers = build_helpers(cfg)
+    return Engine(cfg, helpers), {h.name: h for h in helpers}
 
 
 def with_switches(cfg: NatConfig, **switches: bool) -> NatConfig:

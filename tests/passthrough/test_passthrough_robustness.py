@@ -3,17 +3,29 @@ unbounded table: random bytes on the followed ports and protocols, floods of SPI
 
 from __future__ import annotations
 
+import dataclasses
+
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
-from passthrough_util import GATEWAY, HOSTS, SERVER, WAN, Conv, checksums_ok, engine, messages, udp
+from passthrough_util import (
+    GATEWAY,
+    HOSTS,
+    SERVER,
+    WAN,
+    Conv,
+    checksums_ok,
+    engine,
+    engine_with_helpers,
+    messages,
+    udp,
+)
 
 from natpass.nat import verdict as V
+from natpass.nat.config import Limits
 from natpass.packets import pptp as P
 from natpass.packets.esp import build_esp_packet
 from natpass.packets.ipv4 import PROTO_AH, PROTO_ESP, PROTO_GRE, build_ipv4
 from natpass.packets.tcp import ACK, RST, SYN
-from natpass.passthrough import ipsec as ipsec_mod
-from natpass.passthrough import pptp as pptp_mod
 
 FUZZ = settings(max_examples=80, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 MESSAGES = [bytes(P.build_sccrq()), bytes(P.build_ocrq(1)), bytes(P.build_ocrp(2, 1)),
@@ -72,12 +84,10 @@ def test_random_udp_on_ike_natt_l2tp_ports(port, payload, from_lan):
         emitted_ok(eng, back, eng.process(back, False, 0.1))
 
 
-def test_a_spi_flood_from_one_host_stays_bounded(monkeypatch):
-    monkeypatch.setattr(ipsec_mod, "MAX_SPIS_PER_SESSION", 8)
-    monkeypatch.setattr(ipsec_mod, "MAX_SESSIONS", 16)
-    monkeypatch.setattr(ipsec_mod, "MAX_POISONED", 8)
-    eng = engine(ipsec=True)
-    helper = next(h for h in eng._helpers if h.name == "ipsec")
+def test_a_spi_flood_from_one_host_stays_bounded():
+    eng, helpers = engine_with_helpers(ipsec=True, limits=Limits(max_flows=16, max_flows_per_host=16))
+    helper = helpers["ipsec"]
+    helper.limits = dataclasses.replace(helper.limits, spis_per_session=8, ambiguous_spis=8)
     for spi in range(1, 200):
         assert eng.process(build_esp_packet(HOSTS[0], GATEWAY, spi, 1), True, 0.0) == V.TO_WAN
         assert eng.process(build_esp_packet(GATEWAY, WAN, 0x1000 + spi, 1), False, 0.0) == V.TO_LAN
@@ -105,9 +115,8 @@ def test_ike_spis_sent_from_the_wan_do_not_fill_the_index():
     assert eng.status()["helpers"]["ipsec"]["stats"]["ike_sas"] == before == 1
 
 
-def test_gre_to_many_servers_keeps_bounded_bindings(monkeypatch):
-    monkeypatch.setattr(pptp_mod, "MAX_REMEMBERED", 10)
-    eng = engine(pptp=True)
+def test_gre_to_many_servers_keeps_bounded_bindings():
+    eng = engine(pptp=True, limits=Limits(max_flows=100, max_flows_per_host=10))
     for n in range(60):
         pkt = build_ipv4(HOSTS[0], f"198.51.100.{n + 1}", PROTO_GRE, b"\x00\x00\x08\x00" + bytes(20))
         assert eng.process(pkt, True, 0.0) == V.TO_WAN
@@ -131,9 +140,9 @@ def test_pptp_control_connection_reopened_on_the_same_ports_is_followed_again():
     assert [t["lan_call_id"] for t in eng.status()["helpers"]["pptp"]["tunnels"]] == [1]
 
 
-def test_pptp_call_limit_fails_closed_instead_of_leaking_an_untranslated_call_id(monkeypatch):
-    monkeypatch.setattr(pptp_mod, "MAX_CALLS_PER_CONTROL", 2)
-    eng = engine(pptp=True)
+def test_pptp_call_limit_fails_closed_instead_of_leaking_an_untranslated_call_id():
+    eng, helpers = engine_with_helpers(pptp=True)
+    helpers["pptp"].limits = dataclasses.replace(helpers["pptp"].limits, calls_per_control=2)
     c = Conv(eng, HOSTS[0], 40000, SERVER, 1723)
     c.handshake()
     assert c.from_lan(bytes(P.build_ocrq(1))) == V.TO_WAN
