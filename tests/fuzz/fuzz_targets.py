@@ -200,6 +200,8 @@ class Checker:
         out: list[tuple[bool, bytearray]] = []
         if code == V.DROP:
             need(bool(self.eng.last_drop), "a drop without a reason")
+        elif code == V.HELD:
+            pass  # a fragment kept until its first fragment arrives: nothing to emit yet
         elif code & V.REPLY:
             need(self.eng.reply is not None, "REPLY without a reply packet")
             assert self.eng.reply is not None
