@@ -46,7 +46,7 @@ def test_switch_written_back_keeps_comments_and_layout() -> None:
 
 
 def test_switch_written_into_a_file_without_the_section() -> None:
-    text = '[wan]\naddresses = ["203.0.113.1"]\n'
+    text = '[wan]\naddresses = ["203.0.113.1"]\n[lan]\nprefixes = ["192.168.1.0/24"]\n'
     out = set_switches_text(text, {"l2tp": True, "strict": True})
     cfg = parse_config(out)
     assert cfg.nat.passthrough.l2tp and cfg.nat.passthrough.strict
