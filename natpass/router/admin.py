@@ -51,6 +51,7 @@ from urllib.parse import parse_qs, urlsplit
 from natpass.nat.config import SWITCHES
 from natpass.router import metrics
 from natpass.router.config import ConfigError
+from natpass.router.settings import BackupError, ConfigChange, SwitchResult
 
 log = logging.getLogger("natpass.admin")
 
@@ -124,10 +125,27 @@ class RouterControl(Protocol):
         """At most ``limit`` rows of ``GET /api/flows`` (fields in docs/ADMIN.md)."""
 
     def set_switch(self, name: str, on: bool) -> int:
-        """Flip a passthrough switch; returns the tunnels torn down. ValueError: unknown switch."""
+        """Flip a passthrough switch and save it; returns the tunnels torn down. ValueError:
+        unknown switch."""
 
-    def reload(self) -> None:
+    def change_switch(self, name: str, on: bool, *, runtime_only: bool = False,
+                      who: str = "api") -> SwitchResult:
+        """Flip a switch; saved in the config file unless ``runtime_only``."""
+
+    def reload(self, path: str | None = None, who: str = "reload") -> ConfigChange:
         """Reload the config file; ConfigError (running config kept) when it is refused."""
+
+    def backup(self, who: str = "api") -> str:
+        """The config file as a checked backup."""
+
+    def config_history(self) -> list[dict[str, Any]]:
+        """Kept config versions, newest first."""
+
+    def restore(self, data: bytes, source: str, who: str = "restore") -> ConfigChange:
+        """Validate a backup whole and apply it; BackupError/ConfigError change nothing."""
+
+    def rollback(self, number: int | None = None, who: str = "rollback") -> ConfigChange:
+        """Return to a kept version; KeyError when there is none."""
 
 
 _T = TypeVar("_T")
@@ -539,19 +557,52 @@ class _AdminHandler(BaseHTTPRequestHandler):
             body = self._read_json()
             self._authorize_change()
             on = body.get("on") if isinstance(body, dict) else None
-            if not isinstance(on, bool):
-                raise AdminError(400, 'body must be {"on": true} or {"on": false}')
+            runtime_only = body.get("runtime_only", False) if isinstance(body, dict) else False
+            if not isinstance(on, bool) or not isinstance(runtime_only, bool):
+                raise AdminError(400, 'body must be {"on": true|false} with an optional "runtime_only": '
+                                 'true|false')
+            who = f"admin-{self.via}"
             try:
-                torn_down = self.admin.call(lambda d: d.set_switch(name, on))
+                result: SwitchResult = self.admin.call(
+                    lambda d: d.change_switch(name, on, runtime_only=runtime_only, who=who))
             except ValueError as exc:
                 raise AdminError(400, str(exc)) from None
             log.info("admin (%s): passthrough %s %s", self.via, name, "on" if on else "off")
-            self._send_json(200, {"switch": name, "on": on, "torn_down": torn_down})
+            self._send_json(200, result.as_dict())
         elif path == "/api/reload":
             self._require("POST")
             self._read_json()
             self._authorize_change()
-            self._reload()
+            self._config_change(lambda d: d.reload(who=f"admin-{self.via}"), "reloaded")
+        elif path == "/api/config/history":
+            self._require("GET")
+            self._authorize_change()  # summaries name LAN hosts and forwards
+            self._send_json(200, {"versions": self.admin.call(lambda d: d.config_history())})
+        elif path == "/api/config/backup":
+            self._require("GET")
+            self._authorize_change()  # a backup names LAN hosts and forwards: same rights as a change
+            text = self.admin.call(lambda d: d.backup(who=f"admin-{self.via}"))
+            stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+            self._send(200, text.encode(), "application/toml; charset=utf-8",
+                       {"Content-Disposition": f'attachment; filename="natpass-backup-{stamp}.toml"'})
+        elif path == "/api/config/restore":
+            self._require("POST")
+            body = self._read_json()
+            self._authorize_change()
+            backup = body.get("backup") if isinstance(body, dict) else None
+            source = body.get("name", "backup") if isinstance(body, dict) else "backup"
+            if not isinstance(backup, str) or not isinstance(source, str):
+                raise AdminError(400, 'body must be {"backup": "<the backup file\'s text>", "name": "<file name>"}')
+            data = backup.encode("utf-8")
+            self._config_change(lambda d: d.restore(data, source, who=f"admin-{self.via}"), "restored")
+        elif path == "/api/config/rollback":
+            self._require("POST")
+            body = self._read_json()
+            self._authorize_change()
+            number = body.get("number") if isinstance(body, dict) else None
+            if number is not None and (not isinstance(number, int) or isinstance(number, bool)):
+                raise AdminError(400, 'body must be {} or {"number": N} (N from /api/config/history)')
+            self._config_change(lambda d: d.rollback(number, who=f"admin-{self.via}"), "rolled_back")
         elif path == "/metrics":
             self._require("GET")
             status = self.admin.call(lambda d: d.status())
@@ -572,14 +623,17 @@ class _AdminHandler(BaseHTTPRequestHandler):
         else:
             raise AdminError(404, f"no such endpoint: {path}")
 
-    def _reload(self) -> None:
+    def _config_change(self, change: Callable[[RouterControl], ConfigChange], done: str) -> None:
+        """Run a reload/restore/rollback; a refusal is 422 with the file and line, nothing changed."""
         try:
-            self.admin.call(lambda d: d.reload())
-        except ConfigError as exc:
-            raise AdminError(422, f"config not reloaded, the running one is kept: {exc}",
+            result = self.admin.call(change)
+        except (ConfigError, BackupError) as exc:
+            raise AdminError(422, f"config not changed, the running one is kept: {exc}",
                              path=exc.path, line=exc.line, message=exc.message) from None
-        log.info("admin (%s): configuration reloaded", self.via)
-        self._send_json(200, {"reloaded": True})
+        except KeyError as exc:
+            raise AdminError(404, f"no such config version: {exc.args[0] if exc.args else ''}") from None
+        log.info("admin (%s): configuration %s: %s", self.via, done.replace("_", " "), result.summary)
+        self._send_json(200, {done: True, **result.as_dict()})
 
 
 def _flow_limit(query: dict[str, list[str]]) -> int:

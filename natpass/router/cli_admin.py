@@ -1,5 +1,5 @@
-"""``natpass status``, ``natpass reload`` and ``natpass switch``: clients of the running router's
-admin API over its Unix socket (see ``natpass.router.admin``)."""
+"""``natpass status``, ``reload``, ``switch`` and ``config backup|restore|history|rollback``:
+clients of the running router's admin API over its Unix socket (see ``natpass.router.admin``)."""
 
 from __future__ import annotations
 
@@ -80,7 +80,8 @@ class _UnixHTTPConnection(http.client.HTTPConnection):
 
 # --- argument handling ------------------------------------------------------------------------
 
-def _add_target(parser: argparse.ArgumentParser) -> None:
+def add_target(parser: argparse.ArgumentParser) -> None:
+    """--socket / --config: which router to ask."""
     where = parser.add_mutually_exclusive_group()
     where.add_argument("--socket", metavar="PATH",
                        help=f"the router's admin socket (default: ${SOCKET_ENV} or {DEFAULT_SOCKET})")
@@ -92,7 +93,7 @@ def register(sub: Any) -> None:
         "status", help="show the running router: switches, counters, drops, tunnels, connections",
         description="Ask the running router (admin Unix socket) for its passthrough switches, "
         "counters, drops by reason, live tunnels and connections.")
-    _add_target(status)
+    add_target(status)
     status.add_argument("--json", action="store_true", help="print the raw status object as JSON")
     status.add_argument("--connections", "-n", type=int, default=20, metavar="N",
                         help="show up to N connections (default 20, 0: none)")
@@ -103,16 +104,20 @@ def register(sub: Any) -> None:
         description="Re-read the config file: an invalid file is refused whole (the error names the "
         "line) and the running config is kept. Uses the admin socket; without one, sends SIGHUP to "
         f"the pid in <state_dir>/{PID_FILENAME}.")
-    _add_target(reload)
+    add_target(reload)
     reload.set_defaults(func=_reload)
 
     switch = sub.add_parser(
-        "switch", help="turn a passthrough switch on or off in the running router",
+        "switch", help="turn a passthrough switch on or off in the running router (and save it)",
         description="Turn PPTP, IPsec or L2TP passthrough on or off now (turning one off tears its "
-        "tunnels down). Not written to the config file: a reload or restart applies the file again.")
+        "tunnels down) and write it into the config file, keeping its comments and layout, so a "
+        "reload or restart keeps it; the previous file is kept in the config history "
+        "(`natpass config history`). Turning one on prints what it exposes.")
     switch.add_argument("name", choices=("pptp", "ipsec", "l2tp"), help="which passthrough")
     switch.add_argument("state", choices=("on", "off"))
-    _add_target(switch)
+    switch.add_argument("--runtime-only", action="store_true",
+                        help="do not write the config file: a reload or restart applies the file's value")
+    add_target(switch)
     switch.set_defaults(func=_switch)
 
 
@@ -132,10 +137,19 @@ def _err(message: str) -> None:
     print(f"natpass: {message}", file=sys.stderr)
 
 
-def _api_error(answer: Any, status: int) -> str:
+def api_error(answer: Any, status: int) -> str:
     if isinstance(answer, dict) and answer.get("error"):
         return str(answer["error"])
     return f"HTTP {status}"
+
+
+def client_for(args: argparse.Namespace) -> AdminClient | str:
+    """A client for the router ``args`` names, or why there is none (a bad --config)."""
+    try:
+        path, _ = _target(args)
+    except ValueError as exc:  # ConfigError is a ValueError
+        return str(exc)
+    return AdminClient(path)
 
 
 def _client(args: argparse.Namespace) -> tuple[AdminClient, str] | int:
@@ -157,7 +171,7 @@ def _status(args: argparse.Namespace) -> int:
     try:
         code, status = client.request("GET", "/api/status")
         if code != 200 or not isinstance(status, dict):
-            _err(f"status failed: {_api_error(status, code)}")
+            _err(f"status failed: {api_error(status, code)}")
             return 1
         flows: list[Any] = []
         if args.connections > 0 and not args.json:
@@ -284,7 +298,8 @@ def _reload(args: argparse.Namespace) -> int:
     except RouterUnavailable as exc:
         return _reload_by_signal(Path(state_dir), str(exc))
     if code == 200:
-        print("natpass: configuration reloaded")
+        summary = answer.get("summary") if isinstance(answer, dict) else None
+        print(f"natpass: configuration reloaded{': ' + summary if summary else ''}")
         return 0
     if code == 422 and isinstance(answer, dict):
         where = answer.get("path") or "config"
@@ -292,7 +307,7 @@ def _reload(args: argparse.Namespace) -> int:
             where = f"{where}:{answer['line']}"
         _err(f"{where}: {answer.get('message') or answer.get('error')} (the running config is kept)")
         return 2
-    _err(f"reload failed: {_api_error(answer, code)}")
+    _err(f"reload failed: {api_error(answer, code)}")
     return 1
 
 
@@ -330,18 +345,24 @@ def _switch(args: argparse.Namespace) -> int:
     client, _ = got
     on = args.state == "on"
     try:
-        code, answer = client.request("POST", f"/api/switch/{args.name}", {"on": on})
+        code, answer = client.request("POST", f"/api/switch/{args.name}",
+                                      {"on": on, "runtime_only": args.runtime_only})
     except RouterUnavailable as exc:
         _err(str(exc))
         return 1
-    if code != 200:
-        _err(f"switch failed: {_api_error(answer, code)}")
+    if code != 200 or not isinstance(answer, dict):
+        _err(f"switch failed: {api_error(answer, code)}")
         return 1
-    torn = answer.get("torn_down", 0) if isinstance(answer, dict) else 0
+    torn = int(answer.get("torn_down", 0))
     extra = f" ({torn} tunnel{'s' if torn != 1 else ''} torn down)" if torn else ""
     print(f"natpass: {args.name} passthrough {'on' if on else 'off'}{extra}")
-    if on:
-        from natpass.router.admin import SWITCH_INFO
-
-        print(f"note: {SWITCH_INFO[args.name][2]}")
+    if answer.get("exposure"):
+        print(f"exposes: {answer['exposure']}")
+    if answer.get("saved"):
+        print("saved in the config file (previous version kept: natpass config history)")
+    elif args.runtime_only:
+        print("not saved (--runtime-only): a reload or restart applies the config file's value")
+    else:
+        _err(f"NOT saved in the config file: {answer.get('save_error')}")
+        return 1
     return 0

@@ -15,6 +15,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, TypeVar
 
 from natpass.datapath.live import LiveDatapath
@@ -25,7 +26,19 @@ from natpass.nat.engine import Engine
 from natpass.nat.helper import FlowView
 from natpass.passthrough import build_engine
 from natpass.router.admin import AdminServer
-from natpass.router.config import ConfigError, RouterConfig, load_config
+from natpass.router.config import ConfigError, RouterConfig, load_config, parse_config
+from natpass.router.settings import (
+    Checked,
+    ConfigChange,
+    ConfigHistory,
+    SwitchResult,
+    exposure_of,
+    read_checked,
+    set_switches_text,
+    summarize,
+    with_header,
+    write_atomic,
+)
 from natpass.router.usage import UsageRecorder, default_path
 
 log = logging.getLogger("natpass.router")
@@ -84,6 +97,9 @@ class RouterDaemon:
         self.recorder: UsageRecorder | None = None
         self._stopped = threading.Event()
         self._reload_requested = False
+        # One writer of the config file and its history at a time (admin threads, the loop's SIGHUP).
+        self._config_lock = threading.RLock()
+        self.history = ConfigHistory(self.config.state_dir)
 
     @property
     def state_dir(self) -> str:
@@ -112,6 +128,7 @@ class RouterDaemon:
             raise
         for name in SWITCHES:
             self._push({"event": "switch", "switch": name, "on": cfg.nat.passthrough.get(name)})
+        self._record_version("start")
         self._start_side_services()
         log.info("natpass running: LAN %s (%s), WAN %s (%s), config %s", cfg.lan_interface,
                  _ip(self.datapath.lan_address), cfg.wan_interface,
@@ -242,25 +259,167 @@ class RouterDaemon:
         return self._on_loop(collect)
 
     def set_switch(self, name: str, on: bool) -> int:
+        """Flip a switch and save it in the config file; returns the tunnels torn down."""
+        return self.change_switch(name, on).torn_down
+
+    def change_switch(self, name: str, on: bool, *, runtime_only: bool = False,
+                      who: str = "api") -> SwitchResult:
+        """Flip a passthrough switch now and, unless ``runtime_only``, write it into the config
+        file (comments kept) and the history, so a reload or restart keeps it.
+
+        A file that cannot be written or no longer validates leaves the switch flipped but not
+        saved, and says why (``save_error``)."""
         if name not in SWITCHES:
             raise ValueError(f"unknown passthrough switch {name!r} (known: {', '.join(SWITCHES)})")
 
         def apply() -> int:
             torn = self._engine().set_switch(name, on, self.clock())
             self._push({"event": "switch", "switch": name, "on": on})
-            log.info("passthrough %s switched %s (%d tunnels torn down)", name, "on" if on else "off", torn)
             return torn
 
-        return self._on_loop(apply)
+        with self._config_lock:
+            torn = self._on_loop(apply)
+            pt = dataclasses.replace(self.config.nat.passthrough, **{name: on})
+            self.config = dataclasses.replace(self.config, nat=dataclasses.replace(self.config.nat, passthrough=pt))
+            saved, error = False, None
+            if not runtime_only:
+                try:
+                    self._save_switch(name, on, who)
+                    saved = True
+                except (ConfigError, OSError) as exc:
+                    error = str(exc)
+        state = "on" if on else "off"
+        if saved:
+            log.info("passthrough %s switched %s by %s (%d tunnels torn down); saved in %s", name, state,
+                     who, torn, self.config_path)
+        elif runtime_only:
+            log.info("passthrough %s switched %s by %s (%d tunnels torn down); runtime only: a reload "
+                     "or restart applies the config file's value again", name, state, who, torn)
+        else:
+            log.error("passthrough %s switched %s by %s (%d tunnels torn down) but NOT saved: %s", name,
+                      state, who, torn, error)
+        return SwitchResult(name, on, torn, saved, error, exposure_of(name, on))
 
-    def reload(self, path: str | None = None) -> None:
+    def _save_switch(self, name: str, on: bool, who: str) -> None:
+        path = Path(self.config_path)
+        text = path.read_text(encoding="utf-8")
+        new = set_switches_text(text, {name: on}, str(path))  # validated whole
+        write_atomic(path, new)
+        self._record(new, who, f"{name} {'on' if on else 'off'}")
+
+    def _record(self, text: str, who: str, summary: str) -> int | None:
+        """Keep ``text`` in the config history; a history that cannot be written is logged."""
+        try:
+            self.history.record(text, who=who, summary=summary, source=self.config_path)
+        except OSError as exc:
+            log.error("config history in %s not written: %s", self.history.dir, exc)
+            return None
+        versions = self.history.versions()
+        return versions[0].number if versions else None
+
+    def _record_version(self, who: str) -> None:
+        """Keep the running file in the history (a hand edit made while natpass was stopped is
+        summarised against the newest kept version)."""
+        with self._config_lock:
+            try:
+                text = Path(self.config_path).read_text(encoding="utf-8")
+            except (OSError, UnicodeDecodeError) as exc:
+                log.error("config history: cannot read %s: %s", self.config_path, exc)
+                return
+            previous = self.history.newest_body()
+            if previous == text:
+                return
+            before: RouterConfig | None = None
+            if previous is not None:
+                with contextlib.suppress(ConfigError):
+                    before = parse_config(previous, self.config_path)
+            self._record(text, who, summarize(before, self.config))
+
+    def reload(self, path: str | None = None, who: str = "reload") -> ConfigChange:
         """Load ``path`` (default: the running config's file) and apply it atomically.
 
         Raises ConfigError and keeps the running config when the file is invalid or changes what
         only a restart can change (interfaces, datapath, LAN address, state dir).
         """
         path = path or self.config_path
-        new = load_config(path)  # raises ConfigError: nothing applied
+        with self._config_lock:
+            new = load_config(path)  # raises ConfigError: nothing applied
+            change = self._apply(new, Path(path).read_text(encoding="utf-8"), who)
+            self.config_path = path
+        return change
+
+    def _apply(self, new: RouterConfig, text: str, who: str) -> ConfigChange:
+        """Apply a validated config on the loop, keep it in the history and log what changed."""
+        old = self.config
+        self._check_restart_fields(new)
+        summary = summarize(old, new)
+
+        def apply() -> dict[str, int]:
+            engine, now = self._engine(), self.clock()
+            torn: dict[str, int] = {}
+            for name in SWITCHES:  # switches first, so their tunnels torn down are counted
+                on = new.nat.passthrough.get(name)
+                if on != old.nat.passthrough.get(name):
+                    torn[name] = engine.set_switch(name, on, now)
+            engine.reconfigure(self._nat_config(new), now)
+            if self.datapath is not None:
+                self.datapath.wan.gateway = new.wan_gateway
+                self.datapath.wan.by_dst.clear()
+                self.datapath.set_wan_addresses(new.wan_addresses)
+            self.config = new
+            for name in SWITCHES:
+                self._push({"event": "switch", "switch": name, "on": new.nat.passthrough.get(name)})
+            return torn
+
+        torn = self._on_loop(apply)
+        version = self._record(text, who, summary)
+        gone = ", ".join(f"{n} {k}" for n, k in torn.items() if k) or "none"
+        log.info("config applied by %s from %s: %s (tunnels torn down: %s)", who, new.path, summary, gone)
+        return ConfigChange(summary, torn, version)
+
+    # ----- backups and history -----------------------------------------------------------------
+    def backup(self, who: str = "api") -> str:
+        """The config file as a checked backup (comment header with its SHA-256)."""
+        with self._config_lock:
+            body = Path(self.config_path).read_text(encoding="utf-8")
+        return with_header(body, who=who, summary="backup", source=self.config_path)
+
+    def config_history(self) -> list[dict[str, Any]]:
+        return [v.as_dict() for v in self.history.versions()]
+
+    def restore(self, data: bytes, source: str, who: str = "restore") -> ConfigChange:
+        """Validate a backup whole, then make it the config file and apply it.
+
+        Raises BackupError or ConfigError (naming the line in ``source``) and changes nothing when
+        the backup is damaged, invalid or changes what only a restart can change."""
+        with self._config_lock:
+            checked = read_checked(data, source)
+            return self._install(checked, who)
+
+    def rollback(self, number: int | None = None, who: str = "rollback") -> ConfigChange:
+        """Return to history version ``number`` (default: the one before the newest)."""
+        with self._config_lock:
+            versions = self.history.versions()
+            if number is None:
+                if len(versions) < 2:
+                    raise KeyError("no earlier version to roll back to")
+                number = versions[1].number
+            checked = self.history.get(number)
+            return self._install(checked, f"{who} to #{number}")
+
+    def _install(self, checked: Checked, who: str) -> ConfigChange:
+        # Checked before the file is replaced: a refused restore leaves file and router untouched.
+        new = dataclasses.replace(checked.config, path=self.config_path)
+        self._check_restart_fields(new)
+        old_text = Path(self.config_path).read_text(encoding="utf-8")
+        write_atomic(self.config_path, checked.body)
+        try:
+            return self._apply(new, checked.body, who)
+        except BaseException:
+            write_atomic(self.config_path, old_text)
+            raise
+
+    def _check_restart_fields(self, new: RouterConfig) -> None:
         old = self.config
         for what, before, after in (("LAN interface", old.lan_interface, new.lan_interface),
                                     ("WAN interface", old.wan_interface, new.wan_interface),
@@ -269,20 +428,6 @@ class RouterDaemon:
                                     ("state dir", old.state_dir, new.state_dir)):
             if before != after:
                 raise ConfigError(new.path, 0, f"changing {what} needs a restart (running config kept)")
-
-        def apply() -> None:
-            self._engine().reconfigure(self._nat_config(new), self.clock())
-            if self.datapath is not None:
-                self.datapath.wan.gateway = new.wan_gateway
-                self.datapath.wan.by_dst.clear()
-                self.datapath.set_wan_addresses(new.wan_addresses)
-            self.config = new
-            self.config_path = path
-            for name in SWITCHES:
-                self._push({"event": "switch", "switch": name, "on": new.nat.passthrough.get(name)})
-
-        self._on_loop(apply)
-        log.info("config reloaded from %s", path)
 
     def usage_events(self) -> list[dict[str, Any]]:
         with self._events_lock:

@@ -79,6 +79,26 @@ def write_atomic(path: str | Path, text: str, mode: int | None = None) -> None:
         os.close(dfd)
 
 
+# ----- what a change exposes ------------------------------------------------------------------
+# Said before a change that opens something (the same risks `natpass audit` reports).
+_EXPOSURE = {
+    ("pptp", True): "PPTP passthrough lets LAN hosts run PPTP, whose MS-CHAPv2 login can be cracked "
+                    "offline from one captured handshake and whose MPPE encryption is broken; it also "
+                    "forwards GRE from any PPTP server a LAN host calls.",
+    ("ipsec", True): "IPsec passthrough forwards raw ESP/AH from gateways a LAN host negotiated with "
+                     "and keeps UDP 500 for it; needed only by IPsec clients without NAT-T.",
+    ("l2tp", True): "L2TP passthrough keeps UDP 1701 for LAN hosts and follows their tunnels; L2TP "
+                    "itself is unencrypted unless it runs inside IPsec.",
+    ("strict", False): "strict off lets the control ports of switched-off protocols (TCP 1723, UDP 500, "
+                       "UDP 1701) through as plain traffic.",
+}
+
+
+def exposure_of(name: str, on: bool) -> str | None:
+    """What turning ``name`` to ``on`` exposes (None: the change closes something)."""
+    return _EXPOSURE.get((name, on))
+
+
 # ----- editing the config text ---------------------------------------------------------------
 def set_switches_text(text: str, changes: Mapping[str, bool], path: str = "<string>") -> str:
     """``text`` with ``[passthrough]`` keys set to ``changes``; comments and layout kept.
@@ -224,6 +244,33 @@ def read_checked(data: bytes, path: str) -> Checked:
                                            "was edited or damaged after it was written")
     config = parse_config(text, path)  # comments are ignored, so lines count in the whole file
     return Checked(fields=fields, body=body, text=text, config=config)
+
+
+@dataclass(frozen=True, slots=True)
+class SwitchResult:
+    """What flipping a switch did: tunnels torn down, and whether the config file now says so."""
+
+    switch: str
+    on: bool
+    torn_down: int
+    saved: bool
+    save_error: str | None
+    exposure: str | None  # what turning it on opens, as the audit would say it
+
+    def as_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+@dataclass(frozen=True, slots=True)
+class ConfigChange:
+    """A reload, restore or rollback that was applied."""
+
+    summary: str
+    torn_down: dict[str, int]
+    version: int | None  # the history version now running (None: history not writable)
+
+    def as_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
 
 
 # ----- history -------------------------------------------------------------------------------

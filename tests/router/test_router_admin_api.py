@@ -17,6 +17,7 @@ import pytest
 from natpass.router.admin import AdminServer, parse_http_address
 from natpass.router.cli_admin import AdminClient
 from natpass.router.config import ConfigError
+from natpass.router.settings import ConfigChange, SwitchResult
 
 
 class FakeDaemon:
@@ -67,10 +68,17 @@ class FakeDaemon:
         self.switches[name] = on
         return torn
 
-    def reload(self, path: str | None = None) -> None:
+    def change_switch(self, name: str, on: bool, *, runtime_only: bool = False,
+                      who: str = "api") -> SwitchResult:
+        if name not in self.switches:
+            raise ValueError(f"unknown passthrough switch {name!r}")
+        return SwitchResult(name, on, self.set_switch(name, on), not runtime_only, None, None)
+
+    def reload(self, path: str | None = None, who: str = "reload") -> ConfigChange:
         self.calls.append(("reload", path))
         if self.reload_error is not None:
             raise self.reload_error
+        return ConfigChange("no change", {}, None)
 
 
 @pytest.fixture
@@ -139,13 +147,14 @@ def test_unix_flows_honours_the_limit(server: AdminServer, daemon: FakeDaemon) -
 def test_unix_switch_needs_no_token_and_reaches_the_daemon(server: AdminServer, daemon: FakeDaemon) -> None:
     code, answer = unix(server).request("POST", "/api/switch/ipsec", {"on": False})
     assert code == 200
-    assert answer == {"switch": "ipsec", "on": False, "torn_down": 1}
+    assert answer == {"switch": "ipsec", "on": False, "torn_down": 1, "saved": True, "save_error": None,
+                      "exposure": None}
     assert daemon.switches["ipsec"] is False
 
 
 def test_unix_reload_ok_and_config_error_keeps_running_config(server: AdminServer, daemon: FakeDaemon) -> None:
     code, answer = unix(server).request("POST", "/api/reload", {})
-    assert (code, answer) == (200, {"reloaded": True})
+    assert (code, answer) == (200, {"reloaded": True, "summary": "no change", "torn_down": {}, "version": None})
     daemon.reload_error = ConfigError("/etc/natpass/natpass.toml", 12, "pptp must be true or false")
     code, answer = unix(server).request("POST", "/api/reload", {})
     assert code == 422
@@ -206,7 +215,8 @@ def test_http_switch_without_token_is_401_and_changes_nothing(server: AdminServe
 def test_http_switch_with_token(server: AdminServer, daemon: FakeDaemon) -> None:
     status, answer = json_post(server, "/api/switch/pptp", {"on": True}, token=token_of(daemon))
     assert status == 200
-    assert answer == {"switch": "pptp", "on": True, "torn_down": 0}
+    assert answer == {"switch": "pptp", "on": True, "torn_down": 0, "saved": True, "save_error": None,
+                      "exposure": None}
     assert daemon.switches["pptp"] is True
 
 
@@ -564,12 +574,18 @@ def test_real_daemon_status_metrics_page_and_switch(tmp_path: Path) -> None:
         assert "192.168.1.10:5000" in page and "passthrough-disabled:ipsec" in page
 
         code, answer = unix(srv).request("POST", "/api/switch/ipsec", {"on": True})
-        assert code == 200 and answer["on"] is True
+        assert code == 200 and answer["on"] is True and answer["saved"] is True
         assert d.engine.status()["switches"]["ipsec"] is True
 
-        code, answer = unix(srv).request("POST", "/api/reload", {})  # the file still says ipsec off
+        code, answer = unix(srv).request("POST", "/api/reload", {})  # the file now says ipsec on
         assert code == 200
-        assert d.engine.status()["switches"]["ipsec"] is False
+        assert d.engine.status()["switches"]["ipsec"] is True
+
+        code, answer = unix(srv).request("POST", "/api/switch/ipsec", {"on": False, "runtime_only": True})
+        assert code == 200 and answer["saved"] is False
+        code, answer = unix(srv).request("POST", "/api/reload", {})  # the file still says ipsec on
+        assert code == 200 and answer["summary"] == "ipsec on"
+        assert d.engine.status()["switches"]["ipsec"] is True
 
         (tmp_path / "natpass.toml").write_text("[passthrough]\nipsec = perhaps\n")
         code, answer = unix(srv).request("POST", "/api/reload", {})
@@ -581,8 +597,8 @@ def test_real_daemon_status_metrics_page_and_switch(tmp_path: Path) -> None:
     rec.close()
     with UsageDB(tmp_path / "usage.sqlite3") as u:
         assert u.drops_by_reason("ipsec") == {"passthrough-disabled:ipsec": 1}
-        assert u.enabled_since("ipsec") is None  # switched on, then off again by the reload
-        assert [e["event"] for e in reversed(u.events("ipsec"))] == ["switch-on", "switch-off"]
+        assert u.enabled_since("ipsec") is not None  # on (saved), off for a while, on again by the reload
+        assert [e["event"] for e in reversed(u.events("ipsec"))] == ["switch-on", "switch-off", "switch-on"]
 
 
 def documented_flow_fields() -> set[str]:

@@ -16,6 +16,7 @@ import pytest
 from natpass.cli import main
 from natpass.router.admin import AdminServer
 from natpass.router.config import ConfigError
+from natpass.router.settings import ConfigChange, SwitchResult, exposure_of
 
 
 class Router:
@@ -51,10 +52,15 @@ class Router:
         self.switches[name] = on
         return torn
 
-    def reload(self, path: str | None = None) -> None:
+    def change_switch(self, name: str, on: bool, *, runtime_only: bool = False,
+                      who: str = "api") -> SwitchResult:
+        return SwitchResult(name, on, self.set_switch(name, on), not runtime_only, None, exposure_of(name, on))
+
+    def reload(self, path: str | None = None, who: str = "reload") -> ConfigChange:
         self.reloads += 1
         if self.reload_error is not None:
             raise self.reload_error
+        return ConfigChange("no change", {}, None)
 
 
 @pytest.fixture
@@ -118,7 +124,8 @@ def test_switch_on_prints_the_security_note(router, capsys) -> None:
     daemon, sock = router
     assert main(["switch", "l2tp", "on", "--socket", sock]) == 0
     assert daemon.switches["l2tp"] is True
-    assert "no encryption" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "exposes: L2TP" in out and "unencrypted" in out and "saved in the config file" in out
 
 
 def test_switch_rejects_unknown_names(router, capsys) -> None:
