@@ -17,8 +17,13 @@ Endpoints::
 
     GET  /api/status              the daemon's status() (engine status, uptime, interfaces, ...)
     GET  /api/flows?limit=N       {"flows": [...], "limit": N}   (1 <= N <= 10000, default 200)
-    POST /api/switch/<name>       body {"on": true|false} -> {"switch", "on", "torn_down"}
-    POST /api/reload              -> {"reloaded": true} | 422 {"error", "path", "line", "message"}
+    POST /api/switch/<name>       body {"on": true|false[, "runtime_only": true]}
+                                  -> {"switch", "on", "torn_down", "saved", "save_error", "exposure"}
+    POST /api/reload              -> {"reloaded": true, "summary", ...} | 422 {"error", "path", "line", "message"}
+    GET  /api/config/history      {"versions": [...]}
+    GET  /api/config/backup       the config file as a checked backup
+    POST /api/config/restore      body {"backup": text, "name": file name} -> as reload
+    POST /api/config/rollback     body {} or {"number": N} -> as reload
     GET  /metrics                 Prometheus text
     GET  /                        the admin page (readable without JavaScript)
     GET  /static/admin.css|js     its assets
