@@ -16,6 +16,7 @@ SUBCOMMANDS = (
     "natpass.router.cli",  # config check|example
     "natpass.router.cli_run",  # run
     "natpass.router.cli_admin",  # status, reload, switch
+    "natpass.router.cli_web",  # passwd, token
     "natpass.datapath.cli",  # replay
     "natpass.lab.cli",  # lab up|down|exec|status|demo
     "natpass.diagnose.cli",  # diagnose, advise, audit

@@ -94,6 +94,7 @@ class RouterDaemon:
         self.datapath: Any = None
         self.setup: Any = None
         self.admin: Any = None
+        self.web: Any = None
         self.recorder: Any = None
         self._stopped = threading.Event()
         self._reload_requested = False
@@ -154,13 +155,16 @@ class RouterDaemon:
             admin_module = None  # type: ignore[assignment]  # not built: the router runs without it
         if admin_module is not None:
             try:
-                self.admin = admin_module.AdminServer(self, cfg.admin_socket, cfg.admin_http)
+                self.admin = admin_module.AdminServer(self, cfg.admin_socket, None)  # TCP: natpass.router.web
                 start = getattr(self.admin, "start", None)
                 if callable(start):
                     start()
             except Exception:
                 log.exception("admin server failed to start (the router keeps running)")
                 self.admin = None
+        from natpass.router.web import start_web
+
+        self.web = start_web(self)  # never raises: a failure is logged, the Unix socket stays
         try:
             from natpass.router.usage import UsageRecorder, default_path
         except ImportError:
@@ -205,6 +209,9 @@ class RouterDaemon:
 
     def close(self) -> None:
         """Undo everything :meth:`start` did (idempotent)."""
+        if self.web is not None:
+            self.web.stop()
+            self.web = None
         if self.admin is not None:
             with contextlib.suppress(Exception):
                 self.admin.stop()
