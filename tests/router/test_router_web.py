@@ -376,7 +376,7 @@ def test_pages_speak_in_words_and_tables_scroll_with_a_hint(env):
     assert "Data from the LAN" in status and "1.2 MB" in status and "bytes_from_lan" not in status
     assert "PPTP switched on" in status and "switch:pptp:on" not in status
     assert "PPTP traffic while PPTP passthrough is off" in status and "1 h 2 min" in status
-    assert 'class="scroll"' in status and "Swipe sideways" in status and "<script" not in status
+    assert 'class="scroll"' in status and "Swipe the table sideways" in status and "<script" not in status
     conns = c.get("/connections?sort=state&limit=200").text
     for name in ("established", "opening (SYN sent)", "closing (both sides sent FIN)", "reset", "active"):
         assert name in conns
@@ -405,7 +405,7 @@ def test_the_log_shows_logins_refusals_and_switch_changes_newest_first(env):
     c.post("/api/switch/l2tp", json={"on": True}, headers={"X-CSRF-Token": csrf})
     c.post("/api/switch/l2tp", json={"on": True})  # no CSRF: refused
     kinds = [x["kind"] for x in c.get("/api/log").json()["log"]]
-    assert kinds[:4] == ["refused", "switch", "login", "refused"] and "login-failed" in kinds
+    assert kinds[:4] == ["refused", "switch", "login", "login-failed"]
 
 
 def test_openapi_describes_the_api(env):

@@ -29,6 +29,7 @@ import json
 import logging
 import socket
 import threading
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -72,7 +73,7 @@ STATIC_DIR = Path(__file__).resolve().parent / "static"
 SECURITY_HEADERS = [
     (b"x-content-type-options", b"nosniff"),
     (b"x-frame-options", b"DENY"),
-    (b"referrer-policy", b"no-referrer"),
+    (b"referrer-policy", b"same-origin"),  # no-referrer would make browsers send "Origin: null"
     (b"cache-control", b"no-store"),
     (b"content-security-policy",
      b"default-src 'none'; style-src 'self'; img-src 'self' data:; form-action 'self'; "
@@ -210,6 +211,7 @@ class WebState:
         self.usage_path = usage_path
         self.history = TrafficHistory()
         self.log = EventLog()
+        self.started = time.time()
         self._lock = threading.Lock()
         self._status: tuple[float, dict[str, Any]] | None = None
         self._flows: tuple[float, list[dict[str, Any]]] | None = None
@@ -359,7 +361,8 @@ def create_app(control: RouterControl, auth: Auth, options: WebOptions | None = 
             try:
                 return await fn(request)
             except WebError as exc:
-                if exc.status in (401, 403, 404, 409, 413, 415, 429) or exc.status >= 500:
+                login_failure = exc.status == 401 and request.url.path in ("/login", "/api/login")
+                if (exc.status in (401, 403, 404, 409, 413, 415, 429) or exc.status >= 500) and not login_failure:
                     web.refused(request.method, request.url.path, _client(request.scope), exc)
                 if exc.status == 303:
                     return RedirectResponse(exc.headers["Location"], 303)
@@ -408,7 +411,8 @@ def create_app(control: RouterControl, auth: Auth, options: WebOptions | None = 
             session = await run_in_threadpool(attempt_login, request, str(form.get("password") or ""))
         except WebError as exc:
             if exc.status in (401, 429):
-                web.refused(request.method, request.url.path, _client(request.scope), exc)
+                if exc.status == 429:
+                    web.refused(request.method, request.url.path, _client(request.scope), exc)
                 return HTMLResponse(pages.login_page(target, error=exc.message), exc.status, headers=exc.headers)
             raise
         response = RedirectResponse(target, 303)
@@ -466,7 +470,7 @@ def create_app(control: RouterControl, auth: Auth, options: WebOptions | None = 
         web.forget_cache()
         state = "on" if on else "off"
         web.log.add("switch", f"{SWITCH_TITLES[name]} passthrough {state} by {who.kind} {who.name}"
-                    + (f" ({torn} tunnels closed)" if torn else ""), _client(request.scope))
+                    + (f" ({torn} tunnel(s) closed)" if torn else ""), _client(request.scope))
         log.info("admin web: passthrough %s %s by %s %s (%d tunnels torn down)", name, state, who.kind,
                  who.name, torn)
         return int(torn)
@@ -695,6 +699,7 @@ def create_app(control: RouterControl, auth: Auth, options: WebOptions | None = 
         Route("/api/tokens/{name}", api_token_delete, methods=["DELETE"]),
         Route("/api/openapi.json", api_openapi, methods=["GET"]),
         Route("/metrics", metrics_endpoint, methods=["GET"]),
+        Route("/favicon.ico", lambda request: Response(status_code=204), methods=["GET"]),
         Route("/login", login_page, methods=["GET"]),
         Route("/login", login_form, methods=["POST"]),
         Route("/logout", logout_form, methods=["POST"]),

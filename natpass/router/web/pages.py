@@ -41,6 +41,7 @@ NAV = (("/", "Status"), ("/passthrough", "VPN Passthrough"), ("/connections", "C
        ("/log", "Log"), ("/tokens", "API tokens"))
 USAGE_DAYS = 14
 LOG_ROWS = 300
+STALE_WHEN_LIVE = frozenset({"switch-unused", "switch-recently-enabled", "usage-unknown"})
 LOG_KINDS = {
     "login": "Login", "login-failed": "Login refused", "logout": "Logout", "refused": "Request refused",
     "switch": "Switch", "reload": "Reload", "token": "API token", "tunnel-up": "Tunnel up",
@@ -68,9 +69,9 @@ def scroll_table(label: str, head: Sequence[str], rows: Sequence[Sequence[str]],
         return f'<p class="empty">{e(empty)}</p>'
     th = "".join(f'<th scope="col">{h}</th>' for h in (head_html or [e(h) for h in head]))
     body = "".join("<tr>" + "".join(f"<td>{c}</td>" for c in row) + "</tr>" for row in rows)
-    return (f'<div class="scroll" role="region" aria-label="{e(label)}" tabindex="0"><table>'
-            f"<thead><tr>{th}</tr></thead><tbody>{body}</tbody></table></div>"
-            '<p class="scroll-hint" aria-hidden="true">Swipe sideways to see every column →</p>')
+    return ('<p class="scroll-hint" aria-hidden="true">Swipe the table sideways to see every column →</p>'
+            f'<div class="scroll" role="region" aria-label="{e(label)}" tabindex="0"><table>'
+            f"<thead><tr>{th}</tr></thead><tbody>{body}</tbody></table></div>")
 
 
 def layout(title: str, body: str, who: Principal | None, current: str = "") -> str:
@@ -307,8 +308,11 @@ class Views:
         days = [time.strftime("%Y-%m-%d", time.gmtime(today - 86400 * i)) for i in range(USAGE_DAYS - 1, -1, -1)]
         series = {SWITCH_TITLES[s]: [float(per_switch[s].get(d, {}).get("packets", 0) or 0) for d in days]
                   for s in SWITCHES}
-        chart = charts.bar_chart(f"Passthrough packets per day, last {USAGE_DAYS} days", [d[5:] for d in days],
-                                 series, lambda v: human_count(v))
+        if not any(v for values in series.values() for v in values):
+            chart = f'<p class="empty">No passthrough traffic recorded in the last {USAGE_DAYS} days.</p>'
+        else:
+            chart = charts.bar_chart(f"Passthrough packets per day, last {USAGE_DAYS} days", [d[5:] for d in days],
+                                     series, lambda v: f"{v:,.0f}" if v >= 10 or v == int(v) else f"{v:.1f}")
         rows = [[e(SWITCH_TITLES[s]), f'<span class="num">{e(human_count(summaries[s]["packets"]))}</span>',
                  f'<span class="num">{e(summaries[s]["tunnels_up"])}</span>',
                  e(when(summaries[s]["last_seen"]))] for s in SWITCHES]
@@ -343,6 +347,9 @@ class Views:
                  "<strong>Changes made here apply at once but are not saved to the config file</strong>: the "
                  "router's next restart or config reload sets the switches from <code>[passthrough]</code> "
                  f"in <code>{e(cfg.path)}</code> again.</p>")
+        # The usage record lags by a few seconds: a switch with a live tunnel is in use, whatever it says.
+        live = {s for s in SWITCHES if helpers.get(s, {}).get("tunnels")}
+        findings = [f for f in findings if not (f.switch in live and f.code in STALE_WHEN_LIVE)]
         cards = [self._card(name, states.get(name, False), helpers.get(name, {}), last_used[name], since[name],
                             [f for f in findings if f.switch == name], csrf, now) for name in SWITCHES]
         strict = runtime.strict
@@ -393,15 +400,15 @@ class Views:
             start = t.get("since")
             age = human_duration(now - start) if isinstance(start, int | float) else "?"
             kind = str(t.get("proto") or name).upper()
-            rows.append([e(t.get("lan") or "?"), e(t.get("remote") or "?"), e(kind), e(t.get("state") or "up"),
-                         e(age)])
-        table = scroll_table(f"{title} live tunnels", ["LAN host", "Server", "Kind", "State", "Age"], rows,
+            state = str(t.get("state") or "up") + ("" if kind == title.upper() else f" ({kind})")
+            rows.append([e(t.get("lan") or "?"), e(t.get("remote") or "?"), e(age), e(state)])
+        table = scroll_table(f"{title} live tunnels", ["LAN host", "Server", "Age", "State"], rows,
                              "No live tunnels.")
         button = (f'<form method="post" action="/passthrough/{e(name)}" class="inline">'
                   f'<input type="hidden" name="csrf" value="{e(csrf)}"><input type="hidden" name="on" '
                   f'value="{int(not on)}"><button type="submit" id="toggle-{e(name)}" '
                   f'class="{"" if on else "primary"}">Turn {e(title)} {"off" if on else "on"}</button></form>')
-        used = f"Last used: {e(when(last_used))}."
+        used = "In use now." if tunnels else f"Last used: {e(when(last_used))}."
         on_since = f" On since {e(when(since))}." if on and since else ""
         return (f'<article class="card switch {"on" if on else "off"}" id="switch-{e(name)}">'
                 f'<h2>{e(title)} <span class="badge">{"ON" if on else "OFF"}</span></h2>'
@@ -460,8 +467,14 @@ class Views:
                     kind = str(ev.get("event") or "")
                     kind = kind.split(":")[-1] if ":" in kind else kind
                     switch = SWITCH_TITLES.get(str(ev.get("switch")), str(ev.get("switch") or ""))
-                    entries.append({"ts": ev["ts"], "kind": kind,
-                                    "text": f"{switch}: {ev.get('detail') or kind}", "source": None})
+                    if kind in ("switch-on", "switch-off"):
+                        if float(ev["ts"] or 0) >= self.web.started:
+                            continue  # the web log has it, with who asked
+                        kind, text = "switch", f"{switch} passthrough {kind[7:]} (recorded at start or reload)"
+                    else:
+                        what = LOG_KINDS.get(kind, kind)
+                        text = f"{switch} {what.lower()}" + (f": {ev['detail']}" if ev.get("detail") else "")
+                    entries.append({"ts": ev["ts"], "kind": kind, "text": text, "source": None})
             except Exception:  # noqa: BLE001  (the in-memory log is still worth showing)
                 pass
             finally:
