@@ -51,7 +51,7 @@ def _setns(path: str) -> None:
 class Browser:
     """chromium driven from inside the lab client's namespace (so it is a LAN host)."""
 
-    def __init__(self, lab: Netns, node: str) -> None:
+    def __init__(self, lab: Netns, node: str, host: str) -> None:
         from selenium import webdriver
         from selenium.webdriver.chrome.service import Service
 
@@ -63,7 +63,7 @@ class Browser:
                     f"--user-data-dir={self.profile}", "--window-size=1280,900", "--disable-component-update",
                     "--disable-sync", "--no-pings", "--dns-prefetch-disable", "--disable-domain-reliability",
                     "--disable-features=MediaRouter,OptimizationHints,DnsOverHttps,Translate",
-                    "--host-resolver-rules=MAP * ~NOTFOUND"):  # the page is an IP address: no DNS at all
+                    f"--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE {host}"):  # no DNS: the page is an address
             options.add_argument(arg)
         os.environ["SE_OFFLINE"] = "true"  # never let Selenium fetch a browser or driver
         self.own_ns = os.open(f"/proc/self/task/{threading.get_native_id()}/ns/net", os.O_RDONLY)
@@ -146,7 +146,7 @@ def test_a_lan_host_logs_in_turns_pptp_on_sees_the_call_and_turns_it_off(root, l
 
     netns, topo, base = lab
     client_addr = topo.client_addrs["c1"]
-    browser = Browser(netns, "c1")
+    browser = Browser(netns, "c1", topo.home.lan_addr)
     pptp = Pptp(netns, topo, client="c1", timeout=15)
     d = browser.driver
     try:
