@@ -444,3 +444,28 @@ def test_the_server_starts_on_loopback_prints_a_first_password_and_stops(tmp_pat
     assert second is not None
     second.stop()
     assert not any("generated" in m for m in caplog.messages)
+
+
+def test_a_source_over_its_request_budget_waits_then_is_refused():
+    from natpass.router.web.app import Pacer
+
+    clock = Clock()
+    pacer = Pacer(rate=10.0, burst=5, max_wait=0.95, clock=clock)
+    assert [pacer.delay("a") for _ in range(6)] == pytest.approx([0.0] * 6, abs=1e-9)  # the burst and one slot pass at once
+    waits = [pacer.delay("a") for _ in range(9)]
+    assert waits == pytest.approx([0.1 * i for i in range(1, 10)])  # then one slot every 0.1 s
+    assert pacer.delay("a") is None  # more than max_wait ahead: refused, not queued
+    assert pacer.delay("b") == 0.0  # per source
+    clock.t += 10
+    assert pacer.delay("a") == 0.0
+
+
+def test_a_flooding_client_is_answered_429_without_reaching_the_router(env):
+    router, auth, _ = env
+    token = auth.tokens.create("flood")
+    app = create_app(router, auth)
+    app.state.web.pacer.max_wait = 0.0
+    app.state.web.pacer.tau = 2 * app.state.web.pacer.interval
+    c = TestClient(app, base_url=ROUTER)
+    codes = [c.get("/api/status", headers={"Authorization": f"Bearer {token}"}).status_code for _ in range(6)]
+    assert codes[:3] == [200, 200, 200] and 429 in codes[3:]

@@ -30,6 +30,7 @@ import logging
 import socket
 import threading
 import time
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -67,6 +68,9 @@ DAEMON_TIMEOUT = 15.0
 MAX_FLOWS_READ = 10_000
 DEFAULT_FLOW_LIMIT = 200
 PAGE_SIZE = 50
+REQUESTS_PER_S = 20.0  # per source address; a page view is three requests
+REQUEST_BURST = 40
+FLOOD_LOG_EVERY = 60.0
 UNSAFE = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 
@@ -145,6 +149,35 @@ def _client(scope: Scope) -> str:
     return str(client[0]) if client else "?"
 
 
+class Pacer:
+    """At most ``rate`` requests per second per source address after a burst of ``burst`` (GCRA):
+    a request over the budget waits for its slot, and is refused (429) when that is more than
+    ``max_wait`` away. Waiting costs the router nothing, so a hammering client gets slower, not
+    more of the router's CPU (the web app shares the interpreter with the packet loop)."""
+
+    def __init__(self, rate: float = REQUESTS_PER_S, burst: int = REQUEST_BURST, max_wait: float = 5.0,
+                 clock: Callable[[], float] = time.monotonic, limit: int = 4096) -> None:
+        self.interval = 1.0 / rate
+        self.tau = burst * self.interval
+        self.max_wait = max_wait
+        self.clock = clock
+        self.limit = limit
+        self._tat: OrderedDict[str, float] = OrderedDict()
+
+    def delay(self, source: str) -> float | None:
+        """Seconds this request must wait (0: none), or None when it is to be refused."""
+        now = self.clock()
+        tat = max(self._tat.pop(source, now), now)
+        wait = tat - now - self.tau
+        if wait > self.max_wait:
+            self._tat[source] = tat
+            return None
+        self._tat[source] = tat + self.interval
+        while len(self._tat) > self.limit:
+            self._tat.popitem(last=False)
+        return max(0.0, wait)
+
+
 class Guard:
     """Host, Origin and body-size checks before anything is routed, plus the security headers
     on every answer."""
@@ -165,6 +198,16 @@ class Guard:
             await send(message)
 
         refusal = self.check(scope, headers)
+        if refusal is None:
+            wait = self.web.pacer.delay(_client(scope))
+            if wait is None:
+                response = error_response(scope["path"], WebError(429, "too many requests from this address",
+                                                                  {"Retry-After": "5"}))
+                self.web.flooded(_client(scope))
+                await response(scope, receive, send_with_headers)
+                return
+            if wait > 0:
+                await asyncio.sleep(wait)
         if refusal is not None:
             self.web.refused(scope["method"], scope["path"], _client(scope), refusal)
             response = error_response(scope["path"], refusal, self.web)
@@ -210,6 +253,8 @@ class WebState:
         self.options = options
         self.usage_path = usage_path
         self.history = TrafficHistory()
+        self.pacer = Pacer()
+        self._flood_said: dict[str, float] = {}
         self.log = EventLog()
         self.started = time.time()
         self._lock = threading.Lock()
@@ -258,6 +303,15 @@ class WebState:
         self._flows = None
 
     # ----- log ---------------------------------------------------------------------------------
+    def flooded(self, source: str) -> None:
+        """A source over its request budget: said once a minute, not once a request."""
+        now = time.monotonic()
+        if now - self._flood_said.get(source, -FLOOD_LOG_EVERY) >= FLOOD_LOG_EVERY:
+            self._flood_said[source] = now
+            if len(self._flood_said) > 1024:
+                self._flood_said.clear()
+            self.refused("*", "*", source, WebError(429, "too many requests from this address (said once a minute)"))
+
     def refused(self, method: str, path: str, source: str, exc: WebError) -> None:
         self.log.add("refused", f"{method} {path}: {exc.status} {exc.message}", source)
         log.warning("admin web: refused %s %s from %s: %d %s", method, path, source, exc.status, exc.message)
