@@ -20,6 +20,7 @@ from natpass.router.web import charts
 from natpass.router.web.errors import WebError
 from natpass.router.web.labels import (
     ADVISE_PROTOCOL,
+    COUNTERS,
     EXPOSURES,
     STATE_FILTERS,
     SWITCH_INFO,
@@ -217,6 +218,12 @@ class FlowQuery:
         return "/connections?" + urlencode({k: v for k, v in values.items() if v and not (k == "page" and v == "1")})
 
 
+def _counter_order(item: tuple[str, Any]) -> tuple[int, str]:
+    """Traffic first (in the order COUNTERS lists them), then the rest by name."""
+    order = list(COUNTERS)
+    return (order.index(item[0]), "") if item[0] in COUNTERS else (len(order), item[0])
+
+
 def _map(value: Any) -> Mapping[str, Any]:
     return value if isinstance(value, Mapping) else {}
 
@@ -273,7 +280,7 @@ class Views:
                                   if v else "0", ticks)
         counters = _map(st.get("counters"))
         c_rows = [[e(counter_label(k)), f'<span class="num">{e(human_bytes(v) if is_bytes(k) else human_count(v))}</span>']
-                  for k, v in counters.items() if isinstance(v, int | float)]
+                  for k, v in sorted(counters.items(), key=_counter_order) if isinstance(v, int | float)]
         drops = _map(st.get("drops"))
         d_rows = [[e(drop_label(k)) + f' <code class="raw">{e(k)}</code>', f'<span class="num">{e(human_count(v))}</span>']
                   for k, v in sorted(drops.items(), key=lambda kv: -kv[1]) if isinstance(v, int | float)]
