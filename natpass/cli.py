@@ -1,6 +1,6 @@
 """The ``natpass`` command: one entry point, each subsystem registers its own subcommands.
 
-Each module in ``SUBCOMMANDS`` has ``register(subparsers)`` that adds its parsers and sets
+Each entry of ``SUBCOMMANDS`` is a ``register(subparsers)`` that adds its parsers and sets
 ``func`` (called with the parsed args, returning the exit status). Modules import their heavy
 dependencies inside ``func`` so that ``natpass --help`` stays fast.
 """
@@ -8,22 +8,28 @@ dependencies inside ``func`` so that ``natpass --help`` stays fast.
 from __future__ import annotations
 
 import argparse
+import functools
 import sys
 from collections.abc import Callable, Sequence
+from typing import Any
 
 from natpass import __version__
 from natpass.diagnose import cli as diagnose_cli
 from natpass.lab import cli as lab_cli
 from natpass.router import cli as config_cli
-from natpass.router import cli_admin, cli_replay, cli_run
+from natpass.router import cli_admin, cli_replay, cli_run, cli_web
+from natpass.web import start_web
 
-SUBCOMMANDS = (
-    config_cli,  # config check|example
-    cli_run,  # run
-    cli_admin,  # status, reload, switch
-    cli_replay,  # replay
-    lab_cli,  # lab up|down|exec|status|demo
-    diagnose_cli,  # diagnose, advise, audit
+# Each registers its subcommands; `run` gets the web admin here, at the top, because the web
+# pages show the audit and the advice of natpass.diagnose, a layer above the router.
+SUBCOMMANDS: tuple[Callable[[Any], None], ...] = (
+    config_cli.register,  # config check|example|backup|restore|history|rollback
+    functools.partial(cli_run.register, services=(start_web,)),  # run
+    cli_admin.register,  # status, reload, switch
+    cli_web.register,  # passwd, token
+    cli_replay.register,  # replay
+    lab_cli.register,  # lab up|down|exec|status|demo
+    diagnose_cli.register,  # diagnose, advise, audit
 )
 
 
@@ -40,8 +46,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--version", action="version", version=f"natpass {__version__}")
     parser.set_defaults(func=None)
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for module in SUBCOMMANDS:
-        module.register(sub)
+    for register in SUBCOMMANDS:
+        register(sub)
     return parser
 
 

@@ -5,7 +5,8 @@
 set -euo pipefail
 PKGS=(iproute2 nftables conntrack iptables tshark tcpdump openvpn wireguard-tools wireguard-go
       strongswan-charon strongswan-swanctl libcharon-extra-plugins libstrongswan-standard-plugins
-      pptpd pptp-linux xl2tpd coturn iperf3 hping3 socat procps iputils-ping traceroute)
+      pptpd pptp-linux xl2tpd coturn iperf3 hping3 socat procps iputils-ping traceroute
+      chromium chromium-driver fonts-dejavu-core)  # the admin page's browser tests (Selenium)
 missing=()
 for p in "${PKGS[@]}"; do
   dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q "install ok installed" || missing+=("$p")

@@ -358,6 +358,10 @@ def _switch(args: argparse.Namespace) -> int:
     print(f"natpass: {args.name} passthrough {'on' if on else 'off'}{extra}")
     if answer.get("exposure"):
         print(f"exposes: {answer['exposure']}")
+    if on:
+        from natpass.router.admin import SWITCH_INFO
+
+        print(f"note: {SWITCH_INFO[args.name][2]}")
     if answer.get("saved"):
         print("saved in the config file (previous version kept: natpass config history)")
     elif args.runtime_only:

@@ -3,12 +3,18 @@
 from __future__ import annotations
 
 import argparse
+import functools
 import logging
 import sys
-from typing import Any
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from natpass.router.daemon import ServiceFactory
 
 
-def register(sub: Any) -> None:
+def register(sub: Any, services: Sequence[ServiceFactory] = ()) -> None:
+    """``natpass run``; ``services`` start beside the router (the CLI passes the web admin)."""
     run = sub.add_parser(
         "run", help="run the router on the LAN and WAN interfaces of this network namespace",
         description="Move real IPv4 packets between the LAN and WAN interfaces named in the config "
@@ -20,10 +26,10 @@ def register(sub: Any) -> None:
                      help="accepted for clarity: natpass run always stays in the foreground")
     run.add_argument("--log-level", choices=("debug", "info", "warning", "error"), default=None,
                      help="overrides [router] log_level")
-    run.set_defaults(func=_run)
+    run.set_defaults(func=functools.partial(_run, services=tuple(services)))
 
 
-def _run(args: argparse.Namespace) -> int:
+def _run(args: argparse.Namespace, services: Sequence[ServiceFactory] = ()) -> int:
     from natpass.router.config import ConfigError, load_config
 
     try:
@@ -33,10 +39,10 @@ def _run(args: argparse.Namespace) -> int:
         return 2
     logging.basicConfig(level=level.upper(), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    return run_daemon(args.config)
+    return run_daemon(args.config, services)
 
 
-def run_daemon(config_path: str) -> int:
+def run_daemon(config_path: str, services: Sequence[ServiceFactory] = ()) -> int:
     """Start, loop until SIGTERM/SIGINT, clean up. Returns the exit status."""
     from natpass.datapath.live_setup import SetupError
     from natpass.router.config import ConfigError
@@ -44,7 +50,7 @@ def run_daemon(config_path: str) -> int:
 
     log = logging.getLogger("natpass.router")
     try:
-        daemon = RouterDaemon(config_path)
+        daemon = RouterDaemon(config_path, services=services)
     except ConfigError as exc:
         log.error("%s", exc)
         return 2

@@ -87,7 +87,10 @@ strict = false                  # true: also close the control ports of switched
 [router]
 state_dir = "/var/lib/natpass"
 admin_socket = "/run/natpass/natpass.sock"
-# admin_http = "127.0.0.1:8080"
+# admin_http = "127.0.0.1:8080"     # the admin web page and API (login: `natpass passwd`)
+# admin_tls_cert = "/etc/natpass/admin.crt"   # serve it over HTTPS with this certificate and key
+# admin_tls_key = "/etc/natpass/admin.key"
+# metrics_access = "token"        # /metrics: "token" (an API token or a login) or "loopback" (open to 127.0.0.1 only)
 
 # [[forward]]                   # a static port forward (DNAT) to a server on the LAN
 # proto = "tcp"
@@ -120,6 +123,9 @@ class RouterConfig:
     state_dir: str = DEFAULT_STATE_DIR
     admin_socket: str = DEFAULT_ADMIN_SOCKET
     admin_http: str | None = None
+    admin_tls_cert: str | None = None
+    admin_tls_key: str | None = None
+    metrics_access: str = "token"
     datapath: str = "packet"
     log_level: str = "info"
 
@@ -333,7 +339,8 @@ def parse_config(text: str, path: str = "<string>") -> RouterConfig:
         "timeouts": {f.name for f in dataclasses.fields(Timeouts)} | {"allow_below_rfc"},
         "limits": {f.name for f in dataclasses.fields(Limits)},
         "passthrough": {"pptp", "ipsec", "l2tp", "strict"},
-        "router": {"state_dir", "admin_socket", "admin_http", "datapath", "log_level"},
+        "router": {"state_dir", "admin_socket", "admin_http", "datapath", "log_level", "admin_tls_cert",
+                   "admin_tls_key", "metrics_access"},
     }
     sections: dict[str, dict[str, Any]] = {}
     for name, keys in allowed.items():
@@ -449,6 +456,14 @@ def parse_config(text: str, path: str = "<string>") -> RouterConfig:
                          "router", "admin_http")
     else:
         admin_http = None
+    tls = {k: c.string(rsec, "router", k, "") if k in rsec else None for k in ("admin_tls_cert", "admin_tls_key")}
+    if (tls["admin_tls_cert"] is None) != (tls["admin_tls_key"] is None):
+        raise c.fail("admin_tls_cert and admin_tls_key go together (a certificate and its key)", "router",
+                     "admin_tls_cert" if "admin_tls_cert" in rsec else "admin_tls_key")
+    metrics_access = rsec.get("metrics_access", "token")
+    if metrics_access not in ("token", "loopback"):
+        raise c.fail(f'metrics_access must be "token" or "loopback", not {metrics_access!r}', "router",
+                     "metrics_access")
     datapath = rsec.get("datapath", "packet")
     if datapath not in DATAPATHS:
         raise c.fail(f"datapath must be {' or '.join(map(json.dumps, DATAPATHS))}, not {_describe(datapath)}",
@@ -490,6 +505,9 @@ def parse_config(text: str, path: str = "<string>") -> RouterConfig:
         state_dir=c.string(rsec, "router", "state_dir", DEFAULT_STATE_DIR),
         admin_socket=c.string(rsec, "router", "admin_socket", DEFAULT_ADMIN_SOCKET),
         admin_http=admin_http,
+        admin_tls_cert=tls["admin_tls_cert"],
+        admin_tls_key=tls["admin_tls_key"],
+        metrics_access=metrics_access,
         datapath=datapath,
         log_level=log_level,
     )

@@ -14,9 +14,9 @@ import logging
 import signal
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar
 
 from natpass.datapath.live import LiveDatapath
 from natpass.datapath.live_setup import HostSetup
@@ -47,6 +47,16 @@ USAGE_REPORT_S = 10.0  # per-switch packet/drop totals handed to the usage recor
 MAX_USAGE_EVENTS = 10_000  # bound the queue when no recorder drains it
 
 EngineFactory = Callable[[NatConfig], Engine]
+
+
+class Service(Protocol):
+    """Something started beside the router and stopped with it (the web admin)."""
+
+    def stop(self) -> None: ...
+
+
+# Starts a service for the running router, or returns None (a failure is logged, never raised).
+ServiceFactory = Callable[["RouterDaemon"], Service | None]
 _T = TypeVar("_T")
 
 
@@ -80,7 +90,8 @@ class RouterDaemon:
     Offers the admin server what :class:`natpass.router.admin.RouterControl` names."""
 
     def __init__(self, config_path: str, engine_factory: EngineFactory = build_engine,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic,
+                 services: Sequence[ServiceFactory] = ()) -> None:
         self.config_path = config_path
         self.config: RouterConfig = load_config(config_path)
         self.clock = clock
@@ -94,6 +105,8 @@ class RouterDaemon:
         self.datapath: LiveDatapath | None = None
         self.setup: HostSetup | None = None
         self.admin: AdminServer | None = None
+        self.service_factories = tuple(services)
+        self.services: list[Service] = []
         self.recorder: UsageRecorder | None = None
         self._stopped = threading.Event()
         self._reload_requested = False
@@ -147,10 +160,16 @@ class RouterDaemon:
         """The admin server and the usage recorder: a failure is logged, the router keeps running."""
         cfg = self.config
         try:
-            self.admin = AdminServer(self, cfg.admin_socket, cfg.admin_http).start()
+            # The Unix socket only: HTTP is the web admin's (natpass.web: login, sessions, TLS),
+            # started as a service by `natpass run`.
+            self.admin = AdminServer(self, cfg.admin_socket, None).start()
         except Exception:
             log.exception("admin server failed to start (the router keeps running)")
             self.admin = None
+        for factory in self.service_factories:
+            service = factory(self)  # never raises: a failure is logged, the Unix socket stays
+            if service is not None:
+                self.services.append(service)
         try:
             self.recorder = UsageRecorder(default_path(cfg.state_dir), self.usage_events).start()
         except Exception:
@@ -193,6 +212,9 @@ class RouterDaemon:
 
     def close(self) -> None:
         """Undo everything :meth:`start` did (idempotent)."""
+        while self.services:
+            with contextlib.suppress(Exception):
+                self.services.pop().stop()
         if self.admin is not None:
             with contextlib.suppress(Exception):
                 self.admin.stop()

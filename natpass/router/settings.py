@@ -80,23 +80,21 @@ def write_atomic(path: str | Path, text: str, mode: int | None = None) -> None:
 
 
 # ----- what a change exposes ------------------------------------------------------------------
-# Said before a change that opens something (the same risks `natpass audit` reports).
-_EXPOSURE = {
-    ("pptp", True): "PPTP passthrough lets LAN hosts run PPTP, whose MS-CHAPv2 login can be cracked "
-                    "offline from one captured handshake and whose MPPE encryption is broken; it also "
-                    "forwards GRE from any PPTP server a LAN host calls.",
-    ("ipsec", True): "IPsec passthrough forwards raw ESP/AH from gateways a LAN host negotiated with "
-                     "and keeps UDP 500 for it; needed only by IPsec clients without NAT-T.",
-    ("l2tp", True): "L2TP passthrough keeps UDP 1701 for LAN hosts and follows their tunnels; L2TP "
-                    "itself is unencrypted unless it runs inside IPsec.",
-    ("strict", False): "strict off lets the control ports of switched-off protocols (TCP 1723, UDP 500, "
-                       "UDP 1701) through as plain traffic.",
+# Turning these on (pptp) or off (strict) opens something: the CLI, the API and the page say what
+# before (the page asks for a confirmation), as `natpass audit` would report it afterwards.
+EXPOSURES: dict[tuple[str, bool], str] = {
+    ("pptp", True): "Turning PPTP passthrough on maps GRE (IP protocol 47) from PPTP servers to LAN "
+                    "hosts and lets TCP 1723 control connections through its helper. Whatever a PPTP "
+                    "VPN carries can be read by anyone who captures one login (MS-CHAPv2 is "
+                    "crackable).",
+    ("strict", False): "Turning strict off lets LAN hosts open PPTP, IKE and L2TP control connections "
+                       "for protocols whose switch is off, as ordinary connections.",
 }
 
 
 def exposure_of(name: str, on: bool) -> str | None:
-    """What turning ``name`` to ``on`` exposes (None: the change closes something)."""
-    return _EXPOSURE.get((name, on))
+    """What turning ``name`` to ``on`` exposes (None: the change opens nothing new)."""
+    return EXPOSURES.get((name, on))
 
 
 # ----- editing the config text ---------------------------------------------------------------

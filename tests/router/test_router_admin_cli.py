@@ -125,7 +125,7 @@ def test_switch_on_prints_the_security_note(router, capsys) -> None:
     assert main(["switch", "l2tp", "on", "--socket", sock]) == 0
     assert daemon.switches["l2tp"] is True
     out = capsys.readouterr().out
-    assert "exposes: L2TP" in out and "unencrypted" in out and "saved in the config file" in out
+    assert "no encryption" in out and "saved in the config file" in out
 
 
 def test_switch_rejects_unknown_names(router, capsys) -> None:

@@ -61,6 +61,7 @@ def test_switch_is_saved_with_comments_and_survives_a_reload(daemon: RouterDaemo
     versions = daemon.config_history()
     assert versions[0]["who"] == "cli" and versions[0]["summary"] == "pptp on"
     assert versions[1]["who"] == "start"
+    assert daemon.change_switch("l2tp", True).exposure is None  # opens nothing new
     # A new process reading the file starts with the switch on.
     assert RouterDaemon(daemon.config_path).config.nat.passthrough.pptp is True
 
@@ -197,7 +198,7 @@ def test_cli_switch_backup_restore_history_rollback(daemon: RouterDaemon, served
     sock = str(served.socket_path)
     assert main(["switch", "pptp", "on", "--socket", sock]) == 0
     out = capsys.readouterr().out
-    assert "exposes: PPTP" in out and "saved in the config file" in out
+    assert "exposes: Turning PPTP passthrough on" in out and "saved in the config file" in out
     backup = tmp_path / "b.toml"
     assert main(["config", "backup", str(backup), "--socket", sock]) == 0
     assert main(["switch", "pptp", "off", "--runtime-only", "--socket", sock]) == 0

@@ -1,0 +1,112 @@
+"""The OpenAPI 3.1 description served at ``/api/openapi.json`` (written by hand: the API is small)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def _error(description: str) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}}}
+
+
+def _json(description: str, schema: dict[str, Any] | None = None) -> dict[str, Any]:
+    return {"description": description, "content": {"application/json": {"schema": schema or {"type": "object"}}}}
+
+
+REFUSALS = {
+    "401": _error("no session or API token, a wrong token, or an expired session"),
+    "403": _error("missing or wrong CSRF token (sessions), or a foreign or null Origin"),
+    "421": _error("a Host that is not an IP address, localhost or the router's name"),
+    "429": _error("too many failed logins or tokens from this address (see Retry-After)"),
+}
+CHANGE: dict[str, Any] = {"security": [{"bearer": []}, {"session": [], "csrf": []}]}
+READ: dict[str, Any] = {"security": [{"bearer": []}, {"session": []}]}
+
+OPENAPI: dict[str, Any] = {
+    "openapi": "3.1.0",
+    "info": {"title": "natpass admin API", "version": "1",
+             "description": "Read and steer a running natpass router. Log in with POST /api/login (a session "
+                            "cookie; send its CSRF token as X-CSRF-Token on every change) or send an API token "
+                            "as Authorization: Bearer."},
+    "components": {
+        "securitySchemes": {
+            "bearer": {"type": "http", "scheme": "bearer", "description": "an API token (natpass token add NAME)"},
+            "session": {"type": "apiKey", "in": "cookie", "name": "natpass_session"},
+            "csrf": {"type": "apiKey", "in": "header", "name": "X-CSRF-Token"},
+        },
+        "schemas": {
+            "Error": {"type": "object", "required": ["error", "status"],
+                      "properties": {"error": {"type": "string"}, "status": {"type": "integer"}}},
+            "Flow": {"type": "object", "properties": {
+                "proto": {"type": "string"}, "lan": {"type": "string"}, "wan": {"type": "string"},
+                "remote": {"type": "string"}, "direction": {"type": "string"},
+                "state": {"type": "string", "description": "named TCP state (established, opening, closing, "
+                                                           "reset) or active"},
+                "idle_s": {"type": ["number", "null"]}, "helper": {"type": ["string", "null"]}}},
+        },
+    },
+    "paths": {
+        "/api/health": {"get": {"summary": "Health probe (no login): 200 when the router answers",
+                                "security": [], "responses": {"200": _json("ok"), "503": _json("no answer")}}},
+        "/api/login": {"post": {
+            "summary": "Log in with the admin password", "security": [],
+            "requestBody": {"content": {"application/json": {"schema": {
+                "type": "object", "required": ["password"], "properties": {"password": {"type": "string"}}}}}},
+            "responses": {"200": _json("session cookie set; the CSRF token to send on changes", {
+                "type": "object", "properties": {"csrf": {"type": "string"}, "idle_timeout": {"type": "number"},
+                                                 "lifetime": {"type": "number"}}}),
+                          "401": _error("wrong password"), "429": REFUSALS["429"], "403": REFUSALS["403"]}}},
+        "/api/logout": {"post": {"summary": "End the session", **CHANGE,
+                                 "responses": {"200": _json("logged out"), **REFUSALS}}},
+        "/api/status": {"get": {"summary": "The router's status: uptime, interfaces, flows, counters, drops, "
+                                           "switches, helpers with live tunnels", **READ,
+                                "responses": {"200": _json("status"), **REFUSALS}}},
+        "/api/flows": {"get": {
+            "summary": "Connections, filtered, sorted and paged", **READ,
+            "parameters": [
+                {"name": "limit", "in": "query", "schema": {"type": "integer", "minimum": 1, "maximum": 10000}},
+                {"name": "page", "in": "query", "schema": {"type": "integer", "minimum": 1}},
+                {"name": "proto", "in": "query", "schema": {"type": "string"}, "description": "tcp, udp, icmp, gre, esp"},
+                {"name": "lan", "in": "query", "schema": {"type": "string"}, "description": "a LAN host's address"},
+                {"name": "state", "in": "query", "schema": {"type": "string"}},
+                {"name": "sort", "in": "query", "schema": {"enum": ["proto", "lan", "remote", "wan", "state", "idle"]}},
+                {"name": "order", "in": "query", "schema": {"enum": ["asc", "desc"]}}],
+            "responses": {"200": _json("flows", {"type": "object", "properties": {
+                "flows": {"type": "array", "items": {"$ref": "#/components/schemas/Flow"}},
+                "total": {"type": "integer"}, "limit": {"type": "integer"}, "page": {"type": "integer"}}}),
+                "400": _error("bad query"), **REFUSALS}}},
+        "/api/log": {"get": {"summary": "Admin log, newest first (logins, refusals, switches, reloads, tunnels)",
+                             **READ, "responses": {"200": _json("log"), **REFUSALS}}},
+        "/api/switch/{name}": {"post": {
+            "summary": "Turn a passthrough switch on or off now (not saved to the config file)", **CHANGE,
+            "parameters": [{"name": "name", "in": "path", "required": True, "schema": {"enum": ["pptp", "ipsec", "l2tp"]}}],
+            "requestBody": {"content": {"application/json": {"schema": {
+                "type": "object", "required": ["on"],
+                "properties": {"on": {"type": "boolean"},
+                               "confirm": {"type": "boolean", "description": "required to turn PPTP on"}}}}}},
+            "responses": {"200": _json("applied", {"type": "object", "properties": {
+                "switch": {"type": "string"}, "on": {"type": "boolean"}, "torn_down": {"type": "integer"},
+                "saved": {"type": "boolean"}, "undo": {"type": "object"}}}),
+                "400": _error("bad body"), "404": _error("unknown switch"),
+                "409": _error("opens an exposure: repeat with confirm (the answer names the exposure)"),
+                "413": _error("body too large"), **REFUSALS}}},
+        "/api/reload": {"post": {"summary": "Re-read the config file", **CHANGE,
+                                 "responses": {"200": _json("reloaded"),
+                                               "422": _error("config refused; the running one is kept"),
+                                               **REFUSALS}}},
+        "/api/tokens": {
+            "get": {"summary": "API tokens (names and dates; never the secrets)", **READ,
+                    "responses": {"200": _json("tokens"), **REFUSALS}},
+            "post": {"summary": "Create a named API token (the secret is in this answer only)", **CHANGE,
+                     "requestBody": {"content": {"application/json": {"schema": {
+                         "type": "object", "required": ["name"], "properties": {"name": {"type": "string"}}}}}},
+                     "responses": {"201": _json("created"), "400": _error("bad or taken name"), **REFUSALS}}},
+        "/api/tokens/{name}": {"delete": {
+            "summary": "Revoke an API token", **CHANGE,
+            "parameters": [{"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}],
+            "responses": {"200": _json("revoked"), "404": _error("no such token"), **REFUSALS}}},
+        "/metrics": {"get": {"summary": "Prometheus metrics (an API token or session, or loopback only: "
+                                        "[router] metrics_access)", **READ,
+                             "responses": {"200": {"description": "Prometheus text format"}, **REFUSALS}}},
+    },
+}

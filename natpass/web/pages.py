@@ -1,0 +1,528 @@
+"""The admin pages as server-rendered HTML (complete without JavaScript; forms post back).
+
+Tables sit in a scroll box with a visible hint on narrow screens; charts are inline SVG.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import ipaddress
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from html import escape
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlencode
+
+from natpass.nat.config import SWITCHES
+from natpass.router import metrics
+from natpass.router.settings import EXPOSURES
+from natpass.web import charts
+from natpass.web.errors import WebError
+from natpass.web.labels import (
+    ADVISE_PROTOCOL,
+    COUNTERS,
+    STATE_FILTERS,
+    SWITCH_INFO,
+    SWITCH_TITLES,
+    counter_label,
+    drop_label,
+    flow_state,
+    human_bytes,
+    human_count,
+    human_duration,
+    is_bytes,
+    proto_name,
+)
+
+if TYPE_CHECKING:
+    from natpass.web.app import Principal, WebState
+
+NAV = (("/", "Status"), ("/passthrough", "VPN Passthrough"), ("/connections", "Connections"),
+       ("/log", "Log"), ("/tokens", "API tokens"))
+USAGE_DAYS = 14
+LOG_ROWS = 300
+STALE_WHEN_LIVE = frozenset({"switch-unused", "switch-recently-enabled", "usage-unknown"})
+LOG_KINDS = {
+    "login": "Login", "login-failed": "Login refused", "logout": "Logout", "refused": "Request refused",
+    "switch": "Switch", "reload": "Reload", "token": "API token", "tunnel-up": "Tunnel up",
+    "tunnel-down": "Tunnel down", "packets": "Traffic", "drop": "Drops",
+}
+
+
+def e(value: Any) -> str:
+    return escape("" if value is None else str(value), quote=True)
+
+
+def when(ts: float | None, now: float | None = None) -> str:
+    """``2026-11-30 09:12 UTC (3 min ago)``."""
+    if ts is None:
+        return "never"
+    now = time.time() if now is None else now
+    stamp = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(ts))
+    return f"{stamp} ({human_duration(now - ts)} ago)" if now >= ts else stamp
+
+
+def scroll_table(label: str, head: Sequence[str], rows: Sequence[Sequence[str]], empty: str,
+                 head_html: Sequence[str] | None = None) -> str:
+    """A table in a labelled scroll box; cells are already HTML."""
+    if not rows:
+        return f'<p class="empty">{e(empty)}</p>'
+    th = "".join(f'<th scope="col">{h}</th>' for h in (head_html or [e(h) for h in head]))
+    body = "".join("<tr>" + "".join(f"<td>{c}</td>" for c in row) + "</tr>" for row in rows)
+    return ('<p class="scroll-hint" aria-hidden="true">Swipe the table sideways to see every column →</p>'
+            f'<div class="scroll" role="region" aria-label="{e(label)}" tabindex="0"><table>'
+            f"<thead><tr>{th}</tr></thead><tbody>{body}</tbody></table></div>")
+
+
+def layout(title: str, body: str, who: Principal | None, current: str = "") -> str:
+    nav = ""
+    if who is not None:
+        links = "".join(f'<a href="{href}"{" aria-current=page" if href == current else ""}>{e(text)}</a>'
+                        for href, text in NAV)
+        csrf = who.session.csrf if who.session else ""
+        nav = (f'<nav aria-label="Pages">{links}</nav>'
+               f'<form method="post" action="/logout" class="logout"><input type="hidden" name="csrf" '
+               f'value="{e(csrf)}"><button type="submit">Log out</button></form>')
+    return ("<!doctype html><html lang=en><head><meta charset=utf-8>"
+            '<meta name="viewport" content="width=device-width, initial-scale=1">'
+            f"<title>{e(title)} · natpass</title>"
+            '<link rel="stylesheet" href="/static/web.css"></head><body>'
+            f'<header class="top"><a class="brand" href="/">natpass</a>{nav}</header>'
+            f"<main><h1>{e(title)}</h1>{body}</main>"
+            f'<footer>natpass router admin · page made {e(time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()))}'
+            "</footer></body></html>")
+
+
+def login_page(next_path: str, error: str | None = None, note: str | None = None) -> str:
+    msg = f'<p class="error" role="alert">{e(error)}</p>' if error else ""
+    msg += f'<p class="note">{e(note)}</p>' if note else ""
+    body = (f'{msg}<form method="post" action="/login" class="login">'
+            f'<input type="hidden" name="next" value="{e(next_path)}">'
+            '<label for="password">Admin password</label>'
+            '<input id="password" name="password" type="password" autocomplete="current-password" '
+            'required autofocus>'
+            '<button type="submit">Log in</button></form>'
+            '<p class="small">Set the password on the router with <code>natpass passwd</code>. '
+            "A router started without one prints a generated password once in its log.</p>")
+    return layout("Log in", body, None)
+
+
+def confirm_page(name: str, on: bool, exposure: str, csrf: str) -> str:
+    title = SWITCH_TITLES[name]
+    action = "on" if on else "off"
+    body = (f'<div class="card warn"><p><strong>{e(exposure)}</strong></p>'
+            f"<p>Turn {e(title)} passthrough {action}?</p>"
+            f'<form method="post" action="/passthrough/{e(name)}" class="inline">'
+            f'<input type="hidden" name="csrf" value="{e(csrf)}"><input type="hidden" name="on" '
+            f'value="{int(on)}"><input type="hidden" name="confirm" value="1">'
+            f'<button type="submit" class="danger" id="confirm">Yes, turn {e(title)} {action}</button></form> '
+            '<a class="button" href="/passthrough">Cancel</a></div>')
+    return layout(f"Turn {title} {action}?", body, None)
+
+
+def error_page(status: int, message: str) -> str:
+    body = (f'<p class="error" role="alert">{e(message)}</p>'
+            f'<p>(HTTP {status})</p><p><a href="/">Back to the status page</a></p>')
+    return layout("Refused" if status < 500 else "Router busy", body, None)
+
+
+def _endpoint(flow: Mapping[str, Any], side: str) -> str:
+    addr, port = flow.get(f"{side}_addr"), flow.get(f"{side}_port")
+    if addr is None:
+        return ""
+    return f"{addr}:{port}" if port not in (None, 0) else str(addr)
+
+
+def _addr_key(text: str) -> tuple[int, int]:
+    host, _, port = text.rpartition(":") if text.count(":") == 1 else (text, "", "0")
+    try:
+        return int(ipaddress.IPv4Address(host or text)), int(port or 0)
+    except ValueError:
+        return 0, 0
+
+
+def flow_row(flow: Mapping[str, Any], now: float) -> dict[str, Any]:
+    """One connection as the page and ``/api/flows`` show it."""
+    proto = flow.get("proto")
+    last = flow.get("last_seen")
+    return {
+        "proto": proto_name(proto),
+        "lan": _endpoint(flow, "lan"),
+        "wan": _endpoint(flow, "wan"),
+        "remote": _endpoint(flow, "remote"),
+        "direction": "outbound" if flow.get("outbound", True) else "inbound (port forward)",
+        "state": flow_state(proto, flow.get("state")),
+        "idle_s": round(max(0.0, now - last), 1) if isinstance(last, int | float) else None,
+        "helper": flow.get("helper"),
+    }
+
+
+SORT_KEYS = ("proto", "lan", "remote", "wan", "state", "idle")
+
+
+@dataclass(frozen=True, slots=True)
+class FlowQuery:
+    """Filters, sort order and page of the connection list (from the query string)."""
+
+    proto: str = ""
+    lan: str = ""
+    state: str = ""
+    sort: str = "lan"
+    desc: bool = False
+    page: int = 1
+    size: int = 50
+
+    @classmethod
+    def parse(cls, q: Mapping[str, str], default_size: int) -> FlowQuery:
+        def number(key: str, default: int, hi: int) -> int:
+            text = q.get(key, "")
+            if not text:
+                return default
+            if not text.isdigit() or not 1 <= int(text) <= hi:
+                raise WebError(400, f"{key} must be a whole number from 1 to {hi}")
+            return int(text)
+
+        size = number("limit", default_size, 10_000)
+        sort = q.get("sort", "lan")
+        if sort not in SORT_KEYS:
+            raise WebError(400, f"sort must be one of {', '.join(SORT_KEYS)}")
+        state = q.get("state", "")
+        if state and state not in STATE_FILTERS:
+            raise WebError(400, f"state must be one of {', '.join(STATE_FILTERS)}")
+        return cls(proto=q.get("proto", "").strip().upper()[:8], lan=q.get("lan", "").strip()[:64], state=state,
+                   sort=sort, desc=q.get("order") == "desc", page=number("page", 1, 100_000), size=size)
+
+    def apply(self, flows: Sequence[Mapping[str, Any]], now: float) -> tuple[list[dict[str, Any]], int]:
+        rows = [flow_row(f, now) for f in flows]
+        if self.proto:
+            rows = [r for r in rows if r["proto"] == self.proto]
+        if self.lan:
+            rows = [r for r in rows if r["lan"].split(":")[0] == self.lan or r["lan"].startswith(self.lan + ":")]
+        if self.state:
+            rows = [r for r in rows if r["state"].startswith(self.state)]
+        key = self.sort
+        if key in ("lan", "remote", "wan"):
+            rows.sort(key=lambda r: _addr_key(r[key]), reverse=self.desc)
+        elif key == "idle":
+            rows.sort(key=lambda r: r["idle_s"] if r["idle_s"] is not None else -1.0, reverse=self.desc)
+        else:
+            rows.sort(key=lambda r: str(r[key]), reverse=self.desc)
+        start = (self.page - 1) * self.size
+        return rows[start:start + self.size], len(rows)
+
+    def link(self, **change: Any) -> str:
+        values = {"proto": self.proto.lower(), "lan": self.lan, "state": self.state, "sort": self.sort,
+                  "order": "desc" if self.desc else "", "page": str(self.page)}
+        values.update({k: str(v) for k, v in change.items()})
+        return "/connections?" + urlencode({k: v for k, v in values.items() if v and not (k == "page" and v == "1")})
+
+
+def _counter_order(item: tuple[str, Any]) -> tuple[int, str]:
+    """Traffic first (in the order COUNTERS lists them), then the rest by name."""
+    order = list(COUNTERS)
+    return (order.index(item[0]), "") if item[0] in COUNTERS else (len(order), item[0])
+
+
+def _map(value: Any) -> Mapping[str, Any]:
+    return value if isinstance(value, Mapping) else {}
+
+
+def _interfaces(st: Mapping[str, Any]) -> tuple[str, str]:
+    ifs = _map(st.get("interfaces"))
+    lan, wan = _map(ifs.get("lan")), _map(ifs.get("wan"))
+    lan_text = f"{lan.get('address') or '?'} on {lan.get('name') or '?'}"
+    addrs = ", ".join(str(a) for a in wan.get("addresses") or [] if a) or "?"
+    gw = f", gateway {wan['gateway']}" if wan.get("gateway") else ""
+    return lan_text, f"{addrs} on {wan.get('name') or '?'}{gw}"
+
+
+class Views:
+    """The pages of one web app (reads the usage database and the router's config)."""
+
+    def __init__(self, web: WebState) -> None:
+        self.web = web
+
+    # ----- usage database ----------------------------------------------------------------------
+    def _usage(self) -> tuple[Any, str | None]:
+        from natpass.router.usage import UsageDB, UsageDBError
+
+        if not self.web.usage_path:
+            return None, "no usage database configured"
+        try:
+            return UsageDB(self.web.usage_path, timeout=1.0), None
+        except UsageDBError as exc:
+            return None, str(exc)
+
+    # ----- status --------------------------------------------------------------------------------
+    def status(self, who: Principal, st: dict[str, Any], q: Mapping[str, str]) -> str:
+        lan, wan = _interfaces(st)
+        total, protos = metrics.flows_by_proto(st)
+        by = ", ".join(f"{p.upper()} {n}" for p, n in sorted(protos.items(), key=lambda kv: -kv[1]))
+        started = st.get("started")
+        summary = (
+            '<dl class="facts">'
+            f"<dt>Up for</dt><dd>{e(human_duration(st.get('uptime')))}"
+            f"{' (since ' + e(when(started)) + ')' if isinstance(started, int | float) else ''}</dd>"
+            f"<dt>LAN</dt><dd>{e(lan)}</dd><dt>WAN</dt><dd>{e(wan)}</dd>"
+            f"<dt>Connections</dt><dd>{e(total if total is not None else '?')}{' (' + e(by) + ')' if by else ''}</dd>"
+            f"<dt>Config file</dt><dd><code>{e(st.get('config_path') or '?')}</code></dd></dl>"
+        )
+        flash = '<p class="ok" role="status">Config reloaded.</p>' if q.get("reloaded") else ""
+        rates = self.web.history.rates()
+        now = self.web.control.clock()
+        xs = [r.t - now for r in rates]
+        ticks = [(-m * 60.0, f"-{m} min" if m else "now") for m in (60, 45, 30, 15, 0)]
+        graph = charts.line_chart("Traffic, last hour (bits per second)", xs,
+                                  {"LAN → internet": [r.lan_bps for r in rates],
+                                   "internet → LAN": [r.wan_bps for r in rates]},
+                                  lambda v: human_bytes(v / 8).replace("B", "b") + "/s"
+                                  if v else "0", ticks)
+        counters = _map(st.get("counters"))
+        c_rows = [[e(counter_label(k)), f'<span class="num">{e(human_bytes(v) if is_bytes(k) else human_count(v))}</span>']
+                  for k, v in sorted(counters.items(), key=_counter_order) if isinstance(v, int | float)]
+        drops = _map(st.get("drops"))
+        d_rows = [[e(drop_label(k)) + f' <code class="raw">{e(k)}</code>', f'<span class="num">{e(human_count(v))}</span>']
+                  for k, v in sorted(drops.items(), key=lambda kv: -kv[1]) if isinstance(v, int | float)]
+        usage = self._usage_chart()
+        csrf = who.session.csrf if who.session else ""
+        body = (
+            f"{flash}<section>{summary}</section>"
+            f"<section><h2>Traffic</h2>{graph}"
+            f"{scroll_table('Traffic counters', ['What', 'Since start'], c_rows, 'No traffic yet.')}</section>"
+            f"<section><h2>Dropped packets</h2>{scroll_table('Drops by reason', ['Why', 'Packets'], d_rows, 'Nothing dropped.')}</section>"
+            f"<section><h2>VPN passthrough use</h2>{usage}</section>"
+            '<section><h2>Config</h2><form method="post" action="/reload" class="inline">'
+            f'<input type="hidden" name="csrf" value="{e(csrf)}">'
+            '<button type="submit">Reload the config file</button></form>'
+            '<p class="small">Re-reads the config file; an invalid file is refused whole and the running '
+            "config is kept.</p></section>"
+        )
+        return layout("Status", body, who, "/")
+
+    def _usage_chart(self) -> str:
+        db, problem = self._usage()
+        if db is None:
+            return f'<p class="empty">No usage record yet ({e(problem)}).</p>'
+        try:
+            per_switch = {s: {d["day"]: d for d in db.days(s)} for s in SWITCHES}
+            summaries = {s: db.summary(s) for s in SWITCHES}
+        except Exception as exc:  # a locked or damaged database: say so, keep the page
+            return f'<p class="empty">Usage record unreadable: {e(exc)}</p>'
+        finally:
+            db.close()
+        today = time.time()
+        days = [time.strftime("%Y-%m-%d", time.gmtime(today - 86400 * i)) for i in range(USAGE_DAYS - 1, -1, -1)]
+        series = {SWITCH_TITLES[s]: [float(per_switch[s].get(d, {}).get("packets", 0) or 0) for d in days]
+                  for s in SWITCHES}
+        if not any(v for values in series.values() for v in values):
+            chart = f'<p class="empty">No passthrough traffic recorded in the last {USAGE_DAYS} days.</p>'
+        else:
+            chart = charts.bar_chart(f"Passthrough packets per day, last {USAGE_DAYS} days", [d[5:] for d in days],
+                                     series, lambda v: f"{v:,.0f}" if v >= 10 or v == int(v) else f"{v:.1f}")
+        rows = [[e(SWITCH_TITLES[s]), f'<span class="num">{e(human_count(summaries[s]["packets"]))}</span>',
+                 f'<span class="num">{e(summaries[s]["tunnels_up"])}</span>',
+                 e(when(summaries[s]["last_seen"]))] for s in SWITCHES]
+        return chart + scroll_table("Usage per protocol", ["Protocol", "Packets", "Tunnels opened", "Last used"],
+                                    rows, "Nothing recorded.")
+
+    # ----- passthrough ---------------------------------------------------------------------------
+    def passthrough(self, who: Principal, st: dict[str, Any], q: Mapping[str, str]) -> str:
+        from natpass.diagnose.audit import audit
+
+        states = metrics.switch_states(st)
+        helpers = metrics.helpers(st)
+        cfg = self.web.control.config
+        runtime = dataclasses.replace(cfg.nat.passthrough, **{s: states.get(s, cfg.nat.passthrough.get(s))
+                                                             for s in SWITCHES})
+        db, problem = self._usage()
+        try:
+            findings = audit(dataclasses.replace(cfg.nat, passthrough=runtime), db, usage_problem=problem)
+            last_used = {s: db.last_used(s) if db else None for s in SWITCHES}
+            since = {s: db.enabled_since(s) if db else None for s in SWITCHES}
+        except Exception as exc:  # noqa: BLE001  (an unreadable record must not hide the switches)
+            findings, last_used, since = [], dict.fromkeys(SWITCHES), dict.fromkeys(SWITCHES)
+            problem = str(exc)
+        finally:
+            if db is not None:
+                db.close()
+        csrf = who.session.csrf if who.session else ""
+        now = self.web.control.clock()
+        flash = self._flash(q, csrf)
+        general = [f for f in findings if f.switch is None or f.switch not in SWITCHES]
+        intro = ('<p class="note">Turn a switch on only for a VPN that needs it (see the advice on each card). '
+                 "<strong>Changes made here apply at once and are saved</strong> in "
+                 f"<code>{e(cfg.path)}</code> (its comments kept), so a restart or reload keeps them; the "
+                 "replaced version stays in the config history (<code>natpass config history</code>).</p>")
+        # The usage record lags by a few seconds: a switch with a live tunnel is in use, whatever it says.
+        live = {s for s in SWITCHES if helpers.get(s, {}).get("tunnels")}
+        findings = [f for f in findings if not (f.switch in live and f.code in STALE_WHEN_LIVE)]
+        cards = [self._card(name, states.get(name, False), helpers.get(name, {}), last_used[name], since[name],
+                            [f for f in findings if f.switch == name], csrf, now) for name in SWITCHES]
+        strict = runtime.strict
+        cards.append(
+            f'<article class="card switch {"on" if strict else "off"}" id="switch-strict">'
+            f'<h2>Strict <span class="badge">{"ON" if strict else "OFF"}</span></h2>'
+            f'<p>{e(SWITCH_INFO["strict"][0])}</p><p class="note">{e(SWITCH_INFO["strict"][1])}</p>'
+            '<p class="small">Set in the config file (<code>[passthrough] strict</code>), then reload.</p></article>')
+        body = (flash + intro + self._findings(general, "Audit") + '<div class="cards">' + "".join(cards) + "</div>"
+                + (f'<p class="small">Usage record: {e(problem)}</p>' if problem else ""))
+        return layout("VPN Passthrough", body, who, "/passthrough")
+
+    @staticmethod
+    def _flash(q: Mapping[str, str], csrf: str) -> str:
+        name = q.get("done", "")
+        if name not in SWITCHES or q.get("on") not in ("0", "1"):
+            return ""
+        on = q.get("on") == "1"
+        torn = q.get("torn", "0")
+        torn_text = f" {e(torn)} tunnel(s) were closed." if torn.isdigit() and int(torn) else ""
+        saved = (" Saved in the config file." if q.get("saved") == "1"
+                 else " <strong>Not saved in the config file</strong> (see the log).")
+        undo_note = EXPOSURES.get((name, not on))
+        return (f'<div class="ok" role="status"><p>{e(SWITCH_TITLES[name])} passthrough is now '
+                f'<strong>{"on" if on else "off"}</strong>.{torn_text}{saved}</p>'
+                f'<form method="post" action="/passthrough/{e(name)}" class="inline">'
+                f'<input type="hidden" name="csrf" value="{e(csrf)}"><input type="hidden" name="on" '
+                f'value="{int(not on)}"><input type="hidden" name="confirm" value="1">'
+                f'<button type="submit" id="undo">Undo (turn it {"off" if on else "on"} again)</button></form>'
+                + (f'<p class="small">Undo turns it back on: {e(undo_note)}</p>' if undo_note else "") + "</div>")
+
+    @staticmethod
+    def _findings(findings: Sequence[Any], title: str) -> str:
+        if not findings:
+            return ""
+        items = "".join(f'<li class="{e(f.severity)}"><strong>{e(f.severity)}</strong>: {e(f.explanation)} '
+                        f"<em>{e(f.advice)}</em></li>" for f in findings)
+        return f'<section class="findings"><h3>{e(title)}</h3><ul>{items}</ul></section>'
+
+    def _card(self, name: str, on: bool, helper: Mapping[str, Any], last_used: float | None,
+              since: float | None, findings: Sequence[Any], csrf: str, now: float) -> str:
+        from natpass.diagnose.advise import advise
+
+        what, note = SWITCH_INFO[name]
+        title = SWITCH_TITLES[name]
+        adv = advise(ADVISE_PROTOCOL[name]).switches[name]
+        tunnels = [t for t in helper.get("tunnels", []) if isinstance(t, Mapping)]
+        rows = []
+        for t in tunnels:
+            start = t.get("since")
+            age = human_duration(now - start) if isinstance(start, int | float) else "?"
+            kind = str(t.get("proto") or name).upper()
+            state = str(t.get("state") or "up") + ("" if kind == title.upper() else f" ({kind})")
+            rows.append([e(t.get("lan") or "?"), e(t.get("remote") or "?"), e(age), e(state)])
+        table = scroll_table(f"{title} live tunnels", ["LAN host", "Server", "Age", "State"], rows,
+                             "No live tunnels.")
+        button = (f'<form method="post" action="/passthrough/{e(name)}" class="inline">'
+                  f'<input type="hidden" name="csrf" value="{e(csrf)}"><input type="hidden" name="on" '
+                  f'value="{int(not on)}"><button type="submit" id="toggle-{e(name)}" '
+                  f'class="{"" if on else "primary"}">Turn {e(title)} {"off" if on else "on"}</button></form>')
+        used = "In use now." if tunnels else f"Last used: {e(when(last_used))}."
+        on_since = f" On since {e(when(since))}." if on and since else ""
+        return (f'<article class="card switch {"on" if on else "off"}" id="switch-{e(name)}">'
+                f'<h2>{e(title)} <span class="badge">{"ON" if on else "OFF"}</span></h2>'
+                f"<p>{e(what)}</p><p class=\"note\">{e(note)}</p>"
+                f'<details><summary>When is it needed?</summary><p>For {e(ADVISE_PROTOCOL[name].upper())} '
+                f"VPNs: {e(adv.why)}</p><p>Cost: {e(adv.cost)}</p></details>"
+                f"<h3>Live tunnels ({len(tunnels)})</h3>{table}"
+                f'<p class="small">{used}{on_since}</p>'
+                f"{self._findings(findings, 'Audit')}{button}</article>")
+
+    # ----- connections ---------------------------------------------------------------------------
+    def connections(self, who: Principal, query: FlowQuery, flows: Sequence[Mapping[str, Any]]) -> str:
+        now = self.web.control.clock()
+        shown, total = query.apply(flows, now)
+        pages = max(1, (total + query.size - 1) // query.size)
+        protos = ["", "TCP", "UDP", "ICMP", "GRE", "ESP"]
+        proto_opts = "".join(f'<option value="{p.lower()}"{" selected" if p == query.proto else ""}>{p or "any"}</option>'
+                             for p in protos)
+        state_opts = "".join(f'<option value="{s}"{" selected" if s == query.state else ""}>{s or "any"}</option>'
+                             for s in ("", *STATE_FILTERS))
+        filters = (
+            '<form method="get" action="/connections" class="filters">'
+            f'<label>Protocol <select name="proto">{proto_opts}</select></label>'
+            f'<label>LAN host <input name="lan" value="{e(query.lan)}" placeholder="192.168.1.10" size="14"></label>'
+            f'<label>State <select name="state">{state_opts}</select></label>'
+            f'<input type="hidden" name="sort" value="{e(query.sort)}">'
+            '<button type="submit">Filter</button> <a href="/connections">Clear</a></form>'
+        )
+        cols = [("proto", "Protocol"), ("lan", "LAN host"), ("remote", "Server"), ("wan", "WAN"),
+                ("state", "State"), ("idle", "Idle")]
+        head_html = []
+        for key, label in cols:
+            arrow = (" ▼" if query.desc else " ▲") if key == query.sort else ""
+            link = query.link(sort=key, order="desc" if key == query.sort and not query.desc else "", page=1)
+            head_html.append(f'<a href="{e(link)}">{e(label)}{arrow}</a>')
+        rows = [[e(r["proto"]), e(r["lan"]), e(r["remote"]), e(r["wan"]),
+                 e(r["state"]) + (f' <span class="small">({e(r["helper"])})</span>' if r["helper"] else ""),
+                 e(human_duration(r["idle_s"]) if r["idle_s"] is not None else "?")] for r in shown]
+        nav = [f"Page {query.page} of {pages} · {total} connection(s)"]
+        if query.page > 1:
+            nav.insert(0, f'<a href="{e(query.link(page=query.page - 1))}" rel="prev">← Previous</a>')
+        if query.page < pages:
+            nav.append(f'<a href="{e(query.link(page=query.page + 1))}" rel="next">Next →</a>')
+        body = (filters + scroll_table("Connections", [c[1] for c in cols], rows, "No connections match.", head_html)
+                + f'<p class="pager">{" · ".join(nav)}</p>')
+        return layout("Connections", body, who, "/connections")
+
+    # ----- log -------------------------------------------------------------------------------------
+    def log_entries(self) -> list[dict[str, Any]]:
+        entries = [{"ts": x.ts, "kind": x.kind, "text": x.text, "source": x.source}
+                   for x in self.web.log.newest_first()]
+        db, _problem = self._usage()
+        if db is not None:
+            try:
+                for ev in db.events(since=time.time() - 7 * 86400, limit=LOG_ROWS):
+                    kind = str(ev.get("event") or "")
+                    kind = kind.split(":")[-1] if ":" in kind else kind
+                    switch = SWITCH_TITLES.get(str(ev.get("switch")), str(ev.get("switch") or ""))
+                    if kind in ("switch-on", "switch-off"):
+                        if float(ev["ts"] or 0) >= self.web.started:
+                            continue  # the web log has it, with who asked
+                        kind, text = "switch", f"{switch} passthrough {kind[7:]} (recorded at start or reload)"
+                    else:
+                        what = LOG_KINDS.get(kind, kind)
+                        text = f"{switch} {what.lower()}" + (f": {ev['detail']}" if ev.get("detail") else "")
+                    entries.append({"ts": ev["ts"], "kind": kind, "text": text, "source": None})
+            except Exception:  # noqa: BLE001  (the in-memory log is still worth showing)
+                pass
+            finally:
+                db.close()
+        entries.sort(key=lambda x: -float(x["ts"] or 0))
+        return entries[:LOG_ROWS]
+
+    def log(self, who: Principal) -> str:
+        now = time.time()
+        rows = [[e(when(x["ts"], now)), e(LOG_KINDS.get(x["kind"], x["kind"])), e(x["text"]), e(x["source"] or "")]
+                for x in self.log_entries()]
+        body = ('<p class="note">Newest first: logins, refused requests, switch changes, reloads and '
+                "tunnels going up or down (tunnels from the usage record, the rest since the router started).</p>"
+                + scroll_table("Log", ["When", "What", "Detail", "From"], rows, "Nothing logged yet."))
+        return layout("Log", body, who, "/log")
+
+    # ----- tokens ----------------------------------------------------------------------------------
+    def tokens(self, who: Principal, tokens: Sequence[Mapping[str, Any]],
+               created: tuple[str, str] | None = None) -> str:
+        csrf = who.session.csrf if who.session else ""
+        shown = ""
+        if created is not None:
+            name, secret = created
+            shown = (f'<div class="ok" role="status"><p>Token <strong>{e(name)}</strong> created. Copy it now: '
+                     f'it is not shown again.</p><p><code class="secret" id="new-token">{e(secret)}</code></p>'
+                     '<p class="small">Use it as <code>Authorization: Bearer TOKEN</code>, e.g. '
+                     "<code>curl -H 'Authorization: Bearer TOKEN' http://ROUTER:PORT/api/status</code></p></div>")
+        rows = [[e(t["name"]), e(when(t["created"])), e(when(t["last_used"])),
+                 f'<form method="post" action="/tokens" class="inline"><input type="hidden" name="csrf" '
+                 f'value="{e(csrf)}"><input type="hidden" name="action" value="revoke"><input type="hidden" '
+                 f'name="name" value="{e(t["name"])}"><button type="submit" class="danger">Revoke</button></form>']
+                for t in tokens]
+        body = (shown + '<p class="note">API tokens let scripts use the API without a login. Each has a name; '
+                "only a hash of it is kept on the router.</p>"
+                + scroll_table("API tokens", ["Name", "Created", "Last used", ""], rows, "No API tokens.")
+                + '<h2>New token</h2><form method="post" action="/tokens" class="inline">'
+                f'<input type="hidden" name="csrf" value="{e(csrf)}"><input type="hidden" name="action" value="create">'
+                '<label>Name <input name="name" required pattern="[A-Za-z0-9][A-Za-z0-9_.\\-]{0,63}" '
+                'placeholder="grafana"></label> <button type="submit">Create</button></form>'
+                '<p class="small">The API is described at <a href="/api/openapi.json">/api/openapi.json</a>.</p>')
+        return layout("API tokens", body, who, "/tokens")
+

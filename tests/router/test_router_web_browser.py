@@ -1,0 +1,225 @@
+"""The admin page in a real browser (Debian's chromium through chromedriver and Selenium) against
+``natpass run`` in the lab, as a LAN host sees it: log in, a wrong password refused, PPTP
+passthrough turned on (confirmed), a real PPTP call from the lab client in Live tunnels, PPTP turned
+off and the call torn down. Screenshots at desktop and 390-px phone width go to out/screenshots/
+(not committed). Root and namespaces: CI runs it.
+"""
+
+from __future__ import annotations
+
+import base64
+import ctypes
+import os
+import shutil
+import tempfile
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from conftest import need_root
+
+from natpass.lab import topology as T
+from natpass.lab.netns import Netns
+from natpass.lab.peers.pptp import Pptp
+
+PREFIX = "webui"
+PASSWORD = "lab admin password"
+PORT = 8080
+SHOTS = Path(__file__).resolve().parents[2] / "out" / "screenshots"
+CLONE_NEWNET = 0x40000000
+PHONE = {"width": 390, "height": 844, "deviceScaleFactor": 1, "mobile": True}
+DESKTOP = {"width": 1280, "height": 900, "deviceScaleFactor": 1, "mobile": False}
+
+pytestmark = [pytest.mark.root, pytest.mark.slow]
+
+
+def _setns(path: str) -> None:
+    """Move this thread into the network namespace at ``path`` (what `ip netns exec` does)."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        if libc.setns(fd, CLONE_NEWNET) != 0:
+            err = ctypes.get_errno()
+            raise OSError(err, f"setns {path}: {os.strerror(err)}")
+    finally:
+        os.close(fd)
+
+
+class Browser:
+    """chromium driven from inside the lab client's namespace (so it is a LAN host)."""
+
+    def __init__(self, lab: Netns, node: str, host: str) -> None:
+        from selenium import webdriver
+        from selenium.webdriver.chrome.service import Service
+
+        self.profile = tempfile.mkdtemp(prefix="natpass-chromium-")
+        options = webdriver.ChromeOptions()
+        options.binary_location = shutil.which("chromium") or "/usr/bin/chromium"
+        for arg in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
+                    "--no-first-run", "--disable-extensions", "--disable-background-networking",
+                    f"--user-data-dir={self.profile}", "--window-size=1280,900", "--disable-component-update",
+                    "--disable-sync", "--no-pings", "--dns-prefetch-disable", "--disable-domain-reliability",
+                    "--disable-features=MediaRouter,OptimizationHints,DnsOverHttps,Translate",
+                    f"--host-resolver-rules=MAP * ~NOTFOUND, EXCLUDE {host}"):  # no DNS: the page is an address
+            options.add_argument(arg)
+        os.environ["SE_OFFLINE"] = "true"  # never let Selenium fetch a browser or driver
+        self.own_ns = os.open(f"/proc/self/task/{threading.get_native_id()}/ns/net", os.O_RDONLY)
+        _setns(f"/run/netns/{lab.ns(node)}")
+        try:
+            service = Service(executable_path=shutil.which("chromedriver") or "/usr/bin/chromedriver")
+            self.driver = webdriver.Chrome(service=service, options=options)
+        except BaseException:
+            self._back()
+            raise
+        self.driver.set_page_load_timeout(20)
+
+    def _back(self) -> None:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.setns(self.own_ns, CLONE_NEWNET)
+        os.close(self.own_ns)
+
+    def close(self) -> None:
+        try:
+            self.driver.quit()
+        finally:
+            self._back()
+            shutil.rmtree(self.profile, ignore_errors=True)
+
+    def size(self, metrics: dict[str, Any]) -> None:
+        self.driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride", metrics)
+
+    def shot(self, name: str, metrics: dict[str, Any]) -> Path:
+        """A full-page PNG at the given width (the page is laid out again at that width)."""
+        self.size(metrics)
+        time.sleep(0.2)
+        layout = self.driver.execute_cdp_cmd("Page.getLayoutMetrics", {})
+        content = layout.get("cssContentSize") or layout["contentSize"]
+        data = self.driver.execute_cdp_cmd("Page.captureScreenshot", {
+            "format": "png", "captureBeyondViewport": True,
+            "clip": {"x": 0, "y": 0, "width": metrics["width"], "height": max(metrics["height"], content["height"]),
+                     "scale": 1}})
+        SHOTS.mkdir(parents=True, exist_ok=True)
+        path = SHOTS / f"{name}-{metrics['width']}.png"
+        path.write_bytes(base64.b64decode(data["data"]))
+        return path
+
+    def overflow(self) -> int:
+        """How many CSS pixels the page is wider than the viewport (0: nothing cut or sideways)."""
+        return int(self.driver.execute_script(
+            "return document.documentElement.scrollWidth - document.documentElement.clientWidth"))
+
+
+@pytest.fixture(scope="module")
+def lab() -> Iterator[tuple[Netns, T.Topology, str]]:
+    need_root()
+    for program in ("chromium", "chromedriver"):
+        if shutil.which(program) is None:
+            pytest.fail(f"{program} is not installed (scripts/install-deps.sh installs chromium and chromium-driver)")
+    netns = Netns(PREFIX)
+    with netns.session():
+        topo = T.build(netns, "basic", router="natpass", clients=1, start_routers=False)
+        r = topo.home
+        assert r.config
+        with open(r.config, "a", encoding="utf-8") as fh:
+            fh.write(f'admin_http = "{r.lan_addr}:{PORT}"\n')  # [router] is the file's last table
+        proc = netns.run("r1", T.natpass_argv("passwd", "--config", r.config, "--stdin"), input=PASSWORD + "\n")
+        assert "password set" in proc.stdout
+        assert T.start_natpass(netns, r), r.error
+        assert r.pid and netns.alive(r.pid), r.error
+        yield netns, topo, f"http://{r.lan_addr}:{PORT}"
+
+
+def _wait(predicate: Any, timeout: float, interval: float = 0.5) -> bool:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if predicate():
+            return True
+        time.sleep(interval)
+    return bool(predicate())
+
+
+def test_a_lan_host_logs_in_turns_pptp_on_sees_the_call_and_turns_it_off(root, lab):
+    from selenium.webdriver.common.by import By
+
+    netns, topo, base = lab
+    client_addr = topo.client_addrs["c1"]
+    browser = Browser(netns, "c1", topo.home.lan_addr)
+    pptp = Pptp(netns, topo, client="c1", timeout=15)
+    d = browser.driver
+    try:
+        assert _wait(lambda: _reachable(d, base), 15), "the admin page did not come up on the LAN address"
+        d.get(base + "/passthrough")
+        assert "/login" in d.current_url  # nothing readable without logging in
+        browser.shot("login", DESKTOP)
+
+        def log_in(password: str) -> None:
+            box = d.find_element(By.ID, "password")
+            box.clear()
+            box.send_keys(password)
+            d.find_element(By.CSS_SELECTOR, "form.login button").click()
+
+        log_in("not the password")
+        assert "wrong password" in d.find_element(By.CSS_SELECTOR, "[role=alert]").text
+        browser.shot("login-refused", PHONE)
+        browser.size(DESKTOP)
+        log_in(PASSWORD)
+        assert d.current_url.endswith("/passthrough")
+        assert "OFF" in d.find_element(By.CSS_SELECTOR, "#switch-pptp .badge").text
+
+        d.find_element(By.ID, "toggle-pptp").click()  # asks first, naming the exposure
+        assert "MS-CHAPv2" in d.page_source and "GRE" in d.page_source
+        browser.shot("confirm-pptp", PHONE)
+        browser.size(DESKTOP)
+        d.find_element(By.ID, "confirm").click()
+        assert "PPTP passthrough is now on" in d.find_element(By.CSS_SELECTOR, "[role=status]").text
+        assert "ON" in d.find_element(By.CSS_SELECTOR, "#switch-pptp .badge").text
+
+        t0 = pptp.start()
+        result = pptp.wait(t0)
+        assert result.connected, result.detail
+
+        def tunnel_listed() -> bool:
+            d.get(base + "/passthrough")
+            card = d.find_element(By.ID, "switch-pptp").text
+            return client_addr in card and pptp.server_addr in card
+
+        assert _wait(tunnel_listed, 10), d.find_element(By.ID, "switch-pptp").text
+        browser.shot("passthrough", DESKTOP)
+        browser.shot("passthrough", PHONE)
+        assert browser.overflow() == 0, "the page is wider than a 390-px phone"
+        browser.size(DESKTOP)
+
+        d.find_element(By.ID, "toggle-pptp").click()  # turning off needs no confirmation
+        flash = d.find_element(By.CSS_SELECTOR, "[role=status]").text
+        assert "PPTP passthrough is now off" in flash and "tunnel(s) were closed" in flash
+        card = d.find_element(By.ID, "switch-pptp").text
+        assert "No live tunnels" in card and client_addr not in card
+        st = T.natpass_status(netns, topo.home)
+        assert st is not None and st["switches"]["pptp"] is False
+        assert not [t for t in st["helpers"]["pptp"]["tunnels"] if t.get("proto") == "pptp"]
+
+        d.get(base + "/log")
+        log_text = d.find_element(By.TAG_NAME, "main").text
+        assert "Login refused" in log_text and "PPTP passthrough on" in log_text and "PPTP passthrough off" in log_text
+        browser.shot("log", DESKTOP)
+        for page in ("", "connections"):
+            d.get(f"{base}/{page}")
+            browser.shot(page or "status", DESKTOP)
+            browser.shot(page or "status", PHONE)
+            assert browser.overflow() == 0, f"/{page} is wider than a 390-px phone"
+    finally:
+        pptp.stop()
+        browser.close()
+
+
+def _reachable(driver: Any, base: str) -> bool:
+    from selenium.common.exceptions import WebDriverException
+
+    try:
+        driver.get(base + "/login")
+    except WebDriverException:
+        return False
+    return "Log in" in driver.title
