@@ -142,13 +142,33 @@ def host_ipv4_filter(skip_dst: bytes | None) -> list[tuple[int, int, int, int]]:
     return prog
 
 
+ETH_P_ALL: Final = 0x0003
+
+
+def _tap(sock: socket.socket, program: list[tuple[int, int, int, int]]) -> int:
+    """Filter ``sock`` with ``program`` (which checks the EtherType itself) and return the protocol
+    to bind it to: ETH_P_ALL, as a tap that never sees what this host sends.
+
+    A socket bound to ETH_P_IP is one more IPv4 protocol handler: the kernel's ``ip_rcv`` then gets
+    a shared skb and clones every packet it forwards. A tap whose filter rejects a frame hands it
+    back before ``ip_rcv`` runs, so the frames the kernel forwards cost it no copy.
+    """
+    attach_filter(sock, program)
+    sock.setsockopt(SOL_PACKET, PACKET_IGNORE_OUTGOING, 1)
+    return ETH_P_ALL
+
+
 def open_packet_socket(ifname: str, ethertype: int, skip_dst: bytes | None = None,
-                       bufsize: int = 4 << 20) -> socket.socket:
-    """A non-blocking raw packet socket on ``ifname`` for ``ethertype`` frames."""
+                       bufsize: int = 4 << 20,
+                       program: list[tuple[int, int, int, int]] | None = None) -> socket.socket:
+    """A non-blocking raw packet socket on ``ifname`` for ``ethertype`` frames (``program``: an
+    IPv4 filter of its own, see :func:`_tap`)."""
     # Protocol 0 until bind: the socket receives nothing from other interfaces meanwhile.
     sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)
     try:
-        if ethertype == ETH_P_IP:
+        if program is not None:
+            ethertype = _tap(sock, program)
+        elif ethertype == ETH_P_IP:
             attach_filter(sock, host_ipv4_filter(skip_dst))
         for opt, fallback in ((SO_RCVBUFFORCE, socket.SO_RCVBUF), (SO_SNDBUFFORCE, socket.SO_SNDBUF)):
             try:
@@ -210,13 +230,18 @@ class Ring:
         self.map.close()
 
 
-def open_rx_ring(ifname: str, skip_dst: bytes | None = None, frames: int = 4096) -> tuple[socket.socket, Ring]:
+def open_rx_ring(ifname: str, skip_dst: bytes | None = None, frames: int = 4096,
+                 program: list[tuple[int, int, int, int]] | None = None) -> tuple[socket.socket, Ring]:
     """A packet socket for IPv4 on ``ifname`` (filtered as :func:`open_packet_socket`) with an RX ring."""
     sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)
     try:
-        attach_filter(sock, host_ipv4_filter(skip_dst))
+        proto = ETH_P_IP
+        if program is not None:
+            proto = _tap(sock, program)
+        else:
+            attach_filter(sock, host_ipv4_filter(skip_dst))
         ring = Ring(sock, PACKET_RX_RING, frames)
-        sock.bind((ifname, ETH_P_IP))
+        sock.bind((ifname, proto))
         sock.setblocking(False)
     except BaseException:
         sock.close()

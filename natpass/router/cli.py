@@ -45,13 +45,25 @@ def _check(args: argparse.Namespace) -> int:
         "forwards": len(cfg.nat.forwards),
         "passthrough": {"pptp": p.pptp, "ipsec": p.ipsec, "l2tp": p.l2tp, "strict": p.strict},
     }
+    warnings = _datapath_warnings(cfg)
     if args.json:
-        print(json.dumps(summary))
+        print(json.dumps({**summary, "warnings": warnings}))
     else:
+        for warning in warnings:
+            print(f"natpass: warning: {warning}", file=sys.stderr)
         switches = ", ".join(f"{k} {'on' if v else 'off'}" for k, v in summary["passthrough"].items())
         print(f"{cfg.path}: valid — WAN {', '.join(summary['wan_addresses'])}, "
               f"LAN {', '.join(summary['lan_prefixes'])}, passthrough: {switches}")
     return 0
+
+
+def _datapath_warnings(cfg: Any) -> list[str]:
+    """Settings that, with datapath = "hybrid", bind natpass's flows only (not the kernel's)."""
+    if cfg.datapath != "hybrid":
+        return []
+    from natpass.datapath.hybrid import hybrid_warnings
+
+    return hybrid_warnings(cfg.nat)
 
 
 def _example(args: argparse.Namespace) -> int:

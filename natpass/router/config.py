@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from natpass.datapath.owned import DEFAULT_NATPASS_PORTS, DEFAULT_NATT, check_settings
 from natpass.nat.config import (
     BEHAVIOURS,
     Limits,
@@ -109,6 +110,8 @@ class RouterConfig:
     admin_http: str | None = None
     datapath: str = "packet"
     log_level: str = "info"
+    hybrid_ports: tuple[int, int] = DEFAULT_NATPASS_PORTS  # datapath = "hybrid": natpass's WAN ports
+    hybrid_natt: str = DEFAULT_NATT  # datapath = "hybrid": who handles UDP 4500
     raw: dict[str, Any] = field(default_factory=dict, compare=False, repr=False)
 
     @property
@@ -303,7 +306,7 @@ def parse_config(text: str, path: str = "<string>") -> RouterConfig:
     forwards = _forwards(c, data.get("forward", []), prefixes, wan_addresses)
 
     rsec = c.section(data, "router", {"state_dir", "admin_socket", "admin_http", "datapath",
-                                      "log_level"})
+                                      "log_level", "hybrid_ports", "hybrid_natt"})
     admin_http = rsec.get("admin_http")
     if admin_http is not None and admin_http is not False:
         if not isinstance(admin_http, str) or not re.fullmatch(r"[0-9.]+:\d{1,5}|\[[0-9a-fA-F:]+\]:\d{1,5}",
@@ -313,8 +316,14 @@ def parse_config(text: str, path: str = "<string>") -> RouterConfig:
     else:
         admin_http = None
     datapath = rsec.get("datapath", "packet")
-    if datapath not in ("packet", "tun"):
-        raise c.fail(f"datapath must be \"packet\" or \"tun\", not {datapath!r}", "router", "datapath")
+    if datapath not in ("packet", "hybrid", "tun"):
+        raise c.fail(f"datapath must be \"packet\", \"hybrid\" or \"tun\", not {datapath!r}", "router",
+                     "datapath")
+    hybrid_ports = rsec.get("hybrid_ports", list(DEFAULT_NATPASS_PORTS))
+    hybrid_natt = rsec.get("hybrid_natt", DEFAULT_NATT)
+    problem = check_settings(hybrid_ports, hybrid_natt)
+    if problem:
+        raise c.fail(problem, "router", "hybrid_natt" if problem.startswith("hybrid_natt") else "hybrid_ports")
     log_level = rsec.get("log_level", "info")
     if log_level not in ("debug", "info", "warning", "error"):
         raise c.fail("log_level must be debug, info, warning or error", "router", "log_level")
@@ -347,6 +356,8 @@ def parse_config(text: str, path: str = "<string>") -> RouterConfig:
         admin_http=admin_http,
         datapath=datapath,
         log_level=log_level,
+        hybrid_ports=(hybrid_ports[0], hybrid_ports[1]),
+        hybrid_natt=hybrid_natt,
         raw=data,
     )
 

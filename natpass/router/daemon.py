@@ -75,13 +75,27 @@ def _flow_dict(flow: Any) -> dict[str, Any]:
     return out
 
 
+def _hybrid_for(cfg: RouterConfig) -> Any:
+    """The hybrid datapath's plan for ``cfg`` (None in packet mode)."""
+    if cfg.datapath != "hybrid":
+        return None
+    from natpass.datapath.hybrid import Hybrid, describe
+
+    hybrid = Hybrid(cfg.lan_interface, cfg.wan_interface, cfg.lan_address, cfg.nat, cfg.hybrid_ports,
+                    cfg.hybrid_natt)
+    for line in describe(hybrid.own):
+        log.info("%s", line)
+    return hybrid
+
+
 class RouterDaemon:
     """One natpass router instance in the current network namespace."""
 
     def __init__(self, config_path: str, engine_factory: Callable[..., Any] | None = None,
-                 clock: Callable[[], float] = time.monotonic) -> None:
+                 clock: Callable[[], float] = time.monotonic, datapath: str | None = None) -> None:
         self.config_path = config_path
-        self.config: RouterConfig = load_config(config_path)
+        self.datapath_override = datapath  # natpass run --datapath: wins over [router] datapath
+        self.config: RouterConfig = self._load(config_path)
         self.clock = clock
         self.engine_factory = engine_factory or default_engine_factory
         self.started_wall = time.time()
@@ -93,10 +107,18 @@ class RouterDaemon:
         self.engine: Any = None
         self.datapath: Any = None
         self.setup: Any = None
+        self.hybrid: Any = None  # natpass.datapath.hybrid.Hybrid when datapath = "hybrid"
+        self.owned: Any = None  # the engine as the hybrid datapath's sockets see it
         self.admin: Any = None
         self.recorder: Any = None
         self._stopped = threading.Event()
         self._reload_requested = False
+
+    def _load(self, path: str) -> RouterConfig:
+        cfg = load_config(path)
+        if self.datapath_override is not None:
+            cfg = dataclasses.replace(cfg, datapath=self.datapath_override)
+        return cfg
 
     # ----- lifecycle ---------------------------------------------------------------------------
     def start(self) -> None:
@@ -105,18 +127,22 @@ class RouterDaemon:
         from natpass.datapath.live_setup import HostSetup
 
         cfg = self.config
-        if cfg.datapath != "packet":
+        if cfg.datapath not in ("packet", "hybrid"):
             raise ConfigError(cfg.path, 0, f'datapath "{cfg.datapath}" is not available in this build; '
-                              'use datapath = "packet"')
+                              'use datapath = "packet" or "hybrid"')
+        self.hybrid = _hybrid_for(cfg)
         self.engine = self.engine_factory(self._nat_config(cfg), self._helper_event)
-        self.setup = HostSetup(cfg.state_dir, cfg.wan_interface, cfg.lan_interface, cfg.lan_address)
+        self.setup = HostSetup(cfg.state_dir, cfg.wan_interface, cfg.lan_interface, cfg.lan_address,
+                               share=self.hybrid.kernel_share() if self.hybrid else None)
         self.setup.apply()
         for what in getattr(self.setup, "recover_done", []):
             log.warning("cleaned up after a previous run: %s", what)
         try:
-            self.datapath = LiveDatapath(self.engine, cfg.lan_interface, cfg.wan_interface,
+            self.owned = self.hybrid.wrap(self.engine) if self.hybrid else self.engine
+            self.datapath = LiveDatapath(self.owned, cfg.lan_interface, cfg.wan_interface,
                                          cfg.lan_address, cfg.wan_gateway, cfg.wan_addresses,
-                                         clock=self.clock)
+                                         clock=self.clock,
+                                         rx_programs=self.hybrid.rx_programs() if self.hybrid else None)
             self.datapath.periodic.append(self._usage_tick)
             from natpass.datapath.packetsock import mtu
 
@@ -136,6 +162,8 @@ class RouterDaemon:
     def _nat_config(self, cfg: RouterConfig) -> NatConfig:
         """The engine's config, with the router's LAN address as the source of its ICMP errors."""
         nat = cfg.nat
+        if self.hybrid is not None:
+            nat = self.hybrid.engine_config(nat)
         if getattr(nat, "router_lan_address", "absent") is None:
             lan = cfg.lan_address
             if lan is None:
@@ -247,6 +275,8 @@ class RouterDaemon:
                 },
                 "datapath_counters": dp.counters() if dp else {},
             })
+            if self.hybrid is not None:
+                st["hybrid"] = self.hybrid.status(self.owned)
             return st
 
         return self._on_loop(collect)  # type: ignore[no-any-return]
@@ -281,12 +311,21 @@ class RouterDaemon:
         only a restart can change (interfaces, datapath, LAN address, state dir).
         """
         path = path or self.config_path
-        new = load_config(path)  # raises ConfigError: nothing applied
+        new = self._load(path)  # raises ConfigError: nothing applied
         old = self.config
-        for attr in ("lan_interface", "wan_interface", "datapath", "lan_address", "state_dir"):
+        for attr in ("lan_interface", "wan_interface", "datapath", "lan_address", "state_dir",
+                     "hybrid_ports", "hybrid_natt"):
             if getattr(new, attr) != getattr(old, attr):
                 raise ConfigError(new.path, 0, f"changing {attr.replace('_', ' ')} needs a restart "
                                   "(running config kept)")
+
+        if self.hybrid is not None:
+            hybrid = self.hybrid.reconfigured(new.nat)
+            if hybrid.kernel_share() != self.hybrid.kernel_share():
+                raise ConfigError(new.path, 0, "with datapath = \"hybrid\", changing timeouts or port "
+                                  "forwards changes the kernel's rules and needs a restart (running "
+                                  "config kept)")
+            self.hybrid = hybrid
 
         def apply() -> None:
             self.engine.reconfigure(self._nat_config(new), self.clock())
