@@ -29,8 +29,8 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from natpass.datapath.owned import (
-    OWNED_PROTOCOLS,
     PROTO_TCP,
+    PROTO_UDP,
     Insn,
     Ownership,
     bpf_program,
@@ -210,52 +210,57 @@ class OwnedEngine:
     datagram came through the socket (it was owned); one whose first fragment never shows up within
     ``fragment_timeout`` belongs to the kernel (which reassembled the datagram itself) and is
     forgotten, counted in ``kernel_fragments``, not as a drop. Everything else goes straight to the
-    engine.
+    engine: ``process`` is a closure over the engine's own method (one test on the way).
     """
 
     def __init__(self, engine: EngineLike, fragment_timeout: float = 30.0) -> None:
         self.engine = engine
-        self.reply: Any = None
-        self.emitted: Any = []
         self.fragment_timeout = fragment_timeout
         self._firsts: dict[bytes, float] = {}  # key -> expiry of an owned datagram's first fragment
         self._waiting: dict[bytes, list[tuple[float, bool, bytearray]]] = {}
         self._waiting_count = 0
+        self._nothing_pending = False
         self.kernel_fragments = 0
+        inner = engine.process
+        fragment = self._fragment
 
-    def process(self, buf: bytearray, from_lan: bool, now: float) -> int:
-        if not (buf[6] & 0x3F or buf[7]) or buf[9] in OWNED_PROTOCOLS:
-            code: int = self.engine.process(buf, from_lan, now)
-            if code > 3:
-                self.reply = self.engine.reply
-                self.emitted = self.engine.emitted
-            return code
+        def process(buf: bytearray, from_lan: bool, now: float) -> int:
+            if (buf[6] & 0x3F or buf[7]) and buf[9] == PROTO_UDP:
+                return fragment(buf, from_lan, now)
+            return inner(buf, from_lan, now)
+
+        self.process = process
+
+    @property
+    def reply(self) -> Any:
+        return self.engine.reply
+
+    @property
+    def emitted(self) -> Any:
+        """The engine's packets for a MULTI verdict; none after a fragment natpass only keeps."""
+        if self._nothing_pending:
+            self._nothing_pending = False
+            return []
+        return self.engine.emitted
+
+    def _fragment(self, buf: bytearray, from_lan: bool, now: float) -> int:
         key = _frag_key(buf, from_lan)
         if buf[6] & 0x1F or buf[7]:  # a later fragment
             if key in self._firsts:
-                return self._pass(buf, from_lan, now)
+                return self.engine.process(buf, from_lan, now)
             if self._waiting_count >= FRAGMENTS_WAITING_MAX:
                 self._forget_oldest()
             self._waiting.setdefault(key, []).append((now, from_lan, bytearray(buf)))
             self._waiting_count += 1
-            return self._nothing()
-        # The first fragment (MF set, offset 0): its datagram is natpass's.
+            # Nothing to send and nothing dropped: MULTI with no packets.
+            self._nothing_pending = True
+            return V.MULTI | V.TO_LAN
+        # The first fragment (MF set, offset 0) came through natpass's filter: the datagram is natpass's.
         self._firsts[key] = now + self.fragment_timeout
         for _t, lan, held in self._waiting.pop(key, []):
             self._waiting_count -= 1
             self.engine.process(held, lan, now)  # the engine holds it until the first fragment
-        return self._pass(buf, from_lan, now)
-
-    def _pass(self, buf: bytearray, from_lan: bool, now: float) -> int:
-        code: int = self.engine.process(buf, from_lan, now)
-        self.reply = self.engine.reply
-        self.emitted = self.engine.emitted
-        return code
-
-    def _nothing(self) -> int:
-        """Nothing to send and nothing dropped: MULTI with no packets."""
-        self.emitted = []
-        return V.MULTI | V.TO_LAN
+        return self.engine.process(buf, from_lan, now)
 
     def _forget_oldest(self) -> None:
         key = next(iter(self._waiting))
