@@ -39,6 +39,8 @@ from natpass.datapath.owned import (
 )
 from natpass.nat import verdict as V
 from natpass.nat.config import NatConfig, PortForward, Timeouts
+from natpass.packets.checksum import internet_checksum
+from natpass.packets.tcp import fix_tcp_checksum
 
 log = logging.getLogger("natpass.datapath")
 
@@ -111,9 +113,10 @@ class Hybrid:
             nat, port_range=self.own.natpass_ports, port_preservation=False,
             forwards=tuple(f for f in nat.forwards if (f.proto, f.wan_port) in natpass_fwd))
 
-    def wrap(self, engine: EngineLike) -> OwnedEngine:
-        """The engine as natpass's packet sockets feed it in hybrid mode."""
-        return OwnedEngine(engine, self.nat.timeouts.fragment)
+    def wrap(self, engine: EngineLike, mtu: int = 1500) -> OwnedEngine:
+        """The engine as natpass's packet sockets feed it in hybrid mode (``mtu``: the smaller of
+        the two interfaces', the size merged frames are segmented to)."""
+        return OwnedEngine(engine, self.nat.timeouts.fragment, mtu)
 
     def rx_programs(self) -> dict[str, list[Insn]]:
         """The socket filter per side ("lan"/"wan")."""
@@ -184,6 +187,8 @@ class Hybrid:
         st["kernel_conntrack"] = kernel_conntrack()
         if owned is not None:
             st["kernel_fragments_ignored"] = owned.kernel_fragments
+            st["merged_frames"] = owned.merged_frames
+            st["merged_segments"] = owned.merged_segments
         return st
 
 
@@ -196,6 +201,48 @@ class EngineLike(Protocol):
     def process(self, buf: bytearray, from_lan: bool, now: float) -> int: ...
 
     def expire(self, now: float) -> Any: ...
+
+
+TCP_FIN, TCP_PSH, TCP_CWR = 0x01, 0x08, 0x80
+
+
+def segment_tcp(buf: bytearray, mtu: int) -> list[bytearray]:
+    """Split a TCP packet merged by GRO/LRO back into segments of at most ``mtu`` bytes, as the
+    sender's segments were: sequence numbers advance, FIN and PSH only on the last, CWR only on
+    the first, IP IDs count up, both checksums recomputed. ``[buf]`` when it fits already."""
+    ihl = (buf[0] & 0x0F) * 4
+    total = (buf[2] << 8) | buf[3]
+    thl = (buf[ihl + 12] >> 4) * 4
+    mss = mtu - ihl - thl
+    if total <= mtu or mss <= 0 or total > len(buf):
+        return [buf]
+    payload = memoryview(buf)[ihl + thl:total]
+    header = bytes(buf[:ihl + thl])
+    seq = int.from_bytes(buf[ihl + 4:ihl + 8], "big")
+    ident = (buf[4] << 8) | buf[5]
+    flags = buf[ihl + 13]
+    out = []
+    count = (len(payload) + mss - 1) // mss
+    for i in range(count):
+        chunk = payload[i * mss:(i + 1) * mss]
+        seg = bytearray(header) + chunk
+        n = len(seg)
+        seg[2:4] = n.to_bytes(2, "big")
+        seg[4:6] = ((ident + i) & 0xFFFF).to_bytes(2, "big")
+        seg[10:12] = b"\x00\x00"
+        seg[10:12] = internet_checksum(seg[:ihl]).to_bytes(2, "big")
+        seg[ihl + 4:ihl + 8] = ((seq + i * mss) & 0xFFFFFFFF).to_bytes(4, "big")
+        f = flags
+        if i:
+            f &= ~TCP_CWR
+        if i < count - 1:
+            f &= ~(TCP_FIN | TCP_PSH)
+        seg[ihl + 13] = f
+        with memoryview(seg) as whole, whole[ihl:] as segment:
+            fix_tcp_checksum(seg[12:16], seg[16:20], segment)
+        out.append(seg)
+    payload.release()
+    return out
 
 
 def _frag_key(buf: bytearray, from_lan: bool) -> bytes:
@@ -213,20 +260,26 @@ class OwnedEngine:
     engine: ``process`` is a closure over the engine's own method (one test on the way).
     """
 
-    def __init__(self, engine: EngineLike, fragment_timeout: float = 30.0) -> None:
+    def __init__(self, engine: EngineLike, fragment_timeout: float = 30.0, mtu: int = 1500) -> None:
         self.engine = engine
         self.fragment_timeout = fragment_timeout
+        self.mtu = mtu
+        self.merged_frames = 0  # TCP packets merged by GRO/LRO, segmented again
+        self.merged_segments = 0
         self._firsts: dict[bytes, float] = {}  # key -> expiry of an owned datagram's first fragment
         self._waiting: dict[bytes, list[tuple[float, bool, bytearray]]] = {}
         self._waiting_count = 0
-        self._nothing_pending = False
+        self._own_emitted: list[bytearray] | None = None
         self.kernel_fragments = 0
         inner = engine.process
         fragment = self._fragment
+        merged = self._merged
 
         def process(buf: bytearray, from_lan: bool, now: float) -> int:
             if (buf[6] & 0x3F or buf[7]) and buf[9] == PROTO_UDP:
                 return fragment(buf, from_lan, now)
+            if len(buf) > mtu and buf[9] == PROTO_TCP:
+                return merged(buf, from_lan, now)
             return inner(buf, from_lan, now)
 
         self.process = process
@@ -237,11 +290,39 @@ class OwnedEngine:
 
     @property
     def emitted(self) -> Any:
-        """The engine's packets for a MULTI verdict; none after a fragment natpass only keeps."""
-        if self._nothing_pending:
-            self._nothing_pending = False
-            return []
+        """The packets of a MULTI verdict: the engine's, or this wrapper's own (read once)."""
+        own = self._own_emitted
+        if own is not None:
+            self._own_emitted = None
+            return own
         return self.engine.emitted
+
+    def _merged(self, buf: bytearray, from_lan: bool, now: float) -> int:
+        """A TCP packet GRO/LRO merged on the way in: each segment through the engine, all of
+        them out with one MULTI verdict (they belong to one flow, so they leave on one side)."""
+        segments = segment_tcp(buf, self.mtu)
+        if len(segments) == 1:
+            return self.engine.process(buf, from_lan, now)
+        self.merged_frames += 1
+        self.merged_segments += len(segments)
+        out: list[bytearray] = []
+        side = 0
+        for seg in segments:
+            code = self.engine.process(seg, from_lan, now)
+            if code & 3:
+                side = code & 3
+            if code & V.REPLY:
+                reply = self.engine.reply
+                if reply is not None:
+                    out.append(reply)
+            elif code & V.MULTI:
+                out.extend(self.engine.emitted)
+            elif code:
+                out.append(seg)
+        if not side:
+            return V.DROP
+        self._own_emitted = out
+        return V.MULTI | side
 
     def _fragment(self, buf: bytearray, from_lan: bool, now: float) -> int:
         key = _frag_key(buf, from_lan)
@@ -253,7 +334,7 @@ class OwnedEngine:
             self._waiting.setdefault(key, []).append((now, from_lan, bytearray(buf)))
             self._waiting_count += 1
             # Nothing to send and nothing dropped: MULTI with no packets.
-            self._nothing_pending = True
+            self._own_emitted = []
             return V.MULTI | V.TO_LAN
         # The first fragment (MF set, offset 0) came through natpass's filter: the datagram is natpass's.
         self._firsts[key] = now + self.fragment_timeout

@@ -584,6 +584,7 @@ class LiveDatapath:
         mv = ring.mv
         rmap = ring.map
         frames = ring.frames
+        fsize = ring.frame_size  # hybrid mode with GRO on: larger slots for merged frames
         index = ring.index
         unpack = TPACKET2_HDR.unpack_from
         process = self.engine.process
@@ -601,7 +602,7 @@ class LiveDatapath:
         count = 0
         try:
             for _ in range(BATCH):
-                off = index * RING_FRAME
+                off = index * fsize
                 if not mv[off] & 1:  # TP_STATUS_USER clear: the kernel has not filled this frame yet
                     break
                 status, _len, snaplen, mac, net = unpack(mv, off)

@@ -207,20 +207,26 @@ TPACKET2_HDR: Final = struct.Struct("<IIIHH")  # tp_status, tp_len, tp_snaplen, 
 TPACKET2_TX_DATA: Final = 32  # TPACKET_ALIGN(sizeof(struct tpacket2_hdr)): where TX data starts
 RING_FRAME: Final = 2048
 RING_BLOCK: Final = 1 << 16
+# A slot for a frame merged by GRO/LRO (up to 64 KiB of IPv4 plus the Ethernet and ring headers),
+# and how many such slots an RX ring gets (natpass's share of the traffic in hybrid mode is small).
+MERGED_FRAME: Final = (1 << 16) + 4096
+MERGED_FRAMES: Final = 256
 
 
 class Ring:
-    """One mmap'ed TPACKET_V2 ring of ``frames`` frames of RING_FRAME bytes (RX or TX)."""
+    """One mmap'ed TPACKET_V2 ring of ``frames`` frames of ``frame_size`` bytes (RX or TX)."""
 
-    def __init__(self, sock: socket.socket, option: int, frames: int) -> None:
+    def __init__(self, sock: socket.socket, option: int, frames: int, frame_size: int = RING_FRAME) -> None:
         import mmap
 
-        per_block = RING_BLOCK // RING_FRAME
+        block = max(RING_BLOCK, frame_size)
+        per_block = block // frame_size
         blocks = max(1, (frames + per_block - 1) // per_block)
         self.frames = blocks * per_block
+        self.frame_size = frame_size
         sock.setsockopt(SOL_PACKET, PACKET_VERSION, TPACKET_V2)
-        sock.setsockopt(SOL_PACKET, option, struct.pack("IIII", RING_BLOCK, blocks, RING_FRAME, self.frames))
-        self.map = mmap.mmap(sock.fileno(), RING_BLOCK * blocks, mmap.MAP_SHARED,
+        sock.setsockopt(SOL_PACKET, option, struct.pack("IIII", block, blocks, frame_size, self.frames))
+        self.map = mmap.mmap(sock.fileno(), block * blocks, mmap.MAP_SHARED,
                              mmap.PROT_READ | mmap.PROT_WRITE)
         self.mv = memoryview(self.map)
         self.index = 0
@@ -230,17 +236,33 @@ class Ring:
         self.map.close()
 
 
+def merges_frames(ifname: str) -> bool:
+    """Whether ``ifname`` merges received segments (GRO or LRO on)."""
+    for feature in ("gro", "lro"):
+        try:
+            if get_offload(ifname, feature):
+                return True
+        except OSError:
+            continue
+    return False
+
+
 def open_rx_ring(ifname: str, skip_dst: bytes | None = None, frames: int = 4096,
                  program: list[tuple[int, int, int, int]] | None = None) -> tuple[socket.socket, Ring]:
     """A packet socket for IPv4 on ``ifname`` (filtered as :func:`open_packet_socket`) with an RX ring."""
     sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)
     try:
         proto = ETH_P_IP
+        frame_size = RING_FRAME
         if program is not None:
             proto = _tap(sock, program)
+            if merges_frames(ifname):
+                # GRO/LRO stays on where the kernel forwards: natpass's share may arrive merged,
+                # so each slot holds a whole merged frame (natpass segments it again).
+                frame_size, frames = MERGED_FRAME, min(frames, MERGED_FRAMES)
         else:
             attach_filter(sock, host_ipv4_filter(skip_dst))
-        ring = Ring(sock, PACKET_RX_RING, frames)
+        ring = Ring(sock, PACKET_RX_RING, frames, frame_size)
         sock.bind((ifname, proto))
         sock.setblocking(False)
     except BaseException:

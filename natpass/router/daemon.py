@@ -137,14 +137,16 @@ class RouterDaemon:
         self.setup.apply()
         for what in getattr(self.setup, "recover_done", []):
             log.warning("cleaned up after a previous run: %s", what)
+        from natpass.datapath.packetsock import mtu
+
         try:
-            self.owned = self.hybrid.wrap(self.engine) if self.hybrid else self.engine
+            self.owned = self.hybrid.wrap(self.engine, min(mtu(cfg.lan_interface), mtu(cfg.wan_interface))) \
+                if self.hybrid else self.engine
             self.datapath = LiveDatapath(self.owned, cfg.lan_interface, cfg.wan_interface,
                                          cfg.lan_address, cfg.wan_gateway, cfg.wan_addresses,
                                          clock=self.clock,
                                          rx_programs=self.hybrid.rx_programs() if self.hybrid else None)
             self.datapath.periodic.append(self._usage_tick)
-            from natpass.datapath.packetsock import mtu
 
             if cfg.nat.wan_mtu > mtu(cfg.wan_interface):
                 log.warning("[wan] mtu = %d is larger than %s's MTU %d: larger packets will be lost",

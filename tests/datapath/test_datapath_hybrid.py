@@ -205,3 +205,45 @@ def test_waiting_fragments_are_bounded() -> None:
         owned.process(_frag(i, 3, False, src=str(ipaddress.IPv4Address("192.168.1.10"))), True, 0.0)
     assert owned._waiting_count <= 256
     assert owned.kernel_fragments == 1000 - owned._waiting_count
+
+
+def _merged_tcp(payload: bytes, flags: int) -> bytearray:
+    import struct
+
+    tcph = struct.pack("!HHIIBBHHH", 40000, PPTP_PORT, 1000, 5, 0x50, flags, 65535, 0, 0)
+    return bytearray(ipv4("192.168.1.10", "198.51.100.10", 6, tcph + payload, ident=0xFFFE))
+
+
+def test_a_merged_tcp_frame_is_segmented_as_the_sender_sent_it() -> None:
+    from natpass.datapath.hybrid import segment_tcp
+    from natpass.packets.checksum import internet_checksum
+    from natpass.packets.tcp import fix_tcp_checksum
+
+    payload = bytes(range(256)) * 23  # 5888 bytes: four 1460-byte segments and a short one
+    merged = _merged_tcp(payload, 0x80 | 0x10 | 0x08 | 0x01)  # CWR ACK PSH FIN
+    segs = segment_tcp(merged, 1500)
+    assert [len(s) for s in segs] == [1500] * 4 + [40 + len(payload) - 4 * 1460]
+    assert b"".join(bytes(s[40:]) for s in segs) == payload
+    for i, s in enumerate(segs):
+        assert internet_checksum(bytes(s[:20])) == 0
+        before = bytes(s)
+        fix_tcp_checksum(s[12:16], s[16:20], memoryview(s)[20:])
+        assert bytes(s) == before  # the checksum was already right
+        assert int.from_bytes(s[24:28], "big") == 1000 + i * 1460
+        assert int.from_bytes(s[4:6], "big") == (0xFFFE + i) & 0xFFFF
+        flags = s[33]
+        assert bool(flags & 0x80) == (i == 0) and bool(flags & 0x09) == (i == len(segs) - 1)
+        assert flags & 0x10
+    assert len(segment_tcp(_merged_tcp(b"x" * 100, 0x10), 1500)) == 1
+
+
+def test_owned_engine_sends_the_segments_of_a_merged_frame() -> None:
+    rec = _Recorder()
+    owned = OwnedEngine(rec, mtu=1500)
+    code = owned.process(_merged_tcp(b"y" * 4000, 0x18), True, 1.0)
+    assert code == V.MULTI | V.TO_WAN
+    sent = owned.emitted
+    assert len(sent) == 3 and all(len(s) <= 1500 for s in sent)
+    assert len(rec.seen) == 3
+    assert owned.merged_frames == 1 and owned.merged_segments == 3
+    assert owned.process(_merged_tcp(b"y" * 100, 0x18), True, 1.0) == V.TO_WAN  # fits: as it is

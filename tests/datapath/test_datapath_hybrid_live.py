@@ -302,3 +302,64 @@ def test_sigkill_leaves_ordinary_traffic_flowing_and_the_next_start_cleans_up(
             assert topo.wait_exit(pid2)
     assert not topo.nft_table_present()
     assert topo.sysctl("net.ipv4.ip_forward") == "0"
+
+
+BULK_SERVER = """
+import socket
+t = socket.socket(); t.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+t.bind(("0.0.0.0", 1723)); t.listen(1); t.settimeout(20)
+c, _ = t.accept()
+c.sendall(bytes(range(251)) * 12000)  # 3 MB: many segments per NAPI poll, so GRO merges them
+c.close()
+"""
+BULK_CLIENT = f"""
+import hashlib, json, socket
+c = socket.create_connection(("{SERVER}", 1723), timeout=10)
+h = hashlib.sha256(); n = 0
+while True:
+    data = c.recv(1 << 16)
+    if not data:
+        break
+    h.update(data); n += len(data)
+print(json.dumps({{"bytes": n, "sha256": h.hexdigest()}}))
+"""
+GET_GRO = """
+from natpass.datapath.packetsock import get_offload
+print(get_offload("lan0", "gro"), get_offload("wan0", "gro"))
+"""
+SET_GRO = """
+import sys
+from natpass.datapath.packetsock import set_offload
+for name in sys.argv[2:]:
+    set_offload(name, "gro", sys.argv[1] == "on")
+"""
+
+
+def test_gro_stays_on_and_merged_frames_are_segmented_by_natpass(root: None, topo: Topology,
+                                                                  config: Path) -> None:
+    """GRO on the router's interfaces (as on a NIC): natpass's TCP (PPTP's port 1723 here) arrives
+    merged; natpass segments it again and the client gets every byte."""
+    import hashlib
+
+    lab = topo.lab
+    env = {"PYTHONPATH": str(Path(__file__).resolve().parents[2])}
+    lab.run(topo.rtr, [sys.executable, "-c", SET_GRO, "on", "lan0", "wan0"], env=env)
+    pid = topo.start_natpass(config, label="natpass-gro")
+    server = lab.spawn(topo.srv, [sys.executable, "-u", "-c", BULK_SERVER], label="bulk")
+    try:
+        time.sleep(0.4)
+        out = lab.run(topo.cli, [sys.executable, "-c", BULK_CLIENT], timeout=60)
+        got = json.loads(out.stdout)
+        expected = bytes(range(251)) * 12000
+        assert got == {"bytes": len(expected), "sha256": hashlib.sha256(expected).hexdigest()}
+        st = _status(topo, config)
+        assert st["hybrid"]["merged_frames"] > 0, st["hybrid"]
+        # natpass left GRO as it found it (on): hybrid mode does not switch offloads off.
+        gro = lab.run(topo.rtr, [sys.executable, "-c", GET_GRO], env=env).stdout.split()
+        assert gro == ["True", "True"]
+        assert st["datapath_counters"]["oversize_frames"] == 0
+    finally:
+        lab.kill(server)
+        topo.signal(pid, signal.SIGTERM)
+        assert topo.wait_exit(pid)
+        lab.run(topo.rtr, [sys.executable, "-c", SET_GRO, "off", "lan0", "wan0"], env=env)
