@@ -45,7 +45,8 @@ from natpass.packets.tcp import fix_tcp_checksum
 log = logging.getLogger("natpass.datapath")
 
 CONNTRACK_DIR = Path("/proc/sys/net/netfilter")
-FRAGMENTS_WAITING_MAX = 256  # later fragments held until their first fragment shows them owned
+FRAGMENTS_WAITING_MAX = 256
+USAGE_KERNEL_S = 600.0  # how often the usage record gets the kernel's flow count  # later fragments held until their first fragment shows them owned
 
 
 def conntrack_sysctls(t: Timeouts) -> dict[str, str]:
@@ -100,6 +101,7 @@ class Hybrid:
                  natpass_ports: tuple[int, int], natt: str) -> None:
         self.lan_if, self.wan_if = lan_if, wan_if
         self.nat = nat
+        self._next_usage = 0.0
         self.own: Ownership = ownership(
             lan_if, wan_if, lan_address, natpass_ports, natt,
             tuple((f.proto, f.wan_port, f.lan_addr, f.lan_port) for f in nat.forwards))
@@ -181,6 +183,15 @@ class Hybrid:
         """The same split for a reloaded config (the kernel's timeouts follow on restart)."""
         return Hybrid(self.lan_if, self.wan_if, self.own.lan.keep_local, nat, self.own.natpass_ports,
                       self.own.natt)
+
+    def usage_event(self, now: float) -> dict[str, Any] | None:
+        """Every USAGE_KERNEL_S: the kernel's flow count for the usage record ("kernel" half)."""
+        if now < self._next_usage:
+            return None
+        self._next_usage = now + USAGE_KERNEL_S
+        ct = kernel_conntrack()
+        return {"event": "kernel-flows", "switch": "kernel",
+                "detail": f"count={ct['count']} max={ct['max']}"}
 
     def status(self, owned: OwnedEngine | None = None) -> dict[str, Any]:
         st: dict[str, Any] = dict(self.own.summary())

@@ -76,6 +76,9 @@ strict = false                  # true: also close the control ports of switched
 state_dir = "/var/lib/natpass"
 admin_socket = "/run/natpass/natpass.sock"
 # admin_http = "127.0.0.1:8080"
+# datapath = "packet"            # or "hybrid": the kernel forwards ordinary traffic (docs/DATAPATH.md)
+# hybrid_ports = [61440, 65535]  # hybrid: natpass's WAN ports (the kernel's masquerade stays below)
+# hybrid_natt = "kernel"         # hybrid: who handles UDP 4500 (NAT-T), "kernel" or "natpass"
 
 # [[forward]]                   # a static port forward (DNAT) to a server on the LAN
 # proto = "tcp"

@@ -381,6 +381,9 @@ class RouterDaemon:
                 switch = reason.rsplit(":", 1)[1]
                 if switch in SWITCHES:
                     self._push({"event": "drop", "switch": switch, "reason": reason, "total": int(total)})
+        kernel = self.hybrid.usage_event(now) if self.hybrid is not None else None
+        if kernel is not None:
+            self._push(kernel)
         helpers = getattr(engine, "helpers", None) or getattr(engine, "_helpers", None) or []
         for helper in helpers:
             name = getattr(helper, "name", "")

@@ -247,3 +247,20 @@ def test_owned_engine_sends_the_segments_of_a_merged_frame() -> None:
     assert len(rec.seen) == 3
     assert owned.merged_frames == 1 and owned.merged_segments == 3
     assert owned.process(_merged_tcp(b"y" * 100, 0x18), True, 1.0) == V.TO_WAN  # fits: as it is
+
+
+def test_config_accepts_hybrid_and_refuses_bad_settings(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from natpass.router.config import ConfigError, load_config
+
+    base = ('[wan]\naddresses = ["203.0.113.1"]\ninterface = "wan0"\n[lan]\nprefixes = ["192.168.1.0/24"]\n'
+            'interface = "lan0"\n[router]\ndatapath = "hybrid"\n')
+    good = tmp_path / "good.toml"
+    good.write_text(base + "hybrid_ports = [60000, 65535]\nhybrid_natt = \"natpass\"\n")
+    cfg = load_config(str(good))
+    assert (cfg.datapath, cfg.hybrid_ports, cfg.hybrid_natt) == ("hybrid", (60000, 65535), "natpass")
+    for extra, key in (("hybrid_ports = [2000, 65535]\n", "hybrid_ports"), ('hybrid_natt = "both"\n', "hybrid_natt")):
+        bad = tmp_path / "bad.toml"
+        bad.write_text(base + extra)
+        with pytest.raises(ConfigError) as err:
+            load_config(str(bad))
+        assert key in str(err.value) and err.value.line == base.count("\n") + 1

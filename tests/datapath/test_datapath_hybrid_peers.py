@@ -110,3 +110,21 @@ def test_two_strongswan_clients_at_once_to_one_gateway(root: None, hy_lab: Hybri
     results = run_together([StrongSwan(hy_lab.lab, hy_lab.topo, client=c, timeout=TIMEOUT) for c in ("c1", "c2")])
     assert [r.connected for r in results] == [True, True], [r.detail for r in results]
     assert all(r.extra["nat_detected"] for r in results)
+
+
+def test_natdiscovery_sees_the_kernels_behaviour_whatever_the_config_says(root: None, hy_lab: HybridLab,
+                                                                        record_property) -> None:
+    """STUN (RFC 5780, coturn) is ordinary UDP: the kernel's masquerade handles it in hybrid mode, so
+    [nat] mapping/filtering (natpass's flows only) do not change what a STUN client measures."""
+    from natpass.lab.peers.natdiscovery import NatDiscovery
+
+    found = set()
+    for mapping, filtering in (("address-dependent", "endpoint-independent"),
+                               ("endpoint-independent", "address-and-port-dependent")):
+        hy_lab.configure(**ALL_OFF, mapping=mapping, filtering=filtering)
+        res = NatDiscovery(hy_lab.lab, hy_lab.topo, timeout=TIMEOUT).run()
+        assert res.connected, res.detail
+        found.add((res.extra["mapping"], res.extra["filtering"]))
+    record_property("kernel_rfc4787", sorted(found))
+    assert len(found) == 1  # the config did not change it: the kernel decided both times
+    assert found == {("endpoint-independent", "address-and-port-dependent")}
