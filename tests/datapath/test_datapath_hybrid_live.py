@@ -363,3 +363,17 @@ def test_gro_stays_on_and_merged_frames_are_segmented_by_natpass(root: None, top
         topo.signal(pid, signal.SIGTERM)
         assert topo.wait_exit(pid)
         lab.run(topo.rtr, [sys.executable, "-c", SET_GRO, "off", "lan0", "wan0"], env=env)
+
+
+def test_run_datapath_option_overrides_the_config(root: None, topo: Topology) -> None:
+    state = topo.lab.path("state-opt", "x").parent
+    cfg = topo.lab.write("natpass-packet.toml", config_text(str(state), str(topo.lab.path("opt.sock"))))
+    pid = topo.start_natpass(cfg, label="natpass-opt", runner=[
+        sys.executable, "-m", "natpass.router.cli_run", "--config", str(cfg), "--datapath", "hybrid"])
+    try:
+        assert topo.sysctl("net.ipv4.ip_forward") == "1"
+        assert "hybrid datapath: natpass handles" in topo.lab.log("natpass-opt")
+    finally:
+        topo.signal(pid, signal.SIGTERM)
+        assert topo.wait_exit(pid)
+    assert topo.sysctl("net.ipv4.ip_forward") == "0"
