@@ -1,7 +1,10 @@
 """Live benchmark: the same bounded load through natpass and through the kernel's NAT, in one run.
 
-Two identical client -- router -- server namespace topologies (prefix ``npdpb``): one router runs
-``natpass run``, the other nftables masquerade with ip_forward = 1. The client's and server's veth
+Three identical client -- router -- server namespace topologies (prefix ``npdpb``): one router runs
+``natpass run`` (datapath "packet"), one ``natpass run`` with datapath "hybrid" (the kernel forwards
+ordinary traffic, natpass the VPN protocols), the third nftables masquerade with ip_forward = 1 and
+the kernel's PPTP helper. The passthrough data rate (a PPTP call's GRE, a raw-ESP SA's packets, each
+at most PASS_PACKETS in PASS_SECONDS) is measured through hybrid natpass and through the kernel. The client's and server's veth
 ends have transmit offloads off in both (hosts on a wire, see natpass.lab.simple). For each
 router: small-UDP packets/s arriving at the server (iperf3 -u -l 64, at most 500k pkt/s per stream for 4 s), TCP
 throughput (iperf3, a few seconds), ping latency p50/p99 (-i 0.01, bounded count), and natpass's
@@ -33,6 +36,77 @@ UDP_PAYLOAD = 64
 UDP_OFFERED = "256M"
 TCP_SECONDS = 4
 PING_COUNT = 300  # at -i 0.01: about 3 s
+PASS_SECONDS = 3  # GRE / ESP load per router
+PASS_PACKETS = 600_000  # at most this many per load (the sender does not reach 200k pkt/s here)
+PPTP_HELPER = """table ip bench_pptp {
+  ct helper pptp-h { type "pptp" protocol tcp; l3proto ip; }
+  chain helpers {
+    type filter hook prerouting priority filter; policy accept;
+    tcp dport 1723 ct helper set "pptp-h"
+  }
+}
+"""
+HYBRID_EXTRA = 'log_level = "info"\ndatapath = "hybrid"\n[passthrough]\npptp = true\nipsec = true\n'
+
+# A PPTP server that answers the control channel (RFC 2637: SCCRQ/SCCRP, OCRQ/OCRP) and keeps it
+# open; the GRE data it receives is counted on its interface.
+PPTP_SERVER = """
+import socket, sys, time
+from natpass.packets import pptp
+t = socket.socket(); t.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+t.bind(("0.0.0.0", 1723)); t.listen(1); t.settimeout(20)
+c, _ = t.accept(); c.settimeout(30)
+def read(n):
+    buf = b""
+    while len(buf) < n:
+        chunk = c.recv(n - len(buf))
+        if not chunk:
+            sys.exit(0)
+        buf += chunk
+    return buf
+read(pptp.message_length(pptp.SCCRQ)); c.sendall(pptp.build_sccrp())
+ocrq = pptp.parse_pptp(read(pptp.message_length(pptp.OCRQ)))
+c.sendall(pptp.build_pptp(pptp.OCRP, call_id=0x4242, peer_call_id=ocrq.fields["call_id"], result_code=1))
+try:
+    while c.recv(4096):
+        pass
+except OSError:
+    pass
+"""
+# The PPTP client: control channel, then a bounded burst of GRE (or raw ESP) data packets.
+PASS_CLIENT = """
+import json, socket, struct, sys, time
+from natpass.packets import gre, pptp, esp
+kind, server, seconds, limit = sys.argv[1], sys.argv[2], float(sys.argv[3]), int(sys.argv[4])
+payload = bytes(64)
+if kind == "gre":
+    c = socket.create_connection((server, 1723), timeout=5)
+    c.sendall(pptp.build_sccrq()); c.recv(4096)
+    c.sendall(pptp.build_pptp(pptp.OCRQ, call_id=0x1111, call_serial_number=1, maximum_bps=10**8,
+                              bearer_type=3, framing_type=3, packet_recv_window_size=64))
+    ocrp = b""
+    while len(ocrp) < pptp.message_length(pptp.OCRP):
+        ocrp += c.recv(4096)
+    peer = pptp.parse_pptp(ocrp).fields["call_id"]
+    s = socket.socket(socket.AF_INET, socket.SOCK_RAW, 47)
+    make = lambda i: bytes(gre.build_gre_v1(peer, payload, seq=i))
+else:
+    s = socket.socket(socket.AF_INET, socket.SOCK_RAW, 50)
+    make = lambda i: bytes(esp.build_esp(0x5EC0001, i + 1, payload))
+s.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4 << 20)
+packets = [make(i) for i in range(1024)]
+t0 = time.perf_counter(); end = t0 + seconds; sent = 0
+while sent < limit:
+    for p in packets:
+        try:
+            s.sendto(p, (server, 0)); sent += 1
+        except OSError:
+            pass
+    if time.perf_counter() > end:
+        break
+print(json.dumps({"sent": sent, "seconds": time.perf_counter() - t0}), flush=True)
+time.sleep(0.5)
+"""
 IPERF_PORT = 5201
 
 
@@ -167,6 +241,37 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def _rx_packets(topo: Topology) -> int:
+    return int(topo.lab.run(topo.srv, ["cat", "/sys/class/net/eth0/statistics/rx_packets"]).stdout)
+
+
+def passthrough_pps(topo: Topology, kind: str) -> dict[str, float]:
+    """Packets/s of a PPTP call's GRE (``kind`` "gre") or a raw-ESP SA ("esp") arriving at the
+    server: at most PASS_PACKETS in PASS_SECONDS from one sender."""
+    lab = topo.lab
+    env = {"PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
+    server = None
+    if kind == "gre":
+        server = lab.spawn(topo.srv, [sys.executable, "-u", "-c", PPTP_SERVER], label=f"pptpd-{topo.srv}",
+                           env=env)
+        time.sleep(0.4)
+    try:
+        before = _rx_packets(topo)
+        proc = lab.run(topo.cli, [sys.executable, "-c", PASS_CLIENT, kind, SERVER, str(PASS_SECONDS),
+                                  str(PASS_PACKETS)], timeout=PASS_SECONDS + 30, check=False, env=env)
+        time.sleep(0.3)  # what natpass still had queued
+        arrived = _rx_packets(topo) - before
+    finally:
+        if server is not None:
+            lab.kill(server)
+    try:
+        sent = json.loads(proc.stdout.strip().splitlines()[-1])
+    except (ValueError, IndexError):
+        return {"pps": 0.0, "sent_pps": 0.0, "error": (proc.stderr or proc.stdout)[-300:]}  # type: ignore[dict-item]
+    seconds = float(sent["seconds"]) or 1.0
+    return {"pps": arrived / seconds, "sent_pps": sent["sent"] / seconds}
+
+
 def measure(topo: Topology, natpass_pid: int | None, profile: str | None = None) -> dict[str, Any]:
     out: dict[str, Any] = {}
     cpu0 = cpu_seconds(natpass_pid) if natpass_pid else 0.0
@@ -196,7 +301,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument("--profile", metavar="SVG", help="py-spy profile of natpass under UDP load (.svg flame graph, .txt collapsed stacks)")
-    parser.add_argument("--only", choices=("natpass", "kernel"), help="measure one router only")
+    parser.add_argument("--only", choices=("natpass", "hybrid", "kernel"), help="measure one router only")
     parser.add_argument("--no-rings", action="store_true",
                         help="natpass without PACKET_MMAP rings (one syscall per packet), for comparison")
     parser.add_argument("--streams", type=int, default=1, metavar="N",
@@ -220,7 +325,7 @@ def main(argv: list[str] | None = None) -> int:
 
 def _run(lab: Netns, args: argparse.Namespace, results: dict[str, Any]) -> None:
     try:
-        if args.only != "kernel":
+        if args.only in (None, "natpass"):
             nat = Topology(lab, "bn").build()
             state = lab.path("bench-state", "x").parent
             cfg = lab.write("bench.toml", config_text(str(state), str(lab.path("bench.sock")),
@@ -237,15 +342,36 @@ def _run(lab: Netns, args: argparse.Namespace, results: dict[str, Any]) -> None:
             counters = [line for line in log.splitlines() if "datapath counters" in line]
             if counters:
                 results["natpass"]["counters"] = counters[-1].split("datapath counters: ", 1)[1]
-        if args.only != "natpass":
+        if args.only in (None, "hybrid"):
+            hyb = Topology(lab, "bh").build()
+            state = lab.path("bench-hybrid-state", "x").parent
+            cfg = lab.write("bench-hybrid.toml", config_text(str(state), str(lab.path("bench-hybrid.sock")),
+                                                             HYBRID_EXTRA))
+            pid = hyb.start_natpass(cfg, label="natpass-hybrid",
+                                    runner=[sys.executable, "-m", "natpass.router.cli_run", "--config",
+                                            str(cfg)])
+            try:
+                cpu0 = cpu_seconds(pid)
+                results["hybrid"] = measure(hyb, None)
+                # natpass's own CPU while the kernel carried the ordinary load: close to nothing.
+                results["hybrid"]["natpass_cpu_s"] = cpu_seconds(pid) - cpu0
+                results["hybrid"]["gre"] = passthrough_pps(hyb, "gre")
+                results["hybrid"]["esp"] = passthrough_pps(hyb, "esp")
+                results["hybrid"]["rss_mb"], results["hybrid"]["peak_rss_mb"] = rss_mb(pid)
+            finally:
+                lab.kill(pid, timeout=5)
+        if args.only in (None, "kernel"):
             kern = Topology(lab, "bk").build(kernel_nat=True)
+            lab.nft(kern.rtr, PPTP_HELPER)
             results["kernel"] = measure(kern, None)
+            results["kernel"]["gre"] = passthrough_pps(kern, "gre")
+            results["kernel"]["esp"] = passthrough_pps(kern, "esp")
     finally:
         lab.cleanup()
 
 
 def _report(args: argparse.Namespace, results: dict[str, Any], started: float) -> None:
-    n, k = results.get("natpass", {}), results.get("kernel", {})
+    n, k, h = results.get("natpass", {}), results.get("kernel", {}), results.get("hybrid", {})
 
     def ratio(a: float | None, b: float | None) -> float | None:
         return round(a / b, 3) if a is not None and b else None
@@ -266,8 +392,28 @@ def _report(args: argparse.Namespace, results: dict[str, Any], started: float) -
         "natpass_cpu_us_per_packet": round(n["udp"].get("cpu_us_per_packet", 0.0), 2) if n else None,
         "natpass_rss_mb": round(n["rss_mb"], 1) if n else None,
         "natpass_peak_rss_mb": round(n["peak_rss_mb"], 1) if n else None,
+        "hybrid_pps": round(h["udp"]["pps"]) if h else None,
+        "hybrid_sent_pps": round(h["udp"]["sent_pps"]) if h else None,
+        "hybrid_tcp_gbps": round(h["tcp_gbps"], 3) if h else None,
+        "hybrid_p50_ms": h["latency"]["p50_ms"] if h else None,
+        "hybrid_p99_ms": h["latency"]["p99_ms"] if h else None,
+        "hybrid_natpass_cpu_s": round(h["natpass_cpu_s"], 3) if h else None,
+        "hybrid_rss_mb": round(h["rss_mb"], 1) if h else None,
+        "hybrid_gre_pps": round(h["gre"]["pps"]) if h else None,
+        "hybrid_gre_sent_pps": round(h["gre"]["sent_pps"]) if h else None,
+        "hybrid_esp_pps": round(h["esp"]["pps"]) if h else None,
+        "hybrid_esp_sent_pps": round(h["esp"]["sent_pps"]) if h else None,
+        "kernel_gre_pps": round(k["gre"]["pps"]) if k else None,
+        "kernel_gre_sent_pps": round(k["gre"]["sent_pps"]) if k else None,
+        "kernel_esp_pps": round(k["esp"]["pps"]) if k else None,
+        "kernel_esp_sent_pps": round(k["esp"]["sent_pps"]) if k else None,
         "seconds": round(time.monotonic() - started, 1),
     }
+    if h and k:
+        summary["hybrid_pps_ratio"] = ratio(h["udp"]["pps"], k["udp"]["pps"])
+        summary["hybrid_tcp_ratio"] = ratio(h["tcp_gbps"], k["tcp_gbps"])
+        summary["gre_ratio"] = ratio(h["gre"]["pps"], k["gre"]["pps"])
+        summary["esp_ratio"] = ratio(h["esp"]["pps"], k["esp"]["pps"])
     if n and k:
         summary["pps_ratio"] = ratio(n["udp"]["pps"], k["udp"]["pps"])
         summary["tcp_ratio"] = ratio(n["tcp_gbps"], k["tcp_gbps"])
@@ -287,6 +433,13 @@ def _report(args: argparse.Namespace, results: dict[str, Any], started: float) -
               f"ratio {summary.get('tcp_ratio')}")
         print(f"ping p50/p99: natpass {summary['natpass_p50_ms']}/{summary['natpass_p99_ms']} ms, "
               f"kernel {summary['kernel_p50_ms']}/{summary['kernel_p99_ms']} ms")
+        print(f"hybrid (kernel forwards ordinary traffic): small UDP {summary['hybrid_pps']} pkt/s "
+              f"(ratio to kernel {summary.get('hybrid_pps_ratio')}), TCP {summary['hybrid_tcp_gbps']} Gbit/s "
+              f"(ratio {summary.get('hybrid_tcp_ratio')}), natpass CPU during it "
+              f"{summary['hybrid_natpass_cpu_s']} s")
+        print(f"PPTP GRE at the server: hybrid {summary['hybrid_gre_pps']} pkt/s, kernel "
+              f"{summary['kernel_gre_pps']} pkt/s (ratio {summary.get('gre_ratio')}); raw ESP: hybrid "
+              f"{summary['hybrid_esp_pps']}, kernel {summary['kernel_esp_pps']} (ratio {summary.get('esp_ratio')})")
         print(f"natpass RSS {summary['natpass_rss_mb']} MiB (peak {summary['natpass_peak_rss_mb']}); "
               f"{summary['seconds']} s")
 

@@ -154,7 +154,7 @@ class Side:
     """One interface: its sockets (and PACKET_MMAP rings), MAC, ARP cache and next-hop choice."""
 
     def __init__(self, name: str, ifname: str, skip_dst: bytes | None, gateway: bytes | None,
-                 rings: bool = True) -> None:
+                 rings: bool = True, program: list[tuple[int, int, int, int]] | None = None) -> None:
         self.name = name
         self.ifname = ifname
         self.mac = packetsock.mac_address(ifname)
@@ -166,13 +166,13 @@ class Side:
         self.tx_sock = None
         if rings:
             try:
-                self.ip_sock, self.rx_ring = packetsock.open_rx_ring(ifname, skip_dst)
+                self.ip_sock, self.rx_ring = packetsock.open_rx_ring(ifname, skip_dst, program=program)
                 self.tx_sock, self.tx_ring = packetsock.open_tx_ring(ifname)
             except OSError as exc:
                 log.warning("%s: packet rings unavailable (%s); using one syscall per packet", ifname, exc)
                 self._close_rings()
         if self.rx_ring is None:
-            self.ip_sock = packetsock.open_packet_socket(ifname, ETH_P_IP, skip_dst=skip_dst)
+            self.ip_sock = packetsock.open_packet_socket(ifname, ETH_P_IP, skip_dst=skip_dst, program=program)
         self.arp_sock = packetsock.open_packet_socket(ifname, ETH_P_ARP)
         self.arp = ArpCache(self.mac, self.ip, self._send_arp)
         self.tail = self.mac + _ETH_IP
@@ -335,16 +335,19 @@ class LiveDatapath:
     def __init__(self, engine: Any, lan_if: str, wan_if: str, lan_address: bytes | None,
                  wan_gateway: bytes | None, wan_addresses: tuple[bytes, ...],
                  clock: Callable[[], float] = time.monotonic, answer_wan_ping: bool = True,
-                 rings: bool | None = None) -> None:
+                 rings: bool | None = None,
+                 rx_programs: dict[str, list[tuple[int, int, int, int]]] | None = None) -> None:
+        # rx_programs: per side ("lan"/"wan") a socket filter of its own (hybrid mode: what natpass owns)
+        programs = rx_programs or {}
         if rings is None:
             # NATPASS_PACKET_RINGS=0: one syscall per packet (for comparisons and odd kernels).
             rings = os.environ.get("NATPASS_PACKET_RINGS", "1") != "0"
         self.engine = engine
         self.clock = clock
         self.lan_address = lan_address or packetsock.ipv4_address(lan_if)
-        self.lan = Side("lan", lan_if, self.lan_address, None, rings)
+        self.lan = Side("lan", lan_if, self.lan_address, None, rings, programs.get("lan"))
         try:
-            self.wan = Side("wan", wan_if, None, wan_gateway, rings)
+            self.wan = Side("wan", wan_if, None, wan_gateway, rings, programs.get("wan"))
         except BaseException:
             self.lan.close()
             raise
@@ -586,6 +589,7 @@ class LiveDatapath:
         mv = ring.mv
         rmap = ring.map
         frames = ring.frames
+        fsize = ring.frame_size  # hybrid mode with GRO on: larger slots for merged frames
         index = ring.index
         unpack = TPACKET2_HDR.unpack_from
         process = self.engine.process
@@ -603,7 +607,7 @@ class LiveDatapath:
         count = 0
         try:
             for _ in range(BATCH):
-                off = index * RING_FRAME
+                off = index * fsize
                 if not mv[off] & 1:  # TP_STATUS_USER clear: the kernel has not filled this frame yet
                     break
                 status, _len, snaplen, mac, net = unpack(mv, off)

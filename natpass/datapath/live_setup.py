@@ -11,6 +11,11 @@ Set-up (in this order, each step written to the state file before it is made):
    the kernel never answers for the WAN address (no RST, no port unreachable) and never tracks them.
    ARP is not IPv4 and passes: the kernel answers ARP for the router's own addresses.
 
+In hybrid mode (``share`` given, see :mod:`natpass.datapath.hybrid`) the kernel forwards ordinary
+traffic itself: ``ip_forward = 1``, GRO stays as it is, the kernel's conntrack timeouts are set
+from natpass's (each old value recorded first) and the table is the hybrid one (its prerouting
+chain drops only what natpass owns; forward, input and masquerade chains for the rest).
+
 Teardown removes the table, restores the offloads and the sysctl to their recorded values and
 deletes the state and pid files. A start that finds a state file whose PID is gone (a crash,
 SIGKILL) undoes what it records first.
@@ -25,7 +30,7 @@ import logging
 import os
 import subprocess
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 from natpass.datapath import packetsock
 
@@ -92,10 +97,22 @@ def nft_ruleset(wan_if: str, lan_if: str, lan_address: bytes | None) -> str:
     )
 
 
+class KernelShare(Protocol):
+    """Hybrid mode's changes for the kernel (natpass.datapath.hybrid.KernelShare)."""
+
+    @property
+    def ruleset(self) -> str: ...
+
+    @property
+    def sysctls(self) -> dict[str, str]: ...
+
+
 class HostSetup:
     """Applies and undoes the namespace changes; the state file makes undo possible after a crash."""
 
-    def __init__(self, state_dir: str, wan_if: str, lan_if: str, lan_address: bytes | None) -> None:
+    def __init__(self, state_dir: str, wan_if: str, lan_if: str, lan_address: bytes | None,
+                 share: KernelShare | None = None) -> None:
+        self.share = share
         self.state_dir = Path(state_dir)
         self.wan_if = wan_if
         self.lan_if = lan_if
@@ -145,14 +162,16 @@ class HostSetup:
             if not Path("/sys/class/net", name).exists():
                 raise SetupError(f"interface {name} does not exist in this network namespace")
         self.pid_path.write_text(f"{os.getpid()}\n")
+        share = self.share
         self.state = {"pid": os.getpid(), "sysctls": {}, "offloads": [], "nft": False,
-                      "wan_if": self.wan_if, "lan_if": self.lan_if}
+                      "wan_if": self.wan_if, "lan_if": self.lan_if,
+                      "datapath": "packet" if share is None else "hybrid"}
         self._save()
         try:
-            old = _read_sysctl(SYSCTL_FORWARD)
-            self.state["sysctls"][SYSCTL_FORWARD] = old
-            self._save()
-            _write_sysctl(SYSCTL_FORWARD, "0")
+            self._set_sysctl(SYSCTL_FORWARD, "0" if share is None else "1")
+            if share is not None:
+                self._apply_share(share)
+                return
             # GRO and LRO merge received segments into super-frames larger than the MTU: the
             # packet socket would get them whole, and they must leave as the segments they were.
             for ifname in (self.wan_if, self.lan_if):
@@ -174,6 +193,28 @@ class HostSetup:
             raise
         log.info("set up: ip_forward=0 (was %s), nft table inet %s on %s/%s",
                  self.state["sysctls"][SYSCTL_FORWARD], NFT_TABLE, self.lan_if, self.wan_if)
+
+    def _set_sysctl(self, name: str, value: str) -> None:
+        """Record the old value, then write the new one."""
+        self.state["sysctls"][name] = _read_sysctl(name)
+        self._save()
+        _write_sysctl(name, value)
+
+    def _apply_share(self, share: KernelShare) -> None:
+        """Hybrid mode: the kernel forwards (GRO kept on: it doubles the kernel's TCP), with its
+        conntrack timeouts from natpass's, and the table that hides natpass's traffic from it."""
+        for name, value in share.sysctls.items():
+            try:
+                self._set_sysctl(name, value)
+            except OSError as exc:  # a kernel without that conntrack knob: the rest still works
+                log.warning("cannot set %s: %s", name.replace("/", "."), exc)
+        self.state["nft"] = True
+        self._save()
+        _nft(share.ruleset)
+        log.info("set up (hybrid): ip_forward=1 (was %s), conntrack timeouts %s, nft table inet %s "
+                 "on %s/%s", self.state["sysctls"][SYSCTL_FORWARD],
+                 ", ".join(f"{k.rsplit('/', 1)[1].removeprefix('nf_conntrack_')}={v}"
+                           for k, v in share.sysctls.items()), NFT_TABLE, self.lan_if, self.wan_if)
 
     def undo(self) -> list[str]:
         done = self._undo(self.state) if self.state else []

@@ -142,13 +142,33 @@ def host_ipv4_filter(skip_dst: bytes | None) -> list[tuple[int, int, int, int]]:
     return prog
 
 
+ETH_P_ALL: Final = 0x0003
+
+
+def _tap(sock: socket.socket, program: list[tuple[int, int, int, int]]) -> int:
+    """Filter ``sock`` with ``program`` (which checks the EtherType itself) and return the protocol
+    to bind it to: ETH_P_ALL, as a tap that never sees what this host sends.
+
+    A socket bound to ETH_P_IP is one more IPv4 protocol handler: the kernel's ``ip_rcv`` then gets
+    a shared skb and clones every packet it forwards. A tap whose filter rejects a frame hands it
+    back before ``ip_rcv`` runs, so the frames the kernel forwards cost it no copy.
+    """
+    attach_filter(sock, program)
+    sock.setsockopt(SOL_PACKET, PACKET_IGNORE_OUTGOING, 1)
+    return ETH_P_ALL
+
+
 def open_packet_socket(ifname: str, ethertype: int, skip_dst: bytes | None = None,
-                       bufsize: int = 4 << 20) -> socket.socket:
-    """A non-blocking raw packet socket on ``ifname`` for ``ethertype`` frames."""
+                       bufsize: int = 4 << 20,
+                       program: list[tuple[int, int, int, int]] | None = None) -> socket.socket:
+    """A non-blocking raw packet socket on ``ifname`` for ``ethertype`` frames (``program``: an
+    IPv4 filter of its own, see :func:`_tap`)."""
     # Protocol 0 until bind: the socket receives nothing from other interfaces meanwhile.
     sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)
     try:
-        if ethertype == ETH_P_IP:
+        if program is not None:
+            ethertype = _tap(sock, program)
+        elif ethertype == ETH_P_IP:
             attach_filter(sock, host_ipv4_filter(skip_dst))
         for opt, fallback in ((SO_RCVBUFFORCE, socket.SO_RCVBUF), (SO_SNDBUFFORCE, socket.SO_SNDBUF)):
             try:
@@ -187,20 +207,26 @@ TPACKET2_HDR: Final = struct.Struct("<IIIHH")  # tp_status, tp_len, tp_snaplen, 
 TPACKET2_TX_DATA: Final = 32  # TPACKET_ALIGN(sizeof(struct tpacket2_hdr)): where TX data starts
 RING_FRAME: Final = 2048
 RING_BLOCK: Final = 1 << 16
+# A slot for a frame merged by GRO/LRO (up to 64 KiB of IPv4 plus the Ethernet and ring headers),
+# and how many such slots an RX ring gets (natpass's share of the traffic in hybrid mode is small).
+MERGED_FRAME: Final = (1 << 16) + 4096
+MERGED_FRAMES: Final = 256
 
 
 class Ring:
-    """One mmap'ed TPACKET_V2 ring of ``frames`` frames of RING_FRAME bytes (RX or TX)."""
+    """One mmap'ed TPACKET_V2 ring of ``frames`` frames of ``frame_size`` bytes (RX or TX)."""
 
-    def __init__(self, sock: socket.socket, option: int, frames: int) -> None:
+    def __init__(self, sock: socket.socket, option: int, frames: int, frame_size: int = RING_FRAME) -> None:
         import mmap
 
-        per_block = RING_BLOCK // RING_FRAME
+        block = max(RING_BLOCK, frame_size)
+        per_block = block // frame_size
         blocks = max(1, (frames + per_block - 1) // per_block)
         self.frames = blocks * per_block
+        self.frame_size = frame_size
         sock.setsockopt(SOL_PACKET, PACKET_VERSION, TPACKET_V2)
-        sock.setsockopt(SOL_PACKET, option, struct.pack("IIII", RING_BLOCK, blocks, RING_FRAME, self.frames))
-        self.map = mmap.mmap(sock.fileno(), RING_BLOCK * blocks, mmap.MAP_SHARED,
+        sock.setsockopt(SOL_PACKET, option, struct.pack("IIII", block, blocks, frame_size, self.frames))
+        self.map = mmap.mmap(sock.fileno(), block * blocks, mmap.MAP_SHARED,
                              mmap.PROT_READ | mmap.PROT_WRITE)
         self.mv = memoryview(self.map)
         self.index = 0
@@ -210,13 +236,34 @@ class Ring:
         self.map.close()
 
 
-def open_rx_ring(ifname: str, skip_dst: bytes | None = None, frames: int = 4096) -> tuple[socket.socket, Ring]:
+def merges_frames(ifname: str) -> bool:
+    """Whether ``ifname`` merges received segments (GRO or LRO on)."""
+    for feature in ("gro", "lro"):
+        try:
+            if get_offload(ifname, feature):
+                return True
+        except OSError:
+            continue
+    return False
+
+
+def open_rx_ring(ifname: str, skip_dst: bytes | None = None, frames: int = 4096,
+                 program: list[tuple[int, int, int, int]] | None = None) -> tuple[socket.socket, Ring]:
     """A packet socket for IPv4 on ``ifname`` (filtered as :func:`open_packet_socket`) with an RX ring."""
     sock = socket.socket(socket.AF_PACKET, socket.SOCK_RAW, 0)
     try:
-        attach_filter(sock, host_ipv4_filter(skip_dst))
-        ring = Ring(sock, PACKET_RX_RING, frames)
-        sock.bind((ifname, ETH_P_IP))
+        proto = ETH_P_IP
+        frame_size = RING_FRAME
+        if program is not None:
+            proto = _tap(sock, program)
+            if merges_frames(ifname):
+                # GRO/LRO stays on where the kernel forwards: natpass's share may arrive merged,
+                # so each slot holds a whole merged frame (natpass segments it again).
+                frame_size, frames = MERGED_FRAME, min(frames, MERGED_FRAMES)
+        else:
+            attach_filter(sock, host_ipv4_filter(skip_dst))
+        ring = Ring(sock, PACKET_RX_RING, frames, frame_size)
+        sock.bind((ifname, proto))
         sock.setblocking(False)
     except BaseException:
         sock.close()

@@ -40,6 +40,9 @@ def register(sub: Any) -> None:
                     choices=("endpoint-independent", "address-dependent", "address-and-port-dependent"))
     up.add_argument("--filtering", default="address-and-port-dependent",
                     choices=("endpoint-independent", "address-dependent", "address-and-port-dependent"))
+    up.add_argument("--datapath", choices=("packet", "hybrid"), default="packet",
+                    help="natpass's datapath on r1: every packet through natpass, or the kernel forwarding "
+                    "ordinary traffic and natpass the VPN protocols (default %(default)s)")
     up.add_argument("--forward", action="append", default=[], metavar="PROTO:PORT:HOST:PORT",
                     help="port forward on r1, e.g. tcp:1723:192.168.1.11:1723")
     up.set_defaults(func=_up)
@@ -68,6 +71,8 @@ def register(sub: Any) -> None:
     demo.add_argument("--router", choices=("natpass", "kernel", "both"), default="both")
     demo.add_argument("--protocols", default=None,
                       help="comma-separated subset of openvpn-udp,openvpn-tcp,wireguard,ikev2-natt,pptp,l2tp,esp")
+    demo.add_argument("--datapath", choices=("packet", "hybrid"), default="packet",
+                      help="natpass's datapath for the natpass rows (default %(default)s)")
     demo.add_argument("--timeout", type=float, default=12.0, help="seconds each client gets to connect")
     demo.set_defaults(func=_demo)
     lab.set_defaults(func=lambda args: (lab.print_help(), 2)[1])
@@ -106,6 +111,7 @@ def _up(args: argparse.Namespace) -> int:
             lab, args.topology, router=args.router, clients=args.clients, outer=args.outer,
             pptp=args.pptp, ipsec=args.ipsec, l2tp=args.l2tp, strict=args.strict, mapping=args.mapping,
             filtering=args.filtering, forwards=[_parse_forward(f) for f in args.forward],
+            datapath=args.datapath,
         )
     except (LabError, ValueError) as exc:
         print(f"natpass lab up: {exc}", file=sys.stderr)
@@ -113,7 +119,11 @@ def _up(args: argparse.Namespace) -> int:
         return 1
     print(f"lab {args.prefix}: {topo.name} with {', '.join(topo.nodes)}")
     for r in topo.routers:
-        print(f"  {r.node}: {r.kind} NAT, LAN {r.lan_addr} ({r.lan_prefix}), WAN {r.wan_addr}")
+        kind = f"{r.kind} ({r.datapath})" if r.kind == "natpass" else r.kind
+        line = f"  {r.node}: {kind} NAT, LAN {r.lan_addr} ({r.lan_prefix}), WAN {r.wan_addr}"
+        if r.error:
+            line += f"  [not running: {r.error}]"
+        print(line)
     print(f"  clients: {', '.join(f'{c}={a}' for c, a in topo.client_addrs.items())}")
     print(f"  server srv: {', '.join(topo.server_addrs)}")
     print(f"try: natpass lab exec --prefix {args.prefix} c1 -- ping -c1 {topo.server_addrs[0]}")

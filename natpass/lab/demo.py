@@ -98,7 +98,7 @@ class Progress:
 
 
 def row(protocol: str, router: str, switch: str, res: PeerResult | None, reason: str | None,
-        error: str | None = None) -> dict[str, Any]:
+        error: str | None = None, datapath: str | None = None) -> dict[str, Any]:
     connected = bool(res and res.connected)
     detail = error or (res.detail if res else "")
     out: dict[str, Any] = {
@@ -107,6 +107,8 @@ def row(protocol: str, router: str, switch: str, res: PeerResult | None, reason:
         "windows_error": windows_error(protocol, connected), "drop_reason": reason,
         "detail": detail,
     }
+    if datapath is not None:
+        out["datapath"] = datapath  # natpass rows: "packet" or "hybrid"
     if error:
         out["error"] = error
     if protocol in NOTES:
@@ -130,11 +132,12 @@ def run_kernel(prefix: str, protocols: list[str], timeout: float, progress: Prog
     return rows
 
 
-def run_natpass(prefix: str, protocols: list[str], timeout: float, progress: Progress) -> list[dict[str, Any]]:
+def run_natpass(prefix: str, protocols: list[str], timeout: float, progress: Progress,
+                datapath: str = "packet") -> list[dict[str, Any]]:
     lab = Netns(prefix)
     rows: list[dict[str, Any]] = []
     with lab.session():
-        topo = T.build(lab, "basic", router="natpass", clients=1, start_routers=False)
+        topo = T.build(lab, "basic", router="natpass", clients=1, datapath=datapath, start_routers=False)
         r = topo.home
         for switch in ("off", "on"):
             on = switch == "on"
@@ -145,7 +148,7 @@ def run_natpass(prefix: str, protocols: list[str], timeout: float, progress: Pro
                 err = str(exc)
                 for proto in protocols:
                     progress.step(f"natpass switch {switch}: {proto}: router not running")
-                    rows.append(row(proto, "natpass", switch, None, None, error=err))
+                    rows.append(row(proto, "natpass", switch, None, None, error=err, datapath=datapath))
                 continue
             T.wait_reachable(lab, "c1", topo.server_addrs[0], timeout=8)
             for proto in protocols:
@@ -156,7 +159,7 @@ def run_natpass(prefix: str, protocols: list[str], timeout: float, progress: Pro
                 after = T.drops_of(T.natpass_status(lab, r))
                 reason = drop_reason(before, after)
                 progress.note(_short(res) + (f" (natpass dropped: {reason})" if reason else ""))
-                rows.append(row(proto, "natpass", switch, res, reason))
+                rows.append(row(proto, "natpass", switch, res, reason, datapath=datapath))
     return rows
 
 
@@ -225,7 +228,7 @@ def main(args: argparse.Namespace) -> int:
         if "kernel" in routers:
             results += run_kernel(args.prefix, protocols, args.timeout, progress)
         if "natpass" in routers:
-            results += run_natpass(args.prefix, protocols, args.timeout, progress)
+            results += run_natpass(args.prefix, protocols, args.timeout, progress, args.datapath)
     except LabError as exc:
         print(f"natpass lab demo: {exc}", file=sys.stderr)
         Netns(args.prefix).cleanup()

@@ -93,6 +93,7 @@ class Router:
     mapping: str = "endpoint-independent"
     filtering: str = "address-and-port-dependent"
     forwards: list[Forward] = field(default_factory=list)
+    datapath: str = "packet"  # natpass routers: "packet" or "hybrid" ([router] datapath)
     config: str | None = None
     admin_socket: str | None = None
     pid: int | None = None
@@ -177,6 +178,7 @@ def router_config_toml(r: Router, state_dir: Path) -> str:
         "[router]",
         f'state_dir = "{state_dir}"',
         f'admin_socket = "{r.admin_socket}"',
+        f'datapath = "{r.datapath}"',
     ]
     for f in r.forwards:
         lines += ["[[forward]]", f'proto = "{f.proto}"', f"port = {f.port}", f'to = "{f.to}"']
@@ -204,6 +206,7 @@ def build(
     forwards: list[Forward] | None = None,
     strict: bool = False,
     start_routers: bool = True,
+    datapath: str = "packet",
 ) -> Topology:
     """Build topology ``name`` under ``lab``'s prefix (the caller cleans up on failure)."""
     if name not in TOPOLOGIES:
@@ -227,7 +230,7 @@ def build(
         node="r1", kind=router, lan_if="lan0", lan_addr=LAN_GATEWAY, lan_prefix=LAN_PREFIX,
         wan_if="wan0", wan_addr=r1_wan, wan_prefix=r1_wan_prefix, gateway=r1_gw,
         pptp=pptp, ipsec=ipsec, l2tp=l2tp, strict=strict, mapping=mapping, filtering=filtering,
-        forwards=list(forwards or []),
+        forwards=list(forwards or []), datapath=datapath,
     )
     routers = [home]
     if name != "basic":

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from natpass.router.cli_admin import AdminClient, RouterUnavailable, add_target, api_error, client_for
+from natpass.router.config import RouterConfig
 
 
 def register(sub: Any) -> None:
@@ -87,13 +88,25 @@ def _check(args: argparse.Namespace) -> int:
         "forwards": len(cfg.nat.forwards),
         "passthrough": switches,
     }
+    warnings = _datapath_warnings(cfg)
     if args.json:
-        print(json.dumps(summary))
+        print(json.dumps({**summary, "warnings": warnings}))
     else:
+        for warning in warnings:
+            print(f"natpass: warning: {warning}", file=sys.stderr)
         state = ", ".join(f"{k} {'on' if v else 'off'}" for k, v in switches.items())
         print(f"{cfg.path}: valid — WAN {', '.join(wan_addresses)}, "
               f"LAN {', '.join(lan_prefixes)}, passthrough: {state}")
     return 0
+
+
+def _datapath_warnings(cfg: RouterConfig) -> list[str]:
+    """Settings that, with datapath = "hybrid", bind natpass's flows only (not the kernel's)."""
+    if cfg.datapath != "hybrid":
+        return []
+    from natpass.datapath.hybrid import hybrid_warnings
+
+    return hybrid_warnings(cfg.nat)
 
 
 def _example(args: argparse.Namespace) -> int:

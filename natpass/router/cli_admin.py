@@ -204,6 +204,8 @@ def print_status(status: dict[str, Any], flows: list[dict[str, Any]], console: A
             f"config {status['config_path']}" if status.get("config_path") else None,
             interfaces_text(status.get("interfaces")) if status.get("interfaces") else None]
     console.print("[bold]natpass router[/bold]  " + "  ".join(h for h in head if h))
+    if isinstance(status.get("hybrid"), dict):
+        _print_hybrid(console, status["hybrid"])
 
     states = metrics.switch_states(status)
     helpers = metrics.helpers(status)
@@ -245,6 +247,17 @@ def print_status(status: dict[str, Any], flows: list[dict[str, Any]], console: A
         _rows_table(console, title + shown, flows, "")
     else:
         console.print(title)
+
+
+def _print_hybrid(console: Any, hybrid: dict[str, Any]) -> None:
+    """datapath = "hybrid": which half handles what, and the kernel's flow count."""
+    ct = hybrid.get("kernel_conntrack") or {}
+    console.print(f"[bold]hybrid datapath[/bold]: kernel flows {ct.get('count', '?')} "
+                  f"(of at most {ct.get('max', '?')})")
+    for who in ("natpass", "kernel"):
+        what = hybrid.get(who)
+        if isinstance(what, list):
+            console.print(f"  {who} handles: " + "; ".join(str(w) for w in what))
 
 
 def _num(value: Any) -> float:

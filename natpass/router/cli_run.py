@@ -24,6 +24,9 @@ def register(sub: Any, services: Sequence[ServiceFactory] = ()) -> None:
     run.add_argument("--config", "-c", required=True, metavar="FILE", help="natpass.toml")
     run.add_argument("--foreground", action="store_true",
                      help="accepted for clarity: natpass run always stays in the foreground")
+    run.add_argument("--datapath", choices=("packet", "hybrid"), default=None,
+                     help="overrides [router] datapath: packet (every packet through natpass) or hybrid "
+                     "(the kernel forwards ordinary traffic, natpass the VPN protocols)")
     run.add_argument("--log-level", choices=("debug", "info", "warning", "error"), default=None,
                      help="overrides [router] log_level")
     run.set_defaults(func=functools.partial(_run, services=tuple(services)))
@@ -39,10 +42,10 @@ def _run(args: argparse.Namespace, services: Sequence[ServiceFactory] = ()) -> i
         return 2
     logging.basicConfig(level=level.upper(), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    return run_daemon(args.config, services)
+    return run_daemon(args.config, services, datapath=args.datapath)
 
 
-def run_daemon(config_path: str, services: Sequence[ServiceFactory] = ()) -> int:
+def run_daemon(config_path: str, services: Sequence[ServiceFactory] = (), datapath: str | None = None) -> int:
     """Start, loop until SIGTERM/SIGINT, clean up. Returns the exit status."""
     from natpass.datapath.live_setup import SetupError
     from natpass.router.config import ConfigError
@@ -50,7 +53,7 @@ def run_daemon(config_path: str, services: Sequence[ServiceFactory] = ()) -> int
 
     log = logging.getLogger("natpass.router")
     try:
-        daemon = RouterDaemon(config_path, services=services)
+        daemon = RouterDaemon(config_path, services=services, datapath=datapath)
     except ConfigError as exc:
         log.error("%s", exc)
         return 2

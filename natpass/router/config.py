@@ -20,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from natpass.datapath.owned import DEFAULT_NATPASS_PORTS, DEFAULT_NATT, check_settings
 from natpass.nat.config import (
     BEHAVIOURS,
     Limits,
@@ -32,7 +33,7 @@ from natpass.nat.config import (
 DEFAULT_STATE_DIR = "/var/lib/natpass"
 DEFAULT_ADMIN_SOCKET = "/run/natpass/natpass.sock"
 
-DATAPATHS = ("packet",)
+DATAPATHS = ("packet", "hybrid")
 SECTIONS = ("wan", "lan", "nat", "timeouts", "limits", "passthrough", "router", "forward")
 # The engine's timers run on a one-second wheel: a shorter timeout would end a flow before its
 # answer could arrive, even in a lab.
@@ -91,6 +92,9 @@ admin_socket = "/run/natpass/natpass.sock"
 # admin_tls_cert = "/etc/natpass/admin.crt"   # serve it over HTTPS with this certificate and key
 # admin_tls_key = "/etc/natpass/admin.key"
 # metrics_access = "token"        # /metrics: "token" (an API token or a login) or "loopback" (open to 127.0.0.1 only)
+# datapath = "packet"            # or "hybrid": the kernel forwards ordinary traffic (docs/DATAPATH.md)
+# hybrid_ports = [61440, 65535]  # hybrid: natpass's WAN ports (the kernel's masquerade stays below)
+# hybrid_natt = "kernel"         # hybrid: who handles UDP 4500 (NAT-T), "kernel" or "natpass"
 
 # [[forward]]                   # a static port forward (DNAT) to a server on the LAN
 # proto = "tcp"
@@ -128,6 +132,8 @@ class RouterConfig:
     metrics_access: str = "token"
     datapath: str = "packet"
     log_level: str = "info"
+    hybrid_ports: tuple[int, int] = DEFAULT_NATPASS_PORTS  # datapath = "hybrid": natpass's WAN ports
+    hybrid_natt: str = DEFAULT_NATT  # datapath = "hybrid": who handles UDP 4500
 
     @property
     def wan_addresses(self) -> tuple[bytes, ...]:
@@ -340,7 +346,7 @@ def parse_config(text: str, path: str = "<string>") -> RouterConfig:
         "limits": {f.name for f in dataclasses.fields(Limits)},
         "passthrough": {"pptp", "ipsec", "l2tp", "strict"},
         "router": {"state_dir", "admin_socket", "admin_http", "datapath", "log_level", "admin_tls_cert",
-                   "admin_tls_key", "metrics_access"},
+                   "admin_tls_key", "metrics_access", "hybrid_ports", "hybrid_natt"},
     }
     sections: dict[str, dict[str, Any]] = {}
     for name, keys in allowed.items():
@@ -468,6 +474,11 @@ def parse_config(text: str, path: str = "<string>") -> RouterConfig:
     if datapath not in DATAPATHS:
         raise c.fail(f"datapath must be {' or '.join(map(json.dumps, DATAPATHS))}, not {_describe(datapath)}",
                      "router", "datapath")
+    hybrid_ports = rsec.get("hybrid_ports", list(DEFAULT_NATPASS_PORTS))
+    hybrid_natt = rsec.get("hybrid_natt", DEFAULT_NATT)
+    problem = check_settings(hybrid_ports, hybrid_natt)
+    if problem:
+        raise c.fail(problem, "router", "hybrid_natt" if problem.startswith("hybrid_natt") else "hybrid_ports")
     log_level = rsec.get("log_level", "info")
     if log_level not in ("debug", "info", "warning", "error"):
         raise c.fail("log_level must be debug, info, warning or error", "router", "log_level")
@@ -510,6 +521,8 @@ def parse_config(text: str, path: str = "<string>") -> RouterConfig:
         metrics_access=metrics_access,
         datapath=datapath,
         log_level=log_level,
+        hybrid_ports=(hybrid_ports[0], hybrid_ports[1]),
+        hybrid_natt=hybrid_natt,
     )
 
 

@@ -18,6 +18,7 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
+from natpass.datapath.hybrid import Hybrid, OwnedEngine, describe
 from natpass.datapath.live import LiveDatapath
 from natpass.datapath.live_setup import HostSetup
 from natpass.datapath.packetsock import ipv4_address, mtu
@@ -84,6 +85,17 @@ def flow_dict(flow: FlowView, now: float, wall_now: float) -> dict[str, Any]:
     }
 
 
+def _hybrid_for(cfg: RouterConfig) -> Hybrid | None:
+    """The hybrid datapath's plan for ``cfg`` (None in packet mode)."""
+    if cfg.datapath != "hybrid":
+        return None
+    hybrid = Hybrid(cfg.lan_interface, cfg.wan_interface, cfg.lan_address, cfg.nat, cfg.hybrid_ports,
+                    cfg.hybrid_natt)
+    for line in describe(hybrid.own):
+        log.info("%s", line)
+    return hybrid
+
+
 class RouterDaemon:
     """One natpass router instance in the current network namespace.
 
@@ -91,9 +103,10 @@ class RouterDaemon:
 
     def __init__(self, config_path: str, engine_factory: EngineFactory = build_engine,
                  clock: Callable[[], float] = time.monotonic,
-                 services: Sequence[ServiceFactory] = ()) -> None:
+                 services: Sequence[ServiceFactory] = (), datapath: str | None = None) -> None:
         self.config_path = config_path
-        self.config: RouterConfig = load_config(config_path)
+        self.datapath_override = datapath  # natpass run --datapath: wins over [router] datapath
+        self.config: RouterConfig = self._load(config_path)
         self.clock = clock
         self.engine_factory = engine_factory
         self.started_wall = time.time()
@@ -104,6 +117,8 @@ class RouterDaemon:
         self.engine: Engine | None = None
         self.datapath: LiveDatapath | None = None
         self.setup: HostSetup | None = None
+        self.hybrid: Hybrid | None = None  # datapath = "hybrid": what the kernel does, what natpass owns
+        self.owned: OwnedEngine | None = None  # the engine as the hybrid datapath's sockets see it
         self.admin: AdminServer | None = None
         self.service_factories = tuple(services)
         self.services: list[Service] = []
@@ -118,19 +133,30 @@ class RouterDaemon:
     def state_dir(self) -> str:
         return self.config.state_dir
 
+    def _load(self, path: str) -> RouterConfig:
+        cfg = load_config(path)
+        if self.datapath_override is not None:
+            cfg = dataclasses.replace(cfg, datapath=self.datapath_override)
+        return cfg
+
     # ----- lifecycle ---------------------------------------------------------------------------
     def start(self) -> None:
         """Set up the namespace and the sockets (undone by :meth:`close`)."""
         cfg = self.config
+        hybrid = self.hybrid = _hybrid_for(cfg)
         engine = self.engine = self.engine_factory(self._nat_config(cfg))
-        setup = self.setup = HostSetup(cfg.state_dir, cfg.wan_interface, cfg.lan_interface, cfg.lan_address)
+        setup = self.setup = HostSetup(cfg.state_dir, cfg.wan_interface, cfg.lan_interface, cfg.lan_address,
+                                       share=hybrid.kernel_share() if hybrid else None)
         setup.apply()
         for what in setup.recover_done:
             log.warning("cleaned up after a previous run: %s", what)
         try:
-            self.datapath = LiveDatapath(engine, cfg.lan_interface, cfg.wan_interface,
+            if hybrid is not None:
+                self.owned = hybrid.wrap(engine, min(mtu(cfg.lan_interface), mtu(cfg.wan_interface)))
+            self.datapath = LiveDatapath(self.owned or engine, cfg.lan_interface, cfg.wan_interface,
                                          cfg.lan_address, cfg.wan_gateway, cfg.wan_addresses,
-                                         clock=self.clock)
+                                         clock=self.clock,
+                                         rx_programs=hybrid.rx_programs() if hybrid else None)
             self.datapath.periodic.append(self._usage_tick)
             wan_mtu = mtu(cfg.wan_interface)
             if cfg.nat.wan_mtu > wan_mtu:
@@ -150,6 +176,8 @@ class RouterDaemon:
     def _nat_config(self, cfg: RouterConfig) -> NatConfig:
         """The engine's config, with the router's LAN address as the source of its ICMP errors."""
         nat = cfg.nat
+        if self.hybrid is not None:
+            nat = self.hybrid.engine_config(nat)
         if nat.router_lan_address is None:
             lan = cfg.lan_address or ipv4_address(cfg.lan_interface)
             if lan is not None:
@@ -264,6 +292,8 @@ class RouterDaemon:
                 },
                 "datapath_counters": dp.counters() if dp else {},
             })
+            if self.hybrid is not None:
+                st["hybrid"] = self.hybrid.status(self.owned)
             return st
 
         return self._on_loop(collect)
@@ -365,7 +395,7 @@ class RouterDaemon:
         """
         path = path or self.config_path
         with self._config_lock:
-            new = load_config(path)  # raises ConfigError: nothing applied
+            new = self._load(path)  # raises ConfigError: nothing applied
             change = self._apply(new, Path(path).read_text(encoding="utf-8"), who)
             self.config_path = path
         return change
@@ -374,6 +404,10 @@ class RouterDaemon:
         """Apply a validated config on the loop, keep it in the history and log what changed."""
         old = self.config
         self._check_restart_fields(new)
+        hybrid = self.hybrid.reconfigured(new.nat) if self.hybrid is not None else None
+        if hybrid is not None and self.hybrid is not None and hybrid.kernel_share() != self.hybrid.kernel_share():
+            raise ConfigError(new.path, 0, "with datapath = \"hybrid\", changing timeouts or port forwards "
+                              "changes the kernel's rules and needs a restart (running config kept)")
         summary = summarize(old, new)
 
         def apply() -> dict[str, int]:
@@ -383,6 +417,8 @@ class RouterDaemon:
                 on = new.nat.passthrough.get(name)
                 if on != old.nat.passthrough.get(name):
                     torn[name] = engine.set_switch(name, on, now)
+            if hybrid is not None:
+                self.hybrid = hybrid
             engine.reconfigure(self._nat_config(new), now)
             if self.datapath is not None:
                 self.datapath.wan.gateway = new.wan_gateway
@@ -447,7 +483,9 @@ class RouterDaemon:
                                     ("WAN interface", old.wan_interface, new.wan_interface),
                                     ("datapath", old.datapath, new.datapath),
                                     ("LAN address", old.lan_address, new.lan_address),
-                                    ("state dir", old.state_dir, new.state_dir)):
+                                    ("state dir", old.state_dir, new.state_dir),
+                                    ("hybrid ports", old.hybrid_ports, new.hybrid_ports),
+                                    ("hybrid NAT-T", old.hybrid_natt, new.hybrid_natt)):
             if before != after:
                 raise ConfigError(new.path, 0, f"changing {what} needs a restart (running config kept)")
 
@@ -487,6 +525,9 @@ class RouterDaemon:
                 switch = reason.rsplit(":", 1)[1]
                 if switch in SWITCHES:
                     self._push({"event": "drop", "switch": switch, "reason": reason, "total": total})
+        kernel = self.hybrid.usage_event(now) if self.hybrid is not None else None
+        if kernel is not None:
+            self._push(kernel)
         helpers: dict[str, dict[str, Any]] = engine.status()["helpers"]
         for name, info in helpers.items():
             if name not in SWITCHES:

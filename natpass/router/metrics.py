@@ -183,4 +183,11 @@ def render(status: Mapping[str, Any]) -> str:
                 fam.add("natpass_datapath_events_total", "counter", "Datapath counters by name.", value,
                         counter=str(name))
 
+    hybrid = status.get("hybrid")  # datapath = "hybrid": the kernel's half
+    if isinstance(hybrid, Mapping) and isinstance(hybrid.get("kernel_conntrack"), Mapping):
+        ct = hybrid["kernel_conntrack"]
+        fam.add("natpass_kernel_conntrack_flows", "gauge", "Flows the kernel tracks (hybrid datapath).",
+                ct.get("count"))
+        fam.add("natpass_kernel_conntrack_max", "gauge", "The kernel's conntrack table size.", ct.get("max"))
+
     return fam.render()
