@@ -4,15 +4,12 @@ from __future__ import annotations
 
 import ipaddress
 from dataclasses import dataclass, field
-from typing import Literal
 
-Behaviour = Literal["endpoint-independent", "address-dependent", "address-and-port-dependent"]
-BEHAVIOURS: tuple[Behaviour, ...] = (
-    "endpoint-independent",
-    "address-dependent",
-    "address-and-port-dependent",
-)
+from natpass.nat.behaviour import BEHAVIOURS, Behaviour
+
 SWITCHES = ("pptp", "ipsec", "l2tp")
+__all__ = ["BEHAVIOURS", "SWITCHES", "Behaviour", "Limits", "NatConfig", "Passthrough", "PortForward",
+           "Timeouts"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,8 +66,8 @@ class NatConfig:
     wan_addresses: tuple[bytes, ...] = (bytes([203, 0, 113, 1]),)
     lan_prefixes: tuple[ipaddress.IPv4Network, ...] = (ipaddress.IPv4Network("192.168.1.0/24"),)
     wan_mtu: int = 1500
-    mapping: Behaviour = "endpoint-independent"
-    filtering: Behaviour = "address-and-port-dependent"
+    mapping: Behaviour = Behaviour.ENDPOINT_INDEPENDENT
+    filtering: Behaviour = Behaviour.ADDRESS_AND_PORT_DEPENDENT
     port_range: tuple[int, int] = (1024, 65535)
     port_preservation: bool = True
     hairpinning: bool = True

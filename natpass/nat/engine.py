@@ -28,10 +28,8 @@ from natpass.nat.icmp_errors import (
     ICMP_ERROR_TYPES,
     ICMP_QUERY_REPLIES,
     ICMP_QUERY_REQUESTS,
-    build_icmp_error,
     translate_error,
 )
-from natpass.nat.ports import PORT_BYTES
 from natpass.nat.state import NatState
 from natpass.nat.table import (
     DEAD,
@@ -44,6 +42,14 @@ from natpass.nat.table import (
     Flow,
 )
 from natpass.packets.checksum import adjust, adjust_udp, combine, delta
+from natpass.packets.icmp import (
+    DEST_UNREACHABLE,
+    FRAG_NEEDED,
+    TIME_EXCEEDED,
+    TTL_EXCEEDED_IN_TRANSIT,
+    build_error,
+    may_send_error_about,
+)
 
 DROP = V.DROP
 TO_WAN = V.TO_WAN
@@ -63,9 +69,6 @@ IP_OFFSET = 0x1FFF
 # RFC 793 section 3.1 control bits.
 TCP_SYN_FIN_RST = 0x07
 
-ICMP_DEST_UNREACH = 3
-ICMP_FRAG_NEEDED_CODE = 4  # RFC 1191 section 4 (code 4 of type 3)
-ICMP_TIME_EXCEEDED = 11
 # RFC 1624 adjustments of the (TTL, protocol) word for a TTL decrement / increment.
 TTL_DEC_DELTA = 0xFEFF
 TTL_INC_DELTA = 0x0100
@@ -305,18 +308,18 @@ class Engine(NatState):
         proto = buf[9]
         ff = buf[6] << 8 | buf[7]
         if buf[8] <= 1:
-            return self._ttl_expired(buf, ihl, from_lan, ff)
+            return self._ttl_expired(buf, from_lan)
         if ff & IP_OFFSET:
             return self._later_fragment(buf, ihl, from_lan, now)
         need_frag = False
         if from_lan and total > self._mtu and bytes(buf[16:20]) not in self._wan_set:
             if ff & IP_DF:
-                # RFC 1191 section 4: report the next-hop MTU in the low 16 bits of the ICMP
-                # header's second word.
-                self.reply = build_icmp_error(buf, ICMP_DEST_UNREACH, ICMP_FRAG_NEEDED_CODE,
-                                              self._router_lan_addr,
-                                              b"\x00\x00" + PORT_BYTES[self._mtu & 0xFFFF])
+                # RFC 1191 section 4: the error reports the next-hop MTU
                 self._drop(V.FRAG_NEEDED)
+                if not may_send_error_about(buf):
+                    return DROP
+                self.reply = build_error(buf, DEST_UNREACHABLE, FRAG_NEEDED,
+                                         self._router_lan_addr, mtu=self._mtu)
                 return REPLY | TO_LAN
             need_frag = True
         fkey = b""
@@ -365,22 +368,18 @@ class Engine(NatState):
             return code | MULTI
         return code
 
-    def _ttl_expired(self, buf: bytearray, ihl: int, from_lan: bool, ff: int) -> int:
-        # RFC 1812 4.3.2.7: no ICMP error about an ICMP error or a non-initial fragment.
-        no_reply = bool(ff & IP_OFFSET)
-        if buf[9] == PROTO_ICMP and len(buf) > ihl and buf[ihl] in ICMP_ERROR_TYPES:
-            no_reply = True
-        if buf[8] == 0:
-            no_reply = True  # never forwarded with TTL 0: somebody else's bug, stay quiet
+    def _ttl_expired(self, buf: bytearray, from_lan: bool) -> int:
+        # RFC 1812 4.3.2.7 says who may get an error (natpass.packets.icmp); a TTL of 0 was
+        # never forwarded to us by a correct router: somebody else's bug, stay quiet.
         self._drop(V.TTL_EXCEEDED)
-        if no_reply:
+        if buf[8] == 0 or not may_send_error_about(buf):
             return DROP
         if from_lan:
             src = self._router_lan_addr
         else:
             dst = bytes(buf[16:20])
             src = dst if dst in self._wan_set else self._wans[0]
-        self.reply = build_icmp_error(buf, ICMP_TIME_EXCEEDED, 0, src)
+        self.reply = build_error(buf, TIME_EXCEEDED, TTL_EXCEEDED_IN_TRANSIT, src)
         return REPLY | (TO_LAN if from_lan else TO_WAN)
 
     def _later_fragment(self, buf: bytearray, ihl: int, from_lan: bool, now: float) -> int:

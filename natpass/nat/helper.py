@@ -21,7 +21,6 @@ Order of work for one packet (see docs/ARCHITECTURE.md):
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
@@ -52,12 +51,6 @@ class HelperContext(Protocol):
     def is_lan(self, addr: bytes) -> bool:
         """True when ``addr`` is inside a configured LAN prefix."""
 
-    def is_wan_address(self, addr: bytes) -> bool:
-        """True when ``addr`` is one of the router's WAN addresses."""
-
-    def set_src(self, buf: bytearray, addr: bytes) -> None:
-        """Rewrite the IPv4 source address, fixing the IP checksum (and TCP/UDP's, if any)."""
-
     def set_dst(self, buf: bytearray, addr: bytes) -> None:
         """Rewrite the IPv4 destination address, fixing the IP checksum (and TCP/UDP's, if any)."""
 
@@ -65,24 +58,6 @@ class HelperContext(Protocol):
         """Overwrite ``len(new)`` bytes at ``offset`` (absolute, inside the L4 payload or header)
         and fix the TCP/UDP checksum incrementally. Lengths never change. Odd offsets and lengths
         are handled."""
-
-    def find_flow(self, proto: int, lan_addr: bytes, lan_port: int, remote_addr: bytes,
-                  remote_port: int) -> FlowView | None:
-        """The live flow for this LAN endpoint and remote endpoint, if any."""
-
-    def expect(self, proto: int, remote_addr: bytes | None, wan_addr: bytes, wan_port: int,
-               lan_addr: bytes, lan_port: int, timeout: float, now: float,
-               owner: str) -> None:
-        """Expect an inbound TCP/UDP flow (e.g. a data channel): the first packet from
-        ``remote_addr`` (any when None) to ``wan_addr:wan_port`` creates a flow to
-        ``lan_addr:lan_port``, passing the filtering rules. Expires after ``timeout``."""
-
-    def reserve_port(self, proto: int, wan_addr: bytes, preferred: int | None) -> int | None:
-        """Take a WAN port (or ID) out of the pool, ``preferred`` when free; None when exhausted.
-        Helpers use it for IDs that must not collide with engine mappings."""
-
-    def release_port(self, proto: int, wan_addr: bytes, port: int) -> None:
-        """Give back a port taken with :meth:`reserve_port`."""
 
     def fast_path(self, flow: FlowView, on: bool = True) -> None:
         """Release a claimed flow from per-packet calls: its later packets skip
@@ -130,7 +105,7 @@ class Helper:
 
     def on_ip_packet(self, buf: bytearray, ihl: int, from_lan: bool, now: float) -> int | str:
         """A packet of an owned IP protocol (IPv4 header already checked, TTL already handled).
-        Translate it in place (``ctx.set_src``/``set_dst``, ``ctx.rewrite``) and return the
+        Translate it in place (``natpass.packets.rewrite``, ``ctx.set_dst``) and return the
         verdict code (``TO_WAN``/``TO_LAN``), or a drop reason string."""
         return "no-mapping"
 
@@ -174,5 +149,3 @@ class Helper:
         """Live tunnels (for ``natpass status``): one dict each, JSON-serialisable."""
         return []
 
-
-HelperFactory = Callable[[], Helper]

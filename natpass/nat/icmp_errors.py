@@ -14,7 +14,7 @@ from collections.abc import Callable
 
 from natpass.nat import verdict as V
 from natpass.nat.table import FlowTable
-from natpass.packets.checksum import adjust, combine, delta, internet_checksum
+from natpass.packets.checksum import adjust, combine, delta
 from natpass.packets.icmp import ERROR_TYPES as ICMP_ERROR_TYPES
 from natpass.packets.icmp import QUERY_TYPES, REQUEST_TYPES
 from natpass.packets.ipv4 import FRAG_OFFSET_MASK, PROTO_ICMP, PROTO_TCP, PROTO_UDP
@@ -25,35 +25,6 @@ ICMP_QUERY_REPLIES = QUERY_TYPES - REQUEST_TYPES
 # RFC 1624: decrementing the TTL byte changes the word (TTL, protocol) by -0x100, whose
 # one's complement adjustment ~m + m' is the constant 0xFEFF whatever the TTL value.
 TTL_DEC_DELTA = 0xFEFF
-# RFC 1812 section 4.3.2.3: an ICMP error carries as much of the original as fits in 576 bytes.
-ICMP_ERROR_MAX = 576
-REPLY_TTL = 64  # RFC 1700 default TTL for the replies the router originates
-
-
-def build_icmp_error(orig: bytes | bytearray, icmp_type: int, code: int, src: bytes,
-                     rest: bytes = b"\x00\x00\x00\x00") -> bytearray:
-    """An ICMP error from ``src`` to the sender of ``orig`` quoting as much as RFC 1812 allows."""
-    ihl = (orig[0] & 0x0F) * 4
-    total = min(len(orig), orig[2] << 8 | orig[3])
-    quote = bytes(orig[:max(ihl, min(total, ICMP_ERROR_MAX - 28))])
-    icmp = bytearray([icmp_type, code, 0, 0]) + rest + quote
-    c = internet_checksum(icmp)
-    icmp[2] = c >> 8
-    icmp[3] = c & 0xFF
-    tot = 20 + len(icmp)
-    out = bytearray(20)
-    out[0] = 0x45
-    out[2] = tot >> 8
-    out[3] = tot & 0xFF
-    out[8] = REPLY_TTL
-    out[9] = PROTO_ICMP
-    out[12:16] = src
-    out[16:20] = bytes(orig[12:16])
-    c = internet_checksum(out)
-    out[10] = c >> 8
-    out[11] = c & 0xFF
-    out += icmp
-    return out
 
 
 def quoted_flow_key(buf: bytearray, ihl: int) -> tuple[int, bytes, int, int] | str:
@@ -134,5 +105,5 @@ def far_end_quote(buf: bytearray, ihl: int, table: FlowTable) -> bytes | None:
     return f.o_addr
 
 
-__all__ = ["ICMP_ERROR_TYPES", "build_icmp_error", "ICMP_QUERY_REPLIES", "ICMP_QUERY_REQUESTS", "far_end_quote",
+__all__ = ["ICMP_ERROR_TYPES", "ICMP_QUERY_REPLIES", "ICMP_QUERY_REQUESTS", "far_end_quote",
            "translate_error"]

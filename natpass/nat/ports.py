@@ -1,8 +1,8 @@
 """WAN port (and ICMP identifier) allocation: port preservation, the port range, helper wishes.
 
 A WAN port is in use when a mapping holds it (the engine's per-protocol :class:`PortIndex` of
-mappings by WAN endpoint, shared with this pool) or a helper reserved it: no separate per-port
-set, so a mapping costs no extra memory for it. The pool counts the ports used inside the range
+mappings by WAN endpoint, shared with this pool): no separate per-port set, so a mapping costs
+no extra memory for it. The pool counts the ports used inside the range
 per (protocol, WAN address), so a full range is known in O(1) (``ports-exhausted``).
 """
 
@@ -19,12 +19,11 @@ PORT_BYTES: tuple[bytes, ...] = tuple(p.to_bytes(2, "big") for p in range(65536)
 class PortPool:
     """Free/used WAN ports per protocol and WAN address."""
 
-    __slots__ = ("maps_wan", "reserved", "in_range", "lo", "hi", "rng")
+    __slots__ = ("maps_wan", "in_range", "lo", "hi", "rng")
 
     def __init__(self, maps_wan: dict[int, PortIndex[Any]], lo: int, hi: int,
                  seed: int | None) -> None:
         self.maps_wan = maps_wan
-        self.reserved: dict[int, set[bytes]] = {}  # proto -> WAN keys reserved by helpers
         self.in_range: dict[tuple[int, bytes], int] = {}  # (proto, WAN address) -> ports used
         self.lo, self.hi = lo, hi
         self.rng = random.Random(seed)
@@ -36,12 +35,9 @@ class PortPool:
         self.rng = random.Random(seed)
 
     def is_free(self, proto: int, wkey: bytes) -> bool:
-        """``wkey`` (WAN address + port bytes) is held by no mapping and no reservation."""
+        """``wkey`` (WAN address + port bytes) is held by no mapping."""
         mw = self.maps_wan.get(proto)
-        if mw is not None and wkey in mw:
-            return False
-        r = self.reserved.get(proto)
-        return r is None or wkey not in r
+        return mw is None or wkey not in mw
 
     def count(self, proto: int, wan: bytes, port: int, n: int) -> None:
         """A port was taken (``n`` 1) or given back (-1)."""
@@ -49,21 +45,13 @@ class PortPool:
             k = (proto, wan)
             self.in_range[k] = self.in_range.get(k, 0) + n
 
-    def release(self, proto: int, wan: bytes, port: int) -> None:
-        """Give back a helper's reservation."""
-        wkey = wan + PORT_BYTES[port]
-        r = self.reserved.get(proto)
-        if r is not None and wkey in r:
-            r.discard(wkey)
-            self.count(proto, wan, port, -1)
-
-    def alloc(self, proto: int, wan: bytes, preferred: int | None, preserve: int | None,
-              reserve: bool = False) -> int | None:
+    def alloc(self, proto: int, wan: bytes, preferred: int | None,
+              preserve: int | None) -> int | None:
         """A free WAN port: ``preferred`` (a helper's wish), else ``preserve`` (port
         preservation, RFC 4787 REQ-3, only inside the port range as Linux masquerade with a
         range does), else random in the range (RFC 6056 algorithm 1: random start, linear
-        probe); None when the range is full. Counted as used; the caller inserts the mapping,
-        or ``reserve`` marks it reserved for a helper. A helper's preferred port may lie outside
+        probe); None when the range is full. Counted as used; the caller inserts the mapping.
+        A helper's preferred port may lie outside
         the range (IKE's 500, L2TP's 1701: what their peers expect)."""
         pb = PORT_BYTES
         port: int | None = None
@@ -86,7 +74,5 @@ class PortPool:
                 p = p + 1 if p < hi else lo
             if port is None:
                 return None
-        if reserve:
-            self.reserved.setdefault(proto, set()).add(wan + pb[port])
         self.count(proto, wan, port, 1)
         return port

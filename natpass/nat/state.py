@@ -15,8 +15,9 @@ from typing import Any
 
 from natpass.nat import tcp_track
 from natpass.nat import verdict as V
+from natpass.nat.behaviour import Behaviour
 from natpass.nat.config import SWITCHES, NatConfig
-from natpass.nat.context import EngineContext, Expectation
+from natpass.nat.context import EngineContext
 from natpass.nat.fragments import Fragments
 from natpass.nat.helper import Helper
 from natpass.nat.ports import PORT_BYTES, PortPool
@@ -96,7 +97,6 @@ class NatState:
         self._unreplied: deque[Flow] = deque()
         self._wheel = TimerWheel()
         self._frags = Fragments(config.limits.max_fragments, config.timeouts.fragment)
-        self._expects: dict[tuple[int, bytes, int], list[Expectation]] = {}
         self._next_tick = float("-inf")
         self._last_helper_tick = float("-inf")
         self._apply_config(config)
@@ -114,8 +114,8 @@ class NatState:
         self._lan_nets = [(int(n.network_address), int(n.netmask)) for n in config.lan_prefixes]
         self._router_lan_addr = bytes(config.router_lan_address or self._wans[0])
         self._mtu = config.wan_mtu
-        self._mapping = config.mapping
-        self._filtering = config.filtering
+        self._mapping = Behaviour(config.mapping)
+        self._filtering = Behaviour(config.filtering)
         lo, hi = config.port_range
         self._ports.set_range(lo, hi, config.seed)
         t = config.timeouts
@@ -130,10 +130,11 @@ class NatState:
         self._max_per_host = config.limits.max_flows_per_host
         self._inbound_refresh = config.inbound_refresh
         self._preserve = config.port_preservation
-        self._track_remotes = config.filtering == "address-dependent"
+        self._eim = self._mapping is Behaviour.ENDPOINT_INDEPENDENT
+        self._track_remotes = self._filtering.needs_remotes
         # a flow may hold its own mapping only when the mapping key is the LAN endpoint alone
         # and no per-mapping remote set is needed
-        self._holders = config.mapping == "endpoint-independent" and not self._track_remotes
+        self._holders = self._eim and not self._track_remotes
 
     def _register(self, h: Helper) -> None:
         if h.name in self._helper_by_name:
@@ -210,7 +211,7 @@ class NatState:
     def _mapping_key_for(self, m: Mapping) -> bytes | None:
         # Only endpoint-independent keys can be rebuilt without the remote end; the dependent
         # behaviours keep their key (they hold the remote in it already).
-        if self._mapping == "endpoint-independent":
+        if self._eim:
             return m.lan_addr + PORT_BYTES[m.lan_port]
         return m.lan_key if len(m.lan_key) > 6 else None
 
@@ -307,24 +308,6 @@ class NatState:
             return w[0]
         return w[int.from_bytes(lan, "big") % len(w)]
 
-    def _expect(self, proto: int, remote: bytes | None, wan: bytes, wan_port: int, lan: bytes,
-                lan_port: int, deadline: float, owner: str) -> None:
-        self._expects.setdefault((proto, wan, wan_port), []).append(
-            Expectation(remote, lan, lan_port, deadline, owner))
-
-    def _match_expect(self, proto: int, wan: bytes, wan_port: int, remote: bytes,
-                      now: float) -> Expectation | None:
-        lst = self._expects.get((proto, wan, wan_port))
-        if not lst:
-            return None
-        for i, e in enumerate(lst):
-            if e.deadline > now and (e.remote is None or e.remote == remote):
-                del lst[i]
-                if not lst:
-                    del self._expects[(proto, wan, wan_port)]
-                return e
-        return None
-
     def _timeout_for(self, f: Flow) -> float:
         p = f.proto
         if p == PROTO_TCP:
@@ -344,7 +327,7 @@ class NatState:
         self._wheel.schedule(f, deadline, self.table.count)
 
     def _tick(self, now: float) -> None:
-        """Timers up to ``now``: idle flows, fragment state, expectations, helpers' own."""
+        """Timers up to ``now``: idle flows, fragment state, helpers' own."""
         self._next_tick = float(int(now) + 1)
         for f in self._wheel.due(now):
             if f.flags & DEAD:
@@ -358,13 +341,6 @@ class NatState:
         if timed_out:
             d2 = self.drops
             d2[V.FRAGMENT_TIMEOUT] = d2.get(V.FRAGMENT_TIMEOUT, 0) + timed_out
-        if self._expects:
-            for k2 in list(self._expects):
-                keep = [e for e in self._expects[k2] if e.deadline > now]
-                if keep:
-                    self._expects[k2] = keep
-                else:
-                    del self._expects[k2]
         if self._helpers and now >= self._last_helper_tick + 1.0:
             self._last_helper_tick = now
             for h in self._helpers:
@@ -542,12 +518,7 @@ class NatState:
             f.helper.on_flow_closed(f, now)
 
     def _mapping_key(self, proto: int, lan: bytes, lport: int, remote: bytes, rport: int) -> bytes:
-        mb = self._mapping
-        if mb == "endpoint-independent":
-            return lan + PORT_BYTES[lport]
-        if mb == "address-dependent":
-            return lan + PORT_BYTES[lport] + remote
-        return lan + PORT_BYTES[lport] + remote + PORT_BYTES[rport]
+        return self._mapping.mapping_key(lan, lport, remote, rport)
 
     def _new_outbound(self, proto: int, out_key: bytes, lan: bytes, lport: int, remote: bytes,
                       rport: int, now: float) -> Flow | str:
@@ -558,7 +529,7 @@ class NatState:
                 return why
         helper = self._port_helpers[proto].get(rport) if proto != PROTO_ICMP else None
         maps_lan = self._maps_lan[proto]
-        eim = self._mapping == "endpoint-independent"
+        eim = self._eim
         if eim:
             mkey = b""  # built only if a Mapping object is made
             m = maps_lan.get_ep(lan, lport)
@@ -572,7 +543,7 @@ class NatState:
             port: int | None
             maps_wan = self._maps_wan[proto]
             if (helper is None and self._preserve and self._ports.lo <= lport <= self._ports.hi
-                    and maps_wan.get_at(wan, lport) is None and not self._ports.reserved):
+                    and maps_wan.get_at(wan, lport) is None):
                 # port preservation (RFC 4787 REQ-3), the common case, without the general call
                 port = lport
                 k = (proto, wan)
@@ -634,33 +605,23 @@ class NatState:
 
     def _new_inbound(self, buf: bytearray, ihl: int, proto: int, in_key: bytes,
                      now: float) -> Flow | str:
-        """An inbound TCP/UDP packet with no flow: expectation, port forward or filtering."""
+        """An inbound TCP/UDP packet with no flow: port forward or filtering."""
         remote = in_key[0:4]
         wan = in_key[4:8]
         rport = buf[ihl] << 8 | buf[ihl + 1]
         wport = buf[ihl + 2] << 8 | buf[ihl + 3]
         if wan not in self._wan_set:
             return V.NO_MAPPING
-        e = self._match_expect(proto, wan, wport, remote, now)
         m = self._maps_wan[proto].get(wan + PORT_BYTES[wport])
-        if e is not None:
-            lan, lport = e.lan_addr, e.lan_port
-            helper: Helper | None = self._helper_by_name.get(e.owner)
-            mapping = m if (m is not None and m.lan_addr == lan and m.lan_port == lport) else None
-        elif m is None:
+        if m is None:
             return V.NO_MAPPING
-        else:
-            if not m.static:
-                fb = self._filtering
-                if fb == "address-and-port-dependent":
-                    return V.FILTERED  # an allowed remote endpoint would have a flow already
-                if fb == "address-dependent" and not (m.remotes and remote in m.remotes):
-                    return V.FILTERED
-            lan, lport = m.lan_addr, m.lan_port
-            mapping = m
-            helper = self._port_helpers[proto].get(lport) if m.static else None
-            if helper is None and not m.static:
-                helper = self._port_helpers[proto].get(rport)
+        if not m.static and not self._filtering.admits(m.remotes, remote):
+            return V.FILTERED
+        lan, lport = m.lan_addr, m.lan_port
+        mapping: Mapping | Flow = m
+        helper = self._port_helpers[proto].get(lport) if m.static else None
+        if helper is None and not m.static:
+            helper = self._port_helpers[proto].get(rport)
         out_key = lan + remote + PORT_BYTES[lport] + PORT_BYTES[rport]
         if self.table.lookup_out(proto, out_key) is not None:
             return V.FILTERED  # that LAN endpoint already talks to this remote another way

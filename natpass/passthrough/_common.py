@@ -8,8 +8,8 @@ from typing import Any, Final, Generic, Protocol, TypeVar
 
 from natpass.nat.config import Limits, NatConfig, Timeouts
 from natpass.nat.helper import Helper, HelperContext
-from natpass.packets.checksum import apply_delta, delta
-from natpass.packets.ipv4 import OFF_CHECKSUM, OFF_DST, OFF_SRC, addr_to_str
+from natpass.packets.ipv4 import OFF_DST, OFF_SRC, addr_to_str
+from natpass.packets.rewrite import set_address
 
 SEQ_MASK = 0xFFFFFFFF  # TCP sequence numbers wrap at 2**32 (RFC 9293 3.4)
 HALF_SEQ = 0x80000000
@@ -212,28 +212,8 @@ def cap(table: dict[Any, Any], limit: int) -> None:
         del table[next(iter(table))]
 
 
-_DELTAS: dict[bytes, int] = {}  # old+new address -> RFC 1624 adjustment (a handful of pairs)
-_MAX_DELTAS = 65536
-
-
-def set_ip_addr(buf: bytearray, off: int, new: bytes) -> None:
-    """Replace the IPv4 source (``OFF_SRC``) or destination (``OFF_DST``) address of a GRE, ESP or
-    AH packet, adjusting the header checksum (RFC 1624). These protocols have no pseudo-header
-    checksum, so this is all ``HelperContext.set_src/set_dst`` would do, without recomputing the
-    adjustment for every packet of a tunnel."""
-    old = bytes(buf[off:off + 4])
-    if old == new:
-        return
-    key = old + new
-    adj = _DELTAS.get(key)
-    if adj is None:
-        adj = delta(old, new)
-        if len(_DELTAS) < _MAX_DELTAS:
-            _DELTAS[key] = adj
-    buf[off:off + 4] = new
-    c = apply_delta((buf[OFF_CHECKSUM] << 8) | buf[OFF_CHECKSUM + 1], adj)
-    buf[OFF_CHECKSUM] = c >> 8
-    buf[OFF_CHECKSUM + 1] = c & 0xFF
+# Address rewrites of GRE, ESP and AH packets: the one implementation in natpass.packets.
+set_ip_addr = set_address
 
 
 class SwitchedHelper(Helper):

@@ -1,4 +1,4 @@
-"""The helper contract, proven with a tiny helper: claims, payload rewrite, expectation, close."""
+"""The helper contract, proven with a tiny helper: claims, payload rewrite, events, close."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from scapy.packet import Raw
 from natpass.nat import verdict as V
 from natpass.nat.config import Passthrough
 from natpass.nat.helper import FlowView, Helper
+from natpass.packets.rewrite import set_address
 
 ECHO_PORT = 7777  # the toy protocol's server port
 TOY_PROTO = 99
@@ -51,10 +52,7 @@ class ToyHelper(Helper):
             self.ctx.rewrite(buf, body + 5, wan)
             self.ctx.count("toy:rewrites")
         if from_lan and bytes(buf[body:body + 5]) == b"DATA:":
-            port = int(bytes(buf[body + 5:body + 10]))
-            self.ctx.expect(17, flow.remote_addr, flow.wan_addr, port, flow.lan_addr, port,
-                            30.0, now, self.name)
-            self.ctx.log("toy-data", port=port)
+            self.ctx.log("toy-data", port=int(bytes(buf[body + 5:body + 10])))
         flow.helper_state = "seen"
         return None
 
@@ -66,7 +64,7 @@ class ToyHelper(Helper):
         if not self.enabled:
             return V.passthrough_disabled(self.name)
         if from_lan:
-            self.ctx.set_src(buf, self.ctx.wan_address_for(bytes(buf[12:16])))
+            set_address(buf, 12, self.ctx.wan_address_for(bytes(buf[12:16])))
             return V.TO_WAN
         self.ctx.set_dst(buf, a(LAN1))
         return V.TO_LAN
@@ -121,31 +119,6 @@ def test_helper_rewrite_odd_offset_odd_length():
     assert checksums_ok(b)
 
 
-def test_helper_expectation_lets_the_callback_through_filtering():
-    e, h = make()
-    b = udp(LAN1, REMOTE, 5000, ECHO_PORT, b"DATA:20000")
-    assert out(e, b, 1.0) == V.TO_WAN
-    assert e.drain_events() == [{"event": "toy-data", "port": 20000}]
-    # APDF would filter this; the expectation admits it once
-    cb = udp(REMOTE, WAN1, 3333, 20000, b"data")
-    assert inb(e, cb, 2.0) == V.TO_LAN
-    assert (parse(cb).dst, parse(cb).dport) == (LAN1, 20000)
-    assert checksums_ok(cb)
-    # replies map back
-    r = udp(LAN1, REMOTE, 20000, 3333, b"ack")
-    assert out(e, r, 3.0) == V.TO_WAN
-    assert (parse(r).src, parse(r).sport) == (WAN1, 20000)
-    # the flow created from the expectation belongs to the helper
-    flows = [f for f in e.flows() if f.lan_port == 20000]
-    assert flows and flows[0].helper_state == "seen"
-
-
-def test_expectation_expires():
-    e, h = make()
-    out(e, udp(LAN1, REMOTE, 5000, ECHO_PORT, b"DATA:20001"), 1.0)
-    assert inb(e, udp(REMOTE, WAN1, 3333, 20001), 40.0) == V.DROP
-
-
 def test_helper_closed_callback_on_tcp_close_and_timeout():
     e, h = make()
     s = tcp(LAN1, REMOTE, 5002, ECHO_PORT, "S")
@@ -198,23 +171,16 @@ def test_helper_tick_at_most_once_per_second():
     assert h.ticks == [0.0, 1.1, 2.3]
 
 
-def test_reserve_port_shared_with_engine_pool():
-    e, h = make()
-    assert h.ctx.reserve_port(17, a(WAN1), 5000) == 5000
-    b = udp(LAN1, REMOTE, 5000, 53)
-    out(e, b)
-    assert parse(b).sport != 5000  # the engine does not hand out a reserved port
-    h.ctx.release_port(17, a(WAN1), 5000)
-    b2 = udp(LAN2, REMOTE, 5000, 53)
-    out(e, b2)
-    assert parse(b2).sport == 5000
+def find_flow(e, lan: str, lport: int) -> FlowView:
+    return next(f for f in e.flows() if f.lan_addr == a(lan) and f.lan_port == lport)
 
 
-def test_find_flow_and_status_lists_helper():
+def test_helper_event_logged_and_status_lists_helper():
     e, h = make()
-    out(e, udp(LAN1, REMOTE, 5000, ECHO_PORT, b"x"))
-    f = h.ctx.find_flow(17, a(LAN1), 5000, a(REMOTE), ECHO_PORT)
-    assert f is not None and f.wan_port == 40404 and f.outbound
+    assert out(e, udp(LAN1, REMOTE, 5000, ECHO_PORT, b"DATA:20000"), 1.0) == V.TO_WAN
+    assert e.drain_events() == [{"event": "toy-data", "port": 20000}]
+    f = find_flow(e, LAN1, 5000)
+    assert f.wan_port == 40404 and f.outbound
     assert e.status()["helpers"]["pptp"]["stats"]["packets"] == 1
 
 
@@ -244,7 +210,7 @@ def test_helper_inbound_lookup_decides_the_flow():
     p1, p2 = parse(b1).sport, parse(b2).sport
     assert p1 != p2
     # the helper says the packet addressed to LAN1's mapping belongs to LAN2's flow
-    h.pick = h.ctx.find_flow(17, a(LAN2), 500, a(REMOTE), 500)
+    h.pick = find_flow(e, LAN2, 500)
     r = udp(REMOTE, WAN1, 500, p1, b"resp")
     assert inb(e, r) == V.TO_LAN
     assert (parse(r).dst, parse(r).dport) == (LAN2, 500)

@@ -26,6 +26,7 @@ from scapy.layers.inet import IPerror
 
 from natpass.nat import verdict as V
 from natpass.packets.checksum import internet_checksum, l4_checksum
+from natpass.packets.icmp import may_send_error_about
 
 ROUTER_MID = "198.51.100.254"
 
@@ -205,6 +206,26 @@ def test_no_time_exceeded_about_an_icmp_error():
     inner = udp(REMOTE, LAN1, 1, 2)
     err = raw(IP(src=LAN1, dst=REMOTE, ttl=1) / ICMP(type=3, code=3) / bytes(inner))
     assert out(e, err) == V.DROP and e.last_drop == V.TTL_EXCEEDED
+
+
+def test_rfc1812_no_time_exceeded_to_a_source_that_names_no_host():
+    """RFC 1812 4.3.2.7, one rule for the engine and natpass.packets.icmp: no error to a
+    multicast, loopback or unspecified source, nor about a packet to a multicast address."""
+    e = eng()
+    for src in ("224.0.0.9", "127.0.0.1", "0.0.0.0", "240.0.0.1"):
+        b = udp(src, WAN1, 53, 40000, ttl=1)
+        assert inb(e, b) == V.DROP and e.last_drop == V.TTL_EXCEEDED, src
+        assert may_send_error_about(b) is False
+    to_group = udp(LAN1, "239.1.2.3", 5000, 5000, ttl=1)
+    assert out(e, to_group) == V.DROP and e.last_drop == V.TTL_EXCEEDED
+    ok = udp(LAN1, REMOTE, 5000, 53, ttl=1)
+    assert out(e, ok) == V.REPLY | V.TO_LAN and may_send_error_about(ok)
+
+
+def test_no_fragmentation_needed_about_a_multicast_datagram():
+    e = eng(wan_mtu=1400)
+    b = udp(LAN1, "239.1.2.3", 5000, 5000, b"x" * 1500, flags="DF")
+    assert out(e, b) == V.DROP and e.last_drop == V.FRAG_NEEDED
 
 
 def test_rfc1191_df_packet_over_wan_mtu_answers_fragmentation_needed():
