@@ -287,6 +287,21 @@ class Rules:
         natd = s.extra.get("natd")
         nat_seen = isinstance(natd, dict) and any(not v[0] for v in natd.values())
         answer = f.get("sa_init response") or f.get("main mode responder")
+        nxt = f.get("auth request") or f.get("nat-t switch") or f.get("quick mode initiator")
+        repeats = [e for e in s.steps.ev.get("out", []) if answer is not None and e[1] > answer[1]]
+        if answer is not None and nxt is None and len(repeats) >= 2:
+            # The first request was answered here, and the client went on repeating it without any
+            # next step: the answers seen at this point never reached the client (RFC 7296 2.1
+            # retransmits only unanswered requests).
+            self.add("ike-answers-dropped", "error", None,
+                     _step_ev(s, "sa_init response", "main mode responder") + _ev(repeats, "request repeated"),
+                     f"IKE from {d.addr_str(s.client)} to {d.addr_str(s.server)} was answered "
+                     f"({_ep(s.server, s.sport)} replied) and the client repeated its first request "
+                     f"{len(repeats)} more time(s) after that: the answers did not reach it.",
+                     "Check what lies between this capture point and the client for inbound UDP 500/4500 "
+                     "(the router's firewall; for IPv6, its IPv6 firewall).", s.name)
+            self.set_status(s, "failed", "answer delivery")
+            return
         if (nat_seen and not s.extra.get("natt") and answer is not None
                 and (s.client, s.server) not in self.natt_pairs
                 and self.end - answer[1] >= ONE_WAY_MIN_SECONDS):

@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Final, Literal
 
-Missing = Literal["answer", "request", "data-back", "data-out", "control"]
+Missing = Literal["answer", "request", "data-back", "data-out", "control", "delivery"]
 
 # What a missing step means, per capture point, by what kind of step is missing.
 CAUSES: Final[dict[Missing, dict[str, str]]] = {
@@ -48,6 +48,16 @@ CAUSES: Final[dict[Missing, dict[str, str]]] = {
                       "left it: the router did not deliver them to the client (no mapping, switch off)",
         "server": "the server's tunnel packets went out and nothing of the client came back: lost "
                   "on the way to the client (a NAT without a helper for this protocol)",
+    },
+    "delivery": {  # the server's answers were seen here, and the client kept repeating its request
+        "client": "answers were seen elsewhere but none reached the client: dropped on the way back",
+        "router-lan": "the answers were put on the LAN and the client kept repeating: the client "
+                      "ignored or never received them (its own firewall)",
+        "router-wan": "the server's answers reached this router's WAN side and the client kept repeating "
+                      "its request: this router dropped the answers on the way in (an inbound firewall "
+                      "rule or a missing mapping)",
+        "server": "the server answered and the client kept repeating its request: the answers are lost "
+                  "on the way back to the client",
     },
     "control": {  # the control connection itself
         "client": "the client's connection attempts were not answered (or reset)",
@@ -155,6 +165,7 @@ STALLS: Final[tuple[Stall, ...]] = (
     Stall("ikev2", "nat-t switch", "natt-blocked", W_IKE, "request", CHECK_NATT,
           (_NATT_NONE_AT_WAN, _NATT_NONE_AT_CLIENT)),
     Stall("ikev2", "nat-t response", "natt-blocked", W_IKE, "answer", CHECK_NATT, (_NATT_UNANSWERED_CLIENT,)),
+    Stall("ikev2", "answer delivery", "ike-answers-dropped", W_IKE, "delivery", CHECK_IKE),
     Stall("ikev2", "auth request", "ike-stalled", W_IKE, "request", CHECK_IKE_AUTH),
     Stall("ikev2", "auth response", "ike-auth-no-response", W_IKE_AUTH, "answer", CHECK_IKE_AUTH),
     Stall("ikev1", "main mode initiator", "ike-stalled", W_IKE, "request", CHECK_IKE),
@@ -162,6 +173,7 @@ STALLS: Final[tuple[Stall, ...]] = (
     Stall("ikev1", "nat-t switch", "natt-blocked", W_IKE, "request", CHECK_NATT,
           (_NATT_NONE_AT_WAN, _NATT_NONE_AT_CLIENT)),
     Stall("ikev1", "nat-t response", "natt-blocked", W_IKE, "answer", CHECK_NATT, (_NATT_UNANSWERED_CLIENT,)),
+    Stall("ikev1", "answer delivery", "ike-answers-dropped", W_IKE, "delivery", CHECK_IKE),
     Stall("ikev1", "quick mode initiator", "ike-stalled", W_IKE, "request", CHECK_IKE_AUTH),
     Stall("ikev1", "quick mode responder", "ike-stalled", W_IKE, "answer", CHECK_IKE_AUTH),
     Stall("esp", "esp-out", "esp-blocked", W_IKE, "data-out", CHECK_ESP),

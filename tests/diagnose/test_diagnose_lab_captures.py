@@ -103,7 +103,8 @@ sys_path_derive = str(Path(__file__).resolve().parent / "derive")
 
 
 @pytest.mark.parametrize("stem", ["plain-cgnat", "plain-double-nat", "openvpn-static-basic",
-                                  "openvpn-tls-crypt-basic", "ikev2-natt-blocked-basic"])
+                                  "openvpn-tls-crypt-basic", "ikev2-natt-blocked-basic", "ikev2-ipv6-basic",
+                                  "ikev2-ipv6-blocked-basic"])
 def test_recorded_real_programs_diagnosed_from_both_sides(stem: str) -> None:
     import sys
 

@@ -21,6 +21,7 @@ JOBS = [  # (recorder name, topology, stem of the committed pair, connects)
     ("openvpn-static", "basic", "openvpn-static-basic", True),
     ("openvpn-tls-crypt", "basic", "openvpn-tls-crypt-basic", True),
     ("ikev2-natt-blocked", "basic", "ikev2-natt-blocked-basic", False),
+    ("ikev2-ipv6-blocked", "basic", "ikev2-ipv6-blocked-basic", False),
 ]
 
 

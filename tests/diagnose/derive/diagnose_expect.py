@@ -67,7 +67,31 @@ def ikev2_natt_blocked(client: Diagnosis, wan: Diagnosis) -> None:
     assert "at this router" in next(f for f in wan.findings if f.code == "natt-blocked").explanation
 
 
+def ikev2_ipv6(client: Diagnosis, wan: Diagnosis) -> None:
+    """strongSwan over IPv6, no NAT: recognised like IPv4, established from both points."""
+    for diag in (client, wan):
+        assert diag.capture.ipv6 == diag.capture.packets > 0
+        assert {p.name for p in diag.protocols} >= {"ikev2"}
+        assert {p.status for p in diag.protocols} == {"established"} and not diag.errors()
+        assert all(p.client.startswith("[2001:db8:") for p in diag.protocols)
+    assert (client.vantage.point, wan.vantage.point) == ("client", "router-wan")
+
+
+def ikev2_ipv6_blocked(client: Diagnosis, wan: Diagnosis) -> None:
+    """The home router's IPv6 firewall drops the IKE answers: the client sees none (ike-no-response),
+    the router's WAN side sees them arrive while the client keeps asking (ike-answers-dropped);
+    both carry the RFC 6092 advice."""
+    assert {"ike-no-response", "ipv6-ipsec-filtered"} <= client.codes()
+    assert {"ike-answers-dropped", "ipv6-ipsec-filtered"} <= wan.codes()
+    stall = stall_for("ikev2", "answer delivery")
+    assert stall is not None
+    (f,) = [f for f in wan.findings if f.code == "ike-answers-dropped"]
+    assert stall.cause("router-wan") in f.explanation and f.windows_error == 809
+
+
 EXPECT: dict[str, Callable[[Diagnosis, Diagnosis], None]] = {
+    "ikev2-ipv6-basic": ikev2_ipv6,
+    "ikev2-ipv6-blocked-basic": ikev2_ipv6_blocked,
     "plain-cgnat": plain_cgnat,
     "plain-double-nat": plain_double_nat,
     "openvpn-static-basic": openvpn_static,
