@@ -21,11 +21,13 @@ from natpass.datapath.pcap import PcapWriter, iter_capture
 from natpass.nat import verdict as V
 from natpass.nat.config import NatConfig
 from natpass.packets.icmp import ICMP_HEADER, fix_icmp_checksum, verify_icmp
+from natpass.packets.ipproto import proto_name
 from natpass.packets.ipv4 import fix_ip_checksum, header_checksum_ok
 from natpass.packets.tcp import TCP_MIN_HEADER, fix_tcp_checksum, verify_tcp
 from natpass.packets.udp import UDP_HEADER, fix_udp_checksum, verify_udp
 
-PROTO_NAMES = {1: "icmp", 6: "tcp", 17: "udp", 47: "gre", 50: "esp", 51: "ah"}
+# by_ip_protocol keys: these by name, every other protocol as "other" (docs: replay --json).
+_BY_PROTO = frozenset({1, 6, 17, 47, 50, 51})
 PROTO_KEYS = ("tcp", "udp", "icmp", "gre", "esp", "ah", "other")
 _PRIVATE = [ipaddress.IPv4Network(n) for n in
             ("10.0.0.0/8", "172.16.0.0/12", "192.168.0.0/16", "100.64.0.0/10")]
@@ -141,7 +143,7 @@ def _flow_label(ip: bytes | bytearray, from_lan: bool) -> str:
     proto = ip[9]
     ihl = (ip[0] & 0x0F) * 4
     src, dst = ipaddress.IPv4Address(bytes(ip[12:16])), ipaddress.IPv4Address(bytes(ip[16:20]))
-    name = PROTO_NAMES.get(proto, f"ip{proto}")
+    name = proto_name(proto)
     frag = (ip[6] & 0x1F) << 8 | ip[7]
     s = d = extra = ""
     if frag == 0 and proto in (6, 17) and len(ip) >= ihl + 4:
@@ -228,7 +230,7 @@ def replay_capture(
                     continue
                 from_lan = src_lan
                 label = _flow_label(buf, from_lan)
-                key = PROTO_NAMES.get(buf[9], "other")
+                key = proto_name(buf[9]) if buf[9] in _BY_PROTO else "other"
             if from_lan:
                 if lan_w:
                     lan_w.write(bytes(buf), pkt.ts)

@@ -50,6 +50,7 @@ from natpass.packets.icmp import (
     build_error,
     may_send_error_about,
 )
+from natpass.packets.ipproto import proto_name
 
 DROP = V.DROP
 TO_WAN = V.TO_WAN
@@ -129,8 +130,7 @@ class Engine(NatState):
         return cast(Iterator[FlowView], iter(self.table))
 
     def status(self) -> dict[str, Any]:
-        names = {1: "icmp", 6: "tcp", 17: "udp"}
-        by_proto = {names.get(p, str(p)): n for p, n in self.table.by_proto().items()}
+        by_proto = {proto_name(p): n for p, n in self.table.by_proto().items()}
         return {
             "flows": {"total": len(self.table), "by_proto": by_proto},
             "mappings": sum(len(m) for m in self._maps_wan.values()),

@@ -54,6 +54,7 @@ from typing import Any, Protocol, TypeVar
 from urllib.parse import parse_qs, urlsplit
 
 from natpass.nat.config import SWITCHES
+from natpass.packets.ipproto import proto_name
 from natpass.router import metrics
 from natpass.router.config import ConfigError
 from natpass.router.settings import BackupError, ConfigChange, SwitchResult
@@ -693,7 +694,6 @@ def _duration(seconds: Any) -> str:
     return (f"{days}d " if days else "") + f"{hours:02d}:{minutes:02d}:{s:02d}"
 
 
-PROTO_NAMES = {1: "icmp", 6: "tcp", 17: "udp", 47: "gre", 50: "esp", 51: "ah"}
 
 
 def compact_flow(flow: Mapping[str, Any]) -> dict[str, Any]:
@@ -702,7 +702,7 @@ def compact_flow(flow: Mapping[str, Any]) -> dict[str, Any]:
     out: dict[str, Any] = {}
     proto = flow.get("proto")
     if "proto" in flow:
-        out["proto"] = PROTO_NAMES.get(proto, proto) if isinstance(proto, int) else proto
+        out["proto"] = proto_name(proto) if isinstance(proto, int) else proto
     for side in ("lan", "wan", "remote"):
         addr, port = flow.get(f"{side}_addr"), flow.get(f"{side}_port")
         if addr is not None:

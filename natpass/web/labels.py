@@ -5,8 +5,7 @@ from __future__ import annotations
 import re
 
 from natpass.nat.table import FIN_LAN, FIN_WAN, RST_SEEN, SYN_LAN, SYN_WAN
-
-PROTO_NAMES = {1: "ICMP", 6: "TCP", 17: "UDP", 47: "GRE", 50: "ESP", 51: "AH"}
+from natpass.packets import ipproto
 
 COUNTERS = {
     "packets_from_lan": "Packets from the LAN",
@@ -102,7 +101,7 @@ def is_bytes(counter: str) -> bool:
 
 def proto_name(proto: object) -> str:
     if isinstance(proto, int) and not isinstance(proto, bool):
-        return PROTO_NAMES.get(proto, f"IP {proto}")
+        return ipproto.proto_name(proto).upper()
     return str(proto).upper() if proto is not None else "?"
 
 
