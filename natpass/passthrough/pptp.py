@@ -19,6 +19,9 @@ Rules, per call:
 - A call ends on Call-Clear-Request, Call-Disconnect-Notify, a failed OCRP/ICRP, Stop-Control-
   Connection-Request/Reply, the control connection closing, or ``timeouts.gre`` without traffic
   (GRE and control messages both refresh it). GRE v1 for an ended call is dropped ``pptp:no-call``.
+  A call that ended here without the far end being told (idle, pushed out by the limits) keeps its
+  WAN Call ID held while its control connection lives: the far end may still hold the call, so
+  the id goes to no other client until the call is cleared or the connection ends.
 
 The control stream is parsed here rather than with :class:`natpass.packets.pptp.PptpStream`,
 which yields only complete messages: a Call ID must be rewritten in the very segment that carries
@@ -77,6 +80,8 @@ ENDING: Final = frozenset({P.CCRQ, P.CDN})
 STOPPING: Final = frozenset({P.STOP_CCRQ, P.STOP_CCRP})
 RESULT_OFFSET: Final = 16  # OCRP/ICRP Result Code (RFC 2637 2.8, 2.10)
 RESULT_OK: Final = 1  # OCRP "Connected", ICRP "Connect"
+# Ends after which the far end may still hold the call: its WAN Call ID is not reused meanwhile.
+HELD_AFTER: Final = frozenset({"timeout", "evicted"})
 REWRITE_MEMORY: Final = 64  # rewrites remembered per direction for retransmissions
 GRE_MIN: Final = 4
 
@@ -170,6 +175,9 @@ class Control:
     far_end: StreamDir | None = None  # replay only: inbound as the far end sent it
     by_lan: dict[int, Call] = field(default_factory=dict)
     by_wan: dict[int, Call] = field(default_factory=dict)
+    # WAN Call ID -> LAN Call ID of calls that ended here (idle, pushed out) while the far end may
+    # still hold them: not given to another call until this connection ends or clears them
+    held: dict[int, int] = field(default_factory=dict)
 
 
 @dataclass(slots=True)
@@ -221,15 +229,31 @@ class PptpHelper(SwitchedHelper):
 
     def _call_evicted(self, key: CallKey, call: Call, now: float) -> None:
         self._count("pptp:calls-evicted")
-        self._ids.get((call.remote, call.wan), set()).discard(call.wan_call_id)
+        self._free_id(call)
         self._end(call, now, "evicted")
+
+    def _free_id(self, call: Call) -> None:
+        """The call's WAN Call ID is free again, unless the far end may still hold the call (it
+        ended here without a clear on a connection that lives on): then it is held."""
+        ctl = call.control
+        if ctl.tracked and not ctl.evicted:
+            ctl.held[call.wan_call_id] = call.lan_call_id
+        else:
+            self._ids.get((call.remote, call.wan), set()).discard(call.wan_call_id)
+
+    def _release_held(self, ctl: Control, wan_id: int | None = None) -> None:
+        ids = self._ids.get((ctl.remote, ctl.wan), set())
+        for w in ([wan_id] if wan_id is not None else list(ctl.held)):
+            if ctl.held.pop(w, None) is not None:
+                ids.discard(w)
 
     def _control_evicted(self, key: tuple[bytes, int, bytes, int], ctl: Control, now: float) -> None:
         self._count("pptp:controls-evicted")
-        for call in list(ctl.by_lan.values()):
-            self._end(call, now, "evicted")
         ctl.tracked = False
         ctl.evicted = True
+        for call in list(ctl.by_lan.values()):
+            self._end(call, now, "evicted")
+        self._release_held(ctl)
 
     # ------------------------------------------------------------------ bookkeeping
 
@@ -240,6 +264,7 @@ class PptpHelper(SwitchedHelper):
             self._end(call, now, "switched-off")
         for ctl in self._controls.values():
             ctl.tracked = False  # its stream position is lost; it stays ordinary TCP
+            self._release_held(ctl)
         self._controls.clear()
         torn += len(self._bind)
         self._bind.clear()
@@ -303,7 +328,7 @@ class PptpHelper(SwitchedHelper):
         return None
 
     def _new_call(self, ctl: Control, lan_id: int, now: float) -> Call | None:
-        if len(ctl.by_lan) >= self.limits.calls_per_control:
+        if len(ctl.by_lan) + len(ctl.held) >= self.limits.calls_per_control:
             self._count("pptp:call-limit")
             return None
         wan_id = self._alloc_wan_id(ctl.remote, ctl.wan, lan_id)
@@ -357,7 +382,10 @@ class PptpHelper(SwitchedHelper):
         key_in = (call.remote, call.wan, call.wan_call_id)
         if self._by_wan.get(key_in) is call:
             self._by_wan.pop(key_in)
-            self._ids.get((call.remote, call.wan), set()).discard(call.wan_call_id)
+            if why in HELD_AFTER:
+                self._free_id(call)
+            else:
+                self._ids.get((call.remote, call.wan), set()).discard(call.wan_call_id)
         if call.ended:
             return
         call.ended = True
@@ -425,12 +453,13 @@ class PptpHelper(SwitchedHelper):
         for d in (ctl.from_lan, ctl.from_remote):
             if d.partial and d.broken is None:
                 self._count("pptp:truncated")
+        ctl.tracked = False
         for call in list(ctl.by_lan.values()):
             self._end(call, now, "control-closed")
+        self._release_held(ctl)
         key = (ctl.remote, ctl.remote_port, ctl.wan, ctl.wan_port)
         if self._controls.get(key) is ctl:
             self._controls.pop(key)
-        ctl.tracked = False
 
     def _segment(self, ctl: Control, d: StreamDir, buf: bytearray, ihl: int, from_lan: bool,
                  far_end: bool, now: float) -> str | None:
@@ -604,6 +633,9 @@ class PptpHelper(SwitchedHelper):
         if from_lan and kind == OWN:
             call = ctl.by_lan.get(value)
             if call is None:
+                held = next((w for w, lan in ctl.held.items() if lan == value), None)
+                if held is not None and ctype not in CREATING:
+                    return held  # e.g. the clear of a call that idled out here
                 if ctype not in CREATING:
                     self._count("pptp:unknown-call")
                     return None
@@ -631,6 +663,7 @@ class PptpHelper(SwitchedHelper):
         if ctype in STOPPING:
             for c in list(ctl.by_lan.values()):
                 self._end(c, now, "stop-control-connection")
+            self._release_held(ctl)
             return
         call: Call | None = None
         if ctype in ANSWERS:
@@ -657,6 +690,12 @@ class PptpHelper(SwitchedHelper):
                     call = ctl.by_wan.get(own)
             if call is not None:
                 self._end(call, now, "call-cleared")
+            elif from_lan:
+                held = next((w for w, lan in ctl.held.items() if lan == own), None)
+                if held is not None:
+                    self._release_held(ctl, held)
+            elif own in ctl.held:
+                self._release_held(ctl, own)
 
     # ------------------------------------------------------------------ GRE
 

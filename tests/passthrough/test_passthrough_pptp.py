@@ -380,3 +380,20 @@ def test_pptp_server_disconnect_naming_the_clients_call_id_also_ends_the_call():
     c.from_remote(bytes(P.build_cdn(w)))
     assert gre_in(eng, w)[0] == V.DROP and eng.last_drop == "pptp:no-call"
     assert eng.status()["helpers"]["pptp"]["stats"]["calls"] == 1  # the other client's is intact
+
+
+def test_pptp_call_that_idled_out_keeps_its_wan_call_id_while_its_connection_lives():
+    # The far end still holds a call that idled out here: giving its WAN Call ID to another
+    # client would make the far end see one id for two calls and send one client's GRE to the
+    # other (found by tests/fuzz/test_fuzz_pptp_machine.py).
+    eng = build_engine(config(pptp=True, timeouts=Timeouts(gre=30.0)))
+    first, w1 = open_call(eng, HOSTS[0], 1)
+    eng.expire(40.0)  # no GRE, no control traffic: the call is forgotten here
+    second, w2 = open_call(eng, HOSTS[1], 1, now=41.0)
+    assert w2 != w1
+    # the first client clears its call: the far end is told the id it knows
+    first.now = 42.0
+    assert first.from_lan(bytes(P.build_ccrq(1))) == V.TO_WAN
+    assert messages(bytes(first.lan_out))[-1].call_id == w1
+    third, w3 = open_call(eng, HOSTS[2], 1, lport=40003, now=43.0)
+    assert w3 == w1  # released by the clear
