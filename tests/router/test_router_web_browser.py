@@ -174,7 +174,7 @@ def test_a_lan_host_logs_in_turns_pptp_on_sees_the_call_and_turns_it_off(root, l
         browser.shot("confirm-pptp", PHONE)
         browser.size(DESKTOP)
         d.find_element(By.ID, "confirm").click()
-        assert "PPTP passthrough is now on" in d.find_element(By.CSS_SELECTOR, "[role=status]").text
+        assert "PPTP passthrough is now on" in flash_text(d)
         assert "ON" in d.find_element(By.CSS_SELECTOR, "#switch-pptp .badge").text
 
         t0 = pptp.start()
@@ -193,7 +193,7 @@ def test_a_lan_host_logs_in_turns_pptp_on_sees_the_call_and_turns_it_off(root, l
         browser.size(DESKTOP)
 
         d.find_element(By.ID, "toggle-pptp").click()  # turning off needs no confirmation
-        flash = d.find_element(By.CSS_SELECTOR, "[role=status]").text
+        flash = flash_text(d)
         assert "PPTP passthrough is now off" in flash and "tunnel(s) were closed" in flash
         card = d.find_element(By.ID, "switch-pptp").text
         assert "No live tunnels" in card and client_addr not in card
@@ -213,6 +213,22 @@ def test_a_lan_host_logs_in_turns_pptp_on_sees_the_call_and_turns_it_off(root, l
     finally:
         pptp.stop()
         browser.close()
+
+
+def flash_text(driver: Any) -> str:
+    """The message a change leaves on the page it redirects to (waiting for that page)."""
+    from selenium.common.exceptions import TimeoutException
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    try:
+        WebDriverWait(driver, 20).until(expected_conditions.presence_of_element_located(
+            (By.CSS_SELECTOR, "[role=status]")))
+    except TimeoutException:
+        pytest.fail(f"no message after the change: {driver.current_url}: "
+                    f"{driver.find_element(By.TAG_NAME, 'body').text[:600]}")
+    return str(driver.find_element(By.CSS_SELECTOR, "[role=status]").text)
 
 
 def _reachable(driver: Any, base: str) -> bool:
