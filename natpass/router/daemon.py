@@ -15,10 +15,13 @@ import signal
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from natpass.nat.config import SWITCHES, NatConfig
 from natpass.router.config import ConfigError, RouterConfig, load_config
+
+if TYPE_CHECKING:
+    from natpass.datapath.hybrid import Hybrid
 
 log = logging.getLogger("natpass.router")
 
@@ -75,7 +78,7 @@ def _flow_dict(flow: Any) -> dict[str, Any]:
     return out
 
 
-def _hybrid_for(cfg: RouterConfig) -> Any:
+def _hybrid_for(cfg: RouterConfig) -> Hybrid | None:
     """The hybrid datapath's plan for ``cfg`` (None in packet mode)."""
     if cfg.datapath != "hybrid":
         return None
@@ -107,7 +110,7 @@ class RouterDaemon:
         self.engine: Any = None
         self.datapath: Any = None
         self.setup: Any = None
-        self.hybrid: Any = None  # natpass.datapath.hybrid.Hybrid when datapath = "hybrid"
+        self.hybrid: Hybrid | None = None  # datapath = "hybrid": the split and the kernel's share
         self.owned: Any = None  # the engine as the hybrid datapath's sockets see it
         self.admin: Any = None
         self.recorder: Any = None
