@@ -344,9 +344,7 @@ class OwnedEngine:
                 self._forget_oldest()
             self._waiting.setdefault(key, []).append((now, from_lan, bytearray(buf)))
             self._waiting_count += 1
-            # Nothing to send and nothing dropped: MULTI with no packets.
-            self._own_emitted = []
-            return V.MULTI | V.TO_LAN
+            return V.HELD  # kept until the first fragment shows whose datagram it is
         # The first fragment (MF set, offset 0) came through natpass's filter: the datagram is natpass's.
         self._firsts[key] = now + self.fragment_timeout
         for _t, lan, held in self._waiting.pop(key, []):
