@@ -125,17 +125,7 @@ def worker(name: str, seconds: int, seed: int, out: Path, use_atheris: bool) -> 
     rng = random.Random(seed)
     pool = [p.read_bytes() for p in corpus.iterdir()]
     while time.monotonic() - start < seconds:
-        data = bytearray(rng.choice(pool))
-        for _ in range(rng.randint(1, 8)):
-            r = rng.random()
-            if data and r < 0.6:
-                data[rng.randrange(len(data))] = rng.randrange(256)
-            elif data and r < 0.8:
-                i = rng.randrange(len(data))
-                del data[i:i + rng.randint(1, 16)]
-            else:
-                data[rng.randrange(len(data) + 1):0] = rng.randbytes(rng.randint(1, 24))
-        rec(bytes(data))
+        rec(ft.mutate(rng, rng.choice(pool)))
     print(json.dumps({"target": name, "inputs": rec.tried, "failures": len(rec.seen),
                       "failing_inputs": rec.failed, "seconds": time.monotonic() - start}), flush=True)
 

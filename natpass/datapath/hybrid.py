@@ -29,8 +29,6 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from natpass.datapath.owned import (
-    PROTO_TCP,
-    PROTO_UDP,
     Insn,
     Ownership,
     bpf_program,
@@ -40,6 +38,7 @@ from natpass.datapath.owned import (
 from natpass.nat import verdict as V
 from natpass.nat.config import NatConfig, PortForward, Timeouts
 from natpass.packets.checksum import internet_checksum
+from natpass.packets.ipv4 import PROTO_TCP, PROTO_UDP
 from natpass.packets.tcp import fix_tcp_checksum
 
 log = logging.getLogger("natpass.datapath")

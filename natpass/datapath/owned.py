@@ -31,12 +31,8 @@ import ipaddress
 from dataclasses import dataclass, field
 from typing import Final
 
-PROTO_ICMP: Final = 1
-PROTO_TCP: Final = 6
-PROTO_UDP: Final = 17
-PROTO_GRE: Final = 47
-PROTO_ESP: Final = 50
-PROTO_AH: Final = 51
+from natpass.packets.ipv4 import PROTO_AH, PROTO_ESP, PROTO_GRE, PROTO_ICMP, PROTO_TCP, PROTO_UDP
+
 PPTP_PORT: Final = 1723  # RFC 2637
 IKE_PORT: Final = 500  # RFC 7296
 L2TP_PORT: Final = 1701  # RFC 2661

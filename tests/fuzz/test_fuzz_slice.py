@@ -23,17 +23,7 @@ def mutations(name: str, n: int, seed: int) -> list[bytes]:
     pool = F.seeds(name)
     out = list(pool)
     while len(out) < n:
-        data = bytearray(rng.choice(pool))
-        for _ in range(rng.randint(1, 8)):
-            r = rng.random()
-            if data and r < 0.6:
-                data[rng.randrange(len(data))] = rng.randrange(256)
-            elif data and r < 0.8:
-                i = rng.randrange(len(data))
-                del data[i:i + rng.randint(1, 16)]
-            else:
-                data[rng.randrange(len(data) + 1):0] = rng.randbytes(rng.randint(1, 24))
-        out.append(bytes(data))
+        out.append(F.mutate(rng, rng.choice(pool)))
     return out
 
 
