@@ -174,5 +174,17 @@ class Helper:
         """Live tunnels (for ``natpass status``): one dict each, JSON-serialisable."""
         return []
 
+    def snapshot(self, now: float) -> dict[str, Any]:
+        """The helper's state as plain data (JSON-able), times relative to ``now``, to be saved
+        across a restart (natpass.nat.snapshot). Empty when the helper keeps nothing."""
+        return {}
+
+    def restore(self, data: dict[str, Any], now: float) -> int:
+        """Take back what :meth:`snapshot` gave, ``now`` being the snapshot's instant on the
+        current clock; the engine's flows are restored already (find them with
+        ``ctx.find_flow``). Records that no longer fit are skipped; returns how many were
+        restored. Called only when the helper's switch is on."""
+        return 0
+
 
 HelperFactory = Callable[[], Helper]
