@@ -103,9 +103,18 @@ def snapshot(st: NatState, now: float) -> dict[str, Any]:
         "rng": [rng[0], list(rng[1]), rng[2]],
         "flows": flows,
         "expectations": expects,
-        "helpers": {h.name: h.snapshot(now) for h in st._helpers},
+        "helpers": {h.name: d for h in st._helpers if _holds(d := h.snapshot(now))},
         "ticks": [_rel(st._next_tick, now), _rel(st._last_helper_tick, now)],
     }
+
+
+def _holds(data: Any) -> bool:
+    """A helper's snapshot holds at least one record (not only empty tables)."""
+    if isinstance(data, dict):
+        return any(_holds(v) for v in data.values())
+    if isinstance(data, list):
+        return any(not isinstance(v, (list, dict)) or _holds(v) for v in data)
+    return False
 
 
 def _rel(t: float, now: float) -> float | None:
@@ -165,7 +174,7 @@ def restore(st: NatState, data: dict[str, Any], now: float, elapsed: float = 0.0
     helpers = data.get("helpers", {})
     for h in st._helpers:
         hd = helpers.get(h.name) if isinstance(helpers, dict) else None
-        if not hd:
+        if not isinstance(hd, dict) or not _holds(hd):
             continue
         if not h.enabled:
             rep.skip(f"{h.name}:switched-off")

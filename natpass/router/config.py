@@ -88,6 +88,7 @@ strict = false                  # true: also close the control ports of switched
 state_dir = "/var/lib/natpass"
 admin_socket = "/run/natpass/natpass.sock"
 # admin_http = "127.0.0.1:8080"
+state_save_interval = 30        # seconds between saves of the connection state (0: only on stop)
 
 # [[forward]]                   # a static port forward (DNAT) to a server on the LAN
 # proto = "tcp"
@@ -122,6 +123,7 @@ class RouterConfig:
     admin_http: str | None = None
     datapath: str = "packet"
     log_level: str = "info"
+    state_save_interval: int = 30  # seconds; 0: the connection state is saved on stop only
 
     @property
     def wan_addresses(self) -> tuple[bytes, ...]:
@@ -333,7 +335,8 @@ def parse_config(text: str, path: str = "<string>") -> RouterConfig:
         "timeouts": {f.name for f in dataclasses.fields(Timeouts)} | {"allow_below_rfc"},
         "limits": {f.name for f in dataclasses.fields(Limits)},
         "passthrough": {"pptp", "ipsec", "l2tp", "strict"},
-        "router": {"state_dir", "admin_socket", "admin_http", "datapath", "log_level"},
+        "router": {"state_dir", "admin_socket", "admin_http", "datapath", "log_level",
+                   "state_save_interval"},
     }
     sections: dict[str, dict[str, Any]] = {}
     for name, keys in allowed.items():
@@ -492,6 +495,7 @@ def parse_config(text: str, path: str = "<string>") -> RouterConfig:
         admin_http=admin_http,
         datapath=datapath,
         log_level=log_level,
+        state_save_interval=c.integer(rsec, "router", "state_save_interval", 30, 0, 86400),
     )
 
 

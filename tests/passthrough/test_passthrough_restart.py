@@ -5,6 +5,7 @@ and L2TP included."""
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import json
 from pathlib import Path
@@ -13,7 +14,7 @@ import pytest
 from passthrough_util import config
 
 from natpass.datapath.pcap import iter_capture
-from natpass.datapath.replay import repair_offload
+from natpass.datapath.replay import infer_lan, repair_offload
 from natpass.nat import snapshot as S
 from natpass.nat import verdict as V
 from natpass.passthrough import build_engine
@@ -34,7 +35,6 @@ CASES = [
 def _packets(path: Path, lan: str) -> list[tuple[float, bytearray, bool]]:
     nets = [ipaddress.IPv4Network(lan)] if lan != "auto" else None
     if nets is None:
-        from natpass.datapath.replay import infer_lan
         nets = infer_lan(path)
     out = []
     for pkt in iter_capture(path):
@@ -55,16 +55,8 @@ def _packets(path: Path, lan: str) -> list[tuple[float, bytearray, bool]]:
 def test_capture_replayed_across_restarts_is_translated_the_same(captures, name, lan):
     pkts = _packets(captures / name, lan)
     assert pkts
-    prefixes = [str(n) for n in ([ipaddress.IPv4Network(lan)] if lan != "auto" else [])]
-    cfg = config(pptp=True, ipsec=True, l2tp=True)
-    if prefixes:
-        import dataclasses
-        cfg = dataclasses.replace(cfg, lan_prefixes=tuple(ipaddress.IPv4Network(p) for p in prefixes))
-    else:
-        import dataclasses
-
-        from natpass.datapath.replay import infer_lan
-        cfg = dataclasses.replace(cfg, lan_prefixes=tuple(infer_lan(captures / name)))
+    nets = [ipaddress.IPv4Network(lan)] if lan != "auto" else infer_lan(captures / name)
+    cfg = dataclasses.replace(config(pptp=True, ipsec=True, l2tp=True), lan_prefixes=tuple(nets))
     plain, restarted = build_engine(cfg), build_engine(cfg)
     cuts = {len(pkts) * k // 6 for k in range(1, 6)}
     restored_helpers = 0
