@@ -12,8 +12,12 @@ Set-up (in this order, each step written to the state file before it is made):
    ARP is not IPv4 and passes: the kernel answers ARP for the router's own addresses.
 
 Teardown removes the table, restores the offloads and the sysctl to their recorded values and
-deletes the state and pid files. A start that finds a state file whose PID is gone (a crash,
-SIGKILL) undoes what it records first.
+deletes the state and pid files. ``undo(keep_guard=True)`` (a restart-safe stop) leaves the table
+and the sysctl in place and keeps the state file, so the kernel never answers for the WAN address
+while no natpass runs. A start that finds a state file whose PID is gone (a kept guard, a crash,
+SIGKILL) adopts what it records: the table is replaced in one nft transaction (no gap) and the
+values from before natpass are kept for the final teardown. ``recover(adopt=False)`` undoes it
+instead (``natpass cleanup``).
 """
 
 from __future__ import annotations
@@ -103,10 +107,12 @@ class HostSetup:
         self.state: dict[str, Any] = {}
         self.state_path = self.state_dir / STATE_FILE
         self.pid_path = self.state_dir / PID_FILE
+        self.adopted: dict[str, Any] = {}  # what a previous run left for this one to take over
 
     # ----- crash recovery ----------------------------------------------------------------------
-    def recover(self) -> list[str]:
-        """Undo what a previous run left; refuse when that run is still alive. Returns what went."""
+    def recover(self, adopt: bool = False) -> list[str]:
+        """Undo (``adopt``: take over) what a previous run left; refuse when that run is still
+        alive. Returns what went (or was adopted)."""
         done: list[str] = []
         pid = None
         with contextlib.suppress(OSError, ValueError):
@@ -117,8 +123,14 @@ class HostSetup:
             old = json.loads(self.state_path.read_text())
         except (OSError, ValueError):
             old = None
-        if isinstance(old, dict):
+        if isinstance(old, dict) and adopt:
+            self.adopted = old
+            if old.get("nft"):
+                done.append(f"adopted nft table inet {NFT_TABLE} (replaced without a gap)")
+        elif isinstance(old, dict):
             done += self._undo(old)
+        elif adopt:
+            pass  # an unrecorded table of ours is replaced whole by apply()
         elif nft_table_exists():
             # No record but our table is there (state dir wiped): remove it anyway.
             _nft(f"delete table inet {NFT_TABLE}\n", check=False)
@@ -127,8 +139,9 @@ class HostSetup:
             done.append(f"stale pid file ({pid})")
         with contextlib.suppress(FileNotFoundError):
             self.pid_path.unlink()
-        with contextlib.suppress(FileNotFoundError):
-            self.state_path.unlink()
+        if not adopt:  # adopted, the record stays until apply() rewrites it (a failed start keeps it)
+            with contextlib.suppress(FileNotFoundError):
+                self.state_path.unlink()
         return done
 
     # ----- apply / undo --------------------------------------------------------------------------
@@ -140,7 +153,7 @@ class HostSetup:
     def apply(self) -> None:
         """Make every change, recording each one first (so a crash half-way is still undone)."""
         self.state_dir.mkdir(parents=True, exist_ok=True)
-        self.recover_done = self.recover()
+        self.recover_done = self.recover(adopt=True)
         for name in (self.wan_if, self.lan_if):
             if not Path("/sys/class/net", name).exists():
                 raise SetupError(f"interface {name} does not exist in this network namespace")
@@ -150,7 +163,11 @@ class HostSetup:
         self._save()
         try:
             old = _read_sysctl(SYSCTL_FORWARD)
+            # an adopted set-up knows the value from before natpass (now it reads 0)
+            old = str(self.adopted.get("sysctls", {}).get(SYSCTL_FORWARD, old))
             self.state["sysctls"][SYSCTL_FORWARD] = old
+            self.state["offloads"] = [o for o in self.adopted.get("offloads", [])
+                                      if isinstance(o, list) and len(o) == 3]
             self._save()
             _write_sysctl(SYSCTL_FORWARD, "0")
             # GRO and LRO merge received segments into super-frames larger than the MTU: the
@@ -175,7 +192,16 @@ class HostSetup:
         log.info("set up: ip_forward=0 (was %s), nft table inet %s on %s/%s",
                  self.state["sysctls"][SYSCTL_FORWARD], NFT_TABLE, self.lan_if, self.wan_if)
 
-    def undo(self) -> list[str]:
+    def undo(self, keep_guard: bool = False) -> list[str]:
+        """Undo the set-up; ``keep_guard`` leaves it all in place for the next start to adopt
+        (the kernel keeps dropping what arrives for natpass while none runs)."""
+        if keep_guard and self.state.get("nft"):
+            self.state["pid"] = None
+            self._save()
+            self.state = {}
+            with contextlib.suppress(FileNotFoundError):
+                self.pid_path.unlink()
+            return []
         done = self._undo(self.state) if self.state else []
         self.state = {}
         for path in (self.state_path, self.pid_path):

@@ -19,6 +19,7 @@ from typing import Any, TypeVar
 
 from natpass.datapath.live import LiveDatapath
 from natpass.datapath.live_setup import HostSetup
+from natpass.datapath.nslock import NamespaceLock
 from natpass.datapath.packetsock import ipv4_address, mtu
 from natpass.nat.config import SWITCHES, NatConfig
 from natpass.nat.engine import Engine
@@ -26,6 +27,7 @@ from natpass.nat.helper import FlowView
 from natpass.passthrough import build_engine
 from natpass.router.admin import AdminServer
 from natpass.router.config import ConfigError, RouterConfig, load_config
+from natpass.router.restart import StateKeeper, config_changes, config_summary, tunnel_names
 from natpass.router.usage import UsageRecorder, default_path
 
 log = logging.getLogger("natpass.router")
@@ -84,6 +86,8 @@ class RouterDaemon:
         self.recorder: UsageRecorder | None = None
         self._stopped = threading.Event()
         self._reload_requested = False
+        self.nslock: NamespaceLock | None = None
+        self.keeper: StateKeeper | None = None
 
     @property
     def state_dir(self) -> str:
@@ -93,6 +97,10 @@ class RouterDaemon:
     def start(self) -> None:
         """Set up the namespace and the sockets (undone by :meth:`close`)."""
         cfg = self.config
+        # one router per network namespace: checked before anything of the running one is touched
+        lock = NamespaceLock()
+        lock.acquire()
+        self.nslock = lock
         engine = self.engine = self.engine_factory(self._nat_config(cfg))
         setup = self.setup = HostSetup(cfg.state_dir, cfg.wan_interface, cfg.lan_interface, cfg.lan_address)
         setup.apply()
@@ -110,6 +118,9 @@ class RouterDaemon:
         except BaseException:
             setup.undo()
             raise
+        self.keeper = StateKeeper(cfg.state_dir, cfg.state_save_interval)
+        self.keeper.restore(engine, engine.config, self.clock())
+        self.datapath.periodic.append(self._save_tick)
         for name in SWITCHES:
             self._push({"event": "switch", "switch": name, "on": cfg.nat.passthrough.get(name)})
         self._start_side_services()
@@ -174,8 +185,20 @@ class RouterDaemon:
         if self.datapath is not None:
             self.datapath.stop()
 
-    def close(self) -> None:
-        """Undo everything :meth:`start` did (idempotent)."""
+    def _save_tick(self, now: float) -> None:
+        if self.keeper is not None:
+            self.keeper.tick(self._engine(), self._engine().config, now)
+
+    def save_state(self) -> None:
+        """Save the connection state now (on stop: the packet loop no longer runs)."""
+        if self.keeper is None or self.engine is None:
+            return
+        took = self.keeper.save_now(self.engine, self.engine.config, self.clock())
+        log.info("connection state saved: %d flows in %.3f s", len(self.engine.table), took)
+
+    def close(self, keep_guard: bool = False) -> None:
+        """Undo everything :meth:`start` did (idempotent). ``keep_guard``: save the connection
+        state and leave the kernel-side guard for the next start (a restart)."""
         if self.admin is not None:
             with contextlib.suppress(Exception):
                 self.admin.stop()
@@ -184,13 +207,26 @@ class RouterDaemon:
             with contextlib.suppress(Exception):
                 self.recorder.close()
             self.recorder = None
+        if self.keeper is not None:
+            try:
+                self.save_state()
+            except Exception:
+                log.exception("connection state not saved")
+            self.keeper.close()
+            self.keeper = None
         if self.datapath is not None:
             log.info("datapath counters: %s", self.datapath.counters())
             self.datapath.close()
         if self.setup is not None:
-            for what in self.setup.undo():
+            for what in self.setup.undo(keep_guard=keep_guard):
                 log.info("removed: %s", what)
+            if keep_guard:
+                log.info("kept for the next start: nft table inet natpass, ip_forward=0 "
+                         "(`natpass cleanup` removes them)")
             self.setup = None
+        if self.nslock is not None:
+            self.nslock.release()
+            self.nslock = None
 
     # ----- the admin interface (any thread) --------------------------------------------------------
     def _engine(self) -> Engine:
@@ -271,13 +307,21 @@ class RouterDaemon:
                 raise ConfigError(new.path, 0, f"changing {what} needs a restart (running config kept)")
 
         def apply() -> None:
+            before = tunnel_names(self._engine())
             self._engine().reconfigure(self._nat_config(new), self.clock())
+            torn = sorted(set(before) - set(tunnel_names(self._engine())))
+            changes = config_changes(config_summary(old.nat), config_summary(new.nat))
+            log.info("reload changes: %s", "; ".join(changes) if changes else "none")
+            if torn:
+                log.info("reload tore down %d tunnels: %s", len(torn), "; ".join(torn))
             if self.datapath is not None:
                 self.datapath.wan.gateway = new.wan_gateway
                 self.datapath.wan.by_dst.clear()
                 self.datapath.set_wan_addresses(new.wan_addresses)
             self.config = new
             self.config_path = path
+            if self.keeper is not None:
+                self.keeper.interval = float(new.state_save_interval)
             for name in SWITCHES:
                 self._push({"event": "switch", "switch": name, "on": new.nat.passthrough.get(name)})
 
