@@ -17,8 +17,12 @@ from natpass's (each old value recorded first) and the table is the hybrid one (
 chain drops only what natpass owns; forward, input and masquerade chains for the rest).
 
 Teardown removes the table, restores the offloads and the sysctl to their recorded values and
-deletes the state and pid files. A start that finds a state file whose PID is gone (a crash,
-SIGKILL) undoes what it records first.
+deletes the state and pid files. ``undo(keep_guard=True)`` (a restart-safe stop) leaves the table
+and the sysctls in place and keeps the state file, so the kernel never answers for the WAN address
+while no natpass runs. A start that finds a state file whose PID is gone (a kept guard, a crash,
+SIGKILL) adopts what it records: the table is replaced in one nft transaction (no gap) and the
+values from before natpass are kept for the final teardown. ``recover(adopt=False)`` undoes it
+instead (``natpass cleanup``).
 """
 
 from __future__ import annotations
@@ -120,10 +124,12 @@ class HostSetup:
         self.state: dict[str, Any] = {}
         self.state_path = self.state_dir / STATE_FILE
         self.pid_path = self.state_dir / PID_FILE
+        self.adopted: dict[str, Any] = {}  # what a previous run left for this one to take over
 
     # ----- crash recovery ----------------------------------------------------------------------
-    def recover(self) -> list[str]:
-        """Undo what a previous run left; refuse when that run is still alive. Returns what went."""
+    def recover(self, adopt: bool = False) -> list[str]:
+        """Undo (``adopt``: take over) what a previous run left; refuse when that run is still
+        alive. Returns what went (or was adopted)."""
         done: list[str] = []
         pid = None
         with contextlib.suppress(OSError, ValueError):
@@ -134,8 +140,14 @@ class HostSetup:
             old = json.loads(self.state_path.read_text())
         except (OSError, ValueError):
             old = None
-        if isinstance(old, dict):
+        if isinstance(old, dict) and adopt:
+            self.adopted = old
+            if old.get("nft"):
+                done.append(f"adopted nft table inet {NFT_TABLE} (replaced without a gap)")
+        elif isinstance(old, dict):
             done += self._undo(old)
+        elif adopt:
+            pass  # an unrecorded table of ours is replaced whole by apply()
         elif nft_table_exists():
             # No record but our table is there (state dir wiped): remove it anyway.
             _nft(f"delete table inet {NFT_TABLE}\n", check=False)
@@ -144,8 +156,9 @@ class HostSetup:
             done.append(f"stale pid file ({pid})")
         with contextlib.suppress(FileNotFoundError):
             self.pid_path.unlink()
-        with contextlib.suppress(FileNotFoundError):
-            self.state_path.unlink()
+        if not adopt:  # adopted, the record stays until apply() rewrites it (a failed start keeps it)
+            with contextlib.suppress(FileNotFoundError):
+                self.state_path.unlink()
         return done
 
     # ----- apply / undo --------------------------------------------------------------------------
@@ -157,13 +170,16 @@ class HostSetup:
     def apply(self) -> None:
         """Make every change, recording each one first (so a crash half-way is still undone)."""
         self.state_dir.mkdir(parents=True, exist_ok=True)
-        self.recover_done = self.recover()
+        self.recover_done = self.recover(adopt=True)
         for name in (self.wan_if, self.lan_if):
             if not Path("/sys/class/net", name).exists():
                 raise SetupError(f"interface {name} does not exist in this network namespace")
         self.pid_path.write_text(f"{os.getpid()}\n")
         share = self.share
-        self.state = {"pid": os.getpid(), "sysctls": {}, "offloads": [], "nft": False,
+        # Adopted: the values from before natpass stay recorded (now they read as natpass set them).
+        sysctls = {k: str(v) for k, v in self.adopted.get("sysctls", {}).items()}
+        offloads = [o for o in self.adopted.get("offloads", []) if isinstance(o, list) and len(o) == 3]
+        self.state = {"pid": os.getpid(), "sysctls": sysctls, "offloads": offloads, "nft": False,
                       "wan_if": self.wan_if, "lan_if": self.lan_if,
                       "datapath": "packet" if share is None else "hybrid"}
         self._save()
@@ -195,8 +211,8 @@ class HostSetup:
                  self.state["sysctls"][SYSCTL_FORWARD], NFT_TABLE, self.lan_if, self.wan_if)
 
     def _set_sysctl(self, name: str, value: str) -> None:
-        """Record the old value, then write the new one."""
-        self.state["sysctls"][name] = _read_sysctl(name)
+        """Record the old value (unless an adopted record has it already), then write the new one."""
+        self.state["sysctls"].setdefault(name, _read_sysctl(name))
         self._save()
         _write_sysctl(name, value)
 
@@ -216,7 +232,16 @@ class HostSetup:
                  ", ".join(f"{k.rsplit('/', 1)[1].removeprefix('nf_conntrack_')}={v}"
                            for k, v in share.sysctls.items()), NFT_TABLE, self.lan_if, self.wan_if)
 
-    def undo(self) -> list[str]:
+    def undo(self, keep_guard: bool = False) -> list[str]:
+        """Undo the set-up; ``keep_guard`` leaves it all in place for the next start to adopt
+        (the kernel keeps dropping what arrives for natpass while none runs)."""
+        if keep_guard and self.state.get("nft"):
+            self.state["pid"] = None
+            self._save()
+            self.state = {}
+            with contextlib.suppress(FileNotFoundError):
+                self.pid_path.unlink()
+            return []
         done = self._undo(self.state) if self.state else []
         self.state = {}
         for path in (self.state_path, self.pid_path):

@@ -3,9 +3,10 @@ natpass.nat.helper."""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 from natpass.nat.helper import FlowView
+from natpass.nat.ports import PORT_BYTES
 from natpass.nat.table import DEAD, Flow
 from natpass.packets.rewrite import rewrite_bytes, set_address
 
@@ -32,6 +33,16 @@ class EngineContext:
 
     def rewrite(self, buf: bytearray, offset: int, new: bytes) -> None:
         rewrite_bytes(buf, offset, bytes(new))
+
+    def is_wan_address(self, addr: bytes) -> bool:
+        return bytes(addr) in self._e._wan_set
+
+    def find_flow(self, proto: int, lan_addr: bytes, lan_port: int, remote_addr: bytes,
+                  remote_port: int) -> FlowView | None:
+        key = bytes(lan_addr) + bytes(remote_addr) + PORT_BYTES[lan_port]
+        if proto != PROTO_ICMP:
+            key += PORT_BYTES[remote_port]
+        return cast(FlowView | None, self._e.table.lookup_out(proto, key))
 
     def fast_path(self, flow: FlowView, on: bool = True) -> None:
         if isinstance(flow, Flow) and not flow.flags & DEAD:

@@ -59,6 +59,15 @@ class HelperContext(Protocol):
         and fix the TCP/UDP checksum incrementally. Lengths never change. Odd offsets and lengths
         are handled."""
 
+    def is_wan_address(self, addr: bytes) -> bool:
+        """True when ``addr`` is one of the router's WAN addresses (a restored record must name
+        one of them)."""
+
+    def find_flow(self, proto: int, lan_addr: bytes, lan_port: int, remote_addr: bytes,
+                  remote_port: int) -> FlowView | None:
+        """The live flow for this LAN endpoint and remote endpoint, if any (how a helper's
+        restored state finds the engine's restored flows)."""
+
     def fast_path(self, flow: FlowView, on: bool = True) -> None:
         """Release a claimed flow from per-packet calls: its later packets skip
         ``on_flow_packet`` and (matching the flow exactly) ``inbound_lookup`` and are translated
@@ -148,4 +157,16 @@ class Helper:
     def tunnels(self) -> list[dict[str, Any]]:
         """Live tunnels (for ``natpass status``): one dict each, JSON-serialisable."""
         return []
+
+    def snapshot(self, now: float) -> dict[str, Any]:
+        """The helper's state as plain data (JSON-able), times relative to ``now``, to be saved
+        across a restart (natpass.nat.snapshot). Empty when the helper keeps nothing."""
+        return {}
+
+    def restore(self, data: dict[str, Any], now: float) -> int:
+        """Take back what :meth:`snapshot` gave, ``now`` being the snapshot's instant on the
+        current clock; the engine's flows are restored already (find them with
+        ``ctx.find_flow``). Records that no longer fit are skipped; returns how many were
+        restored. Called only when the helper's switch is on."""
+        return 0
 

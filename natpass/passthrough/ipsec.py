@@ -280,6 +280,80 @@ class IpsecHelper(SwitchedHelper):
                         "wan": ip_text(f.wan_addr), "wan_port": f.wan_port, "state": "up"})
         return out
 
+    # ------------------------------------------------------------------ restart
+
+    def snapshot(self, now: float) -> dict[str, Any]:
+        """Raw ESP/AH sessions with their SPI bindings and pending state, refused (ambiguous)
+        SPIs, the IKE SA routes with their flows and the NAT-T flows; times relative to
+        ``now``."""
+        def t(x: float) -> float:
+            return round(x - now, 3)
+
+        sessions = [[s.lan.hex(), s.gateway.hex(), s.wan.hex(), t(s.created), t(s.last_seen),
+                     s.ike_pending, s.unmatched_out, s.unmatched_in,
+                     [[p, spi, t(x)] for (p, spi), x in s.out_spis.items()],
+                     [[p, spi, t(x)] for (p, spi), x in s.in_spis.items()], s.up]
+                    for s in self._sessions.values()]
+        poisoned = [[g.hex(), w.hex(), p, spi, t(x)] for (g, w, p, spi), x in self._poisoned.items()]
+        ike = [[g.hex(), w.hex(), spi.hex(), sa.lan.hex(), sa.lan_port,
+                None if sa.flow is None else sa.flow.remote_port, t(sa.last_seen), sa.natt]
+               for (g, w, spi), sa in self._ike.items()]
+        natt = [[f.lan_addr.hex(), f.lan_port, f.remote_addr.hex(), f.remote_port]
+                for f in self._natt_flows.values()]
+        return {"sessions": sessions, "poisoned": poisoned, "ike": ike, "natt": natt}
+
+    def restore(self, data: dict[str, Any], now: float) -> int:
+        ctx = need_ctx(self.ctx)
+        n = 0
+        for (lan_h, gw_h, wan_h, created, seen, pending, u_out, u_in, outs, ins,
+             up) in data.get("sessions", []):
+            lan, gateway, wan = bytes.fromhex(lan_h), bytes.fromhex(gw_h), bytes.fromhex(wan_h)
+            if (not ctx.is_lan(lan) or ctx.wan_address_for(lan) != wan
+                    or (lan, gateway) in self._sessions):
+                self._count("ipsec:restore-skipped")
+                continue
+            sess = Session(lan, gateway, wan, now + float(created), now + float(seen),
+                           bool(pending), int(u_out), int(u_in), up=bool(up))
+            sess.out_spis = {(int(p), int(spi)): now + float(x) for p, spi, x in outs}
+            for p, spi, x in ins:
+                in_key = (gateway, wan, int(p), int(spi))
+                if in_key not in self._in:
+                    sess.in_spis[(int(p), int(spi))] = now + float(x)
+                    self._in[in_key] = sess
+            self._sessions.add((lan, gateway), sess, sess.last_seen)
+            self._by_gateway.setdefault((gateway, wan), {})[lan] = sess
+            n += 1
+        for g, w, p, spi, x in data.get("poisoned", []):
+            self._poisoned[(bytes.fromhex(g), bytes.fromhex(w), int(p), int(spi))] = now + float(x)
+        for g, w, spi_h, lan_h, lan_port, rport, seen, natt in data.get("ike", []):
+            gateway, wan, lan = bytes.fromhex(g), bytes.fromhex(w), bytes.fromhex(lan_h)
+            flow = None
+            if rport is not None:
+                flow = ctx.find_flow(PROTO_UDP, lan, int(lan_port), gateway, int(rport))
+                if flow is None or flow.wan_addr != wan:
+                    self._count("ipsec:restore-skipped")
+                    continue
+            key = (gateway, wan, bytes.fromhex(spi_h))
+            self._ike.add(key, IkeSa(flow, lan, int(lan_port), now + float(seen), bool(natt)),
+                          now + float(seen))
+            if flow is not None:
+                self._ike_by_flow.setdefault(id(flow), set()).add(key)
+            n += 1
+        for lan_h, lport, remote_h, rport in data.get("natt", []):
+            lan, remote = bytes.fromhex(lan_h), bytes.fromhex(remote_h)
+            flow = ctx.find_flow(PROTO_UDP, lan, int(lport), remote, int(rport))
+            if flow is None or id(flow) in self._natt_flows:
+                self._count("ipsec:restore-skipped")
+                continue
+            self._natt_flows[id(flow)] = flow
+            hosts = self._natt_hosts.setdefault(remote, {})
+            hosts[lan] = hosts.get(lan, 0) + 1
+            n += 1
+        for f in self._natt_flows.values():
+            if len(self._natt_hosts.get(f.remote_addr, ())) == 1:
+                ctx.fast_path(f)  # as on_flow_packet leaves it: one host, nothing per packet
+        return n
+
     # ------------------------------------------------------------------ IKE / NAT-T (UDP)
 
     @staticmethod

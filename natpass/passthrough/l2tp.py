@@ -252,6 +252,35 @@ class L2tpHelper(SwitchedHelper):
                              wan=ip_text(t.wan), tunnel_id=t.lan_tunnel_id, reason=why,
                              duration=now - t.created)
 
+    def snapshot(self, now: float) -> dict[str, Any]:
+        """Tunnels (with their flow, Tunnel IDs and Session IDs); times relative to ``now``."""
+        return {"tunnels": [
+            [t.lan.hex(), t.lan_port, t.remote.hex(), t.flow.remote_port, t.wan.hex(), t.wan_port,
+             round(t.created - now, 3), round(t.last_seen - now, 3), t.lan_tunnel_id,
+             t.remote_tunnel_id, sorted(t.lan_sessions), sorted(t.remote_sessions), t.up]
+            for t in self._tunnels.values() if t.flow is not None]}
+
+    def restore(self, data: dict[str, Any], now: float) -> int:
+        ctx = need_ctx(self.ctx)
+        n = 0
+        for (lan_h, lport, remote_h, rport, wan_h, wport, created, seen, lan_tid, remote_tid,
+             lan_sids, remote_sids, up) in data.get("tunnels", []):
+            lan, remote, wan = bytes.fromhex(lan_h), bytes.fromhex(remote_h), bytes.fromhex(wan_h)
+            flow = ctx.find_flow(PROTO_UDP, lan, int(lport), remote, int(rport))
+            if flow is None or flow.wan_addr != wan or flow.wan_port != int(wport) \
+                    or id(flow) in self._tunnels:
+                self._count("l2tp:restore-skipped")
+                continue
+            t = Tunnel(lan, int(lport), remote, wan, int(wport), now + float(created),
+                       now + float(seen), remote_tunnel_id=remote_tid, up=bool(up), flow=flow)
+            self._tunnels.add(id(flow), t, t.last_seen)
+            self._set_tunnel_id(t, None if lan_tid is None else int(lan_tid))
+            for lan_side, sids in ((True, lan_sids), (False, remote_sids)):
+                for sid in sids:
+                    self._add_session(t, lan_side, int(sid), t.last_seen)
+            n += 1
+        return n
+
     def choose_wan_port(self, proto: int, lan_addr: bytes, lan_port: int, remote_addr: bytes,
                         remote_port: int, wan_addr: bytes) -> int | None:
         if self.enabled and proto == PROTO_UDP and lan_port == L2TP_PORT:

@@ -310,6 +310,88 @@ class PptpHelper(SwitchedHelper):
                         "wan": ip_text(wan), "state": "address-only", "last_seen": b.last_seen})
         return out
 
+    # ------------------------------------------------------------------ restart
+
+    def snapshot(self, now: float) -> dict[str, Any]:
+        """Control connections (stream positions, pending rewrites), calls and their Call ID
+        maps, address-only GRE bindings and ended calls; times relative to ``now``."""
+        def sdir(d: StreamDir) -> list[Any]:
+            return [d.next_seq, d.partial.hex(), d.msg_seq, d.msg_len, d.ctype, d.skip,
+                    [[o, k] for o, k in d.pending], d.values, d.broken,
+                    [[q, a.hex(), b.hex()] for q, a, b in d.rewrites]]
+
+        def t(x: float) -> float:
+            return round(x - now, 3)
+
+        controls = []
+        for ctl in self._controls.values():
+            calls = [[c.lan_call_id, c.wan_call_id, c.remote_call_id, c.up, t(c.created),
+                      t(c.last_seen)] for c in ctl.by_lan.values() if not c.ended]
+            controls.append([ctl.lan.hex(), ctl.lan_port, ctl.wan.hex(), ctl.wan_port,
+                             ctl.remote.hex(), ctl.remote_port, ctl.outbound, t(ctl.last_seen),
+                             ctl.tracked, sdir(ctl.from_lan), sdir(ctl.from_remote), calls,
+                             None if ctl.far_end is None else sdir(ctl.far_end)])
+        ended = [[[k[0].hex(), k[1].hex(), k[2], b.lan.hex(), t(b.last_seen)] for k, b in e.items()]
+                 for e in (self._ended_in, self._ended_out)]
+        binds = [[r.hex(), w.hex(), b.lan.hex(), t(b.last_seen)] for (r, w), b in self._bind.items()]
+        return {"controls": controls, "ended": ended, "bindings": binds}
+
+    def restore(self, data: dict[str, Any], now: float) -> int:
+        ctx = need_ctx(self.ctx)
+
+        def sdir(r: list[Any]) -> StreamDir:
+            d = StreamDir(r[0] if r[0] is None else int(r[0]), bytearray.fromhex(r[1]), int(r[2]),
+                          int(r[3]), int(r[4]), bool(r[5]), [(int(o), str(k)) for o, k in r[6]],
+                          {str(k): int(v) for k, v in r[7].items()},
+                          None if r[8] is None else str(r[8]))
+            d.rewrites.extend((int(q), bytes.fromhex(a), bytes.fromhex(b)) for q, a, b in r[9])
+            return d
+
+        n = 0
+        limit = self.timeouts.gre
+        for rec in data.get("controls", []):
+            lan, lport, wan, wport = bytes.fromhex(rec[0]), int(rec[1]), bytes.fromhex(rec[2]), int(rec[3])
+            remote, rport = bytes.fromhex(rec[4]), int(rec[5])
+            flow = ctx.find_flow(PROTO_TCP, lan, lport, remote, rport)
+            if flow is None or flow.wan_addr != wan or flow.wan_port != wport:
+                self._count("pptp:restore-skipped")
+                continue
+            ctl = Control(lan, lport, wan, wport, remote, rport, bool(rec[6]), now + float(rec[7]),
+                          tracked=bool(rec[8]), from_lan=sdir(rec[9]), from_remote=sdir(rec[10]),
+                          far_end=None if rec[12] is None else sdir(rec[12]))
+            flow.helper_state = ctl
+            self._controls.add((remote, rport, wan, wport), ctl, ctl.last_seen)
+            n += 1
+            for lan_id, wan_id, remote_id, up, created, seen in rec[11]:
+                key = (remote, wan, int(wan_id))
+                if key in self._by_wan or now + float(seen) + limit <= now:
+                    self._count("pptp:restore-skipped")
+                    continue
+                call = Call(lan, remote, wan, int(lan_id), int(wan_id), ctl, now + float(created),
+                            now + float(seen), None, bool(up))
+                ctl.by_lan[call.lan_call_id] = call
+                ctl.by_wan[call.wan_call_id] = call
+                self._by_wan.add(key, call, call.last_seen)
+                self._ids.setdefault((remote, wan), set()).add(call.wan_call_id)
+                pair = (lan, remote)
+                self._pairs[pair] = self._pairs.get(pair, 0) + 1
+                if remote_id is not None:
+                    self._set_remote(call, int(remote_id))
+                n += 1
+        for table, recs in zip((self._ended_in, self._ended_out), data.get("ended", [[], []]),
+                               strict=False):
+            for k0, k1, k2, lan_hex, seen in recs:
+                table.add((bytes.fromhex(k0), bytes.fromhex(k1), int(k2)),
+                          Binding(bytes.fromhex(lan_hex), now + float(seen)), now + float(seen))
+        for r, w, lan_hex, seen in data.get("bindings", []):
+            wan = bytes.fromhex(w)
+            if not ctx.is_wan_address(wan) or not ctx.is_lan(bytes.fromhex(lan_hex)):
+                continue
+            self._bind.add((bytes.fromhex(r), wan), Binding(bytes.fromhex(lan_hex), now + float(seen)),
+                           now + float(seen))
+            n += 1
+        return n
+
     # ------------------------------------------------------------------ calls
 
     def _alloc_wan_id(self, remote: bytes, wan: bytes, lan_id: int) -> int | None:

@@ -20,7 +20,9 @@ def register(sub: Any, services: Sequence[ServiceFactory] = ()) -> None:
         description="Move real IPv4 packets between the LAN and WAN interfaces named in the config "
         "through the NAT engine (packet sockets; the kernel neither forwards nor NATs). Runs in the "
         "foreground: SIGHUP reloads the config (an invalid file is refused and the running one "
-        "kept), SIGTERM/SIGINT stop and remove everything set up. See docs/DATAPATH.md.")
+        "kept). SIGTERM/SIGINT stop, saving the connection state and keeping the kernel-side "
+        "set-up for the next start (a restart loses no session); with --cleanup they remove "
+        "everything set up. See docs/DATAPATH.md and docs/ADMIN.md.")
     run.add_argument("--config", "-c", required=True, metavar="FILE", help="natpass.toml")
     run.add_argument("--foreground", action="store_true",
                      help="accepted for clarity: natpass run always stays in the foreground")
@@ -29,7 +31,17 @@ def register(sub: Any, services: Sequence[ServiceFactory] = ()) -> None:
                      "(the kernel forwards ordinary traffic, natpass the VPN protocols)")
     run.add_argument("--log-level", choices=("debug", "info", "warning", "error"), default=None,
                      help="overrides [router] log_level")
+    run.add_argument("--cleanup", action="store_true",
+                     help="on exit remove the kernel-side set-up too (natpass is taken out of service)")
     run.set_defaults(func=functools.partial(_run, services=tuple(services)))
+    clean = sub.add_parser(
+        "cleanup", help="remove what a stopped router kept for its next start",
+        description="Remove the nft table and sysctls that a stopped router keeps for its next "
+        "start, put back the values from before natpass, and delete the saved connection state. "
+        "Refused while a router runs in this network namespace.")
+    clean.add_argument("--config", "-c", required=True, metavar="FILE", help="natpass.toml")
+    clean.add_argument("--keep-state", action="store_true", help="keep the saved connection state")
+    clean.set_defaults(func=_cleanup)
 
 
 def _run(args: argparse.Namespace, services: Sequence[ServiceFactory] = ()) -> int:
@@ -42,10 +54,28 @@ def _run(args: argparse.Namespace, services: Sequence[ServiceFactory] = ()) -> i
         return 2
     logging.basicConfig(level=level.upper(), stream=sys.stderr,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s")
-    return run_daemon(args.config, services, datapath=args.datapath)
+    return run_daemon(args.config, services, datapath=args.datapath, cleanup=args.cleanup)
 
 
-def run_daemon(config_path: str, services: Sequence[ServiceFactory] = (), datapath: str | None = None) -> int:
+def _cleanup(args: argparse.Namespace) -> int:
+    from natpass.datapath.live_setup import SetupError
+    from natpass.router.cleanup import cleanup
+    from natpass.router.config import ConfigError, load_config
+
+    try:
+        done = cleanup(load_config(args.config), keep_state=args.keep_state)
+    except ConfigError as exc:
+        print(f"natpass: {exc}", file=sys.stderr)
+        return 2
+    except (SetupError, OSError) as exc:
+        print(f"natpass: {exc}", file=sys.stderr)
+        return 1
+    print("removed: " + (", ".join(done) if done else "nothing (no kept set-up found)"))
+    return 0
+
+
+def run_daemon(config_path: str, services: Sequence[ServiceFactory] = (), datapath: str | None = None,
+               cleanup: bool = False) -> int:
     """Start, loop until SIGTERM/SIGINT, clean up. Returns the exit status."""
     from natpass.datapath.live_setup import SetupError
     from natpass.router.config import ConfigError
@@ -67,7 +97,7 @@ def run_daemon(config_path: str, services: Sequence[ServiceFactory] = (), datapa
     try:
         daemon.run()
     finally:
-        daemon.close()
+        daemon.close(keep_guard=not cleanup)
         log.info("natpass stopped")
     return 0
 

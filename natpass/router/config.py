@@ -95,6 +95,7 @@ admin_socket = "/run/natpass/natpass.sock"
 # datapath = "packet"            # or "hybrid": the kernel forwards ordinary traffic (docs/DATAPATH.md)
 # hybrid_ports = [61440, 65535]  # hybrid: natpass's WAN ports (the kernel's masquerade stays below)
 # hybrid_natt = "kernel"         # hybrid: who handles UDP 4500 (NAT-T), "kernel" or "natpass"
+state_save_interval = 30        # seconds between saves of the connection state (0: only on stop)
 
 # [[forward]]                   # a static port forward (DNAT) to a server on the LAN
 # proto = "tcp"
@@ -134,6 +135,7 @@ class RouterConfig:
     log_level: str = "info"
     hybrid_ports: tuple[int, int] = DEFAULT_NATPASS_PORTS  # datapath = "hybrid": natpass's WAN ports
     hybrid_natt: str = DEFAULT_NATT  # datapath = "hybrid": who handles UDP 4500
+    state_save_interval: int = 30  # seconds; 0: the connection state is saved on stop only
 
     @property
     def wan_addresses(self) -> tuple[bytes, ...]:
@@ -346,7 +348,8 @@ def parse_config(text: str, path: str = "<string>") -> RouterConfig:
         "limits": {f.name for f in dataclasses.fields(Limits)},
         "passthrough": {"pptp", "ipsec", "l2tp", "strict"},
         "router": {"state_dir", "admin_socket", "admin_http", "datapath", "log_level", "admin_tls_cert",
-                   "admin_tls_key", "metrics_access", "hybrid_ports", "hybrid_natt"},
+                   "admin_tls_key", "metrics_access", "hybrid_ports", "hybrid_natt",
+                   "state_save_interval"},
     }
     sections: dict[str, dict[str, Any]] = {}
     for name, keys in allowed.items():
@@ -523,6 +526,7 @@ def parse_config(text: str, path: str = "<string>") -> RouterConfig:
         log_level=log_level,
         hybrid_ports=(hybrid_ports[0], hybrid_ports[1]),
         hybrid_natt=hybrid_natt,
+        state_save_interval=c.integer(rsec, "router", "state_save_interval", 30, 0, 86400),
     )
 
 

@@ -21,6 +21,7 @@ from typing import Any, Protocol, TypeVar
 from natpass.datapath.hybrid import Hybrid, OwnedEngine, describe
 from natpass.datapath.live import LiveDatapath
 from natpass.datapath.live_setup import HostSetup
+from natpass.datapath.nslock import NamespaceLock
 from natpass.datapath.packetsock import ipv4_address, mtu
 from natpass.nat.config import SWITCHES, NatConfig
 from natpass.nat.engine import Engine
@@ -28,6 +29,7 @@ from natpass.nat.helper import FlowView
 from natpass.passthrough import build_engine
 from natpass.router.admin import AdminServer
 from natpass.router.config import ConfigError, RouterConfig, load_config, parse_config
+from natpass.router.restart import StateKeeper, tunnel_names
 from natpass.router.settings import (
     Checked,
     ConfigChange,
@@ -127,6 +129,8 @@ class RouterDaemon:
         self._reload_requested = False
         # One writer of the config file and its history at a time (admin threads, the loop's SIGHUP).
         self._config_lock = threading.RLock()
+        self.nslock: NamespaceLock | None = None
+        self.keeper: StateKeeper | None = None
         self.history = ConfigHistory(self.config.state_dir)
 
     @property
@@ -143,6 +147,10 @@ class RouterDaemon:
     def start(self) -> None:
         """Set up the namespace and the sockets (undone by :meth:`close`)."""
         cfg = self.config
+        # one router per network namespace: checked before anything of the running one is touched
+        lock = NamespaceLock()
+        lock.acquire()
+        self.nslock = lock
         hybrid = self.hybrid = _hybrid_for(cfg)
         engine = self.engine = self.engine_factory(self._nat_config(cfg))
         setup = self.setup = HostSetup(cfg.state_dir, cfg.wan_interface, cfg.lan_interface, cfg.lan_address,
@@ -165,6 +173,9 @@ class RouterDaemon:
         except BaseException:
             setup.undo()
             raise
+        self.keeper = StateKeeper(cfg.state_dir, cfg.state_save_interval)
+        self.keeper.restore(engine, engine.config, self.clock())
+        self.datapath.periodic.append(self._save_tick)
         for name in SWITCHES:
             self._push({"event": "switch", "switch": name, "on": cfg.nat.passthrough.get(name)})
         self._record_version("start")
@@ -238,8 +249,20 @@ class RouterDaemon:
         if self.datapath is not None:
             self.datapath.stop()
 
-    def close(self) -> None:
-        """Undo everything :meth:`start` did (idempotent)."""
+    def _save_tick(self, now: float) -> None:
+        if self.keeper is not None:
+            self.keeper.tick(self._engine(), self._engine().config, now)
+
+    def save_state(self) -> None:
+        """Save the connection state now (on stop: the packet loop no longer runs)."""
+        if self.keeper is None or self.engine is None:
+            return
+        took = self.keeper.save_now(self.engine, self.engine.config, self.clock())
+        log.info("connection state saved: %d flows in %.3f s", len(self.engine.table), took)
+
+    def close(self, keep_guard: bool = False) -> None:
+        """Undo everything :meth:`start` did (idempotent). ``keep_guard``: save the connection
+        state and leave the kernel-side set-up for the next start (a restart)."""
         while self.services:
             with contextlib.suppress(Exception):
                 self.services.pop().stop()
@@ -251,13 +274,26 @@ class RouterDaemon:
             with contextlib.suppress(Exception):
                 self.recorder.close()
             self.recorder = None
+        if self.keeper is not None:
+            try:
+                self.save_state()
+            except Exception:
+                log.exception("connection state not saved")
+            self.keeper.close()
+            self.keeper = None
         if self.datapath is not None:
             log.info("datapath counters: %s", self.datapath.counters())
             self.datapath.close()
         if self.setup is not None:
-            for what in self.setup.undo():
+            for what in self.setup.undo(keep_guard=keep_guard):
                 log.info("removed: %s", what)
+            if keep_guard:
+                log.info("kept for the next start: nft table inet natpass and its sysctls "
+                         "(`natpass cleanup` removes them)")
             self.setup = None
+        if self.nslock is not None:
+            self.nslock.release()
+            self.nslock = None
 
     # ----- the admin interface (any thread) --------------------------------------------------------
     def _engine(self) -> Engine:
@@ -412,6 +448,7 @@ class RouterDaemon:
 
         def apply() -> dict[str, int]:
             engine, now = self._engine(), self.clock()
+            before = tunnel_names(engine)
             torn: dict[str, int] = {}
             for name in SWITCHES:  # switches first, so their tunnels torn down are counted
                 on = new.nat.passthrough.get(name)
@@ -425,6 +462,11 @@ class RouterDaemon:
                 self.datapath.wan.by_dst.clear()
                 self.datapath.set_wan_addresses(new.wan_addresses)
             self.config = new
+            if self.keeper is not None:
+                self.keeper.interval = float(new.state_save_interval)
+            gone = sorted(set(before) - set(tunnel_names(engine)))
+            if gone:
+                log.info("config change tore down %d tunnels: %s", len(gone), "; ".join(gone))
             for name in SWITCHES:
                 self._push({"event": "switch", "switch": name, "on": new.nat.passthrough.get(name)})
             return torn

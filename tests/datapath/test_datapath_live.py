@@ -202,7 +202,8 @@ def test_sighup_with_an_invalid_config_keeps_the_running_one(topo: Topology, nat
 
 def test_sigterm_removes_the_nft_table_and_restores_sysctls(topo: Topology, config: Path) -> None:
     topo.lab.sysctl(topo.rtr, "net.ipv4.ip_forward", 1)  # so that the restore is visible
-    pid = topo.start_natpass(config, label="natpass-term", runner=natpass_argv(str(config)))
+    pid = topo.start_natpass(config, label="natpass-term",
+                             runner=[*natpass_argv(str(config)), "--cleanup"])
     try:
         assert topo.nft_table_present()
         assert topo.sysctl("net.ipv4.ip_forward") == "0"
@@ -226,7 +227,8 @@ def test_a_crash_leaves_state_that_the_next_start_cleans(topo: Topology, config:
     topo.lab.kill(pid)
     assert topo.nft_table_present()  # a SIGKILL leaves everything behind
     assert (config.parent / "state" / "live-state.json").exists()
-    pid = topo.start_natpass(config, label="natpass-again", runner=natpass_argv(str(config)))
+    pid = topo.start_natpass(config, label="natpass-again",
+                             runner=[*natpass_argv(str(config)), "--cleanup"])
     try:
         log = topo.lab.log("natpass-again")
         assert "cleaned up after a previous run" in log, log
