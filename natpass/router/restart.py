@@ -9,55 +9,18 @@ only for the ``fork()`` itself. The save on stop runs in the process (the loop h
 from __future__ import annotations
 
 import contextlib
-import dataclasses
-import ipaddress
 import logging
 import os
 import time
 from typing import Any
 
 from natpass.nat import snapshot as S
-from natpass.nat.config import SWITCHES, NatConfig
+from natpass.nat.config import NatConfig
 from natpass.nat.engine import Engine
 from natpass.router import statefile
+from natpass.router.settings import config_facts, describe_changes
 
 log = logging.getLogger("natpass.router")
-
-
-def config_summary(nat: NatConfig) -> dict[str, Any]:
-    """What a restart or reload reports as changed: switches, forwards, timeouts, addresses."""
-    names = {6: "tcp", 17: "udp"}
-    forwards = sorted(
-        f"{names.get(f.proto, f.proto)} "
-        f"{ipaddress.IPv4Address(f.wan_addr) if f.wan_addr else '*'}:{f.wan_port} -> "
-        f"{ipaddress.IPv4Address(f.lan_addr)}:{f.lan_port}" for f in nat.forwards)
-    return {
-        "switches": {name: nat.passthrough.get(name) for name in (*SWITCHES, "strict")},
-        "forwards": forwards,
-        "timeouts": dataclasses.asdict(nat.timeouts),
-        "port_range": list(nat.port_range),
-        "wan_addresses": [str(ipaddress.IPv4Address(a)) for a in nat.wan_addresses],
-    }
-
-
-def config_changes(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
-    """One phrase per difference between two :func:`config_summary` results."""
-    out: list[str] = []
-    for name, on in new.get("switches", {}).items():
-        was = old.get("switches", {}).get(name)
-        if was is not None and was != on:
-            out.append(f"{name} {'on' if was else 'off'} -> {'on' if on else 'off'}")
-    old_fw, new_fw = set(old.get("forwards", [])), set(new.get("forwards", []))
-    out += [f"forward added: {f}" for f in sorted(new_fw - old_fw)]
-    out += [f"forward removed: {f}" for f in sorted(old_fw - new_fw)]
-    for name, value in new.get("timeouts", {}).items():
-        was = old.get("timeouts", {}).get(name)
-        if was is not None and was != value:
-            out.append(f"timeouts.{name} {was:g} -> {value:g}")
-    for key in ("port_range", "wan_addresses"):
-        if key in old and old[key] != new.get(key):
-            out.append(f"{key} {old[key]} -> {new.get(key)}")
-    return out
 
 
 def tunnel_names(engine: Engine) -> dict[str, str]:
@@ -95,7 +58,7 @@ class StateKeeper:
 
     def content(self, engine: Engine, nat: NatConfig, now: float) -> dict[str, Any]:
         return {"saved_wall": time.time(), "engine": S.snapshot(engine, now),
-                "config": config_summary(nat)}
+                "config": config_facts(nat)}
 
     # ----- start ------------------------------------------------------------------------------
     def restore(self, engine: Engine, nat: NatConfig, now: float) -> S.RestoreReport | None:
@@ -111,7 +74,8 @@ class StateKeeper:
             statefile.discard(self.state_dir)
             return None
         elapsed = max(0.0, time.time() - loaded.saved_wall)
-        changes = config_changes(loaded.config, config_summary(nat)) if loaded.config else []
+        saved_facts = loaded.config if all(isinstance(v, str) for v in loaded.config.values()) else {}
+        changes = describe_changes(saved_facts, config_facts(nat)) if saved_facts else []
         if changes:
             log.info("config changed since the state was saved: %s", "; ".join(changes))
         try:

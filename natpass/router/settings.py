@@ -26,6 +26,7 @@ from typing import Any
 import tomlkit
 import tomlkit.exceptions
 
+from natpass.nat.config import SWITCHES, NatConfig
 from natpass.router.config import ConfigError, RouterConfig, parse_config
 
 HISTORY_DIR = "config-history"
@@ -145,33 +146,46 @@ def _show(value: Any) -> str:
 
 def _name(key: str) -> str:
     """``nat.passthrough.pptp`` -> ``pptp``; ``nat.timeouts.udp`` -> ``timeouts.udp``."""
-    if key.startswith("nat.passthrough."):
-        return key.rsplit(".", 1)[1]
-    return key[4:] if key.startswith("nat.") else key
+    key = key.removeprefix("nat.")
+    return key.rsplit(".", 1)[1] if key.startswith("passthrough.") else key
+
+
+def config_facts(cfg: RouterConfig | NatConfig) -> dict[str, str]:
+    """The settings of ``cfg`` as text by name (``pptp``, ``timeouts.udp``, ``forward tcp/443->
+    192.168.1.5:443``): what every change summary compares. JSON-able, so the saved connection
+    state keeps the facts of the config it was saved under."""
+    flat: dict[str, str] = {}
+    _flatten(cfg, "", flat)
+    out = {_name(k): v for k, v in flat.items() if _name(k) not in ("path", "seed", "forwards")}
+    for fwd in cfg.nat.forwards if isinstance(cfg, RouterConfig) else cfg.forwards:
+        out[f"forward {_forward(fwd)}"] = "on"
+    return out
+
+
+def describe_changes(old: Mapping[str, str], new: Mapping[str, str]) -> list[str]:
+    """One phrase per difference between two :func:`config_facts`."""
+    parts = []
+    for key, value in new.items():
+        was = old.get(key)
+        if was == value:
+            continue
+        if key.startswith("forward "):
+            parts.append(f"forward +{key[8:]}")
+        elif key in (*SWITCHES, "strict"):
+            parts.append(f"{key} {value}")
+        else:
+            parts.append(f"{key} {'-' if was is None else was} -> {value}")
+    for key, was in old.items():
+        if key not in new:
+            parts.append(f"forward -{key[8:]}" if key.startswith("forward ") else f"{key} {was} -> -")
+    return parts
 
 
 def summarize(old: RouterConfig | None, new: RouterConfig) -> str:
     """One line naming what differs between two configs (``no change`` when nothing does)."""
     if old is None:
         return "first version"
-    a: dict[str, str] = {}
-    b: dict[str, str] = {}
-    _flatten(old, "", a)
-    _flatten(new, "", b)
-    parts = []
-    for key in b:
-        if key in ("path", "nat.forwards") or a.get(key) == b[key]:
-            continue
-        name = _name(key)
-        if key.startswith("nat.passthrough."):
-            parts.append(f"{name} {b[key]}")
-        else:
-            parts.append(f"{name} {a.get(key, '-')} -> {b[key]}")
-    fa, fb = set(old.nat.forwards), set(new.nat.forwards)
-    for fwd in sorted(fb - fa, key=repr):
-        parts.append(f"forward +{_forward(fwd)}")
-    for fwd in sorted(fa - fb, key=repr):
-        parts.append(f"forward -{_forward(fwd)}")
+    parts = describe_changes(config_facts(old), config_facts(new))
     return "; ".join(parts) if parts else "no change"
 
 

@@ -15,7 +15,8 @@ from natpass.nat import verdict as V
 from natpass.nat.config import NatConfig, Passthrough, PortForward, Timeouts
 from natpass.passthrough import build_engine
 from natpass.router import statefile
-from natpass.router.restart import StateKeeper, config_changes, config_summary
+from natpass.router.restart import StateKeeper
+from natpass.router.settings import config_facts, describe_changes
 
 WAN = ipaddress.IPv4Address("203.0.113.1").packed
 
@@ -123,15 +124,15 @@ def test_switch_now_off_drops_its_protocol_state_and_changes_are_logged(tmp_path
         rep = StateKeeper(str(tmp_path), 30).restore(build_engine(off), off, 20.0)
     assert rep is not None and rep.skipped == {"pptp:switched-off": 1}
     text = " ".join(r.getMessage() for r in caplog.records)
-    assert "pptp on -> off" in text and "timeouts.udp 300 -> 600" in text
+    assert "pptp off" in text and "timeouts.udp 300.0 -> 600.0" in text
 
 
 def test_config_changes_names_forwards():
-    a = config_summary(nat())
-    b = config_summary(nat(forwards=(PortForward(6, 443, ipaddress.IPv4Address("192.168.1.5").packed,
-                                                 443),)))
-    assert config_changes(a, b) == ["forward added: tcp *:443 -> 192.168.1.5:443"]
-    assert config_changes(b, a) == ["forward removed: tcp *:443 -> 192.168.1.5:443"]
+    a = config_facts(nat())
+    b = config_facts(nat(forwards=(PortForward(6, 443, ipaddress.IPv4Address("192.168.1.5").packed,
+                                               443),)))
+    assert describe_changes(a, b) == ["forward +tcp/443->192.168.1.5:443"]
+    assert describe_changes(b, a) == ["forward -tcp/443->192.168.1.5:443"]
 
 
 def test_background_save_forks_and_the_parent_keeps_its_state(tmp_path):
