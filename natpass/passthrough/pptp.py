@@ -44,8 +44,6 @@ and fails closed like a lost stream (``pptp:stream-lost``) until the client reco
 
 from __future__ import annotations
 
-from collections import deque
-from dataclasses import dataclass, field
 from typing import Any, Final
 
 from natpass.nat import verdict as V
@@ -59,7 +57,6 @@ from natpass.passthrough._common import (
     LRU_GRANULARITY,
     SEQ_MASK,
     HostLru,
-    StateLimit,
     SwitchedHelper,
     dst_of,
     ip_text,
@@ -69,6 +66,7 @@ from natpass.passthrough._common import (
     u16,
     u32,
 )
+from natpass.passthrough.pptp_records import Binding, Call, CallKey, Control, PptpLimits, StreamDir
 
 PPTP_PORT: Final = P.PPTP_PORT
 OWN: Final = "own"  # the sender's own Call ID
@@ -82,32 +80,7 @@ RESULT_OFFSET: Final = 16  # OCRP/ICRP Result Code (RFC 2637 2.8, 2.10)
 RESULT_OK: Final = 1  # OCRP "Connected", ICRP "Connect"
 # Ends after which the far end may still hold the call: its WAN Call ID is not reused meanwhile.
 HELD_AFTER: Final = frozenset({"timeout", "evicted"})
-REWRITE_MEMORY: Final = 64  # rewrites remembered per direction for retransmissions
 GRE_MIN: Final = 4
-
-
-@dataclass(frozen=True, slots=True)
-class PptpLimits:
-    """Everything the PPTP helper keeps is bounded here (like netfilter's expectation policy).
-
-    ``controls`` (followed control connections), ``calls``, ``gre_bindings`` (address-only GRE,
-    one LAN host per far end and WAN address) and ``ended_calls`` (ended calls remembered so that
-    their late GRE is dropped ``pptp:no-call`` rather than sent by address): each worth a flow,
-    ``max_flows_per_host`` per LAN host and ``max_flows`` in all, least recently used out first,
-    and a host pushes out only its own entries or a host's holding more (``HostLru``).
-    ``calls_per_control``: calls one control connection may open, far beyond any real client; one
-    more is refused and the connection fails closed (its Call ID must not leave untranslated)."""
-
-    controls: StateLimit
-    calls: StateLimit
-    gre_bindings: StateLimit
-    ended_calls: StateLimit
-    calls_per_control: int = 64
-
-    @classmethod
-    def from_config(cls, limits: Limits) -> PptpLimits:
-        flows = StateLimit.like_flows(limits)
-        return cls(controls=flows, calls=flows, gre_bindings=flows, ended_calls=flows)
 
 
 def _fields_of(ctype: int) -> list[tuple[int, str]]:
@@ -121,74 +94,6 @@ def _fields_of(ctype: int) -> list[tuple[int, str]]:
 
 
 FIELDS: Final[dict[int, list[tuple[int, str]]]] = {t: _fields_of(t) for t in P.LENGTHS}
-
-
-@dataclass(slots=True, eq=False)
-class Call:
-    """One PPTP call crossing the router."""
-
-    lan: bytes
-    remote: bytes
-    wan: bytes
-    lan_call_id: int
-    wan_call_id: int
-    control: Control
-    created: float
-    last_seen: float
-    remote_call_id: int | None = None
-    up: bool = False
-    ended: bool = False
-
-
-@dataclass(slots=True, eq=False)
-class StreamDir:
-    """Parser state of one direction of a control connection."""
-
-    next_seq: int | None = None
-    partial: bytearray = field(default_factory=bytearray)
-    msg_seq: int = 0
-    msg_len: int = 0  # 0 until the 12-byte header is complete
-    ctype: int = 0
-    skip: bool = False  # a message counted as bad and passed untouched
-    pending: list[tuple[int, str]] = field(default_factory=list)
-    values: dict[str, int] = field(default_factory=dict)
-    broken: str | None = None
-    rewrites: deque[tuple[int, bytes, bytes]] = field(default_factory=lambda: deque(maxlen=REWRITE_MEMORY))
-
-
-@dataclass(slots=True, eq=False)
-class Control:
-    """One followed control connection (the engine flow's ``helper_state``)."""
-
-    lan: bytes
-    lan_port: int
-    wan: bytes
-    wan_port: int
-    remote: bytes
-    remote_port: int
-    outbound: bool
-    last_seen: float
-    tracked: bool = True
-    evicted: bool = False  # pushed out by the limits: its data is dropped until a new SYN
-    from_lan: StreamDir = field(default_factory=StreamDir)
-    from_remote: StreamDir = field(default_factory=StreamDir)
-    far_end: StreamDir | None = None  # replay only: inbound as the far end sent it
-    by_lan: dict[int, Call] = field(default_factory=dict)
-    by_wan: dict[int, Call] = field(default_factory=dict)
-    # WAN Call ID -> LAN Call ID of calls that ended here (idle, pushed out) while the far end may
-    # still hold them: not given to another call until this connection ends or clears them
-    held: dict[int, int] = field(default_factory=dict)
-
-
-@dataclass(slots=True)
-class Binding:
-    """Address-only GRE binding (GRE v0, or v1 without a followed call), or an ended call."""
-
-    lan: bytes
-    last_seen: float
-
-
-CallKey = tuple[bytes, bytes, int]
 
 
 class PptpHelper(SwitchedHelper):
@@ -315,11 +220,6 @@ class PptpHelper(SwitchedHelper):
     def snapshot(self, now: float) -> dict[str, Any]:
         """Control connections (stream positions, pending rewrites), calls and their Call ID
         maps, address-only GRE bindings and ended calls; times relative to ``now``."""
-        def sdir(d: StreamDir) -> list[Any]:
-            return [d.next_seq, d.partial.hex(), d.msg_seq, d.msg_len, d.ctype, d.skip,
-                    [[o, k] for o, k in d.pending], d.values, d.broken,
-                    [[q, a.hex(), b.hex()] for q, a, b in d.rewrites]]
-
         def t(x: float) -> float:
             return round(x - now, 3)
 
@@ -329,8 +229,8 @@ class PptpHelper(SwitchedHelper):
                       t(c.last_seen)] for c in ctl.by_lan.values() if not c.ended]
             controls.append([ctl.lan.hex(), ctl.lan_port, ctl.wan.hex(), ctl.wan_port,
                              ctl.remote.hex(), ctl.remote_port, ctl.outbound, t(ctl.last_seen),
-                             ctl.tracked, sdir(ctl.from_lan), sdir(ctl.from_remote), calls,
-                             None if ctl.far_end is None else sdir(ctl.far_end)])
+                             ctl.tracked, ctl.from_lan.saved(), ctl.from_remote.saved(), calls,
+                             None if ctl.far_end is None else ctl.far_end.saved()])
         ended = [[[k[0].hex(), k[1].hex(), k[2], b.lan.hex(), t(b.last_seen)] for k, b in e.items()]
                  for e in (self._ended_in, self._ended_out)]
         binds = [[r.hex(), w.hex(), b.lan.hex(), t(b.last_seen)] for (r, w), b in self._bind.items()]
@@ -338,14 +238,6 @@ class PptpHelper(SwitchedHelper):
 
     def restore(self, data: dict[str, Any], now: float) -> int:
         ctx = need_ctx(self.ctx)
-
-        def sdir(r: list[Any]) -> StreamDir:
-            d = StreamDir(r[0] if r[0] is None else int(r[0]), bytearray.fromhex(r[1]), int(r[2]),
-                          int(r[3]), int(r[4]), bool(r[5]), [(int(o), str(k)) for o, k in r[6]],
-                          {str(k): int(v) for k, v in r[7].items()},
-                          None if r[8] is None else str(r[8]))
-            d.rewrites.extend((int(q), bytes.fromhex(a), bytes.fromhex(b)) for q, a, b in r[9])
-            return d
 
         n = 0
         limit = self.timeouts.gre
@@ -357,8 +249,9 @@ class PptpHelper(SwitchedHelper):
                 self._count("pptp:restore-skipped")
                 continue
             ctl = Control(lan, lport, wan, wport, remote, rport, bool(rec[6]), now + float(rec[7]),
-                          tracked=bool(rec[8]), from_lan=sdir(rec[9]), from_remote=sdir(rec[10]),
-                          far_end=None if rec[12] is None else sdir(rec[12]))
+                          tracked=bool(rec[8]), from_lan=StreamDir.from_saved(rec[9]),
+                          from_remote=StreamDir.from_saved(rec[10]),
+                          far_end=None if rec[12] is None else StreamDir.from_saved(rec[12]))
             flow.helper_state = ctl
             self._controls.add((remote, rport, wan, wport), ctl, ctl.last_seen)
             n += 1
