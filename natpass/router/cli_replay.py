@@ -113,7 +113,8 @@ def _print_report(result: ReplayResult, packets: bool) -> None:
     con = Console() if sys.stdout.isatty() or "COLUMNS" in os.environ else Console(width=140)
     sw = ", ".join(f"{k} {'on' if v else 'off'}" for k, v in s["switches"].items())
     con.print(f"[bold]{s['capture']}[/]: {s['packets']} packets, {s['forwarded']} forwarded, "
-              f"{s['dropped']} dropped  (LAN {', '.join(s['lan_prefixes'])}; WAN "
+              f"{s['dropped']} dropped" + (f", {s['held']} held (fragments waiting for their first)"
+                                           if s["held"] else "") + f"  (LAN {', '.join(s['lan_prefixes'])}; WAN "
               f"{', '.join(s['wan_addresses'])}; passthrough {sw})")
     if s["non_ipv4"] or s["lan_local"] or s["truncated"]:
         con.print(f"  skipped: {s['non_ipv4']} non-IPv4 frames, {s['lan_local']} LAN-to-LAN packets, "
@@ -125,20 +126,21 @@ def _print_report(result: ReplayResult, packets: bool) -> None:
         t = Table("#", "dir", "flow", "verdict", "reason", box=None)
         for r in result.records:
             t.add_row(str(r.index), "out" if r.from_lan else "in", r.flow,
-                      "[green]forwarded[/]" if r.forwarded else "[red]dropped[/]", r.reason or "")
+                      {"forwarded": "[green]forwarded[/]", "held": "[yellow]held[/]"}.get(r.verdict, "[red]dropped[/]"),
+                      r.reason or "")
         con.print(t)
-    t = Table("flow", "out", "in", "forwarded", "dropped", "why dropped", title="Flows")
+    t = Table("flow", "out", "in", "forwarded", "held", "dropped", "why dropped", title="Flows")
     for f in sorted(result.flows, key=lambda f: -(f["out"] + f["in"]))[:200]:
         why = ", ".join(f"{k} ×{v}" for k, v in f["drops"].items())
-        t.add_row(f["flow"], str(f["out"]), str(f["in"]), str(f["forwarded"]),
+        t.add_row(f["flow"], str(f["out"]), str(f["in"]), str(f["forwarded"]), str(f["held"]),
                   f"[red]{f['dropped']}[/]" if f["dropped"] else "0", why)
     con.print(t)
-    t = Table("protocol", "out forwarded", "out dropped", "in forwarded", "in dropped",
-              title="By IP protocol")
+    t = Table("protocol", "out forwarded", "out dropped", "out held", "in forwarded", "in dropped",
+              "in held", title="By IP protocol")
     for name, row in s["by_ip_protocol"].items():
         if any(row.values()):
-            t.add_row(name, *(str(row[k]) for k in ("out_forwarded", "out_dropped",
-                                                    "in_forwarded", "in_dropped")))
+            t.add_row(name, *(str(row[k]) for k in ("out_forwarded", "out_dropped", "out_held",
+                                                    "in_forwarded", "in_dropped", "in_held")))
     con.print(t)
     if s["drops"]:
         con.print("Drops by reason: " + ", ".join(f"[red]{k}[/] {v}" for k, v in
