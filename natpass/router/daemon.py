@@ -474,7 +474,7 @@ class RouterDaemon:
         torn = self._on_loop(apply)
         version = self._record(text, who, summary)
         gone = ", ".join(f"{n} {k}" for n, k in torn.items() if k) or "none"
-        log.info("config applied by %s from %s: %s (tunnels torn down: %s)", who, new.path, summary, gone)
+        log.info("config reloaded from %s by %s: %s (tunnels torn down: %s)", new.path, who, summary, gone)
         return ConfigChange(summary, torn, version)
 
     # ----- backups and history -----------------------------------------------------------------
