@@ -39,14 +39,17 @@ if TYPE_CHECKING:
     from natpass.web.app import Principal, WebState
 
 NAV = (("/", "Status"), ("/passthrough", "VPN Passthrough"), ("/connections", "Connections"),
-       ("/log", "Log"), ("/tokens", "API tokens"))
+       ("/diagnose", "Diagnose"), ("/backup", "Backup & restore"), ("/log", "Log"), ("/tokens", "API tokens"))
+VANTAGE_TEXT = {"client": "on the VPN client (or the router's LAN side)",
+                "router-wan": "on the router's WAN side", "server": "on the VPN server's side"}
 USAGE_DAYS = 14
 LOG_ROWS = 300
 STALE_WHEN_LIVE = frozenset({"switch-unused", "switch-recently-enabled", "usage-unknown"})
 LOG_KINDS = {
     "login": "Login", "login-failed": "Login refused", "logout": "Logout", "refused": "Request refused",
     "switch": "Switch", "reload": "Reload", "token": "API token", "tunnel-up": "Tunnel up",
-    "tunnel-down": "Tunnel down", "packets": "Traffic", "drop": "Drops",
+    "tunnel-down": "Tunnel down", "packets": "Traffic", "drop": "Drops", "config": "Config",
+    "diagnose": "Diagnose",
 }
 
 
@@ -526,3 +529,103 @@ class Views:
                 '<p class="small">The API is described at <a href="/api/openapi.json">/api/openapi.json</a>.</p>')
         return layout("API tokens", body, who, "/tokens")
 
+
+    # ----- backup & restore ------------------------------------------------------------------------
+    def backup(self, who: Principal, versions: Sequence[Mapping[str, Any]], flash: str = "",
+               error: str = "") -> str:
+        csrf = who.session.csrf if who.session else ""
+        top = (f'<p class="ok" role="status">{e(flash)}</p>' if flash else "") + (
+            f'<div class="error" role="alert"><p><strong>Refused:</strong> {e(error)}</p>'
+            "<p>Nothing was changed: the router runs on as before.</p></div>" if error else "")
+        newest = versions[0]["number"] if versions else None
+        rows = []
+        for v in versions:
+            if v["number"] == newest:
+                action = "running now"
+            else:
+                action = ('<form method="post" action="/backup/rollback" class="inline">'
+                          f'<input type="hidden" name="csrf" value="{e(csrf)}">'
+                          f'<input type="hidden" name="number" value="{e(v["number"])}">'
+                          f'<button type="submit" id="rollback-{e(v["number"])}">Roll back to #{e(v["number"])}'
+                          "</button></form>")
+            rows.append([f'<span class="num">#{e(v["number"])}</span>', e(v.get("created")), e(v.get("who")),
+                         e(v.get("summary")), action])
+        body = (
+            top + '<section><h2>Download a backup</h2><p>The config file as it is now, with a checksum so a '
+            'damaged or edited copy is recognised on restore.</p>'
+            '<p><a class="button" href="/backup/download" id="download">Download backup</a></p></section>'
+            '<section><h2>Restore a backup</h2>'
+            '<form method="post" action="/backup/restore" enctype="multipart/form-data" class="upload">'
+            f'<input type="hidden" name="csrf" value="{e(csrf)}">'
+            '<label for="backup-file">Backup or config file (.toml)</label>'
+            '<input id="backup-file" name="backup" type="file" accept=".toml,text/plain" required>'
+            '<button type="submit" id="restore">Restore</button></form>'
+            f'<p class="small">At most {self.web.options.max_backup // 1024} KiB. The file is checked whole '
+            "before anything changes: a damaged, edited or invalid file, or one that changes what only a "
+            "restart can change (interfaces, LAN address, datapath, state dir), is refused with the reason and "
+            "line, and the running router is left as it is.</p></section>"
+            '<section><h2>Config history</h2><p class="small">Every change (switch, reload, restore, rollback) '
+            "keeps the version it replaced; a rollback is itself kept, so it can be undone the same way.</p>"
+            + scroll_table("Config history", ["Version", "When", "Who", "What changed", ""], rows,
+                           "No versions kept yet.") + "</section>")
+        return layout("Backup & restore", body, who, "/backup")
+
+    # ----- diagnose --------------------------------------------------------------------------------
+    def diagnose(self, who: Principal, report: Mapping[str, Any] | None = None, error: str = "") -> str:
+        csrf = who.session.csrf if who.session else ""
+        vantages = "".join(f'<option value="{e(k)}">{e(v)}</option>' for k, v in VANTAGE_TEXT.items())
+        form = (
+            '<form method="post" action="/diagnose" enctype="multipart/form-data" class="upload">'
+            f'<input type="hidden" name="csrf" value="{e(csrf)}">'
+            '<label for="capture-file">Capture file (pcap or pcapng)</label>'
+            '<input id="capture-file" name="capture" type="file" accept=".pcap,.pcapng,.cap" required>'
+            '<label for="vantage">Taken</label><select id="vantage" name="vantage">'
+            f'<option value="">work it out from the capture</option>{vantages}</select>'
+            '<button type="submit" id="diagnose">Diagnose</button></form>'
+            f'<p class="small">At most {self.web.options.max_capture // (1024 * 1024)} MiB. Capture the VPN '
+            "attempt with Wireshark or <code>tcpdump -w vpn.pcap</code> on the client, then upload it here: "
+            "the report says which VPN protocols it saw, how far each got and why it stopped.</p>")
+        top = (f'<div class="error" role="alert"><p><strong>Refused:</strong> {e(error)}</p></div>'
+               if error else "")
+        return layout("Diagnose", top + form + (self._report(report) if report is not None else ""), who,
+                      "/diagnose")
+
+    @staticmethod
+    def _report(report: Mapping[str, Any]) -> str:
+        cap = _map(report.get("capture"))
+        detail = _map(report.get("vantage_detail"))
+        vantage = str(report.get("vantage") or "")
+        how = "as given" if detail.get("source") == "given" else "worked out from the capture"
+        basis = "".join(f"<li>{e(b)}</li>" for b in detail.get("basis") or [])
+        problems = "".join(f"<li>{e(p)}</li>" for p in cap.get("problems") or [])
+        facts = (f'<dl class="facts"><dt>File</dt><dd><code>{e(cap.get("file"))}</code></dd>'
+                 f"<dt>Packets</dt><dd>{e(report.get('packets'))} ({e(cap.get('malformed', 0))} malformed)</dd>"
+                 f"<dt>Taken</dt><dd>{e(VANTAGE_TEXT.get(vantage, vantage or '?'))} ({e(how)})"
+                 + (f'<ul class="small">{basis}</ul>' if basis else "") + "</dd></dl>"
+                 + (f'<ul class="small">{problems}</ul>' if problems else ""))
+        rows = []
+        for p in report.get("protocols") or []:
+            phases = " → ".join(str(ph.get("name")) for ph in p.get("phases") or [] if isinstance(ph, Mapping))
+            stopped = f' <span class="small">(stopped before {e(p["stopped_at"])})</span>' if p.get("stopped_at") else ""
+            rows.append([e(str(p.get("name") or "?").upper()), f'<span class="status {e(p.get("status"))}">'
+                         f"{e(p.get('status'))}</span>", e(p.get("client") or ""), e(p.get("server") or ""),
+                         e(phases or "none") + stopped])
+        protocols = scroll_table("VPN protocols seen", ["Protocol", "Result", "Client", "Server", "Phases reached"],
+                                 rows, "No VPN protocol seen in this capture.")
+        items = []
+        for f in report.get("findings") or []:
+            evidence = ", ".join(f"frame {ev.get('frame')} ({ev.get('what')})" for ev in (f.get("evidence") or [])[:8]
+                                 if isinstance(ev, Mapping))
+            more = len(f.get("evidence") or []) - 8
+            win = f'<p class="small">Windows error {e(f["windows_error"])}</p>' if f.get("windows_error") else ""
+            items.append(
+                f'<li class="{e(f.get("severity"))}" id="finding-{e(f.get("code"))}">'
+                f'<strong>{e(f.get("severity"))}</strong> <code>{e(f.get("code"))}</code>'
+                f'{" (" + e(str(f.get("protocol")).upper()) + ")" if f.get("protocol") else ""}'
+                f"<p>{e(f.get('explanation'))}</p><p><em>{e(f.get('advice'))}</em></p>{win}"
+                + (f'<p class="small">Evidence: {e(evidence)}{f" and {more} more" if more > 0 else ""}</p>'
+                   if evidence else "") + "</li>")
+        findings = (f'<section class="findings"><ul>{"".join(items)}</ul></section>' if items
+                    else '<p class="empty">No findings: nothing in this capture looks wrong.</p>')
+        return (f"<section><h2>Report</h2>{facts}</section><section><h2>VPN protocols</h2>{protocols}</section>"
+                f"<section><h2>Findings</h2>{findings}</section>")

@@ -1,0 +1,244 @@
+"""Backup, restore, rollback and diagnose through the admin web app (fake router, real checks):
+the success path and every refusal, each of which changes nothing."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import pytest
+
+from natpass.web.app import MAX_CAPTURE, WebOptions
+from tests.router.test_router_web import PASSWORD, ROUTER, FakeRouter, client, env, login, nothing_changed
+
+__all__ = ["env"]  # the fixture, used by name
+
+DATA = Path(__file__).resolve().parents[1] / "data" / "diagnose"
+PPTP_OFF = DATA / "pptp-basic-natpass-switch-off-client.pcap"
+
+
+def csrf_of(html: str) -> str:
+    m = re.search(r'name="csrf" value="([^"]+)"', html)
+    assert m, html[:300]
+    return m.group(1)
+
+
+def page_login(c) -> str:
+    r = c.post("/login", data={"password": PASSWORD, "next": "/backup"})
+    assert r.status_code == 303
+    return csrf_of(c.get("/backup").text)
+
+
+# ----- backup ------------------------------------------------------------------------------------
+
+def test_a_backup_is_an_attachment_that_needs_a_login(env):
+    router, _, _ = env
+    c = client(env)
+    assert c.get("/api/config/backup").status_code == 401
+    assert c.get("/backup/download").status_code == 303
+    login(c)
+    for path in ("/api/config/backup", "/backup/download"):
+        r = c.get(path)
+        assert r.status_code == 200
+        assert r.headers["content-disposition"].startswith('attachment; filename="natpass-backup-')
+        assert r.text.startswith("# natpass-backup:") and router.config_text in r.text
+        assert "who: web session admin" in r.text
+
+
+def test_a_downloaded_backup_restores_through_the_api_and_the_page(env):
+    router, _, _ = env
+    c = client(env)
+    csrf = login(c)
+    text = c.get("/api/config/backup").text
+    r = c.post("/api/config/restore", json={"backup": text, "name": "saved.toml"}, headers={"X-CSRF-Token": csrf})
+    assert r.status_code == 200, r.text
+    assert r.json()["restored"] is True and r.json()["version"] == 3
+    assert router.restores == ["saved.toml"]
+    csrf = page_login(c)
+    r = c.post("/backup/restore", data={"csrf": csrf}, files={"backup": ("mine.toml", text.encode(), "text/plain")})
+    assert r.status_code == 303 and r.headers["location"].startswith("/backup?done=Restored")
+    assert router.restores == ["saved.toml", "mine.toml"]
+    page = c.get(r.headers["location"]).text
+    assert "Restored mine.toml" in page and "restore of mine.toml" in page  # flash and history row
+
+
+def _tampered(router: FakeRouter) -> str:
+    return router.backup().replace('prefixes = ["192.168.1.0/24"]', 'prefixes = ["192.168.7.0/24"]')
+
+
+@pytest.mark.parametrize("kind", ["tampered", "invalid", "restart", "not-utf8"])
+def test_a_bad_backup_is_refused_422_with_reason_and_line_and_changes_nothing(env, kind):
+    router, _, _ = env
+    c = client(env)
+    csrf = login(c)
+    before = router.config
+    data = {
+        "tampered": _tampered(router),
+        "invalid": router.config_text + "[router]\nnonsense = 1\n",
+        "restart": router.config_text.replace("[lan]\n", '[lan]\naddress = "192.168.1.254"\n'),
+        "not-utf8": "",
+    }[kind]
+    raw = b"[wan]\n\xff\xfe\n" if kind == "not-utf8" else data.encode()
+    if kind != "not-utf8":
+        r = c.post("/api/config/restore", json={"backup": data, "name": "bad.toml"}, headers={"X-CSRF-Token": csrf})
+        assert r.status_code == 422, r.text
+        body = r.json()
+        assert body["path"] == "bad.toml" and body["message"] in body["error"]
+        if kind != "restart":
+            assert body["line"] > 0
+    r = c.post("/backup/restore", data={"csrf": csrf}, files={"backup": ("bad.toml", raw, "text/plain")})
+    assert r.status_code == 422
+    assert "Refused:" in r.text and "bad.toml" in r.text and "Nothing was changed" in r.text
+    assert nothing_changed(router) and router.config is before
+    assert any("restore of bad.toml refused" in x["text"] for x in c.get("/api/log").json()["log"])
+
+
+def test_restore_refusals_without_session_csrf_or_file_change_nothing(env):
+    router, _, _ = env
+    c = client(env)
+    text = router.backup().encode()
+    assert c.post("/api/config/restore", json={"backup": text.decode()}).status_code == 401
+    csrf = login(c)
+    assert c.post("/api/config/restore", json={"backup": text.decode()}).status_code == 403
+    assert c.post("/api/config/restore", json={"backup": text.decode()},
+                  headers={"X-CSRF-Token": "wrong"}).status_code == 403
+    assert c.post("/api/config/restore", json={"text": "x"}, headers={"X-CSRF-Token": csrf}).status_code == 400
+    assert c.post("/backup/restore", data={"csrf": "wrong"},
+                  files={"backup": ("b.toml", text, "text/plain")}).status_code == 403
+    assert c.post("/backup/restore", data={"csrf": csrf}).status_code == 415  # not a file upload
+    assert c.post("/backup/restore", data={"csrf": csrf}, files={"other": ("b.toml", text, "text/plain")}).status_code == 400
+    assert nothing_changed(router)
+
+
+def test_an_oversized_backup_is_refused_413_and_changes_nothing(env):
+    router, _, _ = env
+    c = client(env, WebOptions(max_backup=4096))
+    csrf = login(c)
+    big = router.backup() + "#" * 5000 + "\n"
+    r = c.post("/api/config/restore", json={"backup": big}, headers={"X-CSRF-Token": csrf})
+    assert r.status_code == 413
+    r = c.post("/backup/restore", data={"csrf": csrf}, files={"backup": ("big.toml", big.encode(), "text/plain")})
+    assert r.status_code == 413
+    assert nothing_changed(router)
+
+
+# ----- history and rollback ----------------------------------------------------------------------
+
+def test_the_history_lists_versions_and_a_rollback_is_one_click(env):
+    router, _, _ = env
+    c = client(env)
+    assert c.get("/api/config/history").status_code == 401
+    login(c)
+    assert c.get("/api/config/history").json()["versions"] == router.config_history()
+    page = page_login(c)  # a new session: its CSRF token serves page and API alike
+    html = c.get("/backup").text
+    assert "first start" in html and "passthrough pptp on" in html and "running now" in html
+    assert 'id="rollback-1"' in html and 'id="rollback-2"' not in html  # the running one has no button
+    r = c.post("/backup/rollback", data={"csrf": page, "number": "1"})
+    assert r.status_code == 303 and router.rollbacks == [1]
+    assert "Back to version #1" in c.get(r.headers["location"]).text
+    r = c.post("/api/config/rollback", json={}, headers={"X-CSRF-Token": page})
+    assert r.status_code == 200 and r.json()["rolled_back"] is True and r.json()["torn_down"] == {"pptp": 1}
+    assert router.rollbacks == [1, 2]
+
+
+def test_rollback_refusals_change_nothing(env):
+    router, _, _ = env
+    c = client(env)
+    assert c.post("/api/config/rollback", json={"number": 1}).status_code == 401
+    csrf = login(c)
+    assert c.post("/api/config/rollback", json={"number": 1}).status_code == 403
+    assert c.post("/api/config/rollback", json={"number": "1"}, headers={"X-CSRF-Token": csrf}).status_code == 400
+    assert c.post("/api/config/rollback", json={"number": True}, headers={"X-CSRF-Token": csrf}).status_code == 400
+    r = c.post("/api/config/rollback", json={"number": 99}, headers={"X-CSRF-Token": csrf})
+    assert r.status_code == 404 and "99" in r.json()["error"]
+    assert c.post("/backup/rollback", data={"csrf": "nope", "number": "1"}).status_code == 403
+    assert c.post("/backup/rollback", data={"csrf": csrf, "number": "x"}).status_code == 400
+    assert c.post("/backup/rollback", data={"csrf": csrf, "number": "99"}).status_code == 404
+    assert nothing_changed(router)
+
+
+# ----- diagnose ----------------------------------------------------------------------------------
+
+def test_an_uploaded_capture_is_diagnosed_on_the_page_and_through_the_api(env):
+    router, _, _ = env
+    c = client(env)
+    data = PPTP_OFF.read_bytes()
+    assert c.post("/api/diagnose", content=data).status_code == 401
+    csrf = login(c)
+    r = c.post("/api/diagnose?name=call.pcap", content=data,
+               headers={"X-CSRF-Token": csrf, "Content-Type": "application/vnd.tcpdump.pcap"})
+    assert r.status_code == 200, r.text
+    report = r.json()
+    assert report["capture"]["file"] == "call.pcap"
+    codes = [f["code"] for f in report["findings"]]
+    assert "gre-blocked" in codes
+    page = page_login(c)
+    r = c.post("/diagnose", data={"csrf": page, "vantage": ""},
+               files={"capture": (PPTP_OFF.name, data, "application/octet-stream")})
+    assert r.status_code == 200, r.text
+    html = r.text
+    gre = next(f for f in report["findings"] if f["code"] == "gre-blocked")
+    assert 'id="finding-gre-blocked"' in html and f"Windows error {gre['windows_error']}" in html
+    assert gre["advice"].split(";")[0][:60] in html.replace("&#x27;", "'")
+    pptp = next(p for p in report["protocols"] if p["name"] == "pptp")
+    assert pptp["status"] in html and " → ".join(ph["name"] for ph in pptp["phases"]) in html
+    assert f"frame {gre['evidence'][0]['frame']}" in html and "worked out from the capture" in html
+    assert nothing_changed(router)
+    assert any(x["kind"] == "diagnose" for x in c.get("/api/log").json()["log"])
+
+
+def test_a_given_vantage_is_used_and_an_unknown_one_refused(env):
+    c = client(env)
+    csrf = login(c)
+    data = PPTP_OFF.read_bytes()
+    r = c.post("/api/diagnose?vantage=router-wan", content=data, headers={"X-CSRF-Token": csrf})
+    assert r.status_code == 200 and r.json()["vantage"] == "router-wan"
+    r = c.post("/api/diagnose?vantage=moon", content=data, headers={"X-CSRF-Token": csrf})
+    assert r.status_code == 422 and "vantage" in r.json()["error"]
+
+
+def test_garbage_and_malformed_captures_are_refused_with_the_reason(env):
+    router, _, _ = env
+    c = client(env)
+    csrf = login(c)
+    garbage = b"this is not a capture at all\n" * 10
+    r = c.post("/api/diagnose", content=garbage, headers={"X-CSRF-Token": csrf})
+    assert r.status_code == 415 and "pcap" in r.json()["error"]
+    truncated = PPTP_OFF.read_bytes()[:10]  # a pcap magic number, then a torn header
+    r = c.post("/api/diagnose", content=truncated, headers={"X-CSRF-Token": csrf})
+    assert r.status_code == 422 and r.json()["error"].startswith("capture not diagnosed")
+    page = page_login(c)
+    for blob, status in ((garbage, 415), (truncated, 422)):
+        r = c.post("/diagnose", data={"csrf": page}, files={"capture": ("x.pcap", blob, "application/octet-stream")})
+        assert r.status_code == status and "Refused:" in r.text
+    assert nothing_changed(router)
+
+
+def test_diagnose_refusals_csrf_size_and_no_file(env):
+    router, _, _ = env
+    c = client(env, WebOptions(max_capture=1000))
+    csrf = login(c)
+    data = PPTP_OFF.read_bytes()
+    assert len(data) > 1000
+    assert c.post("/api/diagnose", content=data[:500]).status_code == 403
+    assert c.post("/api/diagnose", content=data, headers={"X-CSRF-Token": csrf}).status_code == 413
+    r = c.post("/diagnose", data={"csrf": csrf}, files={"capture": ("x.pcap", data, "application/octet-stream")})
+    assert r.status_code == 413
+    assert c.post("/diagnose", data={"csrf": "wrong"},
+                  files={"capture": ("x.pcap", data[:500], "application/octet-stream")}).status_code == 403
+    assert c.post("/diagnose", data={"csrf": csrf}).status_code == 415
+    assert MAX_CAPTURE == 20 * 1024 * 1024 == WebOptions().body_limit("/api/diagnose")
+    assert nothing_changed(router)
+
+
+def test_the_new_pages_are_linked_and_described_in_openapi(env):
+    c = client(env)
+    login(c)
+    html = c.get("/").text
+    assert 'href="/diagnose"' in html and 'href="/backup"' in html
+    paths = c.get("/api/openapi.json").json()["paths"]
+    for path in ("/api/config/backup", "/api/config/history", "/api/config/restore", "/api/config/rollback",
+                 "/api/diagnose"):
+        assert path in paths
+    assert ROUTER.startswith("http://")
