@@ -624,7 +624,9 @@ def create_app(control: RouterControl, auth: Auth, options: WebOptions | None = 
             csrf = who.session.csrf if who.session else ""
             return HTMLResponse(pages.confirm_page(name, on, EXPOSURES[(name, on)], csrf))
         result = await change_switch(request, who, name, on, confirm)
-        done = {"done": name, "on": int(on), "torn": result.torn_down, "saved": int(result.saved)}
+        done: dict[str, Any] = {"done": name, "on": int(on), "torn": result.torn_down, "saved": int(result.saved)}
+        if not result.saved:
+            done["why"] = (result.save_error or "the config file was not written")[:300]
         return RedirectResponse(f"/passthrough?{urlencode(done)}#switch-{quote(name)}", 303)
 
     # ----- reload ------------------------------------------------------------------------------

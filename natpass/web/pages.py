@@ -356,7 +356,7 @@ class Views:
         intro = ('<p class="note">Turn a switch on only for a VPN that needs it (see the advice on each card). '
                  "<strong>Changes made here apply at once and are saved</strong> in "
                  f"<code>{e(cfg.path)}</code> (its comments kept), so a restart or reload keeps them; the "
-                 "replaced version stays in the config history (<code>natpass config history</code>).</p>")
+                 "replaced version stays in the <a href=\"/backup\">config history</a>, one click from a rollback.</p>")
         # The usage record lags by a few seconds: a switch with a live tunnel is in use, whatever it says.
         live = {s for s in SWITCHES if helpers.get(s, {}).get("tunnels")}
         findings = [f for f in findings if not (f.switch in live and f.code in STALE_WHEN_LIVE)]
@@ -380,8 +380,10 @@ class Views:
         on = q.get("on") == "1"
         torn = q.get("torn", "0")
         torn_text = f" {e(torn)} tunnel(s) were closed." if torn.isdigit() and int(torn) else ""
-        saved = (" Saved in the config file." if q.get("saved") == "1"
-                 else " <strong>Not saved in the config file</strong> (see the log).")
+        why = q.get("why", "")[:300]
+        saved = (" Saved in the config file: a restart or reload keeps it." if q.get("saved") == "1"
+                 else " <strong>Not saved in the config file</strong>: it holds until the router restarts or "
+                      f"reloads{' (' + e(why) + ')' if why else ''}.")
         undo_note = EXPOSURES.get((name, not on))
         return (f'<div class="ok" role="status"><p>{e(SWITCH_TITLES[name])} passthrough is now '
                 f'<strong>{"on" if on else "off"}</strong>.{torn_text}{saved}</p>'

@@ -375,7 +375,11 @@ def test_form_login_switch_undo_and_logout(env):
     assert "IPsec passthrough is now" in done and "Saved in the config file" in done and 'id="undo"' in done
     router.save_error = "natpass.toml:5: unknown section [lann]"
     r = c.post("/passthrough/ipsec", data={"on": "0", "csrf": csrf})
-    assert "Not saved in the config file" in c.get(r.headers["location"]).text
+    flash = c.get(r.headers["location"]).text
+    assert "Not saved in the config file" in flash and "unknown section [lann]" in flash
+    r = c.post("/api/switch/ipsec", json={"on": False}, headers={"X-CSRF-Token": csrf})
+    assert r.json()["saved"] is False and r.json()["save_error"] == router.save_error
+    router.changes.pop()
     router.save_error = None
     router.changes.pop()
     c.post("/passthrough/ipsec", data={"on": "1", "confirm": "1", "csrf": csrf})
