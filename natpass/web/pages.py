@@ -551,7 +551,7 @@ class Views:
                           f'<button type="submit" id="rollback-{e(v["number"])}">Roll back to #{e(v["number"])}'
                           "</button></form>")
             rows.append([f'<span class="num">#{e(v["number"])}</span>', e(v.get("created")), e(v.get("who")),
-                         e(v.get("summary")), action])
+                         f'<span class="wrap">{e(v.get("summary"))}</span>', action])
         body = (
             top + '<section><h2>Download a backup</h2><p>The config file as it is now, with a checksum so a '
             'damaged or edited copy is recognised on restore.</p>'
@@ -611,7 +611,7 @@ class Views:
             stopped = f' <span class="small">(stopped before {e(p["stopped_at"])})</span>' if p.get("stopped_at") else ""
             rows.append([e(str(p.get("name") or "?").upper()), f'<span class="status {e(p.get("status"))}">'
                          f"{e(p.get('status'))}</span>", e(p.get("client") or ""), e(p.get("server") or ""),
-                         e(phases or "none") + stopped])
+                         f'<span class="wrap">{e(phases or "none")}{stopped}</span>'])
         protocols = scroll_table("VPN protocols seen", ["Protocol", "Result", "Client", "Server", "Phases reached"],
                                  rows, "No VPN protocol seen in this capture.")
         items = []

@@ -134,6 +134,7 @@ def test_the_history_lists_versions_and_a_rollback_is_one_click(env):
     html = c.get("/backup").text
     assert "first start" in html and "passthrough pptp on" in html and "running now" in html
     assert 'id="rollback-1"' in html and 'id="rollback-2"' not in html  # the running one has no button
+    assert 'class="scroll-hint"' in html and 'role="region" aria-label="Config history"' in html
     r = c.post("/backup/rollback", data={"csrf": page, "number": "1"})
     assert r.status_code == 303 and router.rollbacks == [1]
     assert "Back to version #1" in c.get(r.headers["location"]).text
@@ -184,6 +185,7 @@ def test_an_uploaded_capture_is_diagnosed_on_the_page_and_through_the_api(env):
     pptp = next(p for p in report["protocols"] if p["name"] == "pptp")
     assert pptp["status"] in html and " → ".join(ph["name"] for ph in pptp["phases"]) in html
     assert f"frame {gre['evidence'][0]['frame']}" in html and "worked out from the capture" in html
+    assert 'role="region" aria-label="VPN protocols seen"' in html and 'class="scroll-hint"' in html
     assert nothing_changed(router)
     assert any(x["kind"] == "diagnose" for x in c.get("/api/log").json()["log"])
 
