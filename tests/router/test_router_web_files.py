@@ -3,11 +3,14 @@ the success path and every refusal, each of which changes nothing."""
 
 from __future__ import annotations
 
+import asyncio
 import re
 from pathlib import Path
 
 import pytest
+from starlette.testclient import TestClient
 
+import natpass.web.app as web_app
 from natpass.web.app import MAX_CAPTURE, WebOptions
 from tests.router.test_router_web import PASSWORD, ROUTER, FakeRouter, client, env, login, nothing_changed
 
@@ -244,3 +247,29 @@ def test_the_new_pages_are_linked_and_described_in_openapi(env):
                  "/api/diagnose"):
         assert path in paths
     assert ROUTER.startswith("http://")
+
+
+def test_the_diagnosis_runs_in_a_worker_thread_one_at_a_time(env, monkeypatch):
+    seen: list[bool] = []
+
+    def fake_upload(data: bytes, name: str = "upload.pcap", vantage: str | None = None) -> dict[str, object]:
+        try:
+            asyncio.get_running_loop()
+            seen.append(True)  # on the event loop: wrong
+        except RuntimeError:
+            seen.append(False)
+        return {"capture": {"file": name}, "protocols": [], "findings": []}
+
+    monkeypatch.setattr(web_app, "diagnose_upload", fake_upload)
+    router, _, _ = env
+    app = web_app.create_app(router, env[1])
+    c = TestClient(app, base_url=ROUTER, follow_redirects=False)
+    csrf = login(c)
+    data = PPTP_OFF.read_bytes()
+    assert c.post("/api/diagnose", content=data, headers={"X-CSRF-Token": csrf}).status_code == 200
+    assert seen == [False]
+    assert app.state.web.diagnosing.acquire(blocking=False)  # as if another diagnosis were running
+    r = c.post("/api/diagnose", content=data, headers={"X-CSRF-Token": csrf})
+    assert r.status_code == 503 and r.headers["retry-after"] and seen == [False]
+    app.state.web.diagnosing.release()
+    assert c.post("/api/diagnose", content=data, headers={"X-CSRF-Token": csrf}).status_code == 200
