@@ -273,3 +273,80 @@ def test_the_diagnosis_runs_in_a_worker_thread_one_at_a_time(env, monkeypatch):
     assert r.status_code == 503 and r.headers["retry-after"] and seen == [False]
     app.state.web.diagnosing.release()
     assert c.post("/api/diagnose", content=data, headers={"X-CSRF-Token": csrf}).status_code == 200
+
+
+# ----- against a real daemon (engine, config file and history; no packet sockets) -------------------
+
+REAL_CONFIG = """\
+# office router: keep this comment
+[wan]
+addresses = ["203.0.113.1"]
+
+[lan]
+prefixes = ["192.168.1.0/24"]
+interface = "lan0"
+
+[passthrough]
+pptp = false   # legacy VPN only
+
+[router]
+state_dir = "{state}"
+"""
+
+
+@pytest.fixture
+def real(tmp_path: Path):
+    from natpass.passthrough import build_engine
+    from natpass.router.auth import Auth
+    from natpass.router.daemon import RouterDaemon
+    from tests.router.test_router_web import FAST
+
+    cfg = tmp_path / "natpass.toml"
+    cfg.write_text(REAL_CONFIG.format(state=tmp_path / "state"))
+    daemon = RouterDaemon(str(cfg))
+    daemon.engine = build_engine(daemon.config.nat)
+    daemon._record_version("start")
+    auth = Auth(tmp_path / "state", hasher=FAST)
+    auth.password.set(PASSWORD)
+    c = TestClient(web_app.create_app(daemon, auth), base_url=ROUTER, follow_redirects=False)
+    return daemon, c, cfg
+
+
+def _pptp(daemon) -> bool:
+    return bool(daemon.engine.status()["switches"]["pptp"])
+
+
+def test_a_real_router_backs_up_restores_and_rolls_back_through_the_pages(real):
+    daemon, c, cfg = real
+    csrf = page_login(c)
+    backup = c.get("/backup/download").content
+    assert c.post("/api/switch/pptp", json={"on": True, "confirm": True},
+                  headers={"X-CSRF-Token": csrf}).json()["saved"] is True
+    assert _pptp(daemon) and "pptp = true" in cfg.read_text()
+    r = c.post("/backup/restore", data={"csrf": csrf}, files={"backup": ("before.toml", backup, "text/plain")})
+    assert r.status_code == 303, r.text
+    assert not _pptp(daemon) and cfg.read_text() == REAL_CONFIG.format(state=cfg.parent / "state")
+    history = c.get("/api/config/history").json()["versions"]
+    assert [(v["who"], v["summary"]) for v in history[:2]] == [("web session admin", "pptp off"),
+                                                                ("web session admin", "pptp on")]
+    page = c.get("/backup").text
+    assert f'id="rollback-{history[1]["number"]}"' in page and "pptp on" in page
+    r = c.post("/backup/rollback", data={"csrf": csrf, "number": str(history[1]["number"])})
+    assert r.status_code == 303 and _pptp(daemon) and "pptp = true   # legacy VPN only" in cfg.read_text()
+
+
+@pytest.mark.parametrize("damage", ["edited", "invalid", "restart"])
+def test_a_real_router_refuses_a_bad_backup_and_runs_on_untouched(real, damage):
+    daemon, c, cfg = real
+    csrf = page_login(c)
+    backup = c.get("/backup/download").text
+    bad = {"edited": backup.replace("pptp = false", "pptp = true"),
+           "invalid": REAL_CONFIG.format(state=cfg.parent / "state").replace("[lan]", "[lann]"),
+           "restart": REAL_CONFIG.format(state=cfg.parent / "state").replace('"lan0"', '"lan9"')}[damage]
+    before, versions = cfg.read_bytes(), c.get("/api/config/history").json()
+    r = c.post("/backup/restore", data={"csrf": csrf}, files={"backup": ("bad.toml", bad.encode(), "text/plain")})
+    assert r.status_code == 422 and "Refused:" in r.text
+    reason = {"edited": "SHA-256", "invalid": "lann", "restart": "needs a restart"}[damage]
+    assert reason in r.text and ("bad.toml:" in r.text) == (damage != "restart")
+    assert cfg.read_bytes() == before and not _pptp(daemon) and daemon.config.lan_interface == "lan0"
+    assert c.get("/api/config/history").json() == versions
