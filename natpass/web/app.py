@@ -781,6 +781,7 @@ def create_app(control: RouterControl, auth: Auth, options: WebOptions | None = 
             # loop is another thread and never sees this work).
             report = await run_in_threadpool(diagnose_upload, data, name, vantage)
         except DiagnoseRequestError as exc:
+            web.log.add("diagnose", f"{kind} {name!r} refused: {exc}", _client(request.scope))
             raise WebError(422, f"capture not diagnosed: {exc}") from None
         finally:
             web.diagnosing.release()

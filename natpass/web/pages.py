@@ -40,6 +40,7 @@ if TYPE_CHECKING:
 
 NAV = (("/", "Status"), ("/passthrough", "VPN Passthrough"), ("/connections", "Connections"),
        ("/diagnose", "Diagnose"), ("/backup", "Backup & restore"), ("/log", "Log"), ("/tokens", "API tokens"))
+PHASE_DIRECTION = {"out": "client → server", "in": "server → client"}
 VANTAGE_TEXT = {"client": "on the VPN client (or the router's LAN side)",
                 "router-wan": "on the router's WAN side", "server": "on the VPN server's side"}
 USAGE_DAYS = 14
@@ -593,6 +594,28 @@ class Views:
                       "/diagnose")
 
     @staticmethod
+    def _phase(ph: Mapping[str, Any]) -> str:
+        t = ph.get("time")
+        at = f"{t:.3f}" if isinstance(t, int | float) else "?"
+        way = PHASE_DIRECTION.get(str(ph.get("direction")), str(ph.get("direction") or ""))
+        return (f'<li><span class="num">{e(at)} s</span> {e(ph.get("name"))} '
+                f'<span class="small">(frame {e(ph.get("frame"))}{", " + e(way) if way else ""})</span></li>')
+
+    @staticmethod
+    def _timelines(report: Mapping[str, Any]) -> str:
+        """Each protocol's phases in capture order, with frame, time and direction."""
+        out = []
+        for p in report.get("protocols") or []:
+            phases = [ph for ph in p.get("phases") or [] if isinstance(ph, Mapping)]
+            items = "".join(Views._phase(ph) for ph in phases)
+            stop = (f'<li class="stopped">never reached: {e(p["stopped_at"])}</li>' if p.get("stopped_at") else "")
+            if items or stop:
+                out.append(f'<details class="timeline"><summary>Timeline of {e(str(p.get("name")).upper())} '
+                           f'{e(p.get("client") or "")} → {e(p.get("server") or "")}</summary>'
+                           f"<ol>{items}{stop}</ol></details>")
+        return "".join(out)
+
+    @staticmethod
     def _report(report: Mapping[str, Any]) -> str:
         cap = _map(report.get("capture"))
         detail = _map(report.get("vantage_detail"))
@@ -613,7 +636,7 @@ class Views:
                          f"{e(p.get('status'))}</span>", e(p.get("client") or ""), e(p.get("server") or ""),
                          f'<span class="wrap">{e(phases or "none")}{stopped}</span>'])
         protocols = scroll_table("VPN protocols seen", ["Protocol", "Result", "Client", "Server", "Phases reached"],
-                                 rows, "No VPN protocol seen in this capture.")
+                                 rows, "No VPN protocol seen in this capture.") + Views._timelines(report)
         items = []
         for f in report.get("findings") or []:
             evidence = ", ".join(f"frame {ev.get('frame')} ({ev.get('what')})" for ev in (f.get("evidence") or [])[:8]

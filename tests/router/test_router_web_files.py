@@ -189,6 +189,8 @@ def test_an_uploaded_capture_is_diagnosed_on_the_page_and_through_the_api(env):
     assert pptp["status"] in html and " → ".join(ph["name"] for ph in pptp["phases"]) in html
     assert f"frame {gre['evidence'][0]['frame']}" in html and "worked out from the capture" in html
     assert 'role="region" aria-label="VPN protocols seen"' in html and 'class="scroll-hint"' in html
+    first = pptp["phases"][0]
+    assert f"{first['time']:.3f} s</span> {first['name']}" in html and f"never reached: {pptp['stopped_at']}" in html
     assert nothing_changed(router)
     assert any(x["kind"] == "diagnose" for x in c.get("/api/log").json()["log"])
 
