@@ -352,3 +352,18 @@ def test_a_real_router_refuses_a_bad_backup_and_runs_on_untouched(real, damage):
     assert reason in r.text and ("bad.toml:" in r.text) == (damage != "restart")
     assert cfg.read_bytes() == before and not _pptp(daemon) and daemon.config.lan_interface == "lan0"
     assert c.get("/api/config/history").json() == versions
+
+
+@pytest.mark.parametrize("origin", ["http://evil.example", "null"])
+def test_restore_rollback_and_diagnose_from_a_foreign_origin_are_refused(env, origin):
+    router, _, _ = env
+    c = client(env)
+    csrf = login(c)
+    head = {"X-CSRF-Token": csrf, "Origin": origin}
+    assert c.post("/api/config/restore", json={"backup": router.backup()}, headers=head).status_code == 403
+    assert c.post("/api/config/rollback", json={"number": 1}, headers=head).status_code == 403
+    assert c.post("/api/diagnose", content=PPTP_OFF.read_bytes(), headers=head).status_code == 403
+    assert c.post("/backup/restore", data={"csrf": csrf}, headers={"Origin": origin},
+                  files={"backup": ("b.toml", router.backup().encode(), "text/plain")}).status_code == 403
+    assert nothing_changed(router)
+    assert not any(x["kind"] == "diagnose" for x in c.get("/api/log").json()["log"])
