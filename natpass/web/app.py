@@ -11,13 +11,15 @@ Refusals (documented in docs/ADMIN.md, each changes nothing):
     400     malformed body or query
     401     API without a session or token, wrong password, bad token, expired session
     403     missing or wrong CSRF token, foreign or null Origin, /metrics not from loopback
-    404     unknown switch, token or path
+    404     unknown switch, token, config version or path
     409     a change that opens an exposure, sent without "confirm": true
     411     a body without Content-Length
-    413     a body over the size bound
+    413     a body over the size bound (backups and captures have their own, larger bounds)
+    415     a body of the wrong type (not JSON, not a pcap/pcapng capture)
+    422     a config, backup or capture that is refused whole, with the reason (and line)
     421     a Host that is not an IP address, localhost or this machine's name (DNS rebinding)
     429     too many failed logins from this address (Retry-After says how long)
-    503     the router did not answer in time
+    503     the router did not answer in time, or a diagnosis is already running
 """
 
 from __future__ import annotations
@@ -48,10 +50,11 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from natpass.diagnose.api import DiagnoseRequestError, diagnose_upload
 from natpass.nat.config import SWITCHES
 from natpass.router.auth import Auth, AuthError, Session, csrf_ok
 from natpass.router.config import ConfigError, RouterConfig
-from natpass.router.settings import EXPOSURES, ConfigChange, SwitchResult
+from natpass.router.settings import EXPOSURES, BackupError, ConfigChange, SwitchResult
 from natpass.web import pages
 from natpass.web.errors import WebError
 from natpass.web.history import EventLog, TrafficHistory
@@ -65,6 +68,11 @@ log = logging.getLogger("natpass.admin")
 SESSION_COOKIE = "natpass_session"
 CSRF_HEADER = "x-csrf-token"
 MAX_BODY = 64 * 1024
+MAX_BACKUP = 256 * 1024  # a config file is a few KiB; a backup upload is bounded well above that
+MAX_CAPTURE = 20 * 1024 * 1024
+CAPTURE_MAGIC = (b"\xa1\xb2\xc3\xd4", b"\xd4\xc3\xb2\xa1",  # pcap, microseconds (either byte order)
+                 b"\xa1\xb2\x3c\x4d", b"\x4d\x3c\xb2\xa1",  # pcap, nanoseconds
+                 b"\x0a\x0d\x0d\x0a")                           # pcapng section header block
 STATUS_CACHE_S = 1.0
 DAEMON_TIMEOUT = 15.0
 MAX_FLOWS_READ = 10_000
@@ -108,6 +116,14 @@ class RouterControl(Protocol):
 
     def reload(self, path: str | None = None, who: str = "reload") -> ConfigChange: ...
 
+    def backup(self, who: str = "api") -> str: ...
+
+    def config_history(self) -> list[dict[str, Any]]: ...
+
+    def restore(self, data: bytes, source: str, who: str = "restore") -> ConfigChange: ...
+
+    def rollback(self, number: int | None = None, who: str = "rollback") -> ConfigChange: ...
+
 
 @dataclass(frozen=True, slots=True)
 class WebOptions:
@@ -115,6 +131,16 @@ class WebOptions:
     metrics_access: str = "token"  # "token" | "loopback"
     max_body: int = MAX_BODY
     extra_hosts: tuple[str, ...] = ()
+    max_backup: int = MAX_BACKUP
+    max_capture: int = MAX_CAPTURE
+
+    def body_limit(self, path: str) -> int:
+        """The size bound of a request body to ``path``."""
+        if path in ("/diagnose", "/api/diagnose"):
+            return self.max_capture
+        if path in ("/backup/restore", "/api/config/restore"):
+            return self.max_backup
+        return self.max_body
 
 
 @dataclass(frozen=True, slots=True)
@@ -234,8 +260,8 @@ class Guard:
                     return WebError(411, "send a Content-Length, not chunked")
             elif not length.isdigit():
                 return WebError(400, "bad Content-Length")
-            elif int(length) > self.web.options.max_body:
-                return WebError(413, f"body larger than {self.web.options.max_body} bytes")
+            elif int(length) > (limit := self.web.options.body_limit(scope["path"])):
+                return WebError(413, f"body larger than {limit} bytes")
         return None
 
 
@@ -263,6 +289,7 @@ class WebState:
         self._lock = threading.Lock()
         self._status: tuple[float, dict[str, Any]] | None = None
         self._flows: tuple[float, list[dict[str, Any]]] | None = None
+        self.diagnosing = threading.Semaphore(1)  # one capture at a time: diagnose is CPU-bound
 
     # ----- calls into the router (one at a time, off the event loop) ---------------------------
     def _locked(self, fn: Callable[..., T], *args: Any) -> T:
@@ -369,13 +396,13 @@ def check_csrf(who: Principal, given: str | None) -> None:
         raise WebError(403, "missing or wrong CSRF token (reload the page and try again)")
 
 
-async def read_json(request: Request) -> dict[str, Any]:
+async def read_json(request: Request, limit: int = MAX_BODY) -> dict[str, Any]:
     ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if ctype != "application/json":
         raise WebError(415, "send JSON (Content-Type: application/json)")
     raw = await request.body()
-    if len(raw) > MAX_BODY:
-        raise WebError(413, f"body larger than {MAX_BODY} bytes")
+    if len(raw) > limit:
+        raise WebError(413, f"body larger than {limit} bytes")
     if not raw.strip():
         return {}
     try:
@@ -392,6 +419,37 @@ async def read_form(request: Request) -> FormData:
         return await request.form(max_files=0, max_fields=20, max_part_size=MAX_BODY)
     except Exception as exc:  # multipart parse errors come in several types
         raise WebError(400, f"bad form: {exc}") from None
+
+
+async def read_upload(request: Request, field: str, limit: int) -> tuple[bytes, str, FormData]:
+    """The file in multipart field ``field`` (at most ``limit`` bytes), its name and the form."""
+    ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if ctype != "multipart/form-data":
+        raise WebError(415, "send the file as a form upload (multipart/form-data)")
+    try:
+        form = await request.form(max_files=1, max_fields=10, max_part_size=MAX_BODY)
+    except Exception as exc:  # multipart parse errors come in several types
+        raise WebError(400, f"bad form: {exc}") from None
+    upload = form.get(field)
+    if upload is None or isinstance(upload, str):
+        raise WebError(400, f"choose a file to upload (form field {field!r})")
+    data = await upload.read(limit + 1)
+    await upload.close()
+    if len(data) > limit:
+        raise WebError(413, f"file larger than {limit} bytes")
+    name = Path(upload.filename or "upload").name[:128] or "upload"
+    return data, name, form
+
+
+def capture_type(data: bytes) -> str:
+    """``pcap`` or ``pcapng`` from the magic number; anything else is refused (415) unparsed."""
+    head = data[:4]
+    if head == CAPTURE_MAGIC[-1]:
+        return "pcapng"
+    if head in CAPTURE_MAGIC:
+        return "pcap"
+    raise WebError(415, "not a packet capture: a pcap or pcapng file starts with its magic number "
+                        "(save it from Wireshark or tcpdump -w)")
 
 
 def safe_next(value: str | None) -> str:
@@ -566,7 +624,9 @@ def create_app(control: RouterControl, auth: Auth, options: WebOptions | None = 
             csrf = who.session.csrf if who.session else ""
             return HTMLResponse(pages.confirm_page(name, on, EXPOSURES[(name, on)], csrf))
         result = await change_switch(request, who, name, on, confirm)
-        done = {"done": name, "on": int(on), "torn": result.torn_down, "saved": int(result.saved)}
+        done: dict[str, Any] = {"done": name, "on": int(on), "torn": result.torn_down, "saved": int(result.saved)}
+        if not result.saved:
+            done["why"] = (result.save_error or "the config file was not written")[:300]
         return RedirectResponse(f"/passthrough?{urlencode(done)}#switch-{quote(name)}", 303)
 
     # ----- reload ------------------------------------------------------------------------------
@@ -596,6 +656,170 @@ def create_app(control: RouterControl, auth: Auth, options: WebOptions | None = 
         check_csrf(who, str(form.get("csrf") or ""))
         await do_reload(request, who)
         return RedirectResponse("/?reloaded=1", 303)
+
+    # ----- backup, restore, history, rollback --------------------------------------------------
+    def by(who: Principal) -> str:
+        return f"web {who.kind} {who.name}"
+
+    async def config_change(request: Request, who: Principal, what: str,
+                            change: Callable[[], ConfigChange]) -> ConfigChange:
+        """Run a restore or rollback; refused whole (422/404), the running config kept."""
+        source = _client(request.scope)
+        try:
+            result = await web.call(change)
+        except (ConfigError, BackupError) as exc:
+            web.log.add("config", f"{what} refused: {exc}", source)
+            log.warning("admin web: %s refused (%s %s): %s", what, who.kind, who.name, exc)
+            raise WebError(422, f"config not changed, the running one is kept: {exc}", path=exc.path,
+                           line=exc.line, message=exc.message) from None
+        except KeyError as exc:
+            raise WebError(404, f"no such config version: {exc.args[0] if exc.args else ''}") from None
+        web.forget_cache()
+        web.log.add("config", f"{what} by {who.kind} {who.name}: {result.summary}", source)
+        log.info("admin web: %s by %s %s: %s", what, who.kind, who.name, result.summary)
+        return result
+
+    async def backup_text(who: Principal) -> Response:
+        text = await web.call(functools.partial(web.control.backup, who=by(who)))
+        stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+        return Response(text.encode("utf-8"), media_type="application/toml; charset=utf-8",
+                        headers={"Content-Disposition": f'attachment; filename="natpass-backup-{stamp}.toml"'})
+
+    async def history() -> list[dict[str, Any]]:
+        return await web.call(web.control.config_history)
+
+    def restore(request: Request, who: Principal, data: bytes, name: str) -> Awaitable[ConfigChange]:
+        return config_change(request, who, f"restore of {name}",
+                             functools.partial(web.control.restore, data, name, who=by(who)))
+
+    def rollback(request: Request, who: Principal, number: int | None) -> Awaitable[ConfigChange]:
+        what = f"rollback to #{number}" if number is not None else "rollback"
+        return config_change(request, who, what, functools.partial(web.control.rollback, number, who=by(who)))
+
+    @endpoint
+    async def api_backup(request: Request) -> Response:
+        return await backup_text(need_login(web, request))
+
+    @endpoint
+    async def api_history(request: Request) -> Response:
+        need_login(web, request)
+        return JSONResponse({"versions": await history()})
+
+    @endpoint
+    async def api_restore(request: Request) -> Response:
+        who = need_login(web, request)
+        check_csrf(who, request.headers.get(CSRF_HEADER))
+        body = await read_json(request, web.options.max_backup)
+        text, name = body.get("backup"), body.get("name", "backup")
+        if not isinstance(text, str) or not isinstance(name, str):
+            raise WebError(400, 'body must be {"backup": "<the backup file\'s text>", "name": "<file name>"}')
+        result = await restore(request, who, text.encode("utf-8"), Path(name).name[:128] or "backup")
+        return JSONResponse({"restored": True, **result.as_dict()})
+
+    @endpoint
+    async def api_rollback(request: Request) -> Response:
+        who = need_login(web, request)
+        check_csrf(who, request.headers.get(CSRF_HEADER))
+        body = await read_json(request)
+        number = body.get("number")
+        if number is not None and (not isinstance(number, int) or isinstance(number, bool)):
+            raise WebError(400, 'body must be {} or {"number": N} (N from /api/config/history)')
+        result = await rollback(request, who, number)
+        return JSONResponse({"rolled_back": True, **result.as_dict()})
+
+    async def backup_page_for(who: Principal, flash: str = "", error: str = "", status: int = 200) -> Response:
+        return HTMLResponse(views.backup(who, await history(), flash=flash, error=error), status)
+
+    @endpoint
+    async def backup_page(request: Request) -> Response:
+        who = need_login(web, request)
+        return await backup_page_for(who, flash=request.query_params.get("done", "")[:200])
+
+    @endpoint
+    async def backup_download(request: Request) -> Response:
+        return await backup_text(need_login(web, request))
+
+    async def page_refusal(who: Principal, change: Awaitable[ConfigChange]) -> Response | ConfigChange:
+        try:
+            return await change
+        except WebError as exc:
+            if exc.status != 422:
+                raise
+            return await backup_page_for(who, error=exc.message, status=422)
+
+    @endpoint
+    async def form_restore(request: Request) -> Response:
+        who = need_login(web, request)
+        data, name, form = await read_upload(request, "backup", web.options.max_backup)
+        check_csrf(who, str(form.get("csrf") or ""))
+        result = await page_refusal(who, restore(request, who, data, name))
+        if isinstance(result, Response):
+            return result
+        return RedirectResponse("/backup?" + urlencode({"done": f"Restored {name}: {result.summary}"}), 303)
+
+    @endpoint
+    async def form_rollback(request: Request) -> Response:
+        who = need_login(web, request)
+        form = await read_form(request)
+        check_csrf(who, str(form.get("csrf") or ""))
+        text = str(form.get("number") or "")
+        if not text.isdigit():
+            raise WebError(400, "number must be a version number from the history")
+        result = await page_refusal(who, rollback(request, who, int(text)))
+        if isinstance(result, Response):
+            return result
+        return RedirectResponse("/backup?" + urlencode({"done": f"Back to version #{text}: {result.summary}"}), 303)
+
+    # ----- diagnose ----------------------------------------------------------------------------
+    async def run_diagnosis(request: Request, who: Principal, data: bytes, name: str,
+                            vantage: str | None) -> dict[str, Any]:
+        kind = capture_type(data)
+        if not web.diagnosing.acquire(blocking=False):
+            raise WebError(503, "a diagnosis is already running: try again when it is done", {"Retry-After": "5"})
+        try:
+            # A worker thread: diagnose is CPU-bound and must not stall the event loop (the packet
+            # loop is another thread and never sees this work).
+            report = await run_in_threadpool(diagnose_upload, data, name, vantage)
+        except DiagnoseRequestError as exc:
+            web.log.add("diagnose", f"{kind} {name!r} refused: {exc}", _client(request.scope))
+            raise WebError(422, f"capture not diagnosed: {exc}") from None
+        finally:
+            web.diagnosing.release()
+        web.log.add("diagnose", f"{kind} {name!r} ({len(data)} bytes) diagnosed by {who.kind} {who.name}: "
+                    f"{len(report.get('findings') or [])} finding(s)", _client(request.scope))
+        out: dict[str, Any] = jsonable(report)
+        return out
+
+    @endpoint
+    async def api_diagnose(request: Request) -> Response:
+        who = need_login(web, request)
+        check_csrf(who, request.headers.get(CSRF_HEADER))
+        data = await request.body()
+        if len(data) > web.options.max_capture:
+            raise WebError(413, f"body larger than {web.options.max_capture} bytes")
+        name = Path(request.query_params.get("name") or "upload.pcap").name[:128] or "upload.pcap"
+        report = await run_diagnosis(request, who, data, name, request.query_params.get("vantage") or None)
+        return JSONResponse(report)
+
+    @endpoint
+    async def diagnose_page(request: Request) -> Response:
+        who = need_login(web, request)
+        return HTMLResponse(views.diagnose(who))
+
+    @endpoint
+    async def form_diagnose(request: Request) -> Response:
+        who = need_login(web, request)
+        data, name, form = await read_upload(request, "capture", web.options.max_capture)
+        check_csrf(who, str(form.get("csrf") or ""))
+        vantage = str(form.get("vantage") or "") or None
+        try:
+            report = await run_diagnosis(request, who, data, name, vantage)
+        except WebError as exc:
+            if exc.status not in (415, 422):
+                raise
+            web.refused(request.method, request.url.path, _client(request.scope), exc)
+            return HTMLResponse(views.diagnose(who, error=exc.message), exc.status)
+        return HTMLResponse(views.diagnose(who, report=report))
 
     # ----- tokens ------------------------------------------------------------------------------
     def token_list() -> list[dict[str, Any]]:
@@ -758,6 +982,11 @@ def create_app(control: RouterControl, auth: Auth, options: WebOptions | None = 
         Route("/api/reload", api_reload, methods=["POST"]),
         Route("/api/tokens", api_tokens, methods=["GET", "POST"]),
         Route("/api/tokens/{name}", api_token_delete, methods=["DELETE"]),
+        Route("/api/config/backup", api_backup, methods=["GET"]),
+        Route("/api/config/history", api_history, methods=["GET"]),
+        Route("/api/config/restore", api_restore, methods=["POST"]),
+        Route("/api/config/rollback", api_rollback, methods=["POST"]),
+        Route("/api/diagnose", api_diagnose, methods=["POST"]),
         Route("/api/openapi.json", api_openapi, methods=["GET"]),
         Route("/metrics", metrics_endpoint, methods=["GET"]),
         Route("/favicon.ico", lambda request: Response(status_code=204), methods=["GET"]),
@@ -770,6 +999,12 @@ def create_app(control: RouterControl, auth: Auth, options: WebOptions | None = 
         Route("/connections", page(connections_view), methods=["GET"]),
         Route("/log", page(log_view), methods=["GET"]),
         Route("/reload", form_reload, methods=["POST"]),
+        Route("/backup", backup_page, methods=["GET"]),
+        Route("/backup/download", backup_download, methods=["GET"]),
+        Route("/backup/restore", form_restore, methods=["POST"]),
+        Route("/backup/rollback", form_rollback, methods=["POST"]),
+        Route("/diagnose", diagnose_page, methods=["GET"]),
+        Route("/diagnose", form_diagnose, methods=["POST"]),
         Route("/tokens", tokens_page, methods=["GET"]),
         Route("/tokens", form_tokens, methods=["POST"]),
         Mount("/static", StaticFiles(directory=STATIC_DIR), name="static"),

@@ -43,6 +43,11 @@ OPENAPI: dict[str, Any] = {
                 "state": {"type": "string", "description": "named TCP state (established, opening, closing, "
                                                            "reset) or active"},
                 "idle_s": {"type": ["number", "null"]}, "helper": {"type": ["string", "null"]}}},
+            "ConfigChange": {"type": "object", "properties": {
+                "summary": {"type": "string"},
+                "torn_down": {"type": "object", "additionalProperties": {"type": "integer"},
+                              "description": "tunnels closed per switch"},
+                "version": {"type": ["integer", "null"], "description": "the history version now running"}}},
         },
     },
     "paths": {
@@ -78,7 +83,7 @@ OPENAPI: dict[str, Any] = {
         "/api/log": {"get": {"summary": "Admin log, newest first (logins, refusals, switches, reloads, tunnels)",
                              **READ, "responses": {"200": _json("log"), **REFUSALS}}},
         "/api/switch/{name}": {"post": {
-            "summary": "Turn a passthrough switch on or off now (not saved to the config file)", **CHANGE,
+            "summary": "Turn a passthrough switch on or off now and save it in the config file", **CHANGE,
             "parameters": [{"name": "name", "in": "path", "required": True, "schema": {"enum": ["pptp", "ipsec", "l2tp"]}}],
             "requestBody": {"content": {"application/json": {"schema": {
                 "type": "object", "required": ["on"],
@@ -86,7 +91,8 @@ OPENAPI: dict[str, Any] = {
                                "confirm": {"type": "boolean", "description": "required to turn PPTP on"}}}}}},
             "responses": {"200": _json("applied", {"type": "object", "properties": {
                 "switch": {"type": "string"}, "on": {"type": "boolean"}, "torn_down": {"type": "integer"},
-                "saved": {"type": "boolean"}, "undo": {"type": "object"}}}),
+                "saved": {"type": "boolean"}, "save_error": {"type": ["string", "null"]},
+                "exposure": {"type": ["string", "null"]}, "undo": {"type": "object"}}}),
                 "400": _error("bad body"), "404": _error("unknown switch"),
                 "409": _error("opens an exposure: repeat with confirm (the answer names the exposure)"),
                 "413": _error("body too large"), **REFUSALS}}},
@@ -105,6 +111,48 @@ OPENAPI: dict[str, Any] = {
             "summary": "Revoke an API token", **CHANGE,
             "parameters": [{"name": "name", "in": "path", "required": True, "schema": {"type": "string"}}],
             "responses": {"200": _json("revoked"), "404": _error("no such token"), **REFUSALS}}},
+        "/api/config/backup": {"get": {
+            "summary": "The config file as a checked backup (a comment header with its SHA-256), as an attachment",
+            **READ, "responses": {"200": {"description": "the backup", "content": {"application/toml": {
+                "schema": {"type": "string"}}}}, **REFUSALS}}},
+        "/api/config/history": {"get": {
+            "summary": "Kept config versions, newest first (the newest is the one running)", **READ,
+            "responses": {"200": _json("versions", {"type": "object", "properties": {"versions": {
+                "type": "array", "items": {"type": "object", "properties": {
+                    "number": {"type": "integer"}, "created": {"type": "string"}, "who": {"type": "string"},
+                    "summary": {"type": "string"}}}}}}), **REFUSALS}}},
+        "/api/config/restore": {"post": {
+            "summary": "Check a backup (or plain config file) whole, then make it the config and apply it", **CHANGE,
+            "requestBody": {"content": {"application/json": {"schema": {
+                "type": "object", "required": ["backup"],
+                "properties": {"backup": {"type": "string", "description": "the file's text"},
+                               "name": {"type": "string", "description": "its file name, used in errors"}}}}}},
+            "responses": {"200": _json("restored", {"$ref": "#/components/schemas/ConfigChange"}),
+                          "400": _error("bad body"), "413": _error("backup too large"),
+                          "422": _error("refused whole (damaged, edited, invalid, or needs a restart), with "
+                                        "path, line and message; the running router is untouched"),
+                          **REFUSALS}}},
+        "/api/config/rollback": {"post": {
+            "summary": "Return to a kept version (default: the one before the newest)", **CHANGE,
+            "requestBody": {"content": {"application/json": {"schema": {
+                "type": "object", "properties": {"number": {"type": "integer"}}}}}},
+            "responses": {"200": _json("rolled back", {"$ref": "#/components/schemas/ConfigChange"}),
+                          "400": _error("bad body"), "404": _error("no such version"),
+                          "422": _error("that version is refused (needs a restart); nothing changed"),
+                          **REFUSALS}}},
+        "/api/diagnose": {"post": {
+            "summary": "Diagnose an uploaded capture (the body: a pcap or pcapng file)", **CHANGE,
+            "parameters": [
+                {"name": "name", "in": "query", "schema": {"type": "string"}, "description": "file name for the report"},
+                {"name": "vantage", "in": "query", "schema": {"enum": ["client", "router-wan", "server"]},
+                 "description": "where it was taken (default: worked out from the capture)"}],
+            "requestBody": {"content": {"application/vnd.tcpdump.pcap": {"schema": {"type": "string",
+                                                                                    "format": "binary"}}}},
+            "responses": {"200": _json("the report, as natpass diagnose --json"),
+                          "413": _error("capture larger than the bound (20 MiB by default)"),
+                          "415": _error("not a pcap or pcapng file (magic number)"),
+                          "422": _error("a malformed capture or a bad vantage, with the reason"),
+                          "503": _error("a diagnosis is already running"), **REFUSALS}}},
         "/metrics": {"get": {"summary": "Prometheus metrics (an API token or session, or loopback only: "
                                         "[router] metrics_access)", **READ,
                              "responses": {"200": {"description": "Prometheus text format"}, **REFUSALS}}},

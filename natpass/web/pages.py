@@ -39,14 +39,18 @@ if TYPE_CHECKING:
     from natpass.web.app import Principal, WebState
 
 NAV = (("/", "Status"), ("/passthrough", "VPN Passthrough"), ("/connections", "Connections"),
-       ("/log", "Log"), ("/tokens", "API tokens"))
+       ("/diagnose", "Diagnose"), ("/backup", "Backup & restore"), ("/log", "Log"), ("/tokens", "API tokens"))
+PHASE_DIRECTION = {"out": "client → server", "in": "server → client"}
+VANTAGE_TEXT = {"client": "on the VPN client (or the router's LAN side)",
+                "router-wan": "on the router's WAN side", "server": "on the VPN server's side"}
 USAGE_DAYS = 14
 LOG_ROWS = 300
 STALE_WHEN_LIVE = frozenset({"switch-unused", "switch-recently-enabled", "usage-unknown"})
 LOG_KINDS = {
     "login": "Login", "login-failed": "Login refused", "logout": "Logout", "refused": "Request refused",
     "switch": "Switch", "reload": "Reload", "token": "API token", "tunnel-up": "Tunnel up",
-    "tunnel-down": "Tunnel down", "packets": "Traffic", "drop": "Drops",
+    "tunnel-down": "Tunnel down", "packets": "Traffic", "drop": "Drops", "config": "Config",
+    "diagnose": "Diagnose",
 }
 
 
@@ -353,7 +357,7 @@ class Views:
         intro = ('<p class="note">Turn a switch on only for a VPN that needs it (see the advice on each card). '
                  "<strong>Changes made here apply at once and are saved</strong> in "
                  f"<code>{e(cfg.path)}</code> (its comments kept), so a restart or reload keeps them; the "
-                 "replaced version stays in the config history (<code>natpass config history</code>).</p>")
+                 "replaced version stays in the <a href=\"/backup\">config history</a>, one click from a rollback.</p>")
         # The usage record lags by a few seconds: a switch with a live tunnel is in use, whatever it says.
         live = {s for s in SWITCHES if helpers.get(s, {}).get("tunnels")}
         findings = [f for f in findings if not (f.switch in live and f.code in STALE_WHEN_LIVE)]
@@ -377,8 +381,10 @@ class Views:
         on = q.get("on") == "1"
         torn = q.get("torn", "0")
         torn_text = f" {e(torn)} tunnel(s) were closed." if torn.isdigit() and int(torn) else ""
-        saved = (" Saved in the config file." if q.get("saved") == "1"
-                 else " <strong>Not saved in the config file</strong> (see the log).")
+        why = q.get("why", "")[:300]
+        saved = (" Saved in the config file: a restart or reload keeps it." if q.get("saved") == "1"
+                 else " <strong>Not saved in the config file</strong>: it holds until the router restarts or "
+                      f"reloads{' (' + e(why) + ')' if why else ''}.")
         undo_note = EXPOSURES.get((name, not on))
         return (f'<div class="ok" role="status"><p>{e(SWITCH_TITLES[name])} passthrough is now '
                 f'<strong>{"on" if on else "off"}</strong>.{torn_text}{saved}</p>'
@@ -526,3 +532,125 @@ class Views:
                 '<p class="small">The API is described at <a href="/api/openapi.json">/api/openapi.json</a>.</p>')
         return layout("API tokens", body, who, "/tokens")
 
+
+    # ----- backup & restore ------------------------------------------------------------------------
+    def backup(self, who: Principal, versions: Sequence[Mapping[str, Any]], flash: str = "",
+               error: str = "") -> str:
+        csrf = who.session.csrf if who.session else ""
+        top = (f'<p class="ok" role="status">{e(flash)}</p>' if flash else "") + (
+            f'<div class="error" role="alert"><p><strong>Refused:</strong> {e(error)}</p>'
+            "<p>Nothing was changed: the router runs on as before.</p></div>" if error else "")
+        newest = versions[0]["number"] if versions else None
+        rows = []
+        for v in versions:
+            if v["number"] == newest:
+                action = "running now"
+            else:
+                action = ('<form method="post" action="/backup/rollback" class="inline">'
+                          f'<input type="hidden" name="csrf" value="{e(csrf)}">'
+                          f'<input type="hidden" name="number" value="{e(v["number"])}">'
+                          f'<button type="submit" id="rollback-{e(v["number"])}">Roll back to #{e(v["number"])}'
+                          "</button></form>")
+            rows.append([f'<span class="num">#{e(v["number"])}</span>', e(v.get("created")), e(v.get("who")),
+                         f'<span class="wrap">{e(v.get("summary"))}</span>', action])
+        body = (
+            top + '<section><h2>Download a backup</h2><p>The config file as it is now, with a checksum so a '
+            'damaged or edited copy is recognised on restore.</p>'
+            '<p><a class="button" href="/backup/download" id="download">Download backup</a></p></section>'
+            '<section><h2>Restore a backup</h2>'
+            '<form method="post" action="/backup/restore" enctype="multipart/form-data" class="upload">'
+            f'<input type="hidden" name="csrf" value="{e(csrf)}">'
+            '<label for="backup-file">Backup or config file (.toml)</label>'
+            '<input id="backup-file" name="backup" type="file" accept=".toml,text/plain" required>'
+            '<button type="submit" id="restore">Restore</button></form>'
+            f'<p class="small">At most {self.web.options.max_backup // 1024} KiB. The file is checked whole '
+            "before anything changes: a damaged, edited or invalid file, or one that changes what only a "
+            "restart can change (interfaces, LAN address, datapath, state dir), is refused with the reason and "
+            "line, and the running router is left as it is.</p></section>"
+            '<section><h2>Config history</h2><p class="small">Every change (switch, reload, restore, rollback) '
+            "keeps the version it replaced; a rollback is itself kept, so it can be undone the same way.</p>"
+            + scroll_table("Config history", ["Version", "When", "Who", "What changed", ""], rows,
+                           "No versions kept yet.") + "</section>")
+        return layout("Backup & restore", body, who, "/backup")
+
+    # ----- diagnose --------------------------------------------------------------------------------
+    def diagnose(self, who: Principal, report: Mapping[str, Any] | None = None, error: str = "") -> str:
+        csrf = who.session.csrf if who.session else ""
+        vantages = "".join(f'<option value="{e(k)}">{e(v)}</option>' for k, v in VANTAGE_TEXT.items())
+        form = (
+            '<form method="post" action="/diagnose" enctype="multipart/form-data" class="upload">'
+            f'<input type="hidden" name="csrf" value="{e(csrf)}">'
+            '<label for="capture-file">Capture file (pcap or pcapng)</label>'
+            '<input id="capture-file" name="capture" type="file" accept=".pcap,.pcapng,.cap" required>'
+            '<label for="vantage">Taken</label><select id="vantage" name="vantage">'
+            f'<option value="">work it out from the capture</option>{vantages}</select>'
+            '<button type="submit" id="diagnose">Diagnose</button></form>'
+            f'<p class="small">At most {self.web.options.max_capture // (1024 * 1024)} MiB. Capture the VPN '
+            "attempt with Wireshark or <code>tcpdump -w vpn.pcap</code> on the client, then upload it here: "
+            "the report says which VPN protocols it saw, how far each got and why it stopped.</p>")
+        top = (f'<div class="error" role="alert"><p><strong>Refused:</strong> {e(error)}</p></div>'
+               if error else "")
+        return layout("Diagnose", top + form + (self._report(report) if report is not None else ""), who,
+                      "/diagnose")
+
+    @staticmethod
+    def _phase(ph: Mapping[str, Any]) -> str:
+        t = ph.get("time")
+        at = f"{t:.3f}" if isinstance(t, int | float) else "?"
+        way = PHASE_DIRECTION.get(str(ph.get("direction")), str(ph.get("direction") or ""))
+        return (f'<li><span class="num">{e(at)} s</span> {e(ph.get("name"))} '
+                f'<span class="small">(frame {e(ph.get("frame"))}{", " + e(way) if way else ""})</span></li>')
+
+    @staticmethod
+    def _timelines(report: Mapping[str, Any]) -> str:
+        """Each protocol's phases in capture order, with frame, time and direction."""
+        out = []
+        for p in report.get("protocols") or []:
+            phases = [ph for ph in p.get("phases") or [] if isinstance(ph, Mapping)]
+            items = "".join(Views._phase(ph) for ph in phases)
+            stop = (f'<li class="stopped">never reached: {e(p["stopped_at"])}</li>' if p.get("stopped_at") else "")
+            if items or stop:
+                out.append(f'<details class="timeline"><summary>Timeline of {e(str(p.get("name")).upper())} '
+                           f'{e(p.get("client") or "")} → {e(p.get("server") or "")}</summary>'
+                           f"<ol>{items}{stop}</ol></details>")
+        return "".join(out)
+
+    @staticmethod
+    def _report(report: Mapping[str, Any]) -> str:
+        cap = _map(report.get("capture"))
+        detail = _map(report.get("vantage_detail"))
+        vantage = str(report.get("vantage") or "")
+        how = "as given" if detail.get("source") == "given" else "worked out from the capture"
+        basis = "".join(f"<li>{e(b)}</li>" for b in detail.get("basis") or [])
+        problems = "".join(f"<li>{e(p)}</li>" for p in cap.get("problems") or [])
+        facts = (f'<dl class="facts"><dt>File</dt><dd><code>{e(cap.get("file"))}</code></dd>'
+                 f"<dt>Packets</dt><dd>{e(report.get('packets'))} ({e(cap.get('malformed', 0))} malformed)</dd>"
+                 f"<dt>Taken</dt><dd>{e(VANTAGE_TEXT.get(vantage, vantage or '?'))} ({e(how)})"
+                 + (f'<ul class="small">{basis}</ul>' if basis else "") + "</dd></dl>"
+                 + (f'<ul class="small">{problems}</ul>' if problems else ""))
+        rows = []
+        for p in report.get("protocols") or []:
+            phases = " → ".join(str(ph.get("name")) for ph in p.get("phases") or [] if isinstance(ph, Mapping))
+            stopped = f' <span class="small">(stopped before {e(p["stopped_at"])})</span>' if p.get("stopped_at") else ""
+            rows.append([e(str(p.get("name") or "?").upper()), f'<span class="status {e(p.get("status"))}">'
+                         f"{e(p.get('status'))}</span>", e(p.get("client") or ""), e(p.get("server") or ""),
+                         f'<span class="wrap">{e(phases or "none")}{stopped}</span>'])
+        protocols = scroll_table("VPN protocols seen", ["Protocol", "Result", "Client", "Server", "Phases reached"],
+                                 rows, "No VPN protocol seen in this capture.") + Views._timelines(report)
+        items = []
+        for f in report.get("findings") or []:
+            evidence = ", ".join(f"frame {ev.get('frame')} ({ev.get('what')})" for ev in (f.get("evidence") or [])[:8]
+                                 if isinstance(ev, Mapping))
+            more = len(f.get("evidence") or []) - 8
+            win = f'<p class="small">Windows error {e(f["windows_error"])}</p>' if f.get("windows_error") else ""
+            items.append(
+                f'<li class="{e(f.get("severity"))}" id="finding-{e(f.get("code"))}">'
+                f'<strong>{e(f.get("severity"))}</strong> <code>{e(f.get("code"))}</code>'
+                f'{" (" + e(str(f.get("protocol")).upper()) + ")" if f.get("protocol") else ""}'
+                f"<p>{e(f.get('explanation'))}</p><p><em>{e(f.get('advice'))}</em></p>{win}"
+                + (f'<p class="small">Evidence: {e(evidence)}{f" and {more} more" if more > 0 else ""}</p>'
+                   if evidence else "") + "</li>")
+        findings = (f'<section class="findings"><ul>{"".join(items)}</ul></section>' if items
+                    else '<p class="empty">No findings: nothing in this capture looks wrong.</p>')
+        return (f"<section><h2>Report</h2>{facts}</section><section><h2>VPN protocols</h2>{protocols}</section>"
+                f"<section><h2>Findings</h2>{findings}</section>")

@@ -14,7 +14,7 @@ from starlette.testclient import TestClient
 
 from natpass.router.auth import Auth
 from natpass.router.config import ConfigError, RouterConfig, parse_config
-from natpass.router.settings import ConfigChange, SwitchResult, exposure_of
+from natpass.router.settings import ConfigChange, SwitchResult, exposure_of, read_checked, with_header
 from natpass.web import start_web
 from natpass.web.app import MAX_BODY, SESSION_COOKIE, WebOptions, create_app
 
@@ -35,8 +35,14 @@ class FakeRouter:
     """What RouterDaemon offers the web app, recording every change asked of it."""
 
     def __init__(self, state_dir: str, clock: Clock, admin_http: str = "127.0.0.1:8080") -> None:
-        self._config = parse_config('[wan]\naddresses = ["203.0.113.1"]\n[lan]\nprefixes = ["192.168.1.0/24"]\n'
-                                    f'[router]\nstate_dir = "{state_dir}"\nadmin_http = "{admin_http}"\n')
+        self.config_text = ('[wan]\naddresses = ["203.0.113.1"]\n[lan]\nprefixes = ["192.168.1.0/24"]\n'
+                            f'[router]\nstate_dir = "{state_dir}"\nadmin_http = "{admin_http}"\n')
+        self._config = parse_config(self.config_text)
+        self.versions = [{"number": 2, "created": "2026-11-30T09:00:00Z", "who": "web session admin",
+                          "summary": "passthrough pptp on"},
+                         {"number": 1, "created": "2026-11-29T08:00:00Z", "who": "start", "summary": "first start"}]
+        self.restores: list[str] = []
+        self.rollbacks: list[int | None] = []
         self._clock = clock
         self.switches = {"pptp": False, "ipsec": True, "l2tp": False}
         self.changes: list[tuple[str, bool]] = []
@@ -104,6 +110,36 @@ class FakeRouter:
         self.reloads += 1
         return ConfigChange("no change", {}, None)
 
+    def backup(self, who: str = "api") -> str:
+        return with_header(self.config_text, who=who, summary="backup", source="/etc/natpass/natpass.toml")
+
+    def config_history(self) -> list[dict[str, Any]]:
+        return [dict(v) for v in self.versions]
+
+    def _keep(self, who: str, summary: str) -> int:
+        number = int(self.versions[0]["number"]) + 1
+        self.versions.insert(0, {"number": number, "created": "2026-11-30T10:00:00Z", "who": who, "summary": summary})
+        return number
+
+    def restore(self, data: bytes, source: str, who: str = "restore") -> ConfigChange:
+        checked = read_checked(data, source)  # the real whole-file check
+        if checked.config.lan_address != self._config.lan_address:
+            raise ConfigError(source, 0, "changing LAN address needs a restart (running config kept)")
+        self._config, self.config_text = checked.config, checked.body
+        self.restores.append(source)
+        return ConfigChange("config restored", {}, self._keep(who, f"restore of {source}"))
+
+    def rollback(self, number: int | None = None, who: str = "rollback") -> ConfigChange:
+        known = [int(v["number"]) for v in self.versions]
+        if number is None:
+            if len(known) < 2:
+                raise KeyError("no earlier version to roll back to")
+            number = known[1]
+        if number not in known:
+            raise KeyError(number)
+        self.rollbacks.append(number)
+        return ConfigChange(f"back to #{number}", {"pptp": 1}, self._keep(who, f"rollback to #{number}"))
+
 
 @pytest.fixture
 def env(tmp_path):
@@ -126,8 +162,9 @@ def login(c: TestClient) -> str:
 
 
 def nothing_changed(router: FakeRouter) -> bool:
-    return router.changes == [] and router.reloads == 0 and router.switches == {"pptp": False, "ipsec": True,
-                                                                                 "l2tp": False}
+    return (router.changes == [] and router.reloads == 0 and router.restores == [] and router.rollbacks == []
+            and len(router.versions) == 2
+            and router.switches == {"pptp": False, "ipsec": True, "l2tp": False})
 
 
 # ----- refusals --------------------------------------------------------------------------------
@@ -338,7 +375,11 @@ def test_form_login_switch_undo_and_logout(env):
     assert "IPsec passthrough is now" in done and "Saved in the config file" in done and 'id="undo"' in done
     router.save_error = "natpass.toml:5: unknown section [lann]"
     r = c.post("/passthrough/ipsec", data={"on": "0", "csrf": csrf})
-    assert "Not saved in the config file" in c.get(r.headers["location"]).text
+    flash = c.get(r.headers["location"]).text
+    assert "Not saved in the config file" in flash and "unknown section [lann]" in flash
+    r = c.post("/api/switch/ipsec", json={"on": False}, headers={"X-CSRF-Token": csrf})
+    assert r.json()["saved"] is False and r.json()["save_error"] == router.save_error
+    router.changes.pop()
     router.save_error = None
     router.changes.pop()
     c.post("/passthrough/ipsec", data={"on": "1", "confirm": "1", "csrf": csrf})
