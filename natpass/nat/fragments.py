@@ -16,6 +16,7 @@ from natpass.packets.checksum import adjust, internet_checksum
 from natpass.packets.ipv4 import FLAG_DF as IP_DF
 from natpass.packets.ipv4 import FLAG_MF as IP_MF
 from natpass.packets.ipv4 import FRAG_OFFSET_MASK as IP_OFFSET
+from natpass.packets.ipv4 import iter_options
 
 HeldFragment = tuple[float, bool, bytearray]  # (arrival time, from LAN, packet copy)
 
@@ -119,20 +120,9 @@ def fragment(buf: bytearray, mtu: int) -> list[bytearray]:
     first_hdr = bytes(buf[:ihl])
     # Later fragments carry only the options whose copied flag (bit 0x80) is set (RFC 791).
     opts = bytearray()
-    i = 20
-    while i < ihl:
-        kind = buf[i]
-        if kind == 0:
-            break
-        if kind == 1:
-            i += 1
-            continue
-        olen = buf[i + 1]
-        if olen < 2:
-            break
+    for kind, off, olen in iter_options(buf, 20, ihl):
         if kind & 0x80:
-            opts += buf[i:i + olen]
-        i += olen
+            opts += buf[off:off + olen]
     while len(opts) % 4:
         opts.append(0)
     later_hdr = bytearray(first_hdr[:20])

@@ -35,6 +35,7 @@ from typing import Final
 
 from natpass.nat import verdict as V
 from natpass.nat.table import FIN_LAN, FIN_WAN, RST_SEEN, SYN_LAN, SYN_WAN, WS_LAN, WS_WAN, TcpFlow
+from natpass.packets.ipv4 import iter_options
 
 TCP_FIN: Final = 0x01
 TCP_SYN: Final = 0x02
@@ -57,23 +58,9 @@ _SLACK = 65535  # one segment's length beyond the window edge
 def window_scale(buf: bytearray, ihl: int) -> int | None:
     """The RFC 7323 window-scale shift of this segment's options (capped at 14), or None."""
     doff = (buf[ihl + 12] >> 4) * 4
-    i = ihl + 20
-    end = min(ihl + doff, len(buf))
-    while i < end:
-        kind = buf[i]
-        if kind == 0:
-            break
-        if kind == 1:
-            i += 1
-            continue
-        if i + 1 >= end:
-            break
-        olen = buf[i + 1]
-        if olen < 2 or i + olen > end:
-            break
-        if kind == 3 and olen == 3:
-            return min(buf[i + 2], MAX_WSCALE)
-        i += olen
+    for kind, off, olen in iter_options(buf, ihl + 20, min(ihl + doff, len(buf))):
+        if kind == 3 and olen == 3:  # RFC 7323 2.2: window scale, 3 bytes
+            return min(buf[off + 2], MAX_WSCALE)
     return None
 
 

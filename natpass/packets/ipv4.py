@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import struct
+from collections.abc import Iterator
 from typing import Final, NamedTuple
 
 from natpass.packets.checksum import Buffer, internet_checksum
@@ -93,6 +94,27 @@ def check_options(options: Buffer) -> None:
         olen = options[i + 1]
         if olen < 2 or i + olen > n:
             raise PacketError(f"IPv4 option {kind} at {i} has bad length {olen}")
+        i += olen
+
+
+def iter_options(buf: Buffer, start: int, end: int) -> Iterator[tuple[int, int, int]]:
+    """(kind, offset, length) of each option in ``buf[start:end]``, in the layout IPv4 (RFC 791
+    3.1) and TCP (RFC 9293 3.1) share: 0 ends the list, 1 is a one-byte no-op (not yielded),
+    every other option is kind, length, data. Stops quietly at a truncated or malformed one."""
+    i = start
+    while i < end:
+        kind = buf[i]
+        if kind == OPT_EOL:
+            return
+        if kind == OPT_NOP:
+            i += 1
+            continue
+        if i + 1 >= end:
+            return
+        olen = buf[i + 1]
+        if olen < 2 or i + olen > end:
+            return
+        yield kind, i, olen
         i += olen
 
 
