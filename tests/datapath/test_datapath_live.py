@@ -73,7 +73,7 @@ def config(topo: Topology) -> Path:
 
 @pytest.fixture
 def natpass(topo: Topology, config: Path) -> Iterator[int]:
-    pid = topo.start_natpass(config, runner=natpass_argv(str(config)))
+    pid = topo.start_natpass(config, runner=[*natpass_argv(str(config)), "--cleanup"])
     try:
         yield pid
     finally:
