@@ -23,9 +23,17 @@ from natpass.datapath.hybrid import Hybrid
 from natpass.datapath.owned import PPTP_PORT
 from natpass.lab.netns import Netns
 from natpass.lab.simple import SERVER, Topology, config_text, exclusive
+from natpass.lab.topology import natpass_argv
 from natpass.nat.config import NatConfig, PortForward
 
 pytestmark = pytest.mark.root
+
+
+def removing(config: Path) -> list[str]:
+    """``natpass run`` that removes everything on SIGTERM: these tests check the split and the
+    teardown, not the restart (a kept set-up is tested in test_datapath_restart)."""
+    return natpass_argv("run", "--config", str(config), "--log-level", "debug", "--cleanup")
+
 
 SERVER_BEHIND = bytes([192, 168, 1, 11])
 NAT = NatConfig(wan_addresses=(bytes([203, 0, 113, 1]),),
@@ -231,7 +239,7 @@ def test_hybrid_splits_traffic_between_kernel_and_natpass(root: None, topo: Topo
                                                           servers: None) -> None:
     assert topo.sysctl("net.ipv4.ip_forward") == "0"
     before_timeout = topo.sysctl("net.netfilter.nf_conntrack_udp_timeout")
-    pid = topo.start_natpass(config)
+    pid = topo.start_natpass(config, runner=removing(config))
     try:
         assert topo.sysctl("net.ipv4.ip_forward") == "1"
         assert topo.sysctl("net.netfilter.nf_conntrack_udp_timeout_stream") == "300"
@@ -268,7 +276,7 @@ def _lines(topo: Topology) -> list[tuple[int, float]]:
 def test_sigkill_leaves_ordinary_traffic_flowing_and_the_next_start_cleans_up(
         root: None, topo: Topology, config: Path, servers: None) -> None:
     lab = topo.lab
-    pid = topo.start_natpass(config, label="natpass-kill")
+    pid = topo.start_natpass(config, label="natpass-kill", runner=removing(config))
     server = lab.spawn(topo.srv, [sys.executable, "-u", "-c", STREAM_SERVER], label="stream")
     time.sleep(0.3)
     client = lab.spawn(topo.cli, [sys.executable, "-u", "-c", STREAM_CLIENT, "6"], label="stream-client")
@@ -284,7 +292,7 @@ def test_sigkill_leaves_ordinary_traffic_flowing_and_the_next_start_cleans_up(
         lines = _lines(topo)
         assert lines and lines[-1][1] > killed_at + 1.0, lines[-3:]
         # The next start undoes the old set-up, makes it again, and natpass's traffic flows again.
-        pid2 = topo.start_natpass(config, label="natpass-restart")
+        pid2 = topo.start_natpass(config, label="natpass-restart", runner=removing(config))
         assert "cleaned up after a previous run" in lab.log("natpass-restart")
         restarted_at = time.monotonic()
         assert lab.wait_for(lambda: not lab.alive(client), timeout=10)
@@ -344,7 +352,7 @@ def test_gro_stays_on_and_merged_frames_are_segmented_by_natpass(root: None, top
     lab = topo.lab
     env = {"PYTHONPATH": str(Path(__file__).resolve().parents[2])}
     lab.run(topo.rtr, [sys.executable, "-c", SET_GRO, "on", "lan0", "wan0"], env=env)
-    pid = topo.start_natpass(config, label="natpass-gro")
+    pid = topo.start_natpass(config, label="natpass-gro", runner=removing(config))
     server = lab.spawn(topo.srv, [sys.executable, "-u", "-c", BULK_SERVER], label="bulk")
     try:
         time.sleep(0.4)
@@ -369,7 +377,7 @@ def test_run_datapath_option_overrides_the_config(root: None, topo: Topology) ->
     state = topo.lab.path("state-opt", "x").parent
     cfg = topo.lab.write("natpass-packet.toml", config_text(str(state), str(topo.lab.path("opt.sock"))))
     pid = topo.start_natpass(cfg, label="natpass-opt", runner=[
-        sys.executable, "-m", "natpass.router.cli_run", "--config", str(cfg), "--datapath", "hybrid"])
+        sys.executable, "-m", "natpass.router.cli_run", "--config", str(cfg), "--datapath", "hybrid", "--cleanup"])
     try:
         assert topo.sysctl("net.ipv4.ip_forward") == "1"
         assert "hybrid datapath: natpass handles" in topo.lab.log("natpass-opt")
