@@ -28,7 +28,7 @@ from natpass.nat.engine import Engine
 from natpass.nat.helper import FlowView
 from natpass.passthrough import build_engine
 from natpass.router.admin import AdminServer
-from natpass.router.config import ConfigError, RouterConfig, load_config, parse_config
+from natpass.router.config import ConfigError, RouterConfig, load_config
 from natpass.router.restart import StateKeeper, tunnel_names
 from natpass.router.settings import (
     Checked,
@@ -398,12 +398,14 @@ class RouterDaemon:
     def _record(self, text: str, who: str, summary: str) -> int | None:
         """Keep ``text`` in the config history; a history that cannot be written is logged."""
         try:
-            self.history.record(text, who=who, summary=summary, source=self.config_path)
+            kept = self.history.record(text, who=who, summary=summary, source=self.config_path)
         except OSError as exc:
             log.error("config history in %s not written: %s", self.history.dir, exc)
             return None
-        versions = self.history.versions()
-        return versions[0].number if versions else None
+        if kept is not None:
+            return kept.number
+        newest = self.history.newest()  # the text was the newest version already
+        return None if newest is None else newest[0]
 
     def _record_version(self, who: str) -> None:
         """Keep the running file in the history (a hand edit made while natpass was stopped is
@@ -414,14 +416,10 @@ class RouterDaemon:
             except (OSError, UnicodeDecodeError) as exc:
                 log.error("config history: cannot read %s: %s", self.config_path, exc)
                 return
-            previous = self.history.newest_body()
-            if previous == text:
+            newest = self.history.newest()  # read and validated once
+            if newest is not None and newest[1].body == text:
                 return
-            before: RouterConfig | None = None
-            if previous is not None:
-                with contextlib.suppress(ConfigError):
-                    before = parse_config(previous, self.config_path)
-            self._record(text, who, summarize(before, self.config))
+            self._record(text, who, summarize(None if newest is None else newest[1].config, self.config))
 
     def reload(self, path: str | None = None, who: str = "reload") -> ConfigChange:
         """Load ``path`` (default: the running config's file) and apply it atomically.

@@ -334,10 +334,18 @@ class ConfigHistory:
             raise KeyError(number)
         return read_checked(p.read_bytes(), str(p))
 
-    def newest_body(self) -> str | None:
-        for v in self.versions():
-            return self.get(v.number).body
+    def newest(self) -> tuple[int, Checked] | None:
+        """The newest readable version (a damaged newer file is passed over), read once."""
+        for number, p in sorted(self._files(), reverse=True):
+            try:
+                return number, read_checked(p.read_bytes(), str(p))
+            except (OSError, BackupError, ConfigError):
+                continue
         return None
+
+    def newest_body(self) -> str | None:
+        newest = self.newest()
+        return None if newest is None else newest[1].body
 
     def record(self, body: str, *, who: str, summary: str, source: str) -> Version | None:
         """Keep ``body`` as the newest version unless it equals the newest already kept."""
