@@ -162,18 +162,20 @@ def test_a_lan_host_logs_in_turns_pptp_on_sees_the_call_and_turns_it_off(root, l
             d.find_element(By.CSS_SELECTOR, "form.login button").click()
 
         log_in("not the password")
-        assert "wrong password" in d.find_element(By.CSS_SELECTOR, "[role=alert]").text
+        assert "wrong password" in wait_for(d, "[role=alert]").text
         browser.shot("login-refused", PHONE)
         browser.size(DESKTOP)
         log_in(PASSWORD)
-        assert d.current_url.endswith("/passthrough")
+        # the click returns when the form is sent; the password check (argon2) and the redirect follow
+        assert wait_for_url(d, "/passthrough"), f"{d.current_url}: {d.find_element(By.TAG_NAME, 'body').text[:600]}"
         assert "OFF" in d.find_element(By.CSS_SELECTOR, "#switch-pptp .badge").text
 
         d.find_element(By.ID, "toggle-pptp").click()  # asks first, naming the exposure
+        confirm = wait_for(d, "#confirm")
         assert "MS-CHAPv2" in d.page_source and "GRE" in d.page_source
         browser.shot("confirm-pptp", PHONE)
         browser.size(DESKTOP)
-        d.find_element(By.ID, "confirm").click()
+        confirm.click()
         assert "PPTP passthrough is now on" in flash_text(d)
         assert "ON" in d.find_element(By.CSS_SELECTOR, "#switch-pptp .badge").text
 
@@ -213,6 +215,33 @@ def test_a_lan_host_logs_in_turns_pptp_on_sees_the_call_and_turns_it_off(root, l
     finally:
         pptp.stop()
         browser.close()
+
+
+def wait_for(driver: Any, css: str, timeout: float = 20) -> Any:
+    """The first element matching ``css``, once the page shows it (fails the test with the page)."""
+    from selenium.common.exceptions import TimeoutException
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support import expected_conditions
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    try:
+        return WebDriverWait(driver, timeout).until(expected_conditions.presence_of_element_located(
+            (By.CSS_SELECTOR, css)))
+    except TimeoutException:
+        pytest.fail(f"{css} never appeared: {driver.current_url}: "
+                    f"{driver.find_element(By.TAG_NAME, 'body').text[:600]}")
+
+
+def wait_for_url(driver: Any, ending: str, timeout: float = 20) -> bool:
+    """True once the browser has navigated to a URL ending in ``ending``."""
+    from selenium.common.exceptions import TimeoutException
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    try:
+        WebDriverWait(driver, timeout).until(lambda drv: drv.current_url.split("?")[0].endswith(ending))
+    except TimeoutException:
+        return False
+    return True
 
 
 def flash_text(driver: Any) -> str:
