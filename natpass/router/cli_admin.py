@@ -10,8 +10,11 @@ import os
 import signal
 import socket
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
+
+from natpass.packets.ipproto import proto_name
 
 DEFAULT_SOCKET = "/run/natpass/natpass.sock"
 DEFAULT_STATE_DIR = "/var/lib/natpass"
@@ -194,7 +197,7 @@ def print_status(status: dict[str, Any], flows: list[dict[str, Any]], console: A
     from rich.table import Table
 
     from natpass.router import metrics
-    from natpass.router.admin import SWITCH_INFO, interfaces_text
+    from natpass.router.switches import SWITCH_INFO
 
     if console is None:
         # Piped output is for grep and logs: do not fold addresses at 80 columns.
@@ -214,10 +217,11 @@ def print_status(status: dict[str, Any], flows: list[dict[str, Any]], console: A
     table.add_column("state")
     table.add_column("tunnels", justify="right")
     table.add_column("note", overflow="fold")
-    for name, (title, _what, note) in SWITCH_INFO.items():
+    for name, info in SWITCH_INFO.items():
         on = states.get(name)
         state = "[green]on[/green]" if on else "[dim]off[/dim]" if on is not None else "?"
-        table.add_row(title, state, str(len(helpers.get(name, {}).get("tunnels", []))), note)
+        count = str(len(helpers[name].get("tunnels", []))) if name in helpers else ""
+        table.add_row(info.title, state, count, info.note)
     console.print(table)
 
     for title, key, left, right in (("Counters", "counters", "counter", "value"),
@@ -239,14 +243,46 @@ def print_status(status: dict[str, Any], flows: list[dict[str, Any]], console: A
     total, protos = metrics.flows_by_proto(status)
     summary = ", ".join(f"{p} {n}" for p, n in sorted(protos.items(), key=lambda kv: -kv[1]))
     title = f"Connections: {total if total is not None else len(flows)}" + (f" ({summary})" if summary else "")
-    from natpass.router.admin import compact_flow
-
     flows = [compact_flow(f) for f in flows]
     if flows:
         shown = f" (first {len(flows)})" if total is not None and total > len(flows) else ""
         _rows_table(console, title + shown, flows, "")
     else:
         console.print(title)
+
+
+def compact_flow(flow: Mapping[str, Any]) -> dict[str, Any]:
+    """A flow row as the API gives it (``lan_addr``, ``lan_port``, ...) with each endpoint as one
+    ``address:port`` column and the protocol by name, for tables."""
+    out: dict[str, Any] = {}
+    proto = flow.get("proto")
+    if "proto" in flow:
+        out["proto"] = proto_name(proto) if isinstance(proto, int) else proto
+    for side in ("lan", "wan", "remote"):
+        addr, port = flow.get(f"{side}_addr"), flow.get(f"{side}_port")
+        if addr is not None:
+            out[side] = f"{addr}:{port}" if port not in (None, 0) else str(addr)
+    for key, value in flow.items():
+        if key == "proto" or key.endswith(("_addr", "_port")) and key.split("_")[0] in ("lan", "wan", "remote"):
+            continue
+        out[key] = value
+    return out
+
+
+def interfaces_text(interfaces: Any) -> str:
+    """``LAN lan0 192.168.1.1 · WAN wan0 203.0.113.1`` from the status's ``interfaces``."""
+    if not isinstance(interfaces, Mapping):
+        return "?"
+    parts = []
+    for side in ("lan", "wan"):
+        info = interfaces.get(side)
+        if isinstance(info, Mapping):
+            addrs = info.get("addresses") or [info.get("address")]
+            addrs = [str(a) for a in addrs if a] if isinstance(addrs, list) else [str(addrs)]
+            parts.append(" ".join([side.upper(), str(info.get("name") or "?"), *addrs]))
+        elif info:
+            parts.append(f"{side.upper()} {info}")
+    return " · ".join(parts) or "?"
 
 
 def _print_hybrid(console: Any, hybrid: dict[str, Any]) -> None:
@@ -372,9 +408,9 @@ def _switch(args: argparse.Namespace) -> int:
     if answer.get("exposure"):
         print(f"exposes: {answer['exposure']}")
     if on:
-        from natpass.router.admin import SWITCH_INFO
+        from natpass.router.switches import SWITCH_INFO
 
-        print(f"note: {SWITCH_INFO[args.name][2]}")
+        print(f"note: {SWITCH_INFO[args.name].note}")
     if answer.get("saved"):
         print("saved in the config file (previous version kept: natpass config history)")
     elif args.runtime_only:

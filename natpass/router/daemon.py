@@ -201,7 +201,7 @@ class RouterDaemon:
         try:
             # The Unix socket only: HTTP is the web admin's (natpass.web: login, sessions, TLS),
             # started as a service by `natpass run`.
-            self.admin = AdminServer(self, cfg.admin_socket, None).start()
+            self.admin = AdminServer(self, cfg.admin_socket).start()
         except Exception:
             log.exception("admin server failed to start (the router keeps running)")
             self.admin = None

@@ -66,7 +66,7 @@ class Router:
 @pytest.fixture
 def router(tmp_path: Path):
     daemon = Router()
-    srv = AdminServer(daemon, tmp_path / "natpass.sock", None, token_path=tmp_path / "admin.token").start()
+    srv = AdminServer(daemon, tmp_path / "natpass.sock").start()
     yield daemon, str(srv.socket_path)
     srv.stop()
 
@@ -76,7 +76,7 @@ def test_status_table_shows_switches_drops_tunnels_and_connections(router, capsy
     assert main(["status", "--socket", sock]) == 0
     out = capsys.readouterr().out
     assert "1d 02:03:04" in out  # uptime 93784 s
-    assert "PPTP" in out and "insecure" in out
+    assert "PPTP" in out and "MS-CHAPv2" in out
     assert "passthrough-disabled:ipsec" in out and "11" in out
     assert "198.51.100.7" in out and "4660" in out  # live tunnel
     assert "192.168.1.10:50000" in out and "198.51.100.9:53" in out  # connections as address:port

@@ -167,7 +167,7 @@ def test_history_is_bounded(daemon: RouterDaemon) -> None:
 # ----- the same through the admin API and the CLI ---------------------------------------------------
 @pytest.fixture
 def served(daemon: RouterDaemon, tmp_path: Path) -> Any:
-    with AdminServer(daemon, tmp_path / "natpass.sock", None) as srv:
+    with AdminServer(daemon, tmp_path / "natpass.sock") as srv:
         yield srv
 
 
