@@ -58,6 +58,7 @@ from natpass.web.pacing import Pacer
 from natpass.web.routes.auth import AuthRoutes
 from natpass.web.routes.config import ConfigRoutes
 from natpass.web.routes.diagnose import DiagnoseRoutes
+from natpass.web.routes.forwards import ForwardRoutes
 from natpass.web.routes.passthrough import PassthroughRoutes
 from natpass.web.routes.status import StatusRoutes
 from natpass.web.routes.tokens import TokenRoutes
@@ -75,6 +76,7 @@ def create_app(control: RouterControl, auth: Auth, options: WebOptions | None = 
     ep = ctx.endpoint
     login, switch, config = AuthRoutes(ctx), PassthroughRoutes(ctx), ConfigRoutes(ctx)
     diag, tokens, read = DiagnoseRoutes(ctx), TokenRoutes(ctx), StatusRoutes(ctx)
+    forwards = ForwardRoutes(ctx)
 
     async def not_found(request: Request) -> Response:
         raise WebError(404, f"no such page: {request.url.path}")
@@ -99,6 +101,8 @@ def create_app(control: RouterControl, auth: Auth, options: WebOptions | None = 
         Route("/api/log", ep(read.api_log), methods=["GET"]),
         Route("/api/switch/{name}", ep(switch.api_switch), methods=["POST"]),
         Route("/api/reload", ep(config.api_reload), methods=["POST"]),
+        Route("/api/forwards", ep(forwards.api_forwards), methods=["GET", "POST"]),
+        Route("/api/forwards/{proto}/{port}", ep(forwards.api_forward_delete), methods=["DELETE"]),
         Route("/api/tokens", ep(tokens.api_tokens), methods=["GET", "POST"]),
         Route("/api/tokens/{name}", ep(tokens.api_token_delete), methods=["DELETE"]),
         Route("/api/config/backup", ep(config.api_backup), methods=["GET"]),
@@ -117,6 +121,8 @@ def create_app(control: RouterControl, auth: Auth, options: WebOptions | None = 
         Route("/passthrough/{name}", ep(switch.form_switch), methods=["POST"]),
         Route("/connections", ep(read.page(read.connections_view)), methods=["GET"]),
         Route("/log", ep(read.page(read.log_view)), methods=["GET"]),
+        Route("/forwards", ep(forwards.page), methods=["GET"]),
+        Route("/forwards", ep(forwards.form), methods=["POST"]),
         Route("/reload", ep(config.form_reload), methods=["POST"]),
         Route("/backup", ep(config.backup_page), methods=["GET"]),
         Route("/backup/download", ep(config.backup_download), methods=["GET"]),

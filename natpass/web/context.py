@@ -26,7 +26,7 @@ from starlette.types import Scope
 
 from natpass.router.auth import Auth, Session, csrf_ok
 from natpass.router.config import RouterConfig
-from natpass.router.settings import ConfigChange, SwitchResult
+from natpass.router.settings import ConfigChange, ForwardResult, ForwardSpec, SwitchResult
 from natpass.web import frame
 from natpass.web.errors import WebError
 from natpass.web.history import EventLog, TrafficHistory
@@ -81,6 +81,13 @@ class RouterControl(Protocol):
     def restore(self, data: bytes, source: str, who: str = "restore") -> ConfigChange: ...
 
     def rollback(self, number: int | None = None, who: str = "rollback") -> ConfigChange: ...
+
+    def forwards(self) -> list[dict[str, Any]]: ...
+
+    def add_forward(self, spec: ForwardSpec, *, runtime_only: bool = False, who: str = "api") -> ForwardResult: ...
+
+    def remove_forward(self, proto: str, port: int, wan_address: str | None = None, *,
+                       runtime_only: bool = False, who: str = "api") -> ForwardResult: ...
 
 
 @dataclass(frozen=True, slots=True)

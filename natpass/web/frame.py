@@ -17,6 +17,7 @@ if TYPE_CHECKING:
     from natpass.web.context import Principal
 
 NAV = (("/", "Status"), ("/passthrough", "VPN Passthrough"), ("/connections", "Connections"),
+       ("/forwards", "Port forwarding"),
        ("/diagnose", "Diagnose"), ("/backup", "Backup & restore"), ("/log", "Log"), ("/tokens", "API tokens"))
 
 

@@ -41,7 +41,7 @@ LOG_KINDS = {
     "login": "Login", "login-failed": "Login refused", "logout": "Logout", "refused": "Request refused",
     "switch": "Switch", "reload": "Reload", "token": "API token", "tunnel-up": "Tunnel up",
     "tunnel-down": "Tunnel down", "packets": "Traffic", "drop": "Drops", "config": "Config",
-    "diagnose": "Diagnose",
+    "diagnose": "Diagnose", "forward": "Port forward",
 }
 
 
