@@ -14,6 +14,7 @@ import logging
 import signal
 import threading
 import time
+import tomllib
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
@@ -541,8 +542,15 @@ class RouterDaemon:
 
     # ----- port forwards ----------------------------------------------------------------------
     def forwards(self) -> list[dict[str, Any]]:
-        """The port forwards running now (those added for this run only included)."""
-        return [s.as_dict() for s in forward_specs(self.config)]
+        """The port forwards running now (those added for this run only included), with the
+        comment the config file gives each (the engine keeps none)."""
+        notes: dict[tuple[Any, Any, Any], str] = {}
+        with contextlib.suppress(OSError, ValueError):
+            for item in tomllib.loads(Path(self.config_path).read_text(encoding="utf-8")).get("forward", []):
+                if isinstance(item, dict) and isinstance(item.get("comment"), str):
+                    notes[(item.get("proto"), item.get("port"), item.get("wan_address"))] = item["comment"]
+        return [dataclasses.replace(s, comment=notes.get((s.proto, s.port, s.wan_address))).as_dict()
+                for s in forward_specs(self.config)]
 
     def add_forward(self, spec: ForwardSpec, *, runtime_only: bool = False, who: str = "api") -> ForwardResult:
         """Add a port forward to the running engine and, unless ``runtime_only``, to the config

@@ -5,6 +5,7 @@ refusal with its documented status, changing nothing."""
 from __future__ import annotations
 
 import itertools
+import json
 import re
 from pathlib import Path
 
@@ -200,3 +201,40 @@ def test_the_page_lists_adds_refuses_with_the_reason_and_removes(real):
     assert "8080" not in cfg.read_text()
     log = c.get("/log").text
     assert "port forward tcp *:8080 -&gt; 192.168.1.10:80 added by session admin" in log
+
+
+# ----- the Unix admin socket and `natpass forward` -----------------------------------------------
+
+def test_natpass_forward_add_list_remove_over_the_admin_socket(real, capsys):
+    from natpass.cli import main
+    from natpass.router.admin import AdminServer
+
+    daemon, _, cfg = real
+    srv = AdminServer(daemon, cfg.parent / "natpass.sock", None).start()
+    sock = str(srv.socket_path)
+    try:
+        assert main(["forward", "add", "tcp", "2222", f"{SERVER}:22", "--comment", "ssh", "--socket", sock]) == 0
+        out = capsys.readouterr().out
+        assert "port forward added: tcp *:2222 -> 192.168.1.10:22" in out and "saved in the config file" in out
+        assert reaches(daemon, 2222) == f"{SERVER}:22" and 'comment = "ssh"' in cfg.read_text()
+        assert daemon.history.versions()[0].who == "admin-unix"
+        assert main(["forward", "list", "--socket", sock]) == 0
+        out = capsys.readouterr().out
+        assert "tcp *:25 -> 192.168.1.5:25" in out and "tcp *:2222 -> 192.168.1.10:22   # ssh" in out
+        before = state(daemon, cfg)
+        assert main(["forward", "add", "udp", "4500", SERVER, "--socket", sock]) == 2
+        assert "IKE" in capsys.readouterr().err
+        assert main(["forward", "add", "tcp", "2223", "10.9.9.9", "--socket", sock]) == 2
+        assert "is not in the LAN" in capsys.readouterr().err
+        assert main(["forward", "remove", "udp", "2222", "--socket", sock]) == 2
+        assert "no port forward of udp port 2222" in capsys.readouterr().err
+        assert state(daemon, cfg) == before
+        assert main(["forward", "remove", "tcp", "2222", "--socket", sock]) == 0
+        assert reaches(daemon, 2222) is None and "2222" not in cfg.read_text()
+        assert "port forward removed" in capsys.readouterr().out
+        assert main(["forward", "list", "--json", "--socket", sock]) == 0
+        assert [f["port"] for f in json.loads(capsys.readouterr().out)] == [25]
+    finally:
+        srv.stop()
+    assert main(["forward", "list", "--socket", sock]) == 1
+    assert "no router is running" in capsys.readouterr().err
