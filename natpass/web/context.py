@@ -10,6 +10,7 @@ from __future__ import annotations
 import ipaddress
 import json
 import logging
+import os
 import threading
 import time
 from collections.abc import Awaitable, Callable
@@ -151,6 +152,27 @@ class WebState:
         self._status: tuple[float, dict[str, Any]] | None = None
         self._flows: tuple[float, list[dict[str, Any]]] | None = None
         self.diagnosing = threading.Semaphore(1)  # one capture at a time: diagnose is CPU-bound
+        self._password_seen = self._password_stamp()
+
+    # ----- the password file ---------------------------------------------------------------------
+    def _password_stamp(self) -> tuple[int, int, int] | None:
+        try:
+            st = os.stat(self.auth.password.path)
+        except OSError:
+            return None
+        return st.st_ino, st.st_mtime_ns, st.st_size
+
+    def check_password_change(self) -> None:
+        """End every session when the password file changed since the last look (``natpass
+        passwd`` writes a new one): no session outlives the password it was opened with."""
+        stamp = self._password_stamp()
+        if stamp == self._password_seen:
+            return
+        self._password_seen = stamp
+        ended = self.auth.sessions.drop_all()
+        if ended:
+            self.log.add("logout", f"{ended} session(s) ended: the admin password was changed", "router")
+            log.warning("admin web: the admin password was changed: %d session(s) ended", ended)
 
     # ----- calls into the router (one at a time, off the event loop) ---------------------------
     def _locked(self, fn: Callable[..., T], *args: Any) -> T:
@@ -232,6 +254,7 @@ def principal(web: WebState, request: Request) -> Principal | None:
             log.warning("admin web: API token refused from %s", source)
             raise WebError(401, "unknown or revoked API token", {"WWW-Authenticate": 'Bearer realm="natpass"'})
         return Principal("token", name)
+    web.check_password_change()
     session = web.auth.sessions.get(request.cookies.get(SESSION_COOKIE))
     if session is not None:
         return Principal("session", session.user, session)

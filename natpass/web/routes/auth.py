@@ -52,6 +52,7 @@ class AuthRoutes:
                         self.web.auth.limiter.failures(source), f", next try in {delay:.0f} s" if delay else "")
             raise WebError(401, "wrong password")
         self.web.auth.limiter.success(source)
+        self.web.check_password_change()  # sessions of an older password end; a rehash on verify is seen here
         session = self.web.auth.sessions.create("admin", source)
         self.web.log.add("login", "admin logged in", source)
         log.info("admin web: login from %s", source)
