@@ -238,3 +238,19 @@ def test_natpass_forward_add_list_remove_over_the_admin_socket(real, capsys):
         srv.stop()
     assert main(["forward", "list", "--socket", sock]) == 1
     assert "no router is running" in capsys.readouterr().err
+
+
+def test_with_the_hybrid_datapath_a_forward_change_is_refused_with_the_reason(real):
+    import dataclasses
+
+    from natpass.router.daemon import _hybrid_for
+
+    daemon, c, cfg = real
+    daemon.hybrid = _hybrid_for(dataclasses.replace(daemon.config, datapath="hybrid"))
+    csrf = login(c)
+    before = state(daemon, cfg)
+    r = c.post("/api/forwards", json={"proto": "tcp", "port": 8080, "to": SERVER}, headers={"X-CSRF-Token": csrf})
+    assert r.status_code == 409 and "restart" in r.json()["error"] and "kernel" in r.json()["error"]
+    r = c.delete("/api/forwards/tcp/25", headers={"X-CSRF-Token": csrf})
+    assert r.status_code == 409 and "restart" in r.json()["error"]
+    assert state(daemon, cfg) == before and reaches(daemon, 25) == "192.168.1.5:25"
