@@ -61,14 +61,8 @@ from natpass.nat.config import SWITCHES
 from natpass.packets.ipproto import proto_name
 from natpass.router import metrics
 from natpass.router.config import ConfigError
-from natpass.router.settings import (
-    BackupError,
-    ConfigChange,
-    ForwardError,
-    ForwardResult,
-    ForwardSpec,
-    SwitchResult,
-)
+from natpass.router.forwards import ForwardError, ForwardResult, ForwardSpec
+from natpass.router.settings import BackupError, ConfigChange, SwitchResult
 
 log = logging.getLogger("natpass.admin")
 

@@ -14,7 +14,6 @@ import logging
 import signal
 import threading
 import time
-import tomllib
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any, Protocol, TypeVar
@@ -28,23 +27,25 @@ from natpass.nat.config import SWITCHES, NatConfig, PortForward
 from natpass.nat.engine import Engine
 from natpass.nat.helper import FlowView
 from natpass.passthrough import build_engine
-from natpass.passthrough.ipsec import IpsecHelper
-from natpass.passthrough.l2tp import L2tpHelper
-from natpass.passthrough.pptp import PptpHelper
 from natpass.router.admin import AdminServer
 from natpass.router.config import ConfigError, RouterConfig, load_config
+from natpass.router.forwards import (
+    ForwardError,
+    ForwardResult,
+    ForwardSpec,
+    checked,
+    forward_specs,
+    holder,
+    with_comments,
+)
 from natpass.router.restart import StateKeeper, tunnel_names
 from natpass.router.settings import (
     Checked,
     ConfigChange,
     ConfigHistory,
-    ForwardError,
-    ForwardResult,
-    ForwardSpec,
     SwitchResult,
     add_forward_text,
     exposure_of,
-    forward_specs,
     read_checked,
     remove_forward_text,
     set_switches_text,
@@ -95,19 +96,6 @@ def flow_dict(flow: FlowView, now: float, wall_now: float) -> dict[str, Any]:
         "last_seen": round(wall_now - idle, 3),
         "idle_s": round(idle, 3),
     }
-
-
-_HELPER_PORTS = ((PptpHelper, "PPTP's control port (PPTP passthrough)"),
-                 (IpsecHelper, "an IKE port (IPsec passthrough)"),
-                 (L2tpHelper, "L2TP's port (L2TP passthrough)"))
-
-
-def _port_owner(proto: int, port: int) -> str | None:
-    """Which passthrough helper owns WAN ``port`` (a forward there would take its traffic)."""
-    for helper, what in _HELPER_PORTS:
-        if port in (helper.tcp_ports if proto == 6 else helper.udp_ports):
-            return what
-    return None
 
 
 def _hybrid_for(cfg: RouterConfig) -> Hybrid | None:
@@ -542,15 +530,8 @@ class RouterDaemon:
 
     # ----- port forwards ----------------------------------------------------------------------
     def forwards(self) -> list[dict[str, Any]]:
-        """The port forwards running now (those added for this run only included), with the
-        comment the config file gives each (the engine keeps none)."""
-        notes: dict[tuple[Any, Any, Any], str] = {}
-        with contextlib.suppress(OSError, ValueError):
-            for item in tomllib.loads(Path(self.config_path).read_text(encoding="utf-8")).get("forward", []):
-                if isinstance(item, dict) and isinstance(item.get("comment"), str):
-                    notes[(item.get("proto"), item.get("port"), item.get("wan_address"))] = item["comment"]
-        return [dataclasses.replace(s, comment=notes.get((s.proto, s.port, s.wan_address))).as_dict()
-                for s in forward_specs(self.config)]
+        """The port forwards running now (those added for this run only included)."""
+        return [s.as_dict() for s in with_comments(forward_specs(self.config), self.config_path)]
 
     def add_forward(self, spec: ForwardSpec, *, runtime_only: bool = False, who: str = "api") -> ForwardResult:
         """Add a port forward to the running engine and, unless ``runtime_only``, to the config
@@ -561,40 +542,14 @@ class RouterDaemon:
         connection holding it now) or the hybrid datapath would need new kernel rules."""
         with self._config_lock:
             cfg = self.config
-            lan_addr = ipaddress.IPv4Address(spec.to_addr)
-            if not any(lan_addr in net for net in cfg.nat.lan_prefixes):
-                nets = ", ".join(str(n) for n in cfg.nat.lan_prefixes)
-                raise ForwardError("invalid", f"{spec.to_addr} is not in the LAN ({nets})")
-            wan = ipaddress.IPv4Address(spec.wan_address).packed if spec.wan_address else None
-            if wan is not None and wan not in cfg.wan_addresses:
-                raise ForwardError("invalid", f"wan_address {spec.wan_address} is not one of the router's WAN addresses")
-            for other in forward_specs(cfg):
-                if other.proto == spec.proto and other.port == spec.port and (
-                        other.wan_address is None or spec.wan_address is None or other.wan_address == spec.wan_address):
-                    raise ForwardError("conflict", f"{spec.proto} port {spec.port} is already forwarded "
-                                                   f"({other.describe()})")
-            owner = _port_owner(spec.proto_number, spec.port)
-            if owner is not None:
-                raise ForwardError("conflict", f"{spec.proto} port {spec.port} is {owner}")
-            lo, hi = cfg.hybrid_ports
-            if self.hybrid is not None and lo <= spec.port <= hi:
-                raise ForwardError("conflict", f"port {spec.port} is in natpass's own WAN ports of the hybrid "
-                                               f"datapath ({lo}-{hi})")
-            fwd = PortForward(spec.proto_number, spec.port, lan_addr.packed, spec.to_port, wan)
+            fwd = checked(spec, cfg, self.hybrid is not None)
             new = self._with_forwards(cfg.nat.forwards + (fwd,))
 
-            def in_use() -> str | None:
-                for flow in self._engine().flows():
-                    if (flow.proto == fwd.proto and flow.wan_port == fwd.wan_port and flow.outbound
-                            and (wan is None or flow.wan_addr == wan)):
-                        return f"{_ip(flow.lan_addr)}:{flow.lan_port} -> {_ip(flow.remote_addr)}:{flow.remote_port}"
-                return None
-
             def apply() -> None:
-                holder = in_use()
-                if holder is not None:
+                held = holder(self._engine().flows(), fwd)
+                if held is not None:
                     raise ForwardError("conflict", f"{spec.proto} WAN port {spec.port} is in use by a connection "
-                                                   f"({holder}): choose another port or try when it has ended")
+                                                   f"({held}): choose another port or try when it has ended")
                 self._apply_forwards(new)
 
             self._on_loop(apply)

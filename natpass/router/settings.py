@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import ipaddress
 import os
 import re
 import time
@@ -29,6 +28,7 @@ import tomlkit.exceptions
 
 from natpass.nat.config import SWITCHES, NatConfig
 from natpass.router.config import ConfigError, RouterConfig, parse_config
+from natpass.router.forwards import ForwardError, ForwardSpec
 
 HISTORY_DIR = "config-history"
 HISTORY_KEEP = 50
@@ -365,90 +365,6 @@ class ConfigHistory:
 
 
 # ----- port forwards -------------------------------------------------------------------------
-FORWARD_PROTOS = ("tcp", "udp")
-
-
-class ForwardError(ValueError):
-    """A port forward change that is refused; ``kind`` says why: ``invalid`` (the request), ``conflict``
-    (the port is taken), ``missing`` (no such forward) or ``restart`` (not possible live)."""
-
-    def __init__(self, kind: str, message: str) -> None:
-        self.kind = kind
-        self.message = message
-        super().__init__(message)
-
-
-@dataclass(frozen=True, slots=True)
-class ForwardSpec:
-    """One port forward as a person writes it: ``tcp`` WAN ``port`` -> ``to_addr:to_port``."""
-
-    proto: str
-    port: int
-    to_addr: str
-    to_port: int
-    wan_address: str | None = None
-    comment: str | None = None
-
-    @classmethod
-    def parse(cls, data: Mapping[str, Any]) -> ForwardSpec:
-        """From an API body (``{"proto", "port", "to": "ADDR[:PORT]", "wan_address", "comment"}``);
-        raises ``ForwardError("invalid", ...)`` naming the field."""
-        unknown = set(data) - {"proto", "port", "to", "wan_address", "comment", "runtime_only"}
-        if unknown:
-            raise ForwardError("invalid", f"unknown field(s): {', '.join(sorted(unknown))}")
-        proto = data.get("proto")
-        if proto not in FORWARD_PROTOS:
-            raise ForwardError("invalid", f"proto must be \"tcp\" or \"udp\", not {proto!r}")
-        port = _port(data.get("port"), "port")
-        to = data.get("to")
-        m = re.fullmatch(r"(\d{1,3}(?:\.\d{1,3}){3})(?::(\d{1,5}))?", to.strip()) if isinstance(to, str) else None
-        if m is None:
-            raise ForwardError("invalid", f"to must be \"ADDRESS[:PORT]\" (e.g. \"192.168.1.10:80\"), not {to!r}")
-        addr = _ipv4(m.group(1), "to")
-        to_port = _port(int(m.group(2)), "the port in to") if m.group(2) else port
-        wan = data.get("wan_address")
-        if wan is not None and not isinstance(wan, str):
-            raise ForwardError("invalid", "wan_address must be an IPv4 address")
-        comment = data.get("comment")
-        if comment is not None and (not isinstance(comment, str) or len(comment) > 200 or "\n" in comment):
-            raise ForwardError("invalid", "comment must be one line of at most 200 characters")
-        return cls(str(proto), port, addr, to_port, _ipv4(wan, "wan_address") if wan else None, comment or None)
-
-    @property
-    def proto_number(self) -> int:
-        return 6 if self.proto == "tcp" else 17
-
-    def describe(self) -> str:
-        wan = self.wan_address or "*"
-        return f"{self.proto} {wan}:{self.port} -> {self.to_addr}:{self.to_port}"
-
-    def as_dict(self) -> dict[str, Any]:
-        return {"proto": self.proto, "port": self.port, "to": f"{self.to_addr}:{self.to_port}",
-                "wan_address": self.wan_address, "comment": self.comment}
-
-
-def _port(value: Any, what: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 65535:
-        raise ForwardError("invalid", f"{what} must be a whole number from 1 to 65535, not {value!r}")
-    return value
-
-
-def _ipv4(text: str, what: str) -> str:
-    try:
-        return str(ipaddress.IPv4Address(text.strip()))
-    except ValueError:
-        raise ForwardError("invalid", f"{what}: {text!r} is not an IPv4 address") from None
-
-
-def forward_specs(cfg: RouterConfig) -> list[ForwardSpec]:
-    """The forwards of ``cfg`` (the running config) as specs."""
-    out = []
-    for f in cfg.nat.forwards:
-        out.append(ForwardSpec("tcp" if f.proto == 6 else "udp", f.wan_port, _show(f.lan_addr), f.lan_port,
-                               _show(f.wan_addr) if f.wan_addr else None))
-    return out
-
-
 def _forwards_table(doc: tomlkit.TOMLDocument, path: str) -> Any:
     aot = doc.get("forward")
     if aot is None:
@@ -506,17 +422,3 @@ def remove_forward_text(text: str, proto: str, port: int, wan_address: str | Non
     out = tomlkit.dumps(doc)
     parse_config(out, path)
     return out
-
-
-@dataclass(frozen=True, slots=True)
-class ForwardResult:
-    """A port forward added or removed: whether the config file now says so (and why not)."""
-
-    action: str  # "added" | "removed"
-    forward: dict[str, Any]
-    saved: bool
-    save_error: str | None
-    version: int | None  # the config history version now running (None: not saved)
-
-    def as_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)

@@ -27,7 +27,8 @@ from starlette.types import Scope
 
 from natpass.router.auth import Auth, Session, csrf_ok
 from natpass.router.config import RouterConfig
-from natpass.router.settings import ConfigChange, ForwardResult, ForwardSpec, SwitchResult
+from natpass.router.forwards import ForwardResult, ForwardSpec
+from natpass.router.settings import ConfigChange, SwitchResult
 from natpass.web import frame
 from natpass.web.errors import WebError
 from natpass.web.history import EventLog, TrafficHistory

@@ -10,7 +10,7 @@ from urllib.parse import urlencode
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 
-from natpass.router.settings import ForwardError, ForwardResult, ForwardSpec
+from natpass.router.forwards import ForwardError, ForwardResult, ForwardSpec
 from natpass.web.context import (
     CSRF_HEADER,
     Context,
