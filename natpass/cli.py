@@ -17,7 +17,7 @@ from natpass import __version__
 from natpass.diagnose import cli as diagnose_cli
 from natpass.lab import cli as lab_cli
 from natpass.router import cli as config_cli
-from natpass.router import cli_admin, cli_replay, cli_run, cli_web
+from natpass.router import cli_admin, cli_forward, cli_replay, cli_run, cli_web
 from natpass.web import start_web
 
 # Each registers its subcommands; `run` gets the web admin here, at the top, because the web
@@ -26,6 +26,7 @@ SUBCOMMANDS: tuple[Callable[[Any], None], ...] = (
     config_cli.register,  # config check|example|backup|restore|history|rollback
     functools.partial(cli_run.register, services=(start_web,)),  # run
     cli_admin.register,  # status, reload, switch
+    cli_forward.register,  # forward list|add|remove
     cli_web.register,  # passwd, token
     cli_replay.register,  # replay
     lab_cli.register,  # lab up|down|exec|status|demo

@@ -16,6 +16,10 @@ Endpoints::
     GET  /api/config/backup       the config file as a checked backup
     POST /api/config/restore      body {"backup": text, "name": file name} -> as reload
     POST /api/config/rollback     body {} or {"number": N} -> as reload
+    GET  /api/forwards            {"forwards": [{"proto", "port", "to", "wan_address", "comment"}]}
+    POST /api/forwards            body {"proto", "port", "to"[, "wan_address", "comment", "runtime_only"]}
+                                  -> 201 {"action", "forward", "saved", "save_error", "version"}
+    DELETE /api/forwards/<tcp|udp>/<port>[?wan_address=A&runtime_only=1]  -> as POST (200)
     GET  /metrics                 Prometheus text
 
 ``POST`` bodies must be ``Content-Type: application/json``. Errors are JSON
@@ -45,6 +49,7 @@ from urllib.parse import parse_qs, urlsplit
 from natpass.nat.config import SWITCHES
 from natpass.router import metrics
 from natpass.router.config import ConfigError
+from natpass.router.forwards import ForwardError, ForwardResult, ForwardSpec
 from natpass.router.settings import BackupError, ConfigChange, SwitchResult
 
 log = logging.getLogger("natpass.admin")
@@ -96,6 +101,16 @@ class RouterControl(Protocol):
 
     def rollback(self, number: int | None = None, who: str = "rollback") -> ConfigChange:
         """Return to a kept version; KeyError when there is none."""
+
+    def forwards(self) -> list[dict[str, Any]]:
+        """The port forwards running now."""
+
+    def add_forward(self, spec: ForwardSpec, *, runtime_only: bool = False, who: str = "api") -> ForwardResult:
+        """Add a port forward now and save it; ForwardError changes nothing."""
+
+    def remove_forward(self, proto: str, port: int, wan_address: str | None = None, *,
+                       runtime_only: bool = False, who: str = "api") -> ForwardResult:
+        """Remove a port forward now and from the file; ForwardError("missing") when none runs."""
 
 
 _T = TypeVar("_T")
@@ -427,12 +442,45 @@ class _AdminHandler(BaseHTTPRequestHandler):
             if number is not None and (not isinstance(number, int) or isinstance(number, bool)):
                 raise AdminError(400, 'body must be {} or {"number": N} (N from /api/config/history)')
             self._config_change(lambda d: d.rollback(number, who=WHO), "rolled_back")
+        elif path == "/api/forwards":
+            self._require("GET", "POST")
+            if self.command != "POST":
+                self._send_json(200, {"forwards": self.admin.call(lambda d: d.forwards())})
+                return
+            body = self._read_json()
+            if not isinstance(body, dict):
+                raise AdminError(400, 'body must be {"proto": "tcp|udp", "port": N, "to": "ADDRESS[:PORT]"}')
+            runtime_only = body.get("runtime_only", False)
+            if not isinstance(runtime_only, bool):
+                raise AdminError(400, "runtime_only must be true or false")
+            self._forward_change(lambda d: d.add_forward(ForwardSpec.parse(body), runtime_only=runtime_only,
+                                                         who=WHO), 201)
+        elif path.startswith("/api/forwards/"):
+            self._require("DELETE")
+            proto, _, port = path[len("/api/forwards/"):].partition("/")
+            if proto not in ("tcp", "udp") or not port.isdigit():
+                raise AdminError(404, f"no such forward: {path} (use /api/forwards/tcp|udp/PORT)")
+            wan = (query.get("wan_address") or [""])[0] or None
+            runtime = (query.get("runtime_only") or [""])[0] in ("1", "true")
+            self._forward_change(lambda d: d.remove_forward(proto, int(port), wan, runtime_only=runtime,
+                                                            who=WHO), 200)
         elif path == "/metrics":
             self._require("GET")
             status = self.admin.call(lambda d: d.status())
             self._send(200, metrics.render(status).encode(), metrics.CONTENT_TYPE)
         else:
             raise AdminError(404, f"no such endpoint: {path}")
+
+    def _forward_change(self, change: Callable[[RouterControl], ForwardResult], status: int) -> None:
+        """Add or remove a forward; a refusal is 422 (invalid), 409 (port taken, or needs a
+        restart) or 404 (no such forward), and changes nothing."""
+        try:
+            result = self.admin.call(change)
+        except ForwardError as exc:
+            code = {"invalid": 422, "conflict": 409, "restart": 409, "missing": 404}.get(exc.kind, 422)
+            raise AdminError(code, f"port forward refused: {exc.message}") from None
+        log.info("admin socket: port forward %s %s", result.action, result.forward)
+        self._send_json(status, result.as_dict())
 
     def _config_change(self, change: Callable[[RouterControl], ConfigChange], done: str) -> None:
         """Run a reload/restore/rollback; a refusal is 422 with the file and line, nothing changed."""

@@ -77,7 +77,8 @@ def _passwd(args: argparse.Namespace) -> int:
     except (AuthError, OSError) as exc:
         print(f"natpass: {exc}; nothing changed", file=sys.stderr)
         return 1
-    print(f"admin password set ({state_dir}/admin.passwd)")
+    print(f"admin password set ({state_dir}/admin.passwd); a running router ends every web session "
+          "logged in with the old one at its next request (API tokens stay valid)")
     return 0
 
 

@@ -23,20 +23,31 @@ from natpass.datapath.live import LiveDatapath
 from natpass.datapath.live_setup import HostSetup
 from natpass.datapath.nslock import NamespaceLock
 from natpass.datapath.packetsock import ipv4_address, mtu
-from natpass.nat.config import SWITCHES, NatConfig
+from natpass.nat.config import SWITCHES, NatConfig, PortForward
 from natpass.nat.engine import Engine
 from natpass.nat.helper import FlowView
 from natpass.passthrough import build_engine
 from natpass.router.admin import AdminServer
 from natpass.router.config import ConfigError, RouterConfig, load_config
+from natpass.router.forwards import (
+    ForwardError,
+    ForwardResult,
+    ForwardSpec,
+    checked,
+    forward_specs,
+    holder,
+    with_comments,
+)
 from natpass.router.restart import StateKeeper, tunnel_names
 from natpass.router.settings import (
     Checked,
     ConfigChange,
     ConfigHistory,
     SwitchResult,
+    add_forward_text,
     exposure_of,
     read_checked,
+    remove_forward_text,
     set_switches_text,
     summarize,
     with_header,
@@ -516,6 +527,102 @@ class RouterDaemon:
         except BaseException:
             write_atomic(self.config_path, old_text)
             raise
+
+    # ----- port forwards ----------------------------------------------------------------------
+    def forwards(self) -> list[dict[str, Any]]:
+        """The port forwards running now (those added for this run only included)."""
+        return [s.as_dict() for s in with_comments(forward_specs(self.config), self.config_path)]
+
+    def add_forward(self, spec: ForwardSpec, *, runtime_only: bool = False, who: str = "api") -> ForwardResult:
+        """Add a port forward to the running engine and, unless ``runtime_only``, to the config
+        file (comments kept) and its history.
+
+        Raises ForwardError and changes nothing when the target is outside the LAN, the WAN port
+        is taken (another forward, a passthrough helper's port, natpass's hybrid ports, a
+        connection holding it now) or the hybrid datapath would need new kernel rules."""
+        with self._config_lock:
+            cfg = self.config
+            fwd = checked(spec, cfg, self.hybrid is not None)
+            new = self._with_forwards(cfg.nat.forwards + (fwd,))
+
+            def apply() -> None:
+                held = holder(self._engine().flows(), fwd)
+                if held is not None:
+                    raise ForwardError("conflict", f"{spec.proto} WAN port {spec.port} is in use by a connection "
+                                                   f"({held}): choose another port or try when it has ended")
+                self._apply_forwards(new)
+
+            self._on_loop(apply)
+            saved, error, version = self._save_forward(
+                lambda text: add_forward_text(text, spec, self.config_path), cfg, new, who, runtime_only)
+        self._log_forward("added", spec, who, saved, error, runtime_only)
+        return ForwardResult("added", spec.as_dict(), saved, error, version)
+
+    def remove_forward(self, proto: str, port: int, wan_address: str | None = None, *,
+                       runtime_only: bool = False, who: str = "api") -> ForwardResult:
+        """Remove the port forward of ``proto`` WAN ``port`` now and, unless ``runtime_only``,
+        from the config file. Connections already forwarded run on until they end.
+
+        Raises ForwardError("missing") when no such forward runs."""
+        with self._config_lock:
+            cfg = self.config
+            specs = forward_specs(cfg)
+            found = [i for i, s in enumerate(specs) if s.proto == proto and s.port == port
+                     and s.wan_address == wan_address]
+            if not found:
+                raise ForwardError("missing", f"no port forward of {proto} port {port}"
+                                   + (f" on {wan_address}" if wan_address else ""))
+            spec = specs[found[0]]
+            new = self._with_forwards(tuple(f for i, f in enumerate(cfg.nat.forwards) if i != found[0]))
+            self._on_loop(lambda: self._apply_forwards(new))
+
+            def edit(text: str) -> str | None:
+                try:
+                    return remove_forward_text(text, proto, port, wan_address, self.config_path)
+                except ForwardError:
+                    return None  # the file never had it (added for this run only): nothing to write
+
+            saved, error, version = self._save_forward(edit, cfg, new, who, runtime_only)
+        self._log_forward("removed", spec, who, saved, error, runtime_only)
+        return ForwardResult("removed", spec.as_dict(), saved, error, version)
+
+    def _with_forwards(self, forwards: tuple[PortForward, ...]) -> RouterConfig:
+        new = dataclasses.replace(self.config, nat=dataclasses.replace(self.config.nat, forwards=forwards))
+        if self.hybrid is not None and self.hybrid.reconfigured(new.nat).kernel_share() != self.hybrid.kernel_share():
+            raise ForwardError("restart", "with datapath = \"hybrid\" a port forward changes the kernel's rules, "
+                                          "which natpass cannot regenerate while running: add it to the config "
+                                          "file and restart natpass")
+        return new
+
+    def _apply_forwards(self, new: RouterConfig) -> None:
+        """On the loop: the engine takes the new forwards (its flows are kept)."""
+        if self.hybrid is not None:
+            self.hybrid = self.hybrid.reconfigured(new.nat)
+        self._engine().reconfigure(self._nat_config(new), self.clock())
+        self.config = new
+
+    def _save_forward(self, edit: Callable[[str], str | None], old: RouterConfig, new: RouterConfig,
+                      who: str, runtime_only: bool) -> tuple[bool, str | None, int | None]:
+        if runtime_only:
+            return False, None, None
+        try:
+            text = edit(Path(self.config_path).read_text(encoding="utf-8"))
+            if text is None:
+                return True, None, None
+            write_atomic(self.config_path, text)
+        except (ConfigError, OSError, UnicodeDecodeError) as exc:
+            return False, str(exc), None
+        return True, None, self._record(text, who, summarize(old, new))
+
+    def _log_forward(self, action: str, spec: ForwardSpec, who: str, saved: bool, error: str | None,
+                     runtime_only: bool) -> None:
+        if saved:
+            log.info("port forward %s %s by %s; saved in %s", spec.describe(), action, who, self.config_path)
+        elif runtime_only:
+            log.info("port forward %s %s by %s; runtime only: a reload or restart applies the config "
+                     "file's forwards again", spec.describe(), action, who)
+        else:
+            log.error("port forward %s %s by %s but NOT saved: %s", spec.describe(), action, who, error)
 
     def _check_restart_fields(self, new: RouterConfig) -> None:
         old = self.config

@@ -28,6 +28,7 @@ import tomlkit.exceptions
 
 from natpass.nat.config import SWITCHES, NatConfig
 from natpass.router.config import ConfigError, RouterConfig, parse_config
+from natpass.router.forwards import ForwardError, ForwardSpec
 
 HISTORY_DIR = "config-history"
 HISTORY_KEEP = 50
@@ -361,3 +362,63 @@ class ConfigHistory:
         for _number, path in sorted(self._files())[: max(0, len(numbers) + 1 - self.keep)]:
             path.unlink(missing_ok=True)
         return Version(number, created, who, summary, p)
+
+
+# ----- port forwards -------------------------------------------------------------------------
+def _forwards_table(doc: tomlkit.TOMLDocument, path: str) -> Any:
+    aot = doc.get("forward")
+    if aot is None:
+        aot = tomlkit.aot()
+        doc["forward"] = aot
+    elif not isinstance(aot, list):
+        raise ConfigError(path, 0, "forward must be written as [[forward]] tables")
+    return aot
+
+
+def _parse_doc(text: str, path: str) -> tomlkit.TOMLDocument:
+    try:
+        return tomlkit.parse(text)
+    except tomlkit.exceptions.ParseError as exc:
+        raise ConfigError(path, exc.line, f"TOML syntax: {exc}") from None
+
+
+def add_forward_text(text: str, spec: ForwardSpec, path: str = "<string>") -> str:
+    """``text`` with a ``[[forward]]`` table for ``spec`` appended; comments and layout kept.
+    The result is validated whole (raises ``ConfigError``)."""
+    doc = _parse_doc(text, path)
+    aot = _forwards_table(doc, path)
+    item = tomlkit.table()
+    if spec.comment:
+        item["comment"] = spec.comment
+    item["proto"] = spec.proto
+    item["port"] = spec.port
+    item["to"] = f"{spec.to_addr}:{spec.to_port}"
+    if spec.wan_address:
+        item["wan_address"] = spec.wan_address
+    aot.append(item)
+    out = tomlkit.dumps(doc)
+    parse_config(out, path)
+    return out
+
+
+def remove_forward_text(text: str, proto: str, port: int, wan_address: str | None,
+                        path: str = "<string>") -> str:
+    """``text`` without the ``[[forward]]`` of ``proto`` WAN ``port`` (on ``wan_address``, or on
+    every WAN address when None); raises ``ForwardError("missing")`` when the file has none."""
+    doc = _parse_doc(text, path)
+    aot = _forwards_table(doc, path)
+    keep = [t for t in aot if not (t.get("proto") == proto and t.get("port") == port
+                                   and (t.get("wan_address") or None) == wan_address)]
+    if len(keep) == len(aot):
+        raise ForwardError("missing", f"the config file has no forward of {proto} port {port}"
+                           + (f" on {wan_address}" if wan_address else ""))
+    if keep:
+        new = tomlkit.aot()
+        for t in keep:
+            new.append(t)
+        doc["forward"] = new
+    else:
+        del doc["forward"]
+    out = tomlkit.dumps(doc)
+    parse_config(out, path)
+    return out

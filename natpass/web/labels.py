@@ -6,6 +6,7 @@ import re
 
 from natpass.nat.table import FIN_LAN, FIN_WAN, RST_SEEN, SYN_LAN, SYN_WAN
 from natpass.packets import ipproto
+from natpass.router.switches import SWITCH_INFO
 
 COUNTERS = {
     "packets_from_lan": "Packets from the LAN",
@@ -39,27 +40,7 @@ DROPS = {
     "unsupported-protocol": "Protocol that cannot be shared by two hosts",
 }
 
-SWITCH_TITLES = {"pptp": "PPTP", "ipsec": "IPsec", "l2tp": "L2TP", "strict": "Strict"}
-
-# (what it does, security note); the exposure is what the confirmation names.
-SWITCH_INFO = {
-    "pptp": ("Lets LAN computers use PPTP VPNs: follows the PPTP control connection (TCP 1723) and "
-             "translates the call IDs of its GRE packets (IP protocol 47), so several LAN clients can "
-             "reach PPTP servers at once.",
-             "PPTP is broken: its MS-CHAPv2 login can be cracked from one captured login and its MPPE "
-             "encryption is weak. Turn it on only for a server that cannot be replaced yet."),
-    "ipsec": ("Lets LAN computers use IPsec VPNs that send raw ESP (IP protocol 50) and IKE on UDP 500 "
-              "without NAT traversal: L2TP/IPsec and older IKEv1 clients.",
-              "IKEv2 and anything using NAT-T (UDP 4500) work with this off. Each switch on is one more "
-              "inbound path: leave it off if nothing needs it."),
-    "l2tp": ("Lets LAN computers reach L2TP servers (UDP 1701), following tunnels and sessions.",
-             "L2TP has no encryption of its own: use it only inside IPsec (L2TP/IPsec, which also needs "
-             "the IPsec switch)."),
-    "strict": ("Also closes the control ports (TCP 1723, UDP 500/1701) of the protocols whose switch "
-               "is off, instead of treating them as ordinary connections.",
-               "Off means a LAN host can still open a PPTP/IKE/L2TP control connection that then "
-               "fails half-way; on makes the refusal clear."),
-}
+SWITCH_TITLES = {name: info.title for name, info in SWITCH_INFO.items()}
 
 ADVISE_PROTOCOL = {"pptp": "pptp", "ipsec": "ikev1", "l2tp": "l2tp"}
 

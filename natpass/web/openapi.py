@@ -43,6 +43,13 @@ OPENAPI: dict[str, Any] = {
                 "state": {"type": "string", "description": "named TCP state (established, opening, closing, "
                                                            "reset) or active"},
                 "idle_s": {"type": ["number", "null"]}, "helper": {"type": ["string", "null"]}}},
+            "Forward": {"type": "object", "properties": {
+                "proto": {"enum": ["tcp", "udp"]}, "port": {"type": "integer"}, "to": {"type": "string"},
+                "wan_address": {"type": ["string", "null"]}, "comment": {"type": ["string", "null"]}}},
+            "ForwardResult": {"type": "object", "properties": {
+                "action": {"enum": ["added", "removed"]}, "forward": {"$ref": "#/components/schemas/Forward"},
+                "saved": {"type": "boolean"}, "save_error": {"type": ["string", "null"]},
+                "version": {"type": ["integer", "null"], "description": "the history version now running"}}},
             "ConfigChange": {"type": "object", "properties": {
                 "summary": {"type": "string"},
                 "torn_down": {"type": "object", "additionalProperties": {"type": "integer"},
@@ -100,6 +107,35 @@ OPENAPI: dict[str, Any] = {
                                  "responses": {"200": _json("reloaded"),
                                                "422": _error("config refused; the running one is kept"),
                                                **REFUSALS}}},
+        "/api/forwards": {
+            "get": {"summary": "The port forwards running now", **READ,
+                    "responses": {"200": _json("forwards", {"type": "object", "properties": {"forwards": {
+                        "type": "array", "items": {"$ref": "#/components/schemas/Forward"}}}}), **REFUSALS}},
+            "post": {"summary": "Add a port forward now and save it in the config file", **CHANGE,
+                     "requestBody": {"content": {"application/json": {"schema": {
+                         "type": "object", "required": ["proto", "port", "to"],
+                         "properties": {"proto": {"enum": ["tcp", "udp"]},
+                                        "port": {"type": "integer", "minimum": 1, "maximum": 65535},
+                                        "to": {"type": "string", "description": "ADDRESS or ADDRESS:PORT on the LAN"},
+                                        "wan_address": {"type": "string", "description": "only on this WAN address"},
+                                        "comment": {"type": "string"},
+                                        "runtime_only": {"type": "boolean", "description": "do not save"}}}}}},
+                     "responses": {"201": _json("added", {"$ref": "#/components/schemas/ForwardResult"}),
+                                   "400": _error("bad body"),
+                                   "409": _error("the WAN port is taken (another forward, a passthrough helper's "
+                                                 "port, a connection holding it) or, with the hybrid datapath, "
+                                                 "only a restart can apply it"),
+                                   "422": _error("invalid forward (protocol, port, LAN address), with the reason"),
+                                   **REFUSALS}}},
+        "/api/forwards/{proto}/{port}": {"delete": {
+            "summary": "Remove a port forward now and from the config file", **CHANGE,
+            "parameters": [{"name": "proto", "in": "path", "required": True, "schema": {"enum": ["tcp", "udp"]}},
+                           {"name": "port", "in": "path", "required": True, "schema": {"type": "integer"}},
+                           {"name": "wan_address", "in": "query", "schema": {"type": "string"}},
+                           {"name": "runtime_only", "in": "query", "schema": {"enum": ["1", "true"]}}],
+            "responses": {"200": _json("removed", {"$ref": "#/components/schemas/ForwardResult"}),
+                          "404": _error("no such forward"),
+                          "409": _error("with the hybrid datapath only a restart can apply it"), **REFUSALS}}},
         "/api/tokens": {
             "get": {"summary": "API tokens (names and dates; never the secrets)", **READ,
                     "responses": {"200": _json("tokens"), **REFUSALS}},

@@ -6,43 +6,34 @@ Tables sit in a scroll box with a visible hint on narrow screens; charts are inl
 from __future__ import annotations
 
 import dataclasses
-import ipaddress
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
-from html import escape
 from typing import TYPE_CHECKING, Any
-from urllib.parse import urlencode
 
 from natpass.nat.config import SWITCHES
 from natpass.router import metrics
 from natpass.router.settings import EXPOSURES
+from natpass.router.switches import SWITCH_INFO
 from natpass.web import charts
-from natpass.web.errors import WebError
+from natpass.web.flowlist import FlowQuery
+from natpass.web.frame import e, layout, scroll_table, when
 from natpass.web.labels import (
     ADVISE_PROTOCOL,
     COUNTERS,
     STATE_FILTERS,
-    SWITCH_INFO,
     SWITCH_TITLES,
     counter_label,
     drop_label,
-    flow_state,
     human_bytes,
     human_count,
     human_duration,
     is_bytes,
-    proto_name,
 )
+from natpass.web.report import VANTAGE_TEXT, report_html
 
 if TYPE_CHECKING:
-    from natpass.web.app import Principal, WebState
+    from natpass.web.context import Principal, WebState
 
-NAV = (("/", "Status"), ("/passthrough", "VPN Passthrough"), ("/connections", "Connections"),
-       ("/diagnose", "Diagnose"), ("/backup", "Backup & restore"), ("/log", "Log"), ("/tokens", "API tokens"))
-PHASE_DIRECTION = {"out": "client → server", "in": "server → client"}
-VANTAGE_TEXT = {"client": "on the VPN client (or the router's LAN side)",
-                "router-wan": "on the router's WAN side", "server": "on the VPN server's side"}
 USAGE_DAYS = 14
 LOG_ROWS = 300
 STALE_WHEN_LIVE = frozenset({"switch-unused", "switch-recently-enabled", "usage-unknown"})
@@ -50,176 +41,8 @@ LOG_KINDS = {
     "login": "Login", "login-failed": "Login refused", "logout": "Logout", "refused": "Request refused",
     "switch": "Switch", "reload": "Reload", "token": "API token", "tunnel-up": "Tunnel up",
     "tunnel-down": "Tunnel down", "packets": "Traffic", "drop": "Drops", "config": "Config",
-    "diagnose": "Diagnose",
+    "diagnose": "Diagnose", "forward": "Port forward",
 }
-
-
-def e(value: Any) -> str:
-    return escape("" if value is None else str(value), quote=True)
-
-
-def when(ts: float | None, now: float | None = None) -> str:
-    """``2026-11-30 09:12 UTC (3 min ago)``."""
-    if ts is None:
-        return "never"
-    now = time.time() if now is None else now
-    stamp = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime(ts))
-    return f"{stamp} ({human_duration(now - ts)} ago)" if now >= ts else stamp
-
-
-def scroll_table(label: str, head: Sequence[str], rows: Sequence[Sequence[str]], empty: str,
-                 head_html: Sequence[str] | None = None) -> str:
-    """A table in a labelled scroll box; cells are already HTML."""
-    if not rows:
-        return f'<p class="empty">{e(empty)}</p>'
-    th = "".join(f'<th scope="col">{h}</th>' for h in (head_html or [e(h) for h in head]))
-    body = "".join("<tr>" + "".join(f"<td>{c}</td>" for c in row) + "</tr>" for row in rows)
-    return ('<p class="scroll-hint" aria-hidden="true">Swipe the table sideways to see every column →</p>'
-            f'<div class="scroll" role="region" aria-label="{e(label)}" tabindex="0"><table>'
-            f"<thead><tr>{th}</tr></thead><tbody>{body}</tbody></table></div>")
-
-
-def layout(title: str, body: str, who: Principal | None, current: str = "") -> str:
-    nav = ""
-    if who is not None:
-        links = "".join(f'<a href="{href}"{" aria-current=page" if href == current else ""}>{e(text)}</a>'
-                        for href, text in NAV)
-        csrf = who.session.csrf if who.session else ""
-        nav = (f'<nav aria-label="Pages">{links}</nav>'
-               f'<form method="post" action="/logout" class="logout"><input type="hidden" name="csrf" '
-               f'value="{e(csrf)}"><button type="submit">Log out</button></form>')
-    return ("<!doctype html><html lang=en><head><meta charset=utf-8>"
-            '<meta name="viewport" content="width=device-width, initial-scale=1">'
-            f"<title>{e(title)} · natpass</title>"
-            '<link rel="stylesheet" href="/static/web.css"></head><body>'
-            f'<header class="top"><a class="brand" href="/">natpass</a>{nav}</header>'
-            f"<main><h1>{e(title)}</h1>{body}</main>"
-            f'<footer>natpass router admin · page made {e(time.strftime("%Y-%m-%d %H:%M:%S UTC", time.gmtime()))}'
-            "</footer></body></html>")
-
-
-def login_page(next_path: str, error: str | None = None, note: str | None = None) -> str:
-    msg = f'<p class="error" role="alert">{e(error)}</p>' if error else ""
-    msg += f'<p class="note">{e(note)}</p>' if note else ""
-    body = (f'{msg}<form method="post" action="/login" class="login">'
-            f'<input type="hidden" name="next" value="{e(next_path)}">'
-            '<label for="password">Admin password</label>'
-            '<input id="password" name="password" type="password" autocomplete="current-password" '
-            'required autofocus>'
-            '<button type="submit">Log in</button></form>'
-            '<p class="small">Set the password on the router with <code>natpass passwd</code>. '
-            "A router started without one prints a generated password once in its log.</p>")
-    return layout("Log in", body, None)
-
-
-def confirm_page(name: str, on: bool, exposure: str, csrf: str) -> str:
-    title = SWITCH_TITLES[name]
-    action = "on" if on else "off"
-    body = (f'<div class="card warn"><p><strong>{e(exposure)}</strong></p>'
-            f"<p>Turn {e(title)} passthrough {action}?</p>"
-            f'<form method="post" action="/passthrough/{e(name)}" class="inline">'
-            f'<input type="hidden" name="csrf" value="{e(csrf)}"><input type="hidden" name="on" '
-            f'value="{int(on)}"><input type="hidden" name="confirm" value="1">'
-            f'<button type="submit" class="danger" id="confirm">Yes, turn {e(title)} {action}</button></form> '
-            '<a class="button" href="/passthrough">Cancel</a></div>')
-    return layout(f"Turn {title} {action}?", body, None)
-
-
-def error_page(status: int, message: str) -> str:
-    body = (f'<p class="error" role="alert">{e(message)}</p>'
-            f'<p>(HTTP {status})</p><p><a href="/">Back to the status page</a></p>')
-    return layout("Refused" if status < 500 else "Router busy", body, None)
-
-
-def _endpoint(flow: Mapping[str, Any], side: str) -> str:
-    addr, port = flow.get(f"{side}_addr"), flow.get(f"{side}_port")
-    if addr is None:
-        return ""
-    return f"{addr}:{port}" if port not in (None, 0) else str(addr)
-
-
-def _addr_key(text: str) -> tuple[int, int]:
-    host, _, port = text.rpartition(":") if text.count(":") == 1 else (text, "", "0")
-    try:
-        return int(ipaddress.IPv4Address(host or text)), int(port or 0)
-    except ValueError:
-        return 0, 0
-
-
-def flow_row(flow: Mapping[str, Any], now: float) -> dict[str, Any]:
-    """One connection as the page and ``/api/flows`` show it."""
-    proto = flow.get("proto")
-    last = flow.get("last_seen")
-    return {
-        "proto": proto_name(proto),
-        "lan": _endpoint(flow, "lan"),
-        "wan": _endpoint(flow, "wan"),
-        "remote": _endpoint(flow, "remote"),
-        "direction": "outbound" if flow.get("outbound", True) else "inbound (port forward)",
-        "state": flow_state(proto, flow.get("state")),
-        "idle_s": round(max(0.0, now - last), 1) if isinstance(last, int | float) else None,
-        "helper": flow.get("helper"),
-    }
-
-
-SORT_KEYS = ("proto", "lan", "remote", "wan", "state", "idle")
-
-
-@dataclass(frozen=True, slots=True)
-class FlowQuery:
-    """Filters, sort order and page of the connection list (from the query string)."""
-
-    proto: str = ""
-    lan: str = ""
-    state: str = ""
-    sort: str = "lan"
-    desc: bool = False
-    page: int = 1
-    size: int = 50
-
-    @classmethod
-    def parse(cls, q: Mapping[str, str], default_size: int) -> FlowQuery:
-        def number(key: str, default: int, hi: int) -> int:
-            text = q.get(key, "")
-            if not text:
-                return default
-            if not text.isdigit() or not 1 <= int(text) <= hi:
-                raise WebError(400, f"{key} must be a whole number from 1 to {hi}")
-            return int(text)
-
-        size = number("limit", default_size, 10_000)
-        sort = q.get("sort", "lan")
-        if sort not in SORT_KEYS:
-            raise WebError(400, f"sort must be one of {', '.join(SORT_KEYS)}")
-        state = q.get("state", "")
-        if state and state not in STATE_FILTERS:
-            raise WebError(400, f"state must be one of {', '.join(STATE_FILTERS)}")
-        return cls(proto=q.get("proto", "").strip().upper()[:8], lan=q.get("lan", "").strip()[:64], state=state,
-                   sort=sort, desc=q.get("order") == "desc", page=number("page", 1, 100_000), size=size)
-
-    def apply(self, flows: Sequence[Mapping[str, Any]], now: float) -> tuple[list[dict[str, Any]], int]:
-        rows = [flow_row(f, now) for f in flows]
-        if self.proto:
-            rows = [r for r in rows if r["proto"] == self.proto]
-        if self.lan:
-            rows = [r for r in rows if r["lan"].split(":")[0] == self.lan or r["lan"].startswith(self.lan + ":")]
-        if self.state:
-            rows = [r for r in rows if r["state"].startswith(self.state)]
-        key = self.sort
-        if key in ("lan", "remote", "wan"):
-            rows.sort(key=lambda r: _addr_key(r[key]), reverse=self.desc)
-        elif key == "idle":
-            rows.sort(key=lambda r: r["idle_s"] if r["idle_s"] is not None else -1.0, reverse=self.desc)
-        else:
-            rows.sort(key=lambda r: str(r[key]), reverse=self.desc)
-        start = (self.page - 1) * self.size
-        return rows[start:start + self.size], len(rows)
-
-    def link(self, **change: Any) -> str:
-        values = {"proto": self.proto.lower(), "lan": self.lan, "state": self.state, "sort": self.sort,
-                  "order": "desc" if self.desc else "", "page": str(self.page)}
-        values.update({k: str(v) for k, v in change.items()})
-        return "/connections?" + urlencode({k: v for k, v in values.items() if v and not (k == "page" and v == "1")})
 
 
 def _counter_order(item: tuple[str, Any]) -> tuple[int, str]:
@@ -367,7 +190,7 @@ class Views:
         cards.append(
             f'<article class="card switch {"on" if strict else "off"}" id="switch-strict">'
             f'<h2>Strict <span class="badge">{"ON" if strict else "OFF"}</span></h2>'
-            f'<p>{e(SWITCH_INFO["strict"][0])}</p><p class="note">{e(SWITCH_INFO["strict"][1])}</p>'
+            f'<p>{e(SWITCH_INFO["strict"].what)}</p><p class="note">{e(SWITCH_INFO["strict"].note)}</p>'
             '<p class="small">Set in the config file (<code>[passthrough] strict</code>), then reload.</p></article>')
         body = (flash + intro + self._findings(general, "Audit") + '<div class="cards">' + "".join(cards) + "</div>"
                 + (f'<p class="small">Usage record: {e(problem)}</p>' if problem else ""))
@@ -406,7 +229,7 @@ class Views:
               since: float | None, findings: Sequence[Any], csrf: str, now: float) -> str:
         from natpass.diagnose.advise import advise
 
-        what, note = SWITCH_INFO[name]
+        what, note = SWITCH_INFO[name].what, SWITCH_INFO[name].note
         title = SWITCH_TITLES[name]
         adv = advise(ADVISE_PROTOCOL[name]).switches[name]
         tunnels = [t for t in helper.get("tunnels", []) if isinstance(t, Mapping)]
@@ -590,67 +413,5 @@ class Views:
             "the report says which VPN protocols it saw, how far each got and why it stopped.</p>")
         top = (f'<div class="error" role="alert"><p><strong>Refused:</strong> {e(error)}</p></div>'
                if error else "")
-        return layout("Diagnose", top + form + (self._report(report) if report is not None else ""), who,
+        return layout("Diagnose", top + form + (report_html(report) if report is not None else ""), who,
                       "/diagnose")
-
-    @staticmethod
-    def _phase(ph: Mapping[str, Any]) -> str:
-        t = ph.get("time")
-        at = f"{t:.3f}" if isinstance(t, int | float) else "?"
-        way = PHASE_DIRECTION.get(str(ph.get("direction")), str(ph.get("direction") or ""))
-        return (f'<li><span class="num">{e(at)} s</span> {e(ph.get("name"))} '
-                f'<span class="small">(frame {e(ph.get("frame"))}{", " + e(way) if way else ""})</span></li>')
-
-    @staticmethod
-    def _timelines(report: Mapping[str, Any]) -> str:
-        """Each protocol's phases in capture order, with frame, time and direction."""
-        out = []
-        for p in report.get("protocols") or []:
-            phases = [ph for ph in p.get("phases") or [] if isinstance(ph, Mapping)]
-            items = "".join(Views._phase(ph) for ph in phases)
-            stop = (f'<li class="stopped">never reached: {e(p["stopped_at"])}</li>' if p.get("stopped_at") else "")
-            if items or stop:
-                out.append(f'<details class="timeline"><summary>Timeline of {e(str(p.get("name")).upper())} '
-                           f'{e(p.get("client") or "")} → {e(p.get("server") or "")}</summary>'
-                           f"<ol>{items}{stop}</ol></details>")
-        return "".join(out)
-
-    @staticmethod
-    def _report(report: Mapping[str, Any]) -> str:
-        cap = _map(report.get("capture"))
-        detail = _map(report.get("vantage_detail"))
-        vantage = str(report.get("vantage") or "")
-        how = "as given" if detail.get("source") == "given" else "worked out from the capture"
-        basis = "".join(f"<li>{e(b)}</li>" for b in detail.get("basis") or [])
-        problems = "".join(f"<li>{e(p)}</li>" for p in cap.get("problems") or [])
-        facts = (f'<dl class="facts"><dt>File</dt><dd><code>{e(cap.get("file"))}</code></dd>'
-                 f"<dt>Packets</dt><dd>{e(report.get('packets'))} ({e(cap.get('malformed', 0))} malformed)</dd>"
-                 f"<dt>Taken</dt><dd>{e(VANTAGE_TEXT.get(vantage, vantage or '?'))} ({e(how)})"
-                 + (f'<ul class="small">{basis}</ul>' if basis else "") + "</dd></dl>"
-                 + (f'<ul class="small">{problems}</ul>' if problems else ""))
-        rows = []
-        for p in report.get("protocols") or []:
-            phases = " → ".join(str(ph.get("name")) for ph in p.get("phases") or [] if isinstance(ph, Mapping))
-            stopped = f' <span class="small">(stopped before {e(p["stopped_at"])})</span>' if p.get("stopped_at") else ""
-            rows.append([e(str(p.get("name") or "?").upper()), f'<span class="status {e(p.get("status"))}">'
-                         f"{e(p.get('status'))}</span>", e(p.get("client") or ""), e(p.get("server") or ""),
-                         f'<span class="wrap">{e(phases or "none")}{stopped}</span>'])
-        protocols = scroll_table("VPN protocols seen", ["Protocol", "Result", "Client", "Server", "Phases reached"],
-                                 rows, "No VPN protocol seen in this capture.") + Views._timelines(report)
-        items = []
-        for f in report.get("findings") or []:
-            evidence = ", ".join(f"frame {ev.get('frame')} ({ev.get('what')})" for ev in (f.get("evidence") or [])[:8]
-                                 if isinstance(ev, Mapping))
-            more = len(f.get("evidence") or []) - 8
-            win = f'<p class="small">Windows error {e(f["windows_error"])}</p>' if f.get("windows_error") else ""
-            items.append(
-                f'<li class="{e(f.get("severity"))}" id="finding-{e(f.get("code"))}">'
-                f'<strong>{e(f.get("severity"))}</strong> <code>{e(f.get("code"))}</code>'
-                f'{" (" + e(str(f.get("protocol")).upper()) + ")" if f.get("protocol") else ""}'
-                f"<p>{e(f.get('explanation'))}</p><p><em>{e(f.get('advice'))}</em></p>{win}"
-                + (f'<p class="small">Evidence: {e(evidence)}{f" and {more} more" if more > 0 else ""}</p>'
-                   if evidence else "") + "</li>")
-        findings = (f'<section class="findings"><ul>{"".join(items)}</ul></section>' if items
-                    else '<p class="empty">No findings: nothing in this capture looks wrong.</p>')
-        return (f"<section><h2>Report</h2>{facts}</section><section><h2>VPN protocols</h2>{protocols}</section>"
-                f"<section><h2>Findings</h2>{findings}</section>")

@@ -526,3 +526,31 @@ def test_a_flooding_client_is_answered_429_without_reaching_the_router(env):
     c = TestClient(app, base_url=ROUTER)
     codes = [c.get("/api/status", headers={"Authorization": f"Bearer {token}"}).status_code for _ in range(6)]
     assert codes[:3] == [200, 200, 200] and 429 in codes[3:]
+
+
+def test_natpass_passwd_ends_the_web_sessions_of_the_old_password(env, monkeypatch, capsys):
+    import io
+
+    from natpass.cli import main
+
+    router, auth, _ = env
+    c, other = client(env), client(env)
+    csrf = login(c)
+    login(other)
+    token = auth.tokens.create("script")
+    assert c.get("/api/status").status_code == 200 and len(auth.sessions) == 2
+    monkeypatch.setattr("sys.stdin", io.StringIO("a new long password\n"))
+    assert main(["passwd", "--stdin", "--state-dir", router.config.state_dir]) == 0
+    assert "ends every web session" in capsys.readouterr().out
+    r = c.get("/api/status")
+    assert r.status_code == 401 and "session expired" in r.json()["error"]
+    assert c.post("/api/switch/pptp", json={"on": False}, headers={"X-CSRF-Token": csrf}).status_code == 401
+    assert other.get("/").status_code == 303 and len(auth.sessions) == 0
+    assert nothing_changed(router)
+    # API tokens are not sessions; the new password logs in, the old one no longer does
+    assert c.get("/api/status", headers={"Authorization": f"Bearer {token}"}).status_code == 200
+    assert c.post("/api/login", json={"password": PASSWORD}).status_code == 401
+    assert c.post("/api/login", json={"password": "a new long password"}).status_code == 200
+    assert c.get("/api/status").status_code == 200
+    log = c.get("/api/log").json()["log"]
+    assert any("2 session(s) ended: the admin password was changed" in x["text"] for x in log)

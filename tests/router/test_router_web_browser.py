@@ -1,8 +1,10 @@
 """The admin page in a real browser (Debian's chromium through chromedriver and Selenium) against
 ``natpass run`` in the lab, as a LAN host sees it: log in, a wrong password refused, PPTP
 passthrough turned on (confirmed), a real PPTP call from the lab client in Live tunnels, PPTP turned
-off and the call torn down. Screenshots at desktop and 390-px phone width go to out/screenshots/
-(not committed). Root and namespaces: CI runs it.
+off and the call torn down; a port forward added on the page and reached from the internet side,
+a backup downloaded, restored, and an edited one refused with the reason; a capture uploaded and
+its finding read. Screenshots at desktop and 390-px phone width go to out/screenshots/ (not
+committed). Root and namespaces: CI runs it.
 """
 
 from __future__ import annotations
@@ -24,6 +26,34 @@ from conftest import need_root
 from natpass.lab import topology as T
 from natpass.lab.netns import Netns
 from natpass.lab.peers.pptp import Pptp
+
+DATA = Path(__file__).resolve().parents[1] / "data" / "diagnose"
+PPTP_OFF = DATA / "pptp-basic-natpass-switch-off-client.pcap"
+FORWARD_PORT = 8022  # on the router's WAN address
+SERVICE_PORT = 8000  # the TCP listener on the LAN client
+GREETING = "natpass forward reached the LAN server"
+# A TCP server on the LAN client: answers each connection with GREETING, bounded to 60 s and 10 connections.
+LISTENER = f"""
+import socket, time
+s = socket.socket(); s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+s.bind(("0.0.0.0", {SERVICE_PORT})); s.listen(4); s.settimeout(2.0)
+end = time.monotonic() + 60; served = 0
+while time.monotonic() < end and served < 10:
+    try:
+        c, _ = s.accept()
+    except socket.timeout:
+        continue
+    c.sendall(b"{GREETING}\\n"); c.close(); served += 1
+"""
+# From the internet side: connect to the router's WAN port, print what the server says (or why not).
+CONNECT = """
+import socket, sys
+try:
+    with socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=3) as c:
+        c.settimeout(3); print(c.recv(200).decode().strip())
+except OSError as exc:
+    print("no connection:", type(exc).__name__)
+"""
 
 PREFIX = "webui"
 PASSWORD = "lab admin password"
@@ -87,6 +117,9 @@ class Browser:
         finally:
             self._back()
             shutil.rmtree(self.profile, ignore_errors=True)
+
+    def downloads_to(self, folder: str) -> None:
+        self.driver.execute_cdp_cmd("Page.setDownloadBehavior", {"behavior": "allow", "downloadPath": folder})
 
     def size(self, metrics: dict[str, Any]) -> None:
         self.driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride", metrics)
@@ -215,6 +248,106 @@ def test_a_lan_host_logs_in_turns_pptp_on_sees_the_call_and_turns_it_off(root, l
     finally:
         pptp.stop()
         browser.close()
+
+
+def test_a_lan_host_forwards_a_port_backs_up_restores_and_diagnoses(root, lab, tmp_path):
+    from selenium.webdriver.common.by import By
+
+    netns, topo, base = lab
+    client_addr, wan = topo.client_addrs["c1"], topo.home.wan_addr
+    listener = netns.spawn("c1", ["python3", "-c", LISTENER], label="web-forward-listener")
+    browser = Browser(netns, "c1", topo.home.lan_addr)
+    d = browser.driver
+    downloads = tempfile.mkdtemp(prefix="natpass-downloads-")
+    browser.downloads_to(downloads)
+
+    def from_internet() -> str:
+        return netns.run("srv", ["python3", "-c", CONNECT, wan, str(FORWARD_PORT)], timeout=15).stdout.strip()
+
+    def forward_listed() -> bool:
+        rows = d.find_elements(By.CSS_SELECTOR, "table tbody tr")
+        return any(f"{client_addr}:{SERVICE_PORT}" in r.text and str(FORWARD_PORT) in r.text for r in rows)
+
+    try:
+        assert _wait(lambda: _reachable(d, base), 15), "the admin page did not come up on the LAN address"
+        d.get(base + "/forwards")
+        assert "/login" in d.current_url  # nothing readable without logging in
+        d.find_element(By.ID, "password").send_keys(PASSWORD)
+        d.find_element(By.CSS_SELECTOR, "form.login button").click()
+        assert wait_for_url(d, "/forwards"), d.current_url
+        assert from_internet().startswith("no connection")  # nothing forwarded yet
+
+        # ----- a port forward added on the page, reached from the internet side
+        def add_forward(to: str) -> None:
+            d.find_element(By.ID, "fw-port").clear()
+            d.find_element(By.ID, "fw-port").send_keys(str(FORWARD_PORT))
+            d.find_element(By.ID, "fw-to").clear()
+            d.find_element(By.ID, "fw-to").send_keys(to)
+            d.find_element(By.ID, "add").click()
+
+        add_forward("10.20.30.40:80")  # outside the LAN: refused with the reason, the form kept
+        assert "is not in the LAN" in wait_for(d, "[role=alert]").text
+        assert d.find_element(By.ID, "fw-to").get_attribute("value") == "10.20.30.40:80"
+        browser.shot("forwards-refused", PHONE)
+        browser.size(DESKTOP)
+        add_forward(f"{client_addr}:{SERVICE_PORT}")
+        assert "saved in the config file" in flash_text(d)
+        assert forward_listed()
+        assert from_internet() == GREETING
+        browser.shot("forwards", DESKTOP)
+        browser.shot("forwards", PHONE)
+        assert browser.overflow() == 0, "/forwards is wider than a 390-px phone"
+        browser.size(DESKTOP)
+
+        # ----- a backup downloaded (with the forward), the forward removed, the backup restored
+        d.get(base + "/backup")
+        d.find_element(By.ID, "download").click()
+        assert _wait(lambda: [f for f in os.listdir(downloads) if f.endswith(".toml")], 15), os.listdir(downloads)
+        backup = Path(downloads) / next(f for f in os.listdir(downloads) if f.endswith(".toml"))
+        assert backup.read_text().startswith("# natpass-backup:") and str(FORWARD_PORT) in backup.read_text()
+        d.get(base + "/forwards")
+        d.find_element(By.ID, f"remove-tcp-{FORWARD_PORT}").click()
+        assert "removed" in flash_text(d) and not forward_listed()
+        assert from_internet().startswith("no connection")
+
+        d.get(base + "/backup")
+        d.find_element(By.ID, "backup-file").send_keys(str(backup))
+        d.find_element(By.ID, "restore").click()
+        assert f"forward +tcp/{FORWARD_PORT}->{client_addr}:{SERVICE_PORT}" in flash_text(d)
+        assert from_internet() == GREETING  # the restored config runs
+        edited = tmp_path / "edited-backup.toml"
+        edited.write_text(backup.read_text().replace(f"port = {FORWARD_PORT}", f"port = {FORWARD_PORT + 1}"))
+        d.find_element(By.ID, "backup-file").send_keys(str(edited))
+        d.find_element(By.ID, "restore").click()
+        refusal = wait_for(d, "[role=alert]").text
+        assert "SHA-256" in refusal and "edited-backup.toml" in refusal
+        browser.shot("backup-refused", DESKTOP)
+        browser.shot("backup-refused", PHONE)
+        assert browser.overflow() == 0, "/backup is wider than a 390-px phone"
+        browser.size(DESKTOP)
+        assert from_internet() == GREETING  # the refused file changed nothing
+
+        # ----- a capture uploaded and its finding read
+        d.get(base + "/diagnose")
+        d.find_element(By.ID, "capture-file").send_keys(str(PPTP_OFF))
+        d.find_element(By.ID, "diagnose").click()
+        finding = wait_for(d, "#finding-gre-blocked", timeout=60).text
+        assert "GRE" in finding and "PPTP" in finding
+        browser.shot("diagnose", DESKTOP)
+        browser.shot("diagnose", PHONE)
+        assert browser.overflow() == 0, "/diagnose is wider than a 390-px phone"
+        browser.size(DESKTOP)
+
+        d.get(base + "/forwards")
+        d.find_element(By.ID, f"remove-tcp-{FORWARD_PORT}").click()
+        assert "removed" in flash_text(d)
+        d.get(base + "/log")
+        log_text = d.find_element(By.TAG_NAME, "main").text
+        assert f"port forward tcp *:{FORWARD_PORT}" in log_text and "restore of" in log_text
+    finally:
+        browser.close()
+        netns.kill(listener)
+        shutil.rmtree(downloads, ignore_errors=True)
 
 
 def wait_for(driver: Any, css: str, timeout: float = 20) -> Any:

@@ -11,6 +11,7 @@ import pytest
 from starlette.testclient import TestClient
 
 import natpass.web.app as web_app
+import natpass.web.routes.diagnose as web_diagnose
 from natpass.web.app import MAX_CAPTURE, WebOptions
 from tests.router.test_router_web import PASSWORD, ROUTER, FakeRouter, client, env, login, nothing_changed
 
@@ -262,7 +263,7 @@ def test_the_diagnosis_runs_in_a_worker_thread_one_at_a_time(env, monkeypatch):
             seen.append(False)
         return {"capture": {"file": name}, "protocols": [], "findings": []}
 
-    monkeypatch.setattr(web_app, "diagnose_upload", fake_upload)
+    monkeypatch.setattr(web_diagnose, "diagnose_upload", fake_upload)
     router, _, _ = env
     app = web_app.create_app(router, env[1])
     c = TestClient(app, base_url=ROUTER, follow_redirects=False)
