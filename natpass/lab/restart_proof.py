@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from natpass.lab import topology as T
-from natpass.lab.capture import Capture, tshark_fields
+from natpass.lab.capture import Capture, count_packets
 from natpass.lab.netns import LabError, Netns
 from natpass.lab.peers.base import Peer, TunnelProbe
 
@@ -110,7 +110,7 @@ def prove(lab: Netns, topo: T.Topology, r: T.Router, peer: Peer, interval: float
         time.sleep(0.3)  # answers still on their way
         for cap in caps:
             cap.stop()
-        kernel = sum(len(tshark_fields(cap.path, "frame", ["frame.number"])) for cap in caps)
+        kernel = sum(count_packets(cap.path) for cap in caps)
         m = Measured.of(probe.answers(), up_wall, kernel)
         reconnected = peer.reconnected()
         out.update(connected=m.answered_after > 0 and not reconnected, lost_packets=m.lost,
