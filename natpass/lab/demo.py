@@ -147,14 +147,18 @@ def restart_row(protocol: str, proved: dict[str, Any], datapath: str) -> dict[st
 def run_restarts(lab: Netns, topo: T.Topology, protocols: list[str], timeout: float,
                  progress: Progress, datapath: str) -> list[dict[str, Any]]:
     """Each protocol's session through a restart of the running natpass router (switches on)."""
-    from natpass.lab.restart_proof import prove
+    from natpass.lab.restart_proof import not_measured, prove
 
     rows = []
     r = topo.home
     for proto in protocols:
         progress.step(f"natpass restart under {proto} ...")
         if r.pid is None or not lab.alive(r.pid):
-            T.restart_router(lab, topo, r)  # a failed restart before: start it for the next one
+            try:
+                T.restart_router(lab, topo, r)  # a failed restart before: start it for the next one
+            except LabError as exc:
+                rows.append(restart_row(proto, {**not_measured(str(exc)), "error": str(exc)}, datapath))
+                continue
         proved = prove(lab, topo, r, make_peer(proto, lab, topo, timeout))
         progress.note(proved["detail"][:200])
         rows.append(restart_row(proto, proved, datapath))
@@ -275,7 +279,7 @@ def main(args: argparse.Namespace) -> int:
             return 1
 
     routers = ["kernel", "natpass"] if args.router == "both" else [args.router]
-    restart = bool(getattr(args, "restart", False))
+    restart = bool(args.restart)
     per_natpass = 3 if restart else 2
     total = (len(protocols) if "kernel" in routers else 0) + (
         per_natpass * len(protocols) if "natpass" in routers else 0)

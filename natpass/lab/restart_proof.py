@@ -76,12 +76,17 @@ def restart_natpass(lab: Netns, r: T.Router) -> tuple[float, float, bool]:
     return exit_s, time.monotonic() - t0, clean
 
 
+def not_measured(detail: str) -> dict[str, Any]:
+    """A restart row before (or without) any measurement."""
+    return {"restart": True, "connected": False, "lost_packets": None, "gap_ms": None,
+            "restart_s": None, "exit_s": None, "probes": 0, "kernel_answers": None,
+            "reconnected": None, "setup_s": None, "detail": detail}
+
+
 def prove(lab: Netns, topo: T.Topology, r: T.Router, peer: Peer, interval: float = INTERVAL,
           after_s: float = AFTER_S) -> dict[str, Any]:
     """Connect ``peer``, restart natpass under its probes, and report (the peer is stopped)."""
-    out: dict[str, Any] = {"restart": True, "connected": False, "lost_packets": None, "gap_ms": None,
-                           "restart_s": None, "exit_s": None, "probes": 0, "kernel_answers": None,
-                           "reconnected": None, "setup_s": None, "detail": ""}
+    out = not_measured("")
     caps: list[Capture] = []
     probe: TunnelProbe | None = None
     try:
