@@ -22,7 +22,10 @@ and the sysctls in place and keeps the state file, so the kernel never answers f
 while no natpass runs. A start that finds a state file whose PID is gone (a kept guard, a crash,
 SIGKILL) adopts what it records: the table is replaced in one nft transaction (no gap) and the
 values from before natpass are kept for the final teardown. ``recover(adopt=False)`` undoes it
-instead (``natpass cleanup``).
+instead (``natpass cleanup``). A start that fails after adopting a kept set-up (a restart) keeps
+it too, recorded for the next start: removing it would let the kernel reset the sessions natpass
+held (and put back ``ip_forward`` from before natpass, forwarding LAN traffic untranslated). A
+first start that fails removes what it made.
 """
 
 from __future__ import annotations
@@ -125,6 +128,8 @@ class HostSetup:
         self.state_path = self.state_dir / STATE_FILE
         self.pid_path = self.state_dir / PID_FILE
         self.adopted: dict[str, Any] = {}  # what a previous run left for this one to take over
+        self.owned = False  # this start took over the state dir (no other natpass runs on it)
+        self.kept = False  # the set-up was left for the next start (undo does nothing more)
 
     # ----- crash recovery ----------------------------------------------------------------------
     def recover(self, adopt: bool = False) -> list[str]:
@@ -167,10 +172,23 @@ class HostSetup:
         tmp.write_text(json.dumps(self.state))
         os.replace(tmp, self.state_path)
 
+    @property
+    def restarting(self) -> bool:
+        """A previous run's guard was adopted: a failed start keeps it (see the module doc)."""
+        return bool(self.adopted.get("nft"))
+
     def apply(self) -> None:
         """Make every change, recording each one first (so a crash half-way is still undone)."""
         self.state_dir.mkdir(parents=True, exist_ok=True)
         self.recover_done = self.recover(adopt=True)
+        self.owned = True
+        try:
+            self._apply()
+        except BaseException:
+            self.undo(keep_guard=self.restarting)
+            raise
+
+    def _apply(self) -> None:
         for name in (self.wan_if, self.lan_if):
             if not Path("/sys/class/net", name).exists():
                 raise SetupError(f"interface {name} does not exist in this network namespace")
@@ -183,30 +201,26 @@ class HostSetup:
                       "wan_if": self.wan_if, "lan_if": self.lan_if,
                       "datapath": "packet" if share is None else "hybrid"}
         self._save()
-        try:
-            self._set_sysctl(SYSCTL_FORWARD, "0" if share is None else "1")
-            if share is not None:
-                self._apply_share(share)
-                return
-            # GRO and LRO merge received segments into super-frames larger than the MTU: the
-            # packet socket would get them whole, and they must leave as the segments they were.
-            for ifname in (self.wan_if, self.lan_if):
-                for feature in ("gro", "lro"):
-                    try:
-                        was = packetsock.get_offload(ifname, feature)
-                    except OSError:
-                        continue
-                    if was:
-                        self.state["offloads"].append([ifname, feature, True])
-                        self._save()
-                        with contextlib.suppress(OSError):
-                            packetsock.set_offload(ifname, feature, False)
-            self.state["nft"] = True
-            self._save()
-            _nft(nft_ruleset(self.wan_if, self.lan_if, self.lan_address))
-        except BaseException:
-            self.undo()
-            raise
+        self._set_sysctl(SYSCTL_FORWARD, "0" if share is None else "1")
+        if share is not None:
+            self._apply_share(share)
+            return
+        # GRO and LRO merge received segments into super-frames larger than the MTU: the
+        # packet socket would get them whole, and they must leave as the segments they were.
+        for ifname in (self.wan_if, self.lan_if):
+            for feature in ("gro", "lro"):
+                try:
+                    was = packetsock.get_offload(ifname, feature)
+                except OSError:
+                    continue
+                if was:
+                    self.state["offloads"].append([ifname, feature, True])
+                    self._save()
+                    with contextlib.suppress(OSError):
+                        packetsock.set_offload(ifname, feature, False)
+        self.state["nft"] = True
+        self._save()
+        _nft(nft_ruleset(self.wan_if, self.lan_if, self.lan_address))
         log.info("set up: ip_forward=0 (was %s), nft table inet %s on %s/%s",
                  self.state["sysctls"][SYSCTL_FORWARD], NFT_TABLE, self.lan_if, self.wan_if)
 
@@ -234,11 +248,17 @@ class HostSetup:
 
     def undo(self, keep_guard: bool = False) -> list[str]:
         """Undo the set-up; ``keep_guard`` leaves it all in place for the next start to adopt
-        (the kernel keeps dropping what arrives for natpass while none runs)."""
-        if keep_guard and self.state.get("nft"):
-            self.state["pid"] = None
+        (the kernel keeps dropping what arrives for natpass while none runs). Does nothing once
+        the set-up was kept, or when this start never took over the state dir (refused)."""
+        if self.kept or not self.owned:
+            return []
+        if keep_guard and (self.state.get("nft") or self.adopted.get("nft")):
+            # a start that failed half-way still holds the adopted table (nft replaces it whole
+            # or not at all) and its record of the values from before natpass
+            self.state = {**(self.state or self.adopted), "nft": True, "pid": None}
             self._save()
             self.state = {}
+            self.kept = True
             with contextlib.suppress(FileNotFoundError):
                 self.pid_path.unlink()
             return []

@@ -6,7 +6,7 @@ import subprocess
 import time
 from pathlib import Path
 
-from natpass.lab.netns import Netns
+from natpass.lab.netns import LabError, Netns
 
 
 class Capture:
@@ -50,3 +50,13 @@ def tshark_fields(path: Path, display_filter: str, fields: list[str]) -> list[li
         argv += ["-e", f]
     out = subprocess.run(argv, capture_output=True, text=True, check=False, timeout=60).stdout
     return [line.split("\t") for line in out.splitlines() if line.strip()]
+
+
+def count_packets(path: Path) -> int:
+    """How many packets ``path`` holds (read with tcpdump, which the lab needs anyway); a capture
+    that is missing or unreadable is an error, never 0."""
+    proc = subprocess.run(["tcpdump", "-r", str(path), "-n", "-q"], capture_output=True, text=True,
+                          check=False, timeout=60)
+    if proc.returncode != 0:
+        raise LabError(f"cannot read capture {path}: {proc.stderr.strip()[:300]}")
+    return len([line for line in proc.stdout.splitlines() if line.strip()])

@@ -74,6 +74,9 @@ def register(sub: Any) -> None:
     demo.add_argument("--datapath", choices=("packet", "hybrid"), default="packet",
                       help="natpass's datapath for the natpass rows (default %(default)s)")
     demo.add_argument("--timeout", type=float, default=12.0, help="seconds each client gets to connect")
+    demo.add_argument("--restart", action="store_true",
+                      help="also restart natpass (SIGTERM, start again) under each live tunnel and report "
+                      "connected, lost_packets and gap_ms (rows with \"restart\": true)")
     demo.set_defaults(func=_demo)
     lab.set_defaults(func=lambda args: (lab.print_help(), 2)[1])
 

@@ -3,8 +3,11 @@ through the Linux kernel's NAT, one table at the end.
 
 For each run: connected or failed, set-up time, the error a Windows client would show when it fails
 (619 for PPTP whose GRE is dropped, 809 for IPsec/L2TP blocked), and natpass's own drop reason (the
-drop counter that grew most during the run, from ``natpass status --json``). Everything is built
-under one name prefix and torn down at the end, also on failure or Ctrl-C.
+drop counter that grew most during the run, from ``natpass status --json``). With ``--restart``
+each protocol also runs through a restart of natpass (switches on; natpass.lab.restart_proof):
+rows with ``"restart": true``, ``connected`` (the tunnel still carries traffic afterwards, without
+the client setting it up again), ``lost_packets`` and ``gap_ms``. Everything is built under one
+name prefix and torn down at the end, also on failure or Ctrl-C.
 """
 
 from __future__ import annotations
@@ -132,8 +135,38 @@ def run_kernel(prefix: str, protocols: list[str], timeout: float, progress: Prog
     return rows
 
 
+def restart_row(protocol: str, proved: dict[str, Any], datapath: str) -> dict[str, Any]:
+    """A ``--restart`` row: the demo's fields plus what the restart proof measured."""
+    out = {"protocol": protocol, "router": "natpass", "switch": "on", "datapath": datapath,
+           "windows_error": None, "drop_reason": None, **proved}
+    if protocol in NOTES:
+        out["note"] = NOTES[protocol]
+    return out
+
+
+def run_restarts(lab: Netns, topo: T.Topology, protocols: list[str], timeout: float,
+                 progress: Progress, datapath: str) -> list[dict[str, Any]]:
+    """Each protocol's session through a restart of the running natpass router (switches on)."""
+    from natpass.lab.restart_proof import not_measured, prove
+
+    rows = []
+    r = topo.home
+    for proto in protocols:
+        progress.step(f"natpass restart under {proto} ...")
+        if r.pid is None or not lab.alive(r.pid):
+            try:
+                T.restart_router(lab, topo, r)  # a failed restart before: start it for the next one
+            except LabError as exc:
+                rows.append(restart_row(proto, {**not_measured(str(exc)), "error": str(exc)}, datapath))
+                continue
+        proved = prove(lab, topo, r, make_peer(proto, lab, topo, timeout))
+        progress.note(proved["detail"][:200])
+        rows.append(restart_row(proto, proved, datapath))
+    return rows
+
+
 def run_natpass(prefix: str, protocols: list[str], timeout: float, progress: Progress,
-                datapath: str = "packet") -> list[dict[str, Any]]:
+                datapath: str = "packet", restart: bool = False) -> list[dict[str, Any]]:
     lab = Netns(prefix)
     rows: list[dict[str, Any]] = []
     with lab.session():
@@ -160,6 +193,8 @@ def run_natpass(prefix: str, protocols: list[str], timeout: float, progress: Pro
                 reason = drop_reason(before, after)
                 progress.note(_short(res) + (f" (natpass dropped: {reason})" if reason else ""))
                 rows.append(row(proto, "natpass", switch, res, reason, datapath=datapath))
+        if restart:  # the switches are on from the last pass
+            rows += run_restarts(lab, topo, protocols, timeout, progress, datapath)
     return rows
 
 
@@ -172,9 +207,12 @@ def render_table(results: list[dict[str, Any]]) -> None:
     from rich.table import Table
 
     table = Table(title="natpass lab demo: real VPN clients through natpass and through the Linux kernel NAT")
+    restarts = [r for r in results if r.get("restart")]
     for col in ("protocol", "router", "switch", "result", "set-up", "Windows error", "natpass drop reason"):
         table.add_column(col)
     for r in results:
+        if r.get("restart"):
+            continue
         if r.get("error"):
             result = "[yellow]unavailable[/]"
         else:
@@ -189,12 +227,33 @@ def render_table(results: list[dict[str, Any]]) -> None:
     if not console.is_terminal:
         console = Console(width=max(console.width, 130))  # piped (CI logs): do not squeeze the table
     console.print(table)
+    if restarts:
+        console.print(restart_table(restarts))
     for proto in sorted({r["protocol"] for r in results if r["protocol"] in NOTES}):
         console.print(f"  {proto}: {NOTES[proto]}")
     for r in results:
         if r.get("error"):
             console.print(f"  natpass rows unavailable: {r['error']}")
             break
+
+
+def restart_table(rows: list[dict[str, Any]]) -> Any:
+    from rich.table import Table
+
+    table = Table(title="natpass restarted (SIGTERM, start again) under each live tunnel, switches on")
+    for col in ("protocol", "datapath", "result", "lost packets", "longest gap", "restart",
+                "ICMP/RST from router"):
+        table.add_column(col)
+    for r in rows:
+        result = "[green]connected[/]" if r["connected"] else "[red]lost[/]"
+        table.add_row(
+            r["protocol"], r.get("datapath") or "packet", result,
+            "-" if r["lost_packets"] is None else f"{r['lost_packets']} of {r['probes']}",
+            "-" if r["gap_ms"] is None else f"{r['gap_ms']} ms",
+            "-" if r["restart_s"] is None else f"{r['restart_s']:.2f} s",
+            "-" if r["kernel_answers"] is None else str(r["kernel_answers"]),
+        )
+    return table
 
 
 def main(args: argparse.Namespace) -> int:
@@ -220,7 +279,10 @@ def main(args: argparse.Namespace) -> int:
             return 1
 
     routers = ["kernel", "natpass"] if args.router == "both" else [args.router]
-    total = (len(protocols) if "kernel" in routers else 0) + (2 * len(protocols) if "natpass" in routers else 0)
+    restart = bool(args.restart)
+    per_natpass = 3 if restart else 2
+    total = (len(protocols) if "kernel" in routers else 0) + (
+        per_natpass * len(protocols) if "natpass" in routers else 0)
     progress = Progress(total, quiet=False)
     t0 = time.monotonic()
     results: list[dict[str, Any]] = []
@@ -228,7 +290,8 @@ def main(args: argparse.Namespace) -> int:
         if "kernel" in routers:
             results += run_kernel(args.prefix, protocols, args.timeout, progress)
         if "natpass" in routers:
-            results += run_natpass(args.prefix, protocols, args.timeout, progress, args.datapath)
+            results += run_natpass(args.prefix, protocols, args.timeout, progress, args.datapath,
+                                   restart=restart)
     except LabError as exc:
         print(f"natpass lab demo: {exc}", file=sys.stderr)
         Netns(args.prefix).cleanup()

@@ -313,7 +313,7 @@ def start_natpass(lab: Netns, r: Router, timeout: float = 10.0) -> None:
     label = f"natpass-{r.node}"
     socket_path = Path(r.admin_socket)
     pid = r.pid = lab.spawn(r.node, natpass_argv("run", "--config", r.config), label=label)
-    up = lab.wait_for(lambda: not lab.alive(pid) or socket_path.exists(), timeout)
+    up = lab.wait_for(lambda: not lab.alive(pid) or socket_path.exists(), timeout, interval=0.02)
     if up and lab.alive(pid):
         r.error = None
         return

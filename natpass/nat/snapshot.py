@@ -17,6 +17,7 @@ from the config, not from the snapshot.
 
 from __future__ import annotations
 
+from collections.abc import Set as AbstractSet
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -26,6 +27,7 @@ from natpass.nat.table import (
     DEAD,
     MAP_HOLDER,
     OUTBOUND,
+    RELEASED,
     REPLIED,
     STATE_SHIFT,
     Flow,
@@ -34,8 +36,10 @@ from natpass.nat.table import (
 )
 
 FORMAT = 1  # version of the plain-data layout below
-# Flow.flags bits worth keeping: the rest (slow-path, holder, release bits) is re-derived.
-_KEPT_FLAGS = OUTBOUND | REPLIED
+# Flow.flags bits worth keeping: the rest (slow-path, holder bits) is re-derived. RELEASED (the
+# owning helper needs no per-packet calls) holds only while that helper's switch and strictness
+# are as they were: each helper's are saved beside the flows.
+_KEPT_FLAGS = OUTBOUND | REPLIED | RELEASED
 
 
 @dataclass
@@ -98,6 +102,7 @@ def snapshot(st: NatState, now: float) -> dict[str, Any]:
         "rng": [rng[0], list(rng[1]), rng[2]],
         "flows": flows,
         "helpers": {h.name: d for h in st._helpers if _holds(d := h.snapshot(now))},
+        "switches": {h.name: [h.enabled, h.strict] for h in st._helpers},
         "ticks": [_rel(st._next_tick, now), _rel(st._last_helper_tick, now)],
     }
 
@@ -139,9 +144,13 @@ def restore(st: NatState, data: dict[str, Any], now: float, elapsed: float = 0.0
             st._next_tick = then + float(ticks[0])
         if isinstance(ticks[1], (int, float)):
             st._last_helper_tick = then + float(ticks[1])
+    saved_switches = data.get("switches")
+    # helpers whose released flows stay released: switch and strictness as when saved
+    unchanged = {h.name for h in st._helpers if isinstance(saved_switches, dict)
+                 and saved_switches.get(h.name) == [h.enabled, h.strict]}
     for rec in data.get("flows", []):
         try:
-            why = _restore_flow(st, rec, then, now)
+            why = _restore_flow(st, rec, then, now, unchanged)
         except (TypeError, ValueError, IndexError, KeyError):
             why = "malformed"
         if why is None:
@@ -164,7 +173,8 @@ def restore(st: NatState, data: dict[str, Any], now: float, elapsed: float = 0.0
     return rep
 
 
-def _restore_flow(st: NatState, rec: list[Any], then: float, now: float) -> str | None:
+def _restore_flow(st: NatState, rec: list[Any], then: float, now: float,
+                  unchanged: AbstractSet[str] = frozenset()) -> str | None:
     proto, out_hex, in_hex, flags, last_rel, kind, _mkey, helper_name = rec[:8]
     proto = int(proto)
     if not 0 < proto < 256:
@@ -248,6 +258,8 @@ def _restore_flow(st: NatState, rec: list[Any], then: float, now: float) -> str 
     f.flags = (f.flags & ((1 << STATE_SHIFT) - 1)) | (fl >> STATE_SHIFT) << STATE_SHIFT
     if fl & REPLIED:
         st._replied(f, not fl & OUTBOUND)
+    if fl & RELEASED and helper is not None and helper.name in unchanged:
+        st._release(f, True)  # released before the restart: not back on the slow path
     if isinstance(f, TcpFlow) and len(rec) >= 12:
         f.o_seq, f.i_seq, f.o_wmax, f.i_wmax = (int(x) for x in rec[8:12])
     f.timeout = st._timeout_for(f)

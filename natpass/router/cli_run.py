@@ -92,6 +92,11 @@ def run_daemon(config_path: str, services: Sequence[ServiceFactory] = (), datapa
         daemon.start()
     except (ConfigError, SetupError, OSError) as exc:
         log.error("cannot start: %s", exc)
+        if daemon.setup is not None and daemon.setup.kept:
+            log.warning("kept the previous run's nft table inet natpass and sysctls for the next start: "
+                        "the kernel still does not answer for natpass's addresses, so the sessions it "
+                        "held can resume when natpass starts (`natpass cleanup --config %s` removes them)",
+                        config_path)
         daemon.close()
         return 1
     try:

@@ -182,7 +182,7 @@ class RouterDaemon:
                 log.warning("[wan] mtu = %d is larger than %s's MTU %d: larger packets will be lost",
                             cfg.nat.wan_mtu, cfg.wan_interface, wan_mtu)
         except BaseException:
-            setup.undo()
+            setup.undo(keep_guard=setup.restarting)  # a failed restart keeps the adopted guard
             raise
         self.keeper = StateKeeper(cfg.state_dir, cfg.state_save_interval)
         self.keeper.restore(engine, engine.config, self.clock())

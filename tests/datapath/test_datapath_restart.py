@@ -191,3 +191,33 @@ def test_run_cleanup_and_natpass_cleanup_remove_the_guard(topo: Topology) -> Non
     topo.signal(pid, signal.SIGTERM)
     assert topo.wait_exit(pid)
     assert not topo.nft_table_present()
+
+
+def test_a_failed_restart_keeps_the_guard_and_a_failed_first_start_removes_it(topo: Topology) -> None:
+    config = _config(topo, "keep.toml", "state-keep")
+    wrong = topo.lab.write("keep-wrong.toml", config.read_text().replace('"wan0"', '"nowan9"'))
+    record = Path(topo.lab.path("state-keep", "live-state.json"))
+    pid = topo.start_natpass(config, label="natpass-k1", runner=_run(config))
+    topo.signal(pid, signal.SIGTERM)
+    assert topo.wait_exit(pid)
+    # a restart whose start fails (here: the config names a missing interface) keeps what it adopted
+    failed = topo.lab.spawn(topo.rtr, _run(wrong), label="natpass-k2")
+    assert topo.wait_exit(failed, timeout=15)
+    log = topo.lab.log("natpass-k2")
+    assert "cannot start" in log and "kept the previous run's nft table" in log, log
+    assert topo.nft_table_present() and record.is_file()
+    assert topo.sysctl("net.ipv4.ip_forward") == "0"  # no untranslated forwarding meanwhile
+    pid = topo.start_natpass(config, label="natpass-k3", runner=_run(config))
+    assert "adopted nft table" in topo.lab.log("natpass-k3")
+    ping = topo.lab.run(topo.cli, ["ping", "-c", "1", "-W", "2", SERVER], check=False)
+    assert ping.returncode == 0, ping.stdout
+    topo.signal(pid, signal.SIGTERM)
+    assert topo.wait_exit(pid)
+    topo.lab.run(topo.rtr, natpass_argv("cleanup", "--config", str(config)))
+    assert not topo.nft_table_present()
+    # a first start that fails leaves nothing behind
+    failed = topo.lab.spawn(topo.rtr, _run(wrong), label="natpass-k4")
+    assert topo.wait_exit(failed, timeout=15)
+    log = topo.lab.log("natpass-k4")
+    assert "cannot start" in log and "kept" not in log, log
+    assert not topo.nft_table_present() and not record.exists()

@@ -9,14 +9,18 @@ import dataclasses
 import ipaddress
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
-from passthrough_util import config
+from passthrough_util import HOSTS, SERVER, WAN, config, engine
 
 from natpass.datapath.pcap import iter_capture
 from natpass.datapath.replay import infer_lan, repair_offload
 from natpass.nat import snapshot as S
 from natpass.nat import verdict as V
+from natpass.nat.table import RELEASED, SLOW_IN, SLOW_OUT
+from natpass.packets.ipv4 import str_to_addr
+from natpass.packets.udp import build_udp
 from natpass.passthrough import build_engine
 
 CASES = [
@@ -89,3 +93,31 @@ def test_capture_replayed_across_restarts_is_translated_the_same(captures, name,
     assert forwarded
     if name.startswith(("pptp/", "esp_ah/", "natt/scapy")):
         assert restored_helpers > 0
+
+
+def _l2tp_flow(e: Any) -> Any:
+    flows = [f for f in e.table if f.proto == 17]
+    assert len(flows) == 1
+    return flows[0]
+
+
+@pytest.mark.parametrize("l2tp_after", [False, True])
+def test_a_released_flow_stays_released_after_a_restore_while_its_switch_is_unchanged(l2tp_after: bool) -> None:
+    """With the switch off, bare L2TP is ordinary UDP: the helper releases the flow to the fast
+    path. A restore keeps it there; with the switch turned on meanwhile, the helper gets its
+    per-packet calls again."""
+    e = engine()
+    out = bytearray(build_udp(str_to_addr(HOSTS[0]), str_to_addr(SERVER), 1701, 1701, b"\x00" * 12))
+    assert e.process(out, True, 1.0) == V.TO_WAN
+    wport = out[20] << 8 | out[21]
+    back = bytearray(build_udp(str_to_addr(SERVER), str_to_addr(WAN), 1701, wport, b"\x00" * 12))
+    assert e.process(back, False, 1.1) == V.TO_LAN
+    assert _l2tp_flow(e).flags & RELEASED and not _l2tp_flow(e).flags & (SLOW_IN | SLOW_OUT)
+    data = json.loads(json.dumps(S.snapshot(e, 2.0)))
+    e2 = engine(l2tp=l2tp_after)
+    assert S.restore(e2, data, 2.0).flows == 1
+    f = _l2tp_flow(e2)
+    if l2tp_after:
+        assert not f.flags & RELEASED and f.flags & SLOW_IN and f.flags & SLOW_OUT
+    else:
+        assert f.flags & RELEASED and not f.flags & (SLOW_IN | SLOW_OUT)

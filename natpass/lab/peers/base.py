@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import re
 import shutil
+import signal
 import sys
 import time
 from dataclasses import dataclass, field
@@ -25,6 +27,53 @@ class PeerResult:
     detail: str
     client: str = "c1"
     extra: dict[str, Any] = field(default_factory=dict)
+
+
+class TunnelProbe:
+    """Numbered probes sent through a connected peer's tunnel at a fixed rate (bounded count), and
+    which of them were answered, when: what the lab measures a router restart with.
+
+    Subclasses say how to start and stop the sender and how to read its answers."""
+
+    def __init__(self, peer: Peer, count: int, interval: float) -> None:
+        self.peer, self.count, self.interval = peer, count, interval
+        self.pid: int | None = None
+
+    def start(self) -> None:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        if self.pid is not None:
+            self.peer.lab.kill(self.pid, sig=signal.SIGINT)  # ping prints what it has on SIGINT
+            self.pid = None
+
+    def answers(self) -> dict[int, float]:
+        """Probe number -> wall-clock time its answer came back."""
+        raise NotImplementedError
+
+
+class PingProbe(TunnelProbe):
+    """``ping -D`` from the client to an address that only the tunnel reaches."""
+
+    LINE = re.compile(r"^\[(\d+\.\d+)\].*icmp_seq=(\d+)")
+
+    def __init__(self, peer: Peer, target: str, count: int, interval: float) -> None:
+        super().__init__(peer, count, interval)
+        self.target = target
+        self.label = f"probe-{peer.client}"
+
+    def start(self) -> None:
+        self.pid = self.peer.spawn(self.peer.client, [
+            "ping", "-D", "-n", "-i", f"{self.interval:.3f}", "-c", str(self.count), "-W", "2",
+            self.target], self.label)
+
+    def answers(self) -> dict[int, float]:
+        out: dict[int, float] = {}
+        for line in self.peer.log(self.label).splitlines():
+            m = self.LINE.match(line)
+            if m and "DUP" not in line:
+                out.setdefault(int(m.group(2)), float(m.group(1)))
+        return out
 
 
 class Peer:
@@ -68,6 +117,15 @@ class Peer:
     def failure_detail(self) -> str:
         """Why it did not connect (the last log lines of the client, by default)."""
         return self.detail or "timed out"
+
+    def probe(self, count: int, interval: float) -> TunnelProbe:
+        """A probe through this peer's tunnel (once connected)."""
+        raise NotImplementedError(f"{self.protocol}: no tunnel probe")
+
+    def reconnected(self) -> bool:
+        """Whether the client set its tunnel up again since it first connected (it should not
+        have to when only the router in between restarted)."""
+        return False
 
     # ----- helpers ---------------------------------------------------------------------------
     def missing(self) -> list[str]:

@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import secrets
 import socket
 import sys
@@ -23,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from natpass.lab.netns import module_argv
-from natpass.lab.peers.base import Peer
+from natpass.lab.peers.base import Peer, TunnelProbe
 
 IPPROTO_ESP = 50  # RFC 4303
 SPI_OUT_BASE = 0x4E500000  # client -> server SPIs (one per client)
@@ -130,9 +131,13 @@ def client(sa_file: Path, server: str, count: int, interval: float) -> int:
             body = bytes(dec[UDP].payload) if UDP in dec else b""
             if nonce in body:
                 got += 1
-                print(f"reply {n} from {src} spi 0x{spi:08x} in {time.monotonic() - t:.3f}s at {time.time():.3f}: {body!r}",
+                # the number the reply carries: a late reply is counted for its own ping
+                tail = body.rsplit(b" ", 1)[-1]
+                m = int(tail) if tail.isdigit() else n
+                print(f"reply {m} from {src} spi 0x{spi:08x} in {time.monotonic() - t:.3f}s at {time.time():.3f}: {body!r}",
                       flush=True)
-                break
+                if m == n:
+                    break
         time.sleep(max(0.0, deadline - time.monotonic()))
     return 0 if got else 1
 
@@ -182,11 +187,39 @@ class RawEsp(Peer):
         return [float(x.split(" at ")[1].split(":")[0]) for x in self.log(f"client-{self.client}").splitlines()
                 if x.startswith("reply ") and " at " in x]
 
+    def probe(self, count: int, interval: float) -> TunnelProbe:
+        return EspProbe(self, count, interval)
+
     def failure_detail(self) -> str:
         srv = [x for x in self.log("server").splitlines() if f"0x{SPI_OUT_BASE + self.index:08x}" in x]
         if srv:
             return f"ESP reached the server ({len(srv)} packets) but no reply came back"
         return "no ESP reached the server"
+
+
+class EspProbe(TunnelProbe):
+    """A second sender under the client's SA: ``count`` numbered ESP pings ``interval`` apart."""
+
+    ANSWER = re.compile(r"^reply (\d+) .* at (\d+\.\d+):")
+
+    def __init__(self, peer: RawEsp, count: int, interval: float) -> None:
+        super().__init__(peer, count, interval)
+        self.esp = peer
+        self.label = f"probe-{peer.client}"
+
+    def start(self) -> None:
+        sa_file = self.esp.sa_dir / f"{self.esp.client}.json"
+        self.pid = self.esp.spawn(self.esp.client, module_argv(
+            "natpass.lab.peers.esp", "client", str(sa_file), self.esp.server_addr, str(self.count),
+            f"{self.interval:.3f}"), self.label)
+
+    def answers(self) -> dict[int, float]:
+        out: dict[int, float] = {}
+        for line in self.esp.log(self.label).splitlines():
+            m = self.ANSWER.match(line)
+            if m:
+                out.setdefault(int(m.group(1)), float(m.group(2)))
+        return out
 
 
 def main(argv: list[str]) -> int:

@@ -14,7 +14,7 @@ import re
 import time
 
 from natpass.lab.netns import LabError
-from natpass.lab.peers.base import Peer, PeerResult
+from natpass.lab.peers.base import Peer, PeerResult, PingProbe, TunnelProbe
 
 PSK = "natpass-lab-psk"
 ECHO_PORT = 7  # RFC 862 echo
@@ -182,6 +182,15 @@ class StrongSwan(Peer):
         ):
             return False
         return self.ping(self.client, PROTECTED)
+
+    def probe(self, count: int, interval: float) -> TunnelProbe:
+        return PingProbe(self, PROTECTED, count, interval)
+
+    def reconnected(self) -> bool:
+        """A second IKE_SA or CHILD_SA set up by the client (after DPD declared the peer dead)."""
+        log = self.client_charon.log()
+        return (len(re.findall(r"IKE_SA lab\[\d+\] established", log)) > 1
+                or len(re.findall(r"CHILD_SA net\{\d+\} established", log)) > 1)
 
     def nat_t(self) -> dict[str, object]:
         """What IKE saw: NAT detected, the UDP ports used (4500 after NAT-T's port float)."""

@@ -12,7 +12,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from natpass.lab.peers.base import Peer
+from natpass.lab.peers.base import Peer, TunnelProbe
+from natpass.lab.peers.pptp import LcpEchoProbe
 
 PORT = 1701  # RFC 2661 section 8.1
 
@@ -25,8 +26,10 @@ class L2tp(Peer):
         super().__init__(*args, **kw)  # type: ignore[arg-type]
         self.server_log = self.lab.path("peers", "l2tp-server", "standin.log")
         self.client_log = self.file("standin.log")
+        self.probe_file = self.file("probe.req")
 
-    def _xl2tpd(self, node: str, label: str, conf_text: str, standin_log: Path, server: bool = False) -> None:
+    def _xl2tpd(self, node: str, label: str, conf_text: str, standin_log: Path, server: bool = False,
+                probe: Path | None = None) -> None:
         """One xl2tpd in ``node`` with its own /run and the stand-in bound over /usr/sbin/pppd."""
         standin = self.standin_pppd()
         standin_log.unlink(missing_ok=True)
@@ -35,7 +38,8 @@ class L2tp(Peer):
         conf.write_text(conf_text)
         self.spawn(node, ["xl2tpd", "-D", "-c", str(conf), "-p", str(d / "xl2tpd.pid"), "-C", str(d / "l2tp-control")],
                    label, server=server, private_run=True, binds=[(str(standin), "/usr/sbin/pppd")],
-                   env={"NATPASS_STANDIN_LOG": str(standin_log)})
+                   env={"NATPASS_STANDIN_LOG": str(standin_log),
+                        **({"NATPASS_STANDIN_PROBE": str(probe)} if probe else {})})
 
     def start_server(self) -> None:
         self._xl2tpd(self.server, "server", (
@@ -61,13 +65,21 @@ class L2tp(Peer):
             "redial timeout = 1\n"
             "max redials = 30\n"
             "length bit = yes\n"
-        ), self.client_log)
+        ), self.client_log, probe=self.probe_file)
 
     def _events(self) -> str:
         return self.read(self.client_log)
 
     def connected(self) -> bool:
         return "LCP opened" in self._events()
+
+    def probe(self, count: int, interval: float) -> TunnelProbe:
+        return LcpEchoProbe(self, self.client_log, self.probe_file, count, interval)
+
+    def reconnected(self) -> bool:
+        """The session was hung up or LCP had to open again (xl2tpd redials)."""
+        ev = self._events()
+        return "hang-up" in ev or ev.count("LCP opened") > 1
 
     def failure_detail(self) -> str:
         log = self.log(f"client-{self.client}")

@@ -6,7 +6,7 @@ Connected means a ping to the server's tunnel address crossed the tunnel: the tu
 
 from __future__ import annotations
 
-from natpass.lab.peers.base import Peer
+from natpass.lab.peers.base import Peer, PingProbe, TunnelProbe
 
 PORT = 1194  # IANA openvpn
 TUN_SERVER = "192.168.100.1"
@@ -59,6 +59,13 @@ class OpenVpn(Peer):
         return "Initialization Sequence Completed" in self.log(f"client-{self.client}") and self.ping(
             self.client, TUN_SERVER
         )
+
+    def probe(self, count: int, interval: float) -> TunnelProbe:
+        return PingProbe(self, TUN_SERVER, count, interval)
+
+    def reconnected(self) -> bool:
+        log = self.log(f"client-{self.client}")
+        return "process restarting" in log or log.count("Initialization Sequence Completed") > 1
 
     def failure_detail(self) -> str:
         lines = self.log(f"client-{self.client}").strip().splitlines()

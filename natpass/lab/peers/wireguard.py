@@ -8,7 +8,7 @@ so each namespace's interface gets a distinct name (REAL-PEERS.md): ``<prefix>wg
 
 from __future__ import annotations
 
-from natpass.lab.peers.base import Peer
+from natpass.lab.peers.base import Peer, PingProbe, TunnelProbe
 
 PORT = 51820
 TUN_SERVER = "192.168.101.1"
@@ -67,6 +67,9 @@ class WireGuard(Peer):
 
     def connected(self) -> bool:
         return self.ping(self.client, TUN_SERVER)
+
+    def probe(self, count: int, interval: float) -> TunnelProbe:
+        return PingProbe(self, TUN_SERVER, count, interval)
 
     def failure_detail(self) -> str:
         shown = self.lab.run(self.client, ["wg", "show", self.if_client], check=False).stdout
