@@ -134,7 +134,7 @@ class Hybrid:
 
         lan, wan = f'"{self.lan_if}"', f'"{self.wan_if}"'
         lo, hi = self.own.kernel_ports
-        pre = "\n".join(f"    {r}" for r in nft_prerouting(self.own))
+        pre = "".join(f"  {r}\n" for r in nft_prerouting(self.own))
         dnat = []
         for f in self.kernel_forwards():
             name = "tcp" if f.proto == PROTO_TCP else "udp"
@@ -145,10 +145,7 @@ class Hybrid:
             f"table inet {NFT_TABLE}\n"
             f"delete table inet {NFT_TABLE}\n"
             f"table inet {NFT_TABLE} {{\n"
-            "  chain prerouting {\n"
-            "    type filter hook prerouting priority raw; policy accept;\n"
-            f"{pre}\n"
-            "  }\n"
+            f"{pre}"
             "  chain forward {\n"
             "    type filter hook forward priority filter; policy accept;\n"
             "    meta nfproto ipv4 ct state invalid counter drop\n"

@@ -68,10 +68,13 @@ for frame in sys.argv[1:]:
 
 
 def _drops(lab: Netns) -> int:
-    out = lab.run("rtr", ["nft", "-j", "list", "chain", "inet", "natpass", "prerouting"]).stdout
+    out = lab.run("rtr", ["nft", "-j", "list", "table", "inet", "natpass"]).stdout
     total = 0
     for item in json.loads(out)["nftables"]:
-        for expr in item.get("rule", {}).get("expr", []):
+        rule = item.get("rule", {})
+        if not rule.get("chain", "").startswith("pre"):  # the prerouting chains only
+            continue
+        for expr in rule.get("expr", []):
             if "counter" in expr:
                 total += int(expr["counter"]["packets"])
     return total
