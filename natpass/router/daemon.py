@@ -20,7 +20,7 @@ from typing import Any, Protocol, TypeVar
 
 from natpass.datapath.hybrid import Hybrid, OwnedEngine, describe
 from natpass.datapath.live import LiveDatapath
-from natpass.datapath.live_setup import HostSetup
+from natpass.datapath.live_setup import HostSetup, SetupError
 from natpass.datapath.nslock import NamespaceLock
 from natpass.datapath.packetsock import ipv4_address, mtu
 from natpass.nat.config import SWITCHES, NatConfig
@@ -439,12 +439,11 @@ class RouterDaemon:
         old = self.config
         self._check_restart_fields(new)
         hybrid = self.hybrid.reconfigured(new.nat) if self.hybrid is not None else None
-        if hybrid is not None and self.hybrid is not None and hybrid.kernel_share() != self.hybrid.kernel_share():
-            raise ConfigError(new.path, 0, "with datapath = \"hybrid\", changing timeouts or port forwards "
-                              "changes the kernel's rules and needs a restart (running config kept)")
         summary = summarize(old, new)
 
         def apply() -> dict[str, int]:
+            if hybrid is not None and self.hybrid is not None:
+                self._replace_kernel_share(new, hybrid)  # first: it may refuse, nothing changed yet
             engine, now = self._engine(), self.clock()
             before = tunnel_names(engine)
             torn: dict[str, int] = {}
@@ -516,6 +515,19 @@ class RouterDaemon:
         except BaseException:
             write_atomic(self.config_path, old_text)
             raise
+
+    def _replace_kernel_share(self, new: RouterConfig, hybrid: Hybrid) -> None:
+        """Hybrid mode: new timeouts or forwards change the kernel's table and conntrack timeouts
+        (replaced in one nft transaction) and what natpass's sockets take."""
+        assert self.hybrid is not None
+        if hybrid.kernel_share() != self.hybrid.kernel_share() and self.setup is not None:
+            try:
+                self.setup.update_share(hybrid.kernel_share())
+            except SetupError as exc:
+                raise ConfigError(new.path, 0, f"the kernel's rules could not be replaced: {exc} "
+                                  "(running config kept)") from exc
+        if hybrid.own != self.hybrid.own and self.datapath is not None:
+            self.datapath.set_rx_programs(hybrid.rx_programs())
 
     def _check_restart_fields(self, new: RouterConfig) -> None:
         old = self.config
