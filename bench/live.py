@@ -326,6 +326,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--split-cost", action="store_true",
                         help="also measure the hybrid router after natpass is SIGKILLed (its nft table "
                              "stays, its packet taps go): what the taps cost the kernel's forwarding")
+    parser.add_argument("--alternate", type=int, default=0, metavar="N",
+                        help="instead of the full run: hybrid and kernel NAT side by side, TCP and small "
+                             "UDP measured N times each, alternating (the pairwise ratios are steadier "
+                             "than one run's on a shared machine)")
     parser.add_argument("--only", choices=("natpass", "hybrid", "kernel"), help="measure one router only")
     parser.add_argument("--no-rings", action="store_true",
                         help="natpass without PACKET_MMAP rings (one syscall per packet), for comparison")
@@ -343,9 +347,49 @@ def main(argv: list[str] | None = None) -> int:
     results: dict[str, Any] = {}
     with exclusive("npdpb"):
         lab.cleanup()
-        _run(lab, args, results)
+        if args.alternate:
+            _alternate(lab, args.alternate, results)
+        else:
+            _run(lab, args, results)
+    if args.alternate:
+        results["seconds"] = round(time.monotonic() - started, 1)
+        print(json.dumps(results))
+        return 0
     _report(args, results, started)
     return 0
+
+
+def _alternate(lab: Netns, rounds: int, results: dict[str, Any]) -> None:
+    """Hybrid natpass and the kernel NAT built side by side, measured in turns."""
+    try:
+        hyb = Topology(lab, "bh").build()
+        kern = Topology(lab, "bk").build(kernel_nat=True)
+        lab.nft(kern.rtr, PPTP_HELPER)
+        state = lab.path("bench-hybrid-state", "x").parent
+        cfg = lab.write("bench-hybrid.toml", config_text(str(state), str(lab.path("bench-hybrid.sock")),
+                                                         HYBRID_EXTRA))
+        pid = hyb.start_natpass(cfg, label="natpass-hybrid",
+                                runner=[sys.executable, "-m", "natpass.router.cli_run", "--config", str(cfg)])
+        try:
+            runs: dict[str, list[float]] = {"hybrid_tcp_gbps": [], "kernel_tcp_gbps": [],
+                                            "hybrid_pps": [], "kernel_pps": []}
+            for i in range(rounds):
+                # which router goes first alternates too, so neither always follows the other's load
+                order = ((hyb, "hybrid"), (kern, "kernel")) if i % 2 == 0 else ((kern, "kernel"), (hyb, "hybrid"))
+                for topo, name in order:
+                    runs[f"{name}_tcp_gbps"].append(round(tcp_gbps(topo), 3))
+                for topo, name in order:
+                    runs[f"{name}_pps"].append(round(udp_pps(topo)["pps"]))
+        finally:
+            lab.kill(pid, timeout=5)
+        results.update(runs)
+        for key, a, b in (("tcp_ratios", "hybrid_tcp_gbps", "kernel_tcp_gbps"),
+                          ("pps_ratios", "hybrid_pps", "kernel_pps")):
+            ratios = sorted(round(x / y, 3) if y else 0.0 for x, y in zip(runs[a], runs[b], strict=True))
+            results[key] = ratios
+            results[key.replace("ratios", "ratio_median")] = ratios[len(ratios) // 2]
+    finally:
+        lab.cleanup()
 
 
 def _run(lab: Netns, args: argparse.Namespace, results: dict[str, Any]) -> None:
