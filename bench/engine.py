@@ -16,7 +16,10 @@ Phases (progress on stderr):
    are freed as they go.
 5. reference: the same translation written plainly with scapy (parse, look up, rewrite, let scapy
    recompute the checksums) on a smaller sample; the ratio engine/reference.
-6. with --natt: IKEv2 NAT-T (ESP-in-UDP on 4500, both ways) over 1,000 hosts each with its own
+6. with --passthrough: the established data of PPTP calls (enhanced GRE) and raw-ESP SAs, both
+   ways, through the engine with the PPTP and IPsec helpers (`gre_pps`, `esp_pps`), next to
+   established UDP through the same engine (`passthrough_udp_pps`).
+7. with --natt: IKEv2 NAT-T (ESP-in-UDP on 4500, both ways) over 1,000 hosts each with its own
    gateway, through the engine with the IPsec helper, switch off and on (`natt_pps_off`,
    `natt_pps_on`), next to the same traffic on a port no helper claims (`natt_plain_udp_pps`).
 """
@@ -371,6 +374,87 @@ def run_natt(args: argparse.Namespace, result: dict[str, Any]) -> None:
             f"(drops: {sum(eng.drops.values())})")
 
 
+def run_passthrough(args: argparse.Namespace, result: dict[str, Any]) -> None:
+    """Established GRE calls and ESP SAs (both ways) against established UDP, one engine."""
+    from natpass.nat.config import Passthrough
+    from natpass.packets import pptp as P
+    from natpass.packets.esp import build_esp_packet
+    from natpass.packets.gre import build_pptp_gre
+    from natpass.passthrough import build_engine
+    hosts = 200
+    rng = random.Random(11)
+    server = ipaddress.IPv4Address("198.51.100.7").packed
+    gateway = ipaddress.IPv4Address("198.51.100.20").packed
+    cfg = NatConfig(wan_addresses=(ipaddress.IPv4Address("203.0.113.1").packed,),
+                    lan_prefixes=(ipaddress.IPv4Network("192.168.0.0/16"),),
+                    limits=Limits(max_flows=0, max_flows_per_host=0),
+                    passthrough=Passthrough(pptp=True, ipsec=True), seed=1)
+    eng = build_engine(cfg)
+    ppp = b"\xff\x03\x00\x21" + rng.randbytes(96)  # a PPP frame of 100 bytes
+    gre: list[tuple[bytes, bool]] = []
+    esp: list[tuple[bytes, bool]] = []
+    udp: list[tuple[bytes, bool]] = []
+
+    def through(pkt: bytes, from_lan: bool) -> bytearray:
+        b = bytearray(pkt)
+        if eng.process(b, from_lan, 1.0) == V.DROP:
+            raise SystemExit(f"set-up packet dropped: {eng.last_drop}")
+        return b
+
+    for i in range(hosts):
+        lan = bytes((192, 168, 1 + i // 250, 1 + i % 250))
+        # a PPTP control connection and one call (RFC 2637: SCCRQ/SCCRP, OCRQ/OCRP)
+        lseq, rseq = 1000, 5000
+        syn = through(tcp_packet(lan, server, 40000, 1723, 0x02, seq=lseq, ack=0), True)
+        wan, wport = bytes(syn[12:16]), int.from_bytes(syn[20:22], "big")
+        lseq += 1
+        through(tcp_packet(server, wan, 1723, wport, 0x12, seq=rseq, ack=lseq), False)
+        rseq += 1
+        for msg, from_lan in ((P.build_sccrq(), True), (P.build_sccrp(), False),
+                              (P.build_ocrq(0x4000 + i), True)):
+            if from_lan:
+                out = through(tcp_packet(lan, server, 40000, 1723, 0x18, bytes(msg), lseq, rseq), True)
+                lseq += len(msg)
+            else:
+                through(tcp_packet(server, wan, 1723, wport, 0x18, bytes(msg), rseq, lseq), False)
+                rseq += len(msg)
+        wan_call = int.from_bytes(out[20 + 20 + 12:20 + 20 + 14], "big")
+        through(tcp_packet(server, wan, 1723, wport, 0x18, bytes(P.build_ocrp(0x7000 + i, wan_call)),
+                           rseq, lseq), False)
+        gre.append((bytes(build_pptp_gre(lan, server, 0x7000 + i, ppp, seq=1)), True))
+        gre.append((bytes(build_pptp_gre(server, wan, wan_call, ppp, seq=1, ack=1)), False))
+        # a raw-ESP SA pair with its own gateway per host
+        gw = bytes((gateway[0], gateway[1], gateway[2] ^ (i // 250), 1 + i % 250))
+        payload = rng.randbytes(112)
+        esp.append((bytes(build_esp_packet(lan, gw, 0x1000 + i, 1, payload)), True))
+        esp.append((bytes(build_esp_packet(gw, wan, 0x2000 + i, 1, payload)), False))
+        # an established UDP flow of the same size
+        u = through(udp_packet(lan, server, 20000, 5000, payload + bytes(8)), True)
+        through(udp_packet(server, wan, 5000, int.from_bytes(u[20:22], "big"), payload + bytes(8)), False)
+        udp.append((udp_packet(lan, server, 20000, 5000, payload + bytes(8)), True))
+        udp.append((udp_packet(server, wan, 5000, int.from_bytes(u[20:22], "big"), payload + bytes(8)), False))
+    for label, data in (("gre_pps", gre), ("esp_pps", esp), ("passthrough_udp_pps", udp)):
+        for pkt, fl in data:  # the first packet of each direction binds the call / SA
+            through(pkt, fl)
+        trace = data * max(1, args.passthrough_packets // len(data))
+        rng.shuffle(trace)
+        best = 0.0
+        drops = sum(eng.drops.values())
+        for _ in range(3):
+            bufs = [bytearray(b) for b, _ in trace]
+            lans = [fl for _, fl in trace]
+            proc = eng.process
+            t0 = clock()
+            for b, fl in zip(bufs, lans):  # noqa: B905
+                proc(b, fl, 2.0)
+            best = max(best, len(bufs) / (clock() - t0))
+        if sum(eng.drops.values()) != drops:
+            raise SystemExit(f"{label}: the engine dropped packets: {eng.drops}")
+        result[label] = round(best)
+        log(f"[passthrough] {label}: {len(trace):,} packets, best of 3: {best:,.0f} pps "
+            f"({1e6 / best:.2f} us/packet)")
+
+
 def run_reference(args: argparse.Namespace, result: dict[str, Any]) -> None:
     """The same NAPT written plainly with scapy: parse, look up, rewrite, recompute checksums."""
     from scapy.layers.inet import ICMP, IP, TCP, UDP
@@ -439,13 +523,24 @@ def main() -> None:
     ap.add_argument("--natt", action="store_true",
                     help="also measure NAT-T (ESP-in-UDP on 4500) with the IPsec switch off/on")
     ap.add_argument("--natt-packets", type=int, default=200_000)
+    ap.add_argument("--passthrough", action="store_true",
+                    help="also measure established PPTP GRE and raw ESP through the helpers")
+    ap.add_argument("--passthrough-packets", type=int, default=200_000)
+    ap.add_argument("--only-passthrough", action="store_true",
+                    help="measure the passthrough phase alone (no trace, reference or memory)")
     args = ap.parse_args()
     result: dict[str, Any] = {}
     t0 = clock()
+    if args.only_passthrough:
+        run_passthrough(args, result)
+        print(json.dumps(result, indent=2, sort_keys=True))
+        return
     run_trace(args, result)
     run_reference(args, result)
     result["ratio"] = round(result["pps"] / result["reference_pps"], 1)
     run_memory(args, result)
+    if args.passthrough:
+        run_passthrough(args, result)
     if args.natt:
         run_natt(args, result)
     result["seconds"] = round(clock() - t0, 1)
@@ -460,6 +555,9 @@ def main() -> None:
               f"(at {result['memory_flows']:,} flows)")
         print(f"scapy reference:   {result['reference_pps']:>12,} packets/s "
               f"(engine is {result['ratio']}x faster)")
+        if args.passthrough:
+            print(f"PPTP GRE / ESP:    {result['gre_pps']:>12,} / {result['esp_pps']:,} packets/s "
+                  f"(established UDP: {result['passthrough_udp_pps']:,})")
         if args.natt:
             print(f"NAT-T (4500):      {result['natt_pps_off']:>12,} packets/s switch off, "
                   f"{result['natt_pps_on']:,} on (plain UDP: {result['natt_plain_udp_pps']:,})")

@@ -18,6 +18,7 @@ import argparse
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -245,9 +246,22 @@ def _rx_packets(topo: Topology) -> int:
     return int(topo.lab.run(topo.srv, ["cat", "/sys/class/net/eth0/statistics/rx_packets"]).stdout)
 
 
-def passthrough_pps(topo: Topology, kind: str) -> dict[str, float]:
+def _spy(pid: int, profile: str, seconds: float) -> subprocess.Popen[bytes] | None:
+    """py-spy recording ``pid`` for ``seconds`` into ``profile`` (.svg flame graph, .txt collapsed
+    stacks), or None without py-spy."""
+    if not shutil.which("py-spy"):
+        return None
+    fmt = ["-f", "raw"] if profile.endswith(".txt") else []
+    return subprocess.Popen(["py-spy", "record", "-o", profile, *fmt, "-d", str(seconds), "-r", "200",
+                             "-p", str(pid), "--nonblocking"],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def passthrough_pps(topo: Topology, kind: str, natpass_pid: int | None = None,
+                    profile: str | None = None) -> dict[str, float]:
     """Packets/s of a PPTP call's GRE (``kind`` "gre") or a raw-ESP SA ("esp") arriving at the
-    server: at most PASS_PACKETS in PASS_SECONDS from one sender."""
+    server: at most PASS_PACKETS in PASS_SECONDS from one sender. With ``profile`` (and natpass's
+    pid), py-spy records natpass meanwhile."""
     lab = topo.lab
     env = {"PYTHONPATH": str(Path(__file__).resolve().parent.parent)}
     server = None
@@ -255,8 +269,12 @@ def passthrough_pps(topo: Topology, kind: str) -> dict[str, float]:
         server = lab.spawn(topo.srv, [sys.executable, "-u", "-c", PPTP_SERVER], label=f"pptpd-{topo.srv}",
                            env=env)
         time.sleep(0.4)
+    spy = None
+    cpu0 = cpu_seconds(natpass_pid) if natpass_pid else 0.0
     try:
         before = _rx_packets(topo)
+        if profile and natpass_pid:
+            spy = _spy(natpass_pid, profile, PASS_SECONDS)
         proc = lab.run(topo.cli, [sys.executable, "-c", PASS_CLIENT, kind, SERVER, str(PASS_SECONDS),
                                   str(PASS_PACKETS)], timeout=PASS_SECONDS + 30, check=False, env=env)
         time.sleep(0.3)  # what natpass still had queued
@@ -264,23 +282,24 @@ def passthrough_pps(topo: Topology, kind: str) -> dict[str, float]:
     finally:
         if server is not None:
             lab.kill(server)
+        if spy is not None:
+            spy.wait(timeout=60)
+    cpu = cpu_seconds(natpass_pid) - cpu0 if natpass_pid else 0.0
     try:
         sent = json.loads(proc.stdout.strip().splitlines()[-1])
     except (ValueError, IndexError):
         return {"pps": 0.0, "sent_pps": 0.0, "error": (proc.stderr or proc.stdout)[-300:]}  # type: ignore[dict-item]
     seconds = float(sent["seconds"]) or 1.0
-    return {"pps": arrived / seconds, "sent_pps": sent["sent"] / seconds}
+    out = {"pps": arrived / seconds, "sent_pps": sent["sent"] / seconds}
+    if natpass_pid and arrived:
+        out["cpu_us_per_packet"] = cpu / arrived * 1e6  # natpass's CPU per packet it forwarded
+    return out
 
 
 def measure(topo: Topology, natpass_pid: int | None, profile: str | None = None) -> dict[str, Any]:
     out: dict[str, Any] = {}
     cpu0 = cpu_seconds(natpass_pid) if natpass_pid else 0.0
-    spy = None
-    if profile and natpass_pid and shutil.which("py-spy"):
-        fmt = ["-f", "raw"] if profile.endswith(".txt") else []  # collapsed stacks, or a flame graph
-        spy = subprocess.Popen(["py-spy", "record", "-o", profile, *fmt, "-d", str(UDP_SECONDS + 1),
-                                "-r", "200", "-p", str(natpass_pid), "--nonblocking"],
-                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    spy = _spy(natpass_pid, profile, UDP_SECONDS + 1) if profile and natpass_pid else None
     out["udp"] = udp_pps(topo)
     if natpass_pid and out["udp"]["pps"]:
         # CPU per forwarded packet: steadier than pkt/s on a machine shared with other work.
@@ -301,6 +320,16 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.add_argument("--profile", metavar="SVG", help="py-spy profile of natpass under UDP load (.svg flame graph, .txt collapsed stacks)")
+    parser.add_argument("--profile-hybrid", metavar="PREFIX",
+                        help="py-spy profiles of hybrid natpass under the GRE and ESP loads "
+                             "(PREFIX-gre.txt, PREFIX-esp.txt: collapsed stacks)")
+    parser.add_argument("--split-cost", action="store_true",
+                        help="also measure the hybrid router after natpass is SIGKILLed (its nft table "
+                             "stays, its packet taps go): what the taps cost the kernel's forwarding")
+    parser.add_argument("--alternate", type=int, default=0, metavar="N",
+                        help="instead of the full run: hybrid and kernel NAT side by side, TCP and small "
+                             "UDP measured N times each, alternating (the pairwise ratios are steadier "
+                             "than one run's on a shared machine)")
     parser.add_argument("--only", choices=("natpass", "hybrid", "kernel"), help="measure one router only")
     parser.add_argument("--no-rings", action="store_true",
                         help="natpass without PACKET_MMAP rings (one syscall per packet), for comparison")
@@ -318,9 +347,49 @@ def main(argv: list[str] | None = None) -> int:
     results: dict[str, Any] = {}
     with exclusive("npdpb"):
         lab.cleanup()
-        _run(lab, args, results)
+        if args.alternate:
+            _alternate(lab, args.alternate, results)
+        else:
+            _run(lab, args, results)
+    if args.alternate:
+        results["seconds"] = round(time.monotonic() - started, 1)
+        print(json.dumps(results))
+        return 0
     _report(args, results, started)
     return 0
+
+
+def _alternate(lab: Netns, rounds: int, results: dict[str, Any]) -> None:
+    """Hybrid natpass and the kernel NAT built side by side, measured in turns."""
+    try:
+        hyb = Topology(lab, "bh").build()
+        kern = Topology(lab, "bk").build(kernel_nat=True)
+        lab.nft(kern.rtr, PPTP_HELPER)
+        state = lab.path("bench-hybrid-state", "x").parent
+        cfg = lab.write("bench-hybrid.toml", config_text(str(state), str(lab.path("bench-hybrid.sock")),
+                                                         HYBRID_EXTRA))
+        pid = hyb.start_natpass(cfg, label="natpass-hybrid",
+                                runner=[sys.executable, "-m", "natpass.router.cli_run", "--config", str(cfg)])
+        try:
+            runs: dict[str, list[float]] = {"hybrid_tcp_gbps": [], "kernel_tcp_gbps": [],
+                                            "hybrid_pps": [], "kernel_pps": []}
+            for i in range(rounds):
+                # which router goes first alternates too, so neither always follows the other's load
+                order = ((hyb, "hybrid"), (kern, "kernel")) if i % 2 == 0 else ((kern, "kernel"), (hyb, "hybrid"))
+                for topo, name in order:
+                    runs[f"{name}_tcp_gbps"].append(round(tcp_gbps(topo), 3))
+                for topo, name in order:
+                    runs[f"{name}_pps"].append(round(udp_pps(topo)["pps"]))
+        finally:
+            lab.kill(pid, timeout=5)
+        results.update(runs)
+        for key, a, b in (("tcp_ratios", "hybrid_tcp_gbps", "kernel_tcp_gbps"),
+                          ("pps_ratios", "hybrid_pps", "kernel_pps")):
+            ratios = sorted(round(x / y, 3) if y else 0.0 for x, y in zip(runs[a], runs[b], strict=True))
+            results[key] = ratios
+            results[key.replace("ratios", "ratio_median")] = ratios[len(ratios) // 2]
+    finally:
+        lab.cleanup()
 
 
 def _run(lab: Netns, args: argparse.Namespace, results: dict[str, Any]) -> None:
@@ -355,9 +424,15 @@ def _run(lab: Netns, args: argparse.Namespace, results: dict[str, Any]) -> None:
                 results["hybrid"] = measure(hyb, None)
                 # natpass's own CPU while the kernel carried the ordinary load: close to nothing.
                 results["hybrid"]["natpass_cpu_s"] = cpu_seconds(pid) - cpu0
-                results["hybrid"]["gre"] = passthrough_pps(hyb, "gre")
-                results["hybrid"]["esp"] = passthrough_pps(hyb, "esp")
+                prof = args.profile_hybrid
+                results["hybrid"]["gre"] = passthrough_pps(hyb, "gre", pid, prof and f"{prof}-gre.txt")
+                results["hybrid"]["esp"] = passthrough_pps(hyb, "esp", pid, prof and f"{prof}-esp.txt")
                 results["hybrid"]["rss_mb"], results["hybrid"]["peak_rss_mb"] = rss_mb(pid)
+                if args.split_cost:
+                    # SIGKILL leaves the table and ip_forward (by design): the kernel's forwarding
+                    # with natpass's rules but without its packet sockets.
+                    lab.kill(pid, timeout=5, sig=signal.SIGKILL)
+                    results["hybrid_notap"] = {"udp": udp_pps(hyb), "tcp_gbps": tcp_gbps(hyb)}
             finally:
                 lab.kill(pid, timeout=5)
         if args.only in (None, "kernel"):
@@ -418,6 +493,14 @@ def _report(args: argparse.Namespace, results: dict[str, Any], started: float) -
         summary["pps_ratio"] = ratio(n["udp"]["pps"], k["udp"]["pps"])
         summary["tcp_ratio"] = ratio(n["tcp_gbps"], k["tcp_gbps"])
         summary["p99_ratio"] = ratio(n["latency"]["p99_ms"], k["latency"]["p99_ms"])
+    for kind in ("gre", "esp"):
+        if h and "cpu_us_per_packet" in h[kind]:
+            summary[f"hybrid_{kind}_cpu_us_per_packet"] = round(h[kind]["cpu_us_per_packet"], 2)
+    nt = results.get("hybrid_notap")
+    if nt:
+        summary["hybrid_notap_pps"] = round(nt["udp"]["pps"])
+        summary["hybrid_notap_sent_pps"] = round(nt["udp"]["sent_pps"])
+        summary["hybrid_notap_tcp_gbps"] = round(nt["tcp_gbps"], 3)
     if n.get("counters"):
         summary["natpass_counters"] = n["counters"]
     if args.json:

@@ -134,26 +134,26 @@ class Hybrid:
 
         lan, wan = f'"{self.lan_if}"', f'"{self.wan_if}"'
         lo, hi = self.own.kernel_ports
-        pre = "\n".join(f"    {r}" for r in nft_prerouting(self.own))
+        pre = "".join(f"  {r}\n" for r in nft_prerouting(self.own))
         dnat = []
         for f in self.kernel_forwards():
             name = "tcp" if f.proto == PROTO_TCP else "udp"
             daddr = f" ip daddr {ipaddress.IPv4Address(f.wan_addr)}" if f.wan_addr else ""
             dnat.append(f"    iifname {wan}{daddr} {name} dport {f.wan_port} "
                         f"dnat ip to {ipaddress.IPv4Address(f.lan_addr)}:{f.lan_port}")
+        forward = ", ".join(
+            [f"ipv4 . {lan} . {wan} . {st} : accept" for st in ("new", "established", "related", "untracked")]
+            + [f"ipv4 . {wan} . {lan} . {st} : accept" for st in ("established", "related")])
         return (
             f"table inet {NFT_TABLE}\n"
             f"delete table inet {NFT_TABLE}\n"
             f"table inet {NFT_TABLE} {{\n"
-            "  chain prerouting {\n"
-            "    type filter hook prerouting priority raw; policy accept;\n"
-            f"{pre}\n"
-            "  }\n"
+            f"{pre}"
             "  chain forward {\n"
             "    type filter hook forward priority filter; policy accept;\n"
-            "    meta nfproto ipv4 ct state invalid counter drop\n"
-            f"    iifname {lan} oifname {wan} meta nfproto ipv4 accept\n"
-            f"    iifname {wan} oifname {lan} ct state established,related accept\n"
+            # one map lookup for every ordinary packet: LAN->WAN (not invalid), and
+            # established/related back; then the kernel's port forwards; other IPv4 dropped
+            f"    meta nfproto . iifname . oifname . ct state vmap {{ {forward} }}\n"
             f"    iifname {wan} oifname {lan} ct status dnat accept\n"
             "    meta nfproto ipv4 counter drop\n"
             "  }\n"

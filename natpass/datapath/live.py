@@ -397,6 +397,14 @@ class LiveDatapath:
         self.wake()
         return fut.result(timeout)
 
+    def set_rx_programs(self, programs: dict[str, list[tuple[int, int, int, int]]]) -> None:
+        """Replace the socket filters (hybrid mode, after a reload changed what natpass owns):
+        the kernel swaps each socket's filter in one step."""
+        for side in (self.lan, self.wan):
+            program = programs.get(side.name)
+            if program is not None:
+                packetsock.attach_filter(side.ip_sock, program)
+
     def stop(self) -> None:
         self._stopping = True
         self.wake()

@@ -246,6 +246,26 @@ class HostSetup:
                  ", ".join(f"{k.rsplit('/', 1)[1].removeprefix('nf_conntrack_')}={v}"
                            for k, v in share.sysctls.items()), NFT_TABLE, self.lan_if, self.wan_if)
 
+    def update_share(self, share: KernelShare) -> None:
+        """A reload in hybrid mode: the kernel's table is replaced in one nft transaction (its
+        ruleset deletes and re-adds the table, so no packet meets a half-made or missing table),
+        then its conntrack timeouts; the values from before natpass stay recorded for the
+        teardown. Raises SetupError, with nothing changed, when nft refuses the ruleset."""
+        if self.share is None or not self.state.get("nft"):
+            raise SetupError("the kernel's share can only be replaced in a running hybrid set-up")
+        _nft(share.ruleset)
+        for name, value in share.sysctls.items():
+            if self.share.sysctls.get(name) == value:
+                continue
+            try:
+                self._set_sysctl(name, value)
+            except OSError as exc:
+                log.warning("cannot set %s: %s", name.replace("/", "."), exc)
+        self.share = share
+        log.info("kernel's share replaced (hybrid): conntrack timeouts %s",
+                 ", ".join(f"{k.rsplit('/', 1)[1].removeprefix('nf_conntrack_')}={v}"
+                           for k, v in share.sysctls.items()))
+
     def undo(self, keep_guard: bool = False) -> list[str]:
         """Undo the set-up; ``keep_guard`` leaves it all in place for the next start to adopt
         (the kernel keeps dropping what arrives for natpass while none runs). Does nothing once

@@ -210,28 +210,32 @@ def _nft_ip(addr: bytes) -> str:
 
 
 def nft_prerouting(own: Ownership) -> list[str]:
-    """Rules of the prerouting chain (priority raw): owned traffic is dropped for the kernel.
+    """The prerouting chains (priority raw): owned traffic is dropped for the kernel.
 
-    Each rule carries a counter (what natpass took from the kernel, per rule)."""
+    One base chain looks up (IPv4, input interface, packet type, IP protocol) in a verdict map and jumps
+    to a short chain per side and protocol, so an ordinary packet meets one map lookup and the
+    few rules of its own protocol instead of every rule of both sides. Each drop rule carries a
+    counter (what natpass took from the kernel, per rule); the chains' names start with ``pre_``.
+    Returns the lines of the chain definitions (inside ``table inet natpass``)."""
     icmp = "icmp type { " + ", ".join(str(t) for t in ICMP_ERRORS) + " } @th,64,8 0x45"
     protos = "{ " + ", ".join(str(p) for p in OWNED_PROTOCOLS) + " }"
-    rules: list[str] = []
+    chains: list[tuple[str, list[str]]] = []
+    vmap: list[str] = []
     for side in own.sides():
-        base = f'iifname "{side.ifname}" meta pkttype host'
-        if side.keep_local is not None:
-            rules.append(f"{base} ip daddr {_nft_ip(side.keep_local)} accept")
-        rules.append(f"{base} ip protocol {protos} counter drop")
+        local = [] if side.keep_local is None else [f"ip daddr {_nft_ip(side.keep_local)} accept"]
+        per_proto: dict[int, list[str]] = {p: ["counter drop"] for p in side.protocols}
         for m in side.ports:
             addr = ""
             if m.saddr is not None:
-                addr += f" ip saddr {_nft_ip(m.saddr)}"
+                addr += f"ip saddr {_nft_ip(m.saddr)} "
             if m.daddr is not None:
-                addr += f" ip daddr {_nft_ip(m.daddr)}"
+                addr += f"ip daddr {_nft_ip(m.daddr)} "
             name = "tcp" if m.proto == PROTO_TCP else "udp"
-            rules.append(f"{base}{addr} {name} {m.field} {_nft_ports(m.ports)} counter drop")
+            per_proto.setdefault(m.proto, []).append(
+                f"{addr}{name} {m.field} {_nft_ports(m.ports)} counter drop")
         # The quoted packet of an ICMP error: @th is the ICMP header, the quoted IPv4 header
         # follows at byte 8 (20 bytes: 0x45), its protocol at byte 17, addresses at 20/24, ports at 28/30.
-        rules.append(f"{base} {icmp} @th,136,8 {protos} counter drop")
+        quoted = [f"@th,136,8 {protos} counter drop"]
         for m in side.icmp_ports:
             addr = ""
             if m.saddr is not None:
@@ -239,9 +243,22 @@ def nft_prerouting(own: Ownership) -> list[str]:
             if m.daddr is not None:
                 addr += f" @th,192,32 0x{m.daddr.hex()}"
             bit = 224 if m.field == "sport" else 240
-            rules.append(f"{base} {icmp} @th,136,8 {m.proto}{addr} @th,{bit},16 {_nft_ports(m.ports)} "
-                         "counter drop")
-    return rules
+            quoted.append(f"@th,136,8 {m.proto}{addr} @th,{bit},16 {_nft_ports(m.ports)} counter drop")
+        errors = f"pre_{side.side}_icmp_error"
+        per_proto[PROTO_ICMP] = [f"{icmp} jump {errors}"]
+        for proto in sorted(per_proto):
+            chain = f"pre_{side.side}_{proto}"
+            chains.append((chain, local + per_proto[proto]))
+            vmap.append(f'ipv4 . "{side.ifname}" . host . {proto} : jump {chain}')
+        chains.append((errors, quoted))
+    lines = ["chain prerouting {",
+             "  type filter hook prerouting priority raw; policy accept;",
+             # IPv4 only, like the packet sockets' filter (the inet table sees IPv6 too)
+             "  meta nfproto . iifname . meta pkttype . meta l4proto vmap { " + ", ".join(vmap) + " }",
+             "}"]
+    for chain, rules in chains:
+        lines += [f"chain {chain} {{"] + [f"  {r}" for r in rules] + ["}"]
+    return lines
 
 
 # ----- classic BPF (linux/filter.h) ----------------------------------------------------------

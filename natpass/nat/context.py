@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, cast
 
 from natpass.nat.helper import FlowView
+from natpass.nat.ipfast import IpFast
 from natpass.nat.ports import PORT_BYTES
 from natpass.nat.table import DEAD, Flow
 from natpass.packets.rewrite import rewrite_bytes, set_address
@@ -47,6 +48,13 @@ class EngineContext:
     def fast_path(self, flow: FlowView, on: bool = True) -> None:
         if isinstance(flow, Flow) and not flow.flags & DEAD:
             self._e._release(flow, on)
+
+    def ip_fast_path(self, proto: int, from_lan: bool, src: bytes, dst: bytes, ident: int,
+                     new_addr: bytes, new_ident: int | None, now: float) -> IpFast:
+        return self._e._ipfast.install(proto, from_lan, src, dst, ident, new_addr, new_ident, now)
+
+    def ip_fast_remove(self, entry: IpFast) -> None:
+        self._e._ipfast.remove(entry)
 
     def count(self, name: str, n: int = 1) -> None:
         c = self._e._counters

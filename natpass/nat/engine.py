@@ -101,6 +101,11 @@ class Engine(NatState):
         self._in17: dict[bytes, Flow] = self.table.inb[PROTO_UDP]  # type: ignore[assignment]
         self._out1: dict[bytes, Flow] = self.table.out[PROTO_ICMP]  # type: ignore[assignment]
         self._in1: dict[bytes, Flow] = self.table.inb[PROTO_ICMP]  # type: ignore[assignment]
+        fast = self._ipfast
+        self._fo47 = fast.out_gre
+        self._fi47 = fast.in_gre
+        self._fo50 = fast.out_esp
+        self._fi50 = fast.in_esp
         self.reply: bytearray | None = None
         self.emitted: list[bytearray] = []
         # packets from LAN, bytes from LAN, packets from WAN, bytes from WAN (hot counters)
@@ -268,6 +273,50 @@ class Engine(NatState):
                             h[3] += n
                             return 2
                     # no flow yet (or a slow one): the header checksum is known to be right
+                    return self._slow(buf, from_lan, now, True)
+                elif ((proto == 50 or proto == 47) and b0 == 0x45 and total == n and not ff & 0x3FFF
+                        and ttl > 1 and not sum(_WORDS5(buf, 0)) % 0xFFFF):
+                    # An ESP SA or GRE v1 call whose helper cached its translation
+                    # (natpass.nat.ipfast): ESP is keyed by addresses + SPI (bytes 12..24), GRE by
+                    # addresses + Call ID, only for RFC 2637 4.1 headers (C, R clear, K set,
+                    # version 1, PPTP protocol, long enough for the optional sequence/ack).
+                    if proto == 50:
+                        fk = key
+                    elif (buf[20] & 0xE0 == 0x20 and buf[21] & 0x07 == 1 and buf[22] == 0x88
+                          and buf[23] == 0x0B
+                          and n >= 28 + (4 if buf[20] & 0x10 else 0) + (4 if buf[21] & 0x80 else 0)):
+                        fk = key[0:8] + _ID2(buf, 26)[0]
+                    else:
+                        return self._slow(buf, from_lan, now, True)
+                    if from_lan:
+                        e = (self._fo50 if proto == 50 else self._fo47).get(fk)
+                        if e is not None and n <= self._mtu:
+                            c = (ipck ^ 0xFFFF) + e.ipd
+                            c = (c & 0xFFFF) + (c >> 16)
+                            c = ((c & 0xFFFF) + (c >> 16)) ^ 0xFFFF
+                            _TTL_CSUM_SRC(buf, 8, ttl - 1, proto, c, e.addr)
+                            e.last = now
+                            e.packets += 1
+                            h = self._hot
+                            h[0] += 1
+                            h[1] += n
+                            return 1
+                    else:
+                        e = (self._fi50 if proto == 50 else self._fi47).get(fk)
+                        if e is not None:
+                            buf[16:20] = e.addr
+                            c = (ipck ^ 0xFFFF) + e.ipd
+                            c = (c & 0xFFFF) + (c >> 16)
+                            c = ((c & 0xFFFF) + (c >> 16)) ^ 0xFFFF
+                            _TTL_CSUM(buf, 8, ttl - 1, proto, c)
+                            if e.ident is not None:
+                                buf[26:28] = e.ident
+                            e.last = now
+                            e.packets += 1
+                            h = self._hot
+                            h[2] += 1
+                            h[3] += n
+                            return 2
                     return self._slow(buf, from_lan, now, True)
             return self._slow(buf, from_lan, now)
         except Exception:  # noqa: BLE001 - a bad packet must never raise out of process()

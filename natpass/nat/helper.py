@@ -8,7 +8,9 @@ injected (``Engine(config, helpers=[...])``).
 
 Order of work for one packet (see docs/ARCHITECTURE.md):
 1. the engine checks the IPv4 header (malformed, TTL, MTU) and handles fragments;
-2. IP protocol owned by a helper (``ip_protocols``) -> ``helper.on_ip_packet`` decides everything;
+2. IP protocol owned by a helper (``ip_protocols``) -> ``helper.on_ip_packet`` decides everything,
+   unless the helper cached the translation of an established GRE call or ESP SA with
+   ``ctx.ip_fast_path`` (natpass.nat.ipfast), which the engine then applies itself;
 3. TCP/UDP: if the flow's server port (the remote port for outbound, the forwarded LAN port for
    inbound) is in a helper's ``tcp_ports``/``udp_ports``, the engine asks ``choose_wan_port`` when
    creating the mapping, ``inbound_lookup`` before its own lookup of an inbound packet, and calls
@@ -25,6 +27,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 if TYPE_CHECKING:
     from natpass.nat.config import NatConfig
+    from natpass.nat.ipfast import IpFast
 
 
 class FlowView(Protocol):
@@ -73,6 +76,20 @@ class HelperContext(Protocol):
         ``on_flow_packet`` and (matching the flow exactly) ``inbound_lookup`` and are translated
         on the engine's fast path; ``on_flow_closed`` still comes. ``on=False`` takes it back.
         The engine takes every flow back when the helper's switch is flipped."""
+
+    def ip_fast_path(self, proto: int, from_lan: bool, src: bytes, dst: bytes, ident: int,
+                     new_addr: bytes, new_ident: int | None, now: float) -> IpFast:
+        """Cache the translation of one direction of an established GRE v1 call (``ident``: the
+        Call ID of the GRE key) or raw-ESP SA (``ident``: the SPI) between ``src`` and ``dst``:
+        later packets of it are translated by the engine (``new_addr`` as source when
+        ``from_lan``, else as destination; inbound GRE also gets ``new_ident`` as its Call ID)
+        without an ``on_ip_packet`` call. The entry's ``last`` and ``packets`` say what the engine
+        saw; the helper folds them into its state and removes the entry
+        (:meth:`ip_fast_remove`) when the call or SA ends or changes. The engine drops a
+        helper's entries when its switch flips and all entries on a reload (``live`` False)."""
+
+    def ip_fast_remove(self, entry: IpFast) -> None:
+        """Forget a cached translation (a no-op when the engine dropped it already)."""
 
     def count(self, name: str, n: int = 1) -> None:
         """Add to a counter shown in status/metrics (e.g. ``pptp:bad-cookie``)."""

@@ -20,6 +20,7 @@ from natpass.nat.config import SWITCHES, NatConfig
 from natpass.nat.context import EngineContext
 from natpass.nat.fragments import Fragments
 from natpass.nat.helper import Helper
+from natpass.nat.ipfast import IpFastTable
 from natpass.nat.ports import PORT_BYTES, PortPool
 from natpass.nat.table import (
     CLOSE_NOTIFIED,
@@ -97,6 +98,7 @@ class NatState:
         self._unreplied: deque[Flow] = deque()
         self._wheel = TimerWheel()
         self._frags = Fragments(config.limits.max_fragments, config.timeouts.fragment)
+        self._ipfast = IpFastTable()  # helpers' cached GRE call / ESP SA translations
         self._next_tick = float("-inf")
         self._last_helper_tick = float("-inf")
         self._apply_config(config)
@@ -159,6 +161,9 @@ class NatState:
     def reconfigure(self, config: NatConfig, now: float) -> None:
         """Swap the configuration; flows whose LAN host and WAN address stay valid are kept."""
         old_mapping = self._mapping
+        # cached GRE/ESP translations may name a WAN address or LAN host the new config drops:
+        # the helpers install them again on the next packet of each call or SA
+        self._ipfast.clear()
         self._promote_all()  # the code below and the new config work on Mapping objects
         self._apply_config(config)
         for h in self._helpers:
@@ -278,6 +283,7 @@ class NatState:
                 raise KeyError(f"no passthrough switch {name!r}")
             return 0
         n = h.set_enabled(on, now)
+        self._ipfast.clear(tuple(h.ip_protocols))
         self._rearm(h)
         self._count("tunnels_torn_down", n)
         self._count(f"switch:{name}:{'on' if on else 'off'}")

@@ -49,6 +49,7 @@ from typing import Any, Final
 from natpass.nat import verdict as V
 from natpass.nat.config import Limits, NatConfig, Timeouts
 from natpass.nat.helper import FlowView
+from natpass.nat.ipfast import IpFast
 from natpass.packets.ipv4 import OFF_DST, OFF_SRC, PROTO_AH, PROTO_ESP, PROTO_UDP
 from natpass.passthrough._common import (
     LRU_GRANULARITY,
@@ -136,6 +137,8 @@ class Session:
     out_spis: dict[tuple[int, int], float] = field(default_factory=dict)  # (proto, spi) -> last use
     in_spis: dict[tuple[int, int], float] = field(default_factory=dict)
     up: bool = False
+    # (outbound?, ESP SPI) -> the engine's cached translation of that SA (natpass.nat.ipfast)
+    fast: dict[tuple[bool, int], IpFast] = field(default_factory=dict)
 
 
 @dataclass(slots=True, eq=False)
@@ -213,11 +216,17 @@ class IpsecHelper(SwitchedHelper):
     def tick(self, now: float) -> None:
         esp = self.timeouts.esp
         for sess in self._sessions.values():
+            if sess.fast:
+                self._fold(sess)
+            expired = False
             for spis in (sess.out_spis, sess.in_spis):
                 for key in [k for k, t in spis.items() if now - t > esp]:
                     del spis[key]
+                    expired = True
                     if spis is sess.in_spis:
                         self._in.pop((sess.gateway, sess.wan, key[0], key[1]), None)
+            if expired and sess.fast:
+                self._prune_fast(sess)
             if now - sess.last_seen > esp:
                 self._end(sess, now, "timeout")
         for pkey in [k for k, t in self._poisoned.items() if now - t > esp]:
@@ -228,7 +237,54 @@ class IpsecHelper(SwitchedHelper):
                 self._ike.pop(ikey)
                 self._unindex_ike(ikey, sa)
 
+    # ------------------------------------------------------------------ the engine's fast path
+
+    def _fast(self, sess: Session, from_lan: bool, spi: int, src: bytes, dst: bytes,
+              new_addr: bytes, now: float) -> None:
+        """Let the engine translate this SA's later packets this way itself (natpass.nat.ipfast)."""
+        e = sess.fast.get((from_lan, spi))
+        if e is None or not e.live:
+            sess.fast[(from_lan, spi)] = need_ctx(self.ctx).ip_fast_path(
+                PROTO_ESP, from_lan, src, dst, spi, new_addr, None, now)
+
+    def _fold(self, sess: Session) -> None:
+        """Bring what the engine's fast path saw of this session's SAs into its state: packet
+        counts, the SAs' and the session's last use (idle timeouts, least recently used order)."""
+        latest = sess.last_seen
+        for (from_lan, spi), e in list(sess.fast.items()):
+            self.esp_packets += e.take_packets()
+            spis = sess.out_spis if from_lan else sess.in_spis
+            seen = spis.get((PROTO_ESP, spi))
+            if seen is not None and e.last > seen:
+                del spis[(PROTO_ESP, spi)]
+                spis[(PROTO_ESP, spi)] = e.last
+            if e.last > latest:
+                latest = e.last
+            if not e.live:
+                del sess.fast[(from_lan, spi)]
+        if latest > sess.last_seen:
+            if latest - sess.last_seen >= LRU_GRANULARITY:
+                self._sessions.touch((sess.lan, sess.gateway), sess.lan, latest)
+            sess.last_seen = latest
+
+    def _fold_all(self) -> None:
+        for sess in self._sessions.values():
+            if sess.fast:
+                self._fold(sess)
+
+    def _prune_fast(self, sess: Session, every: bool = False) -> None:
+        """Take SAs the session no longer holds (or, with ``every``, all) off the fast path."""
+        self._fold(sess)
+        for (from_lan, spi), e in list(sess.fast.items()):
+            spis = sess.out_spis if from_lan else sess.in_spis
+            if every or (PROTO_ESP, spi) not in spis:
+                if self.ctx is not None:
+                    self.ctx.ip_fast_remove(e)
+                del sess.fast[(from_lan, spi)]
+
     def _end(self, sess: Session, now: float, why: str) -> None:
+        if sess.fast:
+            self._prune_fast(sess, every=True)
         key = (sess.lan, sess.gateway)
         if self._sessions.get(key) is sess:
             self._sessions.pop(key)
@@ -249,6 +305,7 @@ class IpsecHelper(SwitchedHelper):
                              duration=now - sess.created)
 
     def stats(self) -> dict[str, int]:
+        self._fold_all()
         out = dict(self._counters)
         out["sessions"] = len(self._sessions)
         out["tunnels"] = sum(1 for s in self._sessions.values() if s.up)
@@ -265,6 +322,7 @@ class IpsecHelper(SwitchedHelper):
         return out
 
     def tunnels(self) -> list[dict[str, Any]]:
+        self._fold_all()
         out: list[dict[str, Any]] = []
         for s in self._sessions.values():
             protos = {p for p, _ in s.out_spis} | {p for p, _ in s.in_spis}
@@ -289,6 +347,7 @@ class IpsecHelper(SwitchedHelper):
         def t(x: float) -> float:
             return round(x - now, 3)
 
+        self._fold_all()
         sessions = [[s.lan.hex(), s.gateway.hex(), s.wan.hex(), t(s.created), t(s.last_seen),
                      s.ike_pending, s.unmatched_out, s.unmatched_in,
                      [[p, spi, t(x)] for (p, spi), x in s.out_spis.items()],
@@ -534,9 +593,13 @@ class IpsecHelper(SwitchedHelper):
             if self._use_spi(sess.out_spis, (proto, spi), now):
                 sess.new_sa(outbound=True)
                 self._count("ipsec:new-outbound-spi")
-                cap(sess.out_spis, self.limits.spis_per_session)
+                if len(sess.out_spis) > self.limits.spis_per_session:
+                    cap(sess.out_spis, self.limits.spis_per_session)
+                    self._prune_fast(sess)
             set_ip_addr(buf, OFF_SRC, wan)
             self._forwarded(proto)
+            if proto == PROTO_ESP:
+                self._fast(sess, True, spi, lan, gateway, wan, now)
             return V.TO_WAN
         gateway, wan = src_of(buf), dst_of(buf)
         key = (gateway, wan, proto, spi)
@@ -557,6 +620,8 @@ class IpsecHelper(SwitchedHelper):
         self._use_spi(sess_in.in_spis, (proto, spi), now)
         set_ip_addr(buf, OFF_DST, sess_in.lan)
         self._forwarded(proto)
+        if proto == PROTO_ESP:
+            self._fast(sess_in, False, spi, gateway, wan, sess_in.lan, now)
         return V.TO_LAN
 
     def _forwarded(self, proto: int) -> None:
@@ -591,6 +656,8 @@ class IpsecHelper(SwitchedHelper):
             old = next(iter(sess.in_spis))
             del sess.in_spis[old]
             self._in.pop((gateway, wan, old[0], old[1]), None)
+            if (False, old[1]) in sess.fast:
+                self._prune_fast(sess)
         sess.new_sa(outbound=False)
         self._count("ipsec:inbound-spi-bound")
         if not sess.up:

@@ -180,6 +180,7 @@ class PptpHelper(SwitchedHelper):
     def tick(self, now: float) -> None:
         limit = self.timeouts.gre
         for call in self._by_wan.values():
+            self._fold(call)
             if now - call.last_seen > limit:
                 self._end(call, now, "timeout")
         for bkey, b in self._bind.items():
@@ -191,6 +192,7 @@ class PptpHelper(SwitchedHelper):
                     ended.pop(ekey)
 
     def stats(self) -> dict[str, int]:
+        self._fold_all()
         out = dict(self._counters)
         out["calls"] = len(self._by_wan)
         out["tunnels"] = sum(1 for c in self._by_wan.values() if c.up)
@@ -203,6 +205,7 @@ class PptpHelper(SwitchedHelper):
         return out
 
     def tunnels(self) -> list[dict[str, Any]]:
+        self._fold_all()
         out: list[dict[str, Any]] = []
         for c in self._by_wan.values():
             out.append({"proto": "pptp", "lan": ip_text(c.lan), "remote": ip_text(c.remote),
@@ -223,6 +226,7 @@ class PptpHelper(SwitchedHelper):
         def t(x: float) -> float:
             return round(x - now, 3)
 
+        self._fold_all()
         controls = []
         for ctl in self._controls.values():
             calls = [[c.lan_call_id, c.wan_call_id, c.remote_call_id, c.up, t(c.created),
@@ -331,7 +335,37 @@ class PptpHelper(SwitchedHelper):
             self._controls.touch((ctl.remote, ctl.remote_port, ctl.wan, ctl.wan_port), ctl.lan, now)
         call.last_seen = now
 
+    def _fold(self, call: Call) -> None:
+        """Bring what the engine's fast path saw of this call (natpass.nat.ipfast) into it."""
+        latest = call.last_seen
+        for e in (call.fast_out, call.fast_in):
+            if e is not None:
+                self.gre_packets += e.take_packets()
+                if e.last > latest:
+                    latest = e.last
+        if latest > call.last_seen:
+            self._seen(call, latest)
+
+    def _fold_all(self) -> None:
+        for call in self._by_wan.values():
+            if call.fast_out is not None or call.fast_in is not None:
+                self._fold(call)
+
+    def _unfast(self, call: Call, out: bool = True, inb: bool = True) -> None:
+        """Take the call's GRE off the engine's fast path (it ended or its ids changed)."""
+        self._fold(call)
+        ctx = self.ctx
+        if out and call.fast_out is not None:
+            if ctx is not None:
+                ctx.ip_fast_remove(call.fast_out)
+            call.fast_out = None
+        if inb and call.fast_in is not None:
+            if ctx is not None:
+                ctx.ip_fast_remove(call.fast_in)
+            call.fast_in = None
+
     def _set_remote(self, call: Call, remote_id: int) -> None:
+        self._unfast(call, inb=False)
         if call.remote_call_id is not None:
             self._by_out.pop((call.lan, call.remote, call.remote_call_id), None)
         call.remote_call_id = remote_id
@@ -349,6 +383,7 @@ class PptpHelper(SwitchedHelper):
                          peer_call_id=call.remote_call_id)
 
     def _end(self, call: Call, now: float, why: str) -> None:
+        self._unfast(call)
         ctl = call.control
         if ctl.by_lan.get(call.lan_call_id) is call:
             del ctl.by_lan[call.lan_call_id]
@@ -705,6 +740,10 @@ class PptpHelper(SwitchedHelper):
                 if call is not None:
                     self._seen(call, now)
                     set_ip_addr(buf, OFF_SRC, call.wan)
+                    if call.fast_out is None or not call.fast_out.live:
+                        # the call's later GRE this way is the engine's (natpass.nat.ipfast)
+                        call.fast_out = ctx.ip_fast_path(PROTO_GRE, True, src, dst, call_id, call.wan,
+                                                         None, now)
                     return V.TO_WAN
                 if (src, dst, call_id) in self._ended_out or self._has_calls(src, dst):
                     self._count("pptp:gre-without-call")
@@ -730,6 +769,9 @@ class PptpHelper(SwitchedHelper):
                 self._seen(call, now)
                 set_ip_addr(buf, OFF_DST, call.lan)
                 G.set_call_id(buf, ihl, call.lan_call_id)
+                if call.fast_in is None or not call.fast_in.live:
+                    call.fast_in = ctx.ip_fast_path(PROTO_GRE, False, src, dst, call_id, call.lan,
+                                                    call.lan_call_id, now)
                 return V.TO_LAN
             if (src, dst, call_id) in self._ended_in:
                 self._count("pptp:gre-without-call")

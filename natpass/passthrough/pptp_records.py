@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from typing import Any, Final
 
 from natpass.nat.config import Limits
+from natpass.nat.ipfast import IpFast
 from natpass.passthrough._common import StateLimit
 
 REWRITE_MEMORY: Final = 64  # rewrites remembered per direction for retransmissions
@@ -58,6 +59,9 @@ class Call:
     remote_call_id: int | None = None
     up: bool = False
     ended: bool = False
+    # the engine's cached GRE translations of this call (natpass.nat.ipfast), per direction
+    fast_out: IpFast | None = None
+    fast_in: IpFast | None = None
 
 
 @dataclass(slots=True, eq=False)

@@ -49,7 +49,7 @@ from urllib.parse import parse_qs, urlsplit
 from natpass.nat.config import SWITCHES
 from natpass.router import metrics
 from natpass.router.config import ConfigError
-from natpass.router.forwards import ForwardError, ForwardResult, ForwardSpec
+from natpass.router.forwards import REFUSAL_STATUS, ForwardError, ForwardResult, ForwardSpec
 from natpass.router.settings import BackupError, ConfigChange, SwitchResult
 
 log = logging.getLogger("natpass.admin")
@@ -472,12 +472,11 @@ class _AdminHandler(BaseHTTPRequestHandler):
             raise AdminError(404, f"no such endpoint: {path}")
 
     def _forward_change(self, change: Callable[[RouterControl], ForwardResult], status: int) -> None:
-        """Add or remove a forward; a refusal is 422 (invalid), 409 (port taken, or needs a
-        restart) or 404 (no such forward), and changes nothing."""
+        """Add or remove a forward; a refusal (status by ``REFUSAL_STATUS``) changes nothing."""
         try:
             result = self.admin.call(change)
         except ForwardError as exc:
-            code = {"invalid": 422, "conflict": 409, "restart": 409, "missing": 404}.get(exc.kind, 422)
+            code = REFUSAL_STATUS[exc.kind]
             raise AdminError(code, f"port forward refused: {exc.message}") from None
         log.info("admin socket: port forward %s %s", result.action, result.forward)
         self._send_json(status, result.as_dict())

@@ -20,7 +20,7 @@ from typing import Any, Protocol, TypeVar
 
 from natpass.datapath.hybrid import Hybrid, OwnedEngine, describe
 from natpass.datapath.live import LiveDatapath
-from natpass.datapath.live_setup import HostSetup
+from natpass.datapath.live_setup import HostSetup, SetupError
 from natpass.datapath.nslock import NamespaceLock
 from natpass.datapath.packetsock import ipv4_address, mtu
 from natpass.nat.config import SWITCHES, NatConfig, PortForward
@@ -450,12 +450,11 @@ class RouterDaemon:
         old = self.config
         self._check_restart_fields(new)
         hybrid = self.hybrid.reconfigured(new.nat) if self.hybrid is not None else None
-        if hybrid is not None and self.hybrid is not None and hybrid.kernel_share() != self.hybrid.kernel_share():
-            raise ConfigError(new.path, 0, "with datapath = \"hybrid\", changing timeouts or port forwards "
-                              "changes the kernel's rules and needs a restart (running config kept)")
         summary = summarize(old, new)
 
         def apply() -> dict[str, int]:
+            if hybrid is not None and self.hybrid is not None:
+                self._replace_kernel_share(new, hybrid)  # first: it may refuse, nothing changed yet
             engine, now = self._engine(), self.clock()
             before = tunnel_names(engine)
             torn: dict[str, int] = {}
@@ -539,7 +538,7 @@ class RouterDaemon:
 
         Raises ForwardError and changes nothing when the target is outside the LAN, the WAN port
         is taken (another forward, a passthrough helper's port, natpass's hybrid ports, a
-        connection holding it now) or the hybrid datapath would need new kernel rules."""
+        connection holding it now) or, with the hybrid datapath, the kernel refuses the new rules."""
         with self._config_lock:
             cfg = self.config
             fwd = checked(spec, cfg, self.hybrid is not None)
@@ -587,17 +586,18 @@ class RouterDaemon:
         return ForwardResult("removed", spec.as_dict(), saved, error, version)
 
     def _with_forwards(self, forwards: tuple[PortForward, ...]) -> RouterConfig:
-        new = dataclasses.replace(self.config, nat=dataclasses.replace(self.config.nat, forwards=forwards))
-        if self.hybrid is not None and self.hybrid.reconfigured(new.nat).kernel_share() != self.hybrid.kernel_share():
-            raise ForwardError("restart", "with datapath = \"hybrid\" a port forward changes the kernel's rules, "
-                                          "which natpass cannot regenerate while running: add it to the config "
-                                          "file and restart natpass")
-        return new
+        return dataclasses.replace(self.config, nat=dataclasses.replace(self.config.nat, forwards=forwards))
 
     def _apply_forwards(self, new: RouterConfig) -> None:
-        """On the loop: the engine takes the new forwards (its flows are kept)."""
+        """On the loop: the engine takes the new forwards (its flows are kept); in hybrid mode the
+        kernel's rules first, as a reload does (a refusal there changes nothing)."""
         if self.hybrid is not None:
-            self.hybrid = self.hybrid.reconfigured(new.nat)
+            hybrid = self.hybrid.reconfigured(new.nat)
+            try:
+                self._replace_kernel_share(new, hybrid)
+            except ConfigError as exc:
+                raise ForwardError("kernel", exc.message) from None
+            self.hybrid = hybrid
         self._engine().reconfigure(self._nat_config(new), self.clock())
         self.config = new
 
@@ -623,6 +623,19 @@ class RouterDaemon:
                      "file's forwards again", spec.describe(), action, who)
         else:
             log.error("port forward %s %s by %s but NOT saved: %s", spec.describe(), action, who, error)
+
+    def _replace_kernel_share(self, new: RouterConfig, hybrid: Hybrid) -> None:
+        """Hybrid mode: new timeouts or forwards change the kernel's table and conntrack timeouts
+        (replaced in one nft transaction) and what natpass's sockets take."""
+        assert self.hybrid is not None
+        if hybrid.kernel_share() != self.hybrid.kernel_share() and self.setup is not None:
+            try:
+                self.setup.update_share(hybrid.kernel_share())
+            except SetupError as exc:
+                raise ConfigError(new.path, 0, f"the kernel's rules could not be replaced: {exc} "
+                                  "(running config kept)") from exc
+        if hybrid.own != self.hybrid.own and self.datapath is not None:
+            self.datapath.set_rx_programs(hybrid.rx_programs())
 
     def _check_restart_fields(self, new: RouterConfig) -> None:
         old = self.config

@@ -2,7 +2,7 @@
 
 A forward is refused (``ForwardError``, nothing changed) when it is invalid, when its WAN port is
 taken (another forward, a passthrough helper's port, natpass's hybrid ports, a connection holding it
-now) or when only a restart can apply it. The config file edits are in :mod:`natpass.router.settings`.
+now) or when, with the hybrid datapath, the kernel refuses the new rules. The config file edits are in :mod:`natpass.router.settings`.
 """
 
 from __future__ import annotations
@@ -25,11 +25,14 @@ from natpass.passthrough.pptp import PptpHelper
 from natpass.router.config import RouterConfig
 
 FORWARD_PROTOS = ("tcp", "udp")
+# The HTTP status of each refusal (Unix socket and web API alike).
+REFUSAL_STATUS = {"invalid": 422, "conflict": 409, "missing": 404, "kernel": 500}
 
 
 class ForwardError(ValueError):
     """A port forward change that is refused; ``kind`` says why: ``invalid`` (the request), ``conflict``
-    (the port is taken), ``missing`` (no such forward) or ``restart`` (not possible live)."""
+    (the port is taken), ``missing`` (no such forward) or ``kernel`` (the hybrid datapath's kernel
+    rules could not be replaced)."""
 
     def __init__(self, kind: str, message: str) -> None:
         self.kind = kind

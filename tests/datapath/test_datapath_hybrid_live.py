@@ -68,10 +68,13 @@ for frame in sys.argv[1:]:
 
 
 def _drops(lab: Netns) -> int:
-    out = lab.run("rtr", ["nft", "-j", "list", "chain", "inet", "natpass", "prerouting"]).stdout
+    out = lab.run("rtr", ["nft", "-j", "list", "table", "inet", "natpass"]).stdout
     total = 0
     for item in json.loads(out)["nftables"]:
-        for expr in item.get("rule", {}).get("expr", []):
+        rule = item.get("rule", {})
+        if not rule.get("chain", "").startswith("pre"):  # the prerouting chains only
+            continue
+        for expr in rule.get("expr", []):
             if "counter" in expr:
                 total += int(expr["counter"]["packets"])
     return total
@@ -385,3 +388,57 @@ def test_run_datapath_option_overrides_the_config(root: None, topo: Topology) ->
         topo.signal(pid, signal.SIGTERM)
         assert topo.wait_exit(pid)
     assert topo.sysctl("net.ipv4.ip_forward") == "0"
+
+
+UDP_LISTEN = """
+import socket
+u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); u.bind(("0.0.0.0", 7000)); u.settimeout(20)
+data, peer = u.recvfrom(100)
+print("got", data.decode(), peer[0], flush=True)
+"""
+UDP_SEND = """
+import socket, sys, time
+u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+for _ in range(20):
+    u.sendto(b"to-7000", (sys.argv[1], 7000)); time.sleep(0.1)
+"""
+
+
+def test_reload_replaces_the_kernels_share_without_a_restart(root: None, topo: Topology, config: Path,
+                                                             servers: None) -> None:
+    """A reload that changes timeouts and forwards: the kernel's table and conntrack timeouts are
+    replaced (one nft transaction), natpass's sockets take a forwarded PPTP port, traffic flows."""
+    from natpass.lab.simple import CLIENT, ROUTER_WAN
+
+    lab = topo.lab
+    before_timeout = topo.sysctl("net.netfilter.nf_conntrack_udp_timeout")
+    pid = topo.start_natpass(config, label="natpass-reload", runner=removing(config))
+    try:
+        assert topo.sysctl("net.netfilter.nf_conntrack_udp_timeout") == "300"
+        assert not any("1723 forwarded" in w for w in _status(topo, config)["hybrid"]["natpass"])
+        config.write_text(config.read_text() + (
+            "\n[timeouts]\nudp = 420\n\n"
+            f'[[forward]]\nproto = "udp"\nport = 7000\nto = "{CLIENT}"\n\n'
+            f'[[forward]]\nproto = "tcp"\nport = 1723\nto = "{CLIENT}"\n'))
+        topo.signal(pid, signal.SIGHUP)
+        assert lab.wait_for(lambda: topo.sysctl("net.netfilter.nf_conntrack_udp_timeout") == "420",
+                            timeout=10), lab.log("natpass-reload")[-2000:]
+        assert topo.sysctl("net.netfilter.nf_conntrack_udp_timeout_stream") == "420"
+        assert lab.alive(pid)
+        table = lab.run(topo.rtr, ["nft", "list", "table", "inet", "natpass"]).stdout
+        assert f"udp dport 7000 dnat ip to {CLIENT}:7000" in table
+        st = _status(topo, config)
+        assert any(f"TCP 1723 forwarded to {CLIENT}:1723" in w for w in st["hybrid"]["natpass"])
+        # the kernel serves the new UDP forward; ordinary traffic still flows
+        listener = lab.spawn(topo.cli, [sys.executable, "-u", "-c", UDP_LISTEN], label="listen7000")
+        time.sleep(0.3)
+        lab.run(topo.srv, [sys.executable, "-c", UDP_SEND, ROUTER_WAN], timeout=20)
+        assert lab.wait_for(lambda: "got to-7000" in lab.log("listen7000"), timeout=5)
+        lab.kill(listener)
+        assert _probe(topo, 40001, 5000) == {"udp": "hello-udp", "tcp": "hello-tcp"}
+    finally:
+        topo.signal(pid, signal.SIGTERM)
+        assert topo.wait_exit(pid)
+    # the value from before natpass comes back, not the one the first start set
+    assert topo.sysctl("net.netfilter.nf_conntrack_udp_timeout") == before_timeout
+    assert not topo.nft_table_present()

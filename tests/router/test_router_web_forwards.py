@@ -240,17 +240,38 @@ def test_natpass_forward_add_list_remove_over_the_admin_socket(real, capsys):
     assert "no router is running" in capsys.readouterr().err
 
 
-def test_with_the_hybrid_datapath_a_forward_change_is_refused_with_the_reason(real):
+def test_with_the_hybrid_datapath_a_forward_replaces_the_kernels_rules_or_changes_nothing(real):
     import dataclasses
 
+    from natpass.datapath.live_setup import SetupError
     from natpass.router.daemon import _hybrid_for
 
     daemon, c, cfg = real
     daemon.hybrid = _hybrid_for(dataclasses.replace(daemon.config, datapath="hybrid"))
+    applied: list[str] = []
+
+    class Setup:  # what the daemon asks of HostSetup here: replace the kernel's table
+        refuse = True
+
+        def update_share(self, share) -> None:
+            if self.refuse:
+                raise SetupError("nft: Error: Could not process rule")
+            applied.append(share.ruleset)
+
+    setup = daemon.setup = Setup()
     csrf = login(c)
     before = state(daemon, cfg)
-    r = c.post("/api/forwards", json={"proto": "tcp", "port": 8080, "to": SERVER}, headers={"X-CSRF-Token": csrf})
-    assert r.status_code == 409 and "restart" in r.json()["error"] and "kernel" in r.json()["error"]
-    r = c.delete("/api/forwards/tcp/25", headers={"X-CSRF-Token": csrf})
-    assert r.status_code == 409 and "restart" in r.json()["error"]
-    assert state(daemon, cfg) == before and reaches(daemon, 25) == "192.168.1.5:25"
+    r = c.post("/api/forwards", json={"proto": "tcp", "port": 8080, "to": f"{SERVER}:80"},
+               headers={"X-CSRF-Token": csrf})
+    assert r.status_code == 500 and "kernel" in r.json()["error"] and "Could not process rule" in r.json()["error"]
+    assert state(daemon, cfg) == before and applied == []
+
+    setup.refuse = False
+    r = c.post("/api/forwards", json={"proto": "tcp", "port": 8080, "to": f"{SERVER}:80"},
+               headers={"X-CSRF-Token": csrf})
+    assert r.status_code == 201, r.text
+    assert re.search(r"tcp dport 8080 dnat ip to 192\.168\.1\.10:80", applied[-1]), applied[-1]
+    assert daemon.hybrid.kernel_share().ruleset == applied[-1]
+    r = c.delete("/api/forwards/tcp/8080", headers={"X-CSRF-Token": csrf})
+    assert r.status_code == 200 and "dport 8080" not in applied[-1]
+    assert "dport 25 dnat ip to 192.168.1.5:25" in applied[-1]  # the file's forward stays

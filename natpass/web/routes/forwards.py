@@ -10,7 +10,7 @@ from urllib.parse import urlencode
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Response
 
-from natpass.router.forwards import ForwardError, ForwardResult, ForwardSpec
+from natpass.router.forwards import REFUSAL_STATUS, ForwardError, ForwardResult, ForwardSpec
 from natpass.web.context import (
     CSRF_HEADER,
     Context,
@@ -26,9 +26,6 @@ from natpass.web.errors import WebError
 from natpass.web.forwardview import FIELDS, forwards_page
 
 log = logging.getLogger("natpass.admin")
-
-# ForwardError.kind -> status (docs/ADMIN.md)
-STATUS = {"invalid": 422, "conflict": 409, "restart": 409, "missing": 404}
 
 
 class ForwardRoutes:
@@ -54,7 +51,7 @@ class ForwardRoutes:
                     functools.partial(control.remove_forward, *key, runtime_only=runtime_only, who=by(who)))
         except ForwardError as exc:
             self.web.log.add("forward", f"port forward {action} refused: {exc.message}", client_address(request.scope))
-            raise WebError(STATUS.get(exc.kind, 422), f"port forward not {action}: {exc.message}") from None
+            raise WebError(REFUSAL_STATUS[exc.kind], f"port forward not {action}: {exc.message}") from None
         self.web.forget_cache()
         f = result.forward
         what = f"{f['proto']} {f.get('wan_address') or '*'}:{f['port']} -> {f['to']}"
