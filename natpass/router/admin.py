@@ -327,6 +327,8 @@ class _AdminHandler(BaseHTTPRequestHandler):
                 raise AdminError(403, "the admin socket is for root only")
             self._route()
         except AdminError as exc:
+            if not self._body_read and not self.close_connection:
+                self._discard_body()  # a refused request's short body: read, so the connection stays in step
             if not self._body_read and (self.headers.get("Content-Length") or "0").strip() != "0":
                 self.close_connection = True  # unread body bytes must not be taken for the next request
             headers = exc.extra.pop("headers", None)

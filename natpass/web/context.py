@@ -176,7 +176,8 @@ class WebState:
             log.warning("admin web: the admin password was changed: %d session(s) ended", ended)
 
     # ----- calls into the router (one at a time, off the event loop) ---------------------------
-    def _locked(self, fn: Callable[..., T], *args: Any) -> T:
+    def call_blocking(self, fn: Callable[..., T], *args: Any) -> T:
+        """``fn(*args)`` on the calling (worker) thread, one router call at a time."""
         if not self._lock.acquire(timeout=DAEMON_TIMEOUT):
             raise WebError(503, f"the router did not answer within {DAEMON_TIMEOUT:.0f} s")
         try:
@@ -185,7 +186,7 @@ class WebState:
             self._lock.release()
 
     async def call(self, fn: Callable[..., T], *args: Any) -> T:
-        return await run_in_threadpool(self._locked, fn, *args)
+        return await run_in_threadpool(self.call_blocking, fn, *args)
 
     def _status_now(self) -> dict[str, Any]:
         now = self.control.clock()

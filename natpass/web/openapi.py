@@ -189,6 +189,15 @@ OPENAPI: dict[str, Any] = {
                           "415": _error("not a pcap or pcapng file (magic number)"),
                           "422": _error("a malformed capture or a bad vantage, with the reason"),
                           "503": _error("a diagnosis is already running"), **REFUSALS}}},
+        "/api/diagnose/live": {"post": {
+            "summary": "Capture on the router's LAN and WAN interfaces for N seconds, then diagnose both sides "
+                       "with the router's drop counters of that window", **CHANGE,
+            "requestBody": {"content": {"application/json": {"schema": {
+                "type": "object", "properties": {"seconds": {"type": "integer", "minimum": 3, "maximum": 120,
+                                                             "default": 30}}}}}},
+            "responses": {"200": _json("the report, as natpass diagnose --live --json"),
+                          "422": _error("seconds out of range, or the capture could not run (the reason)"),
+                          "503": _error("a diagnosis is already running"), **REFUSALS}}},
         "/metrics": {"get": {"summary": "Prometheus metrics (an API token or session, or loopback only: "
                                         "[router] metrics_access)", **READ,
                              "responses": {"200": {"description": "Prometheus text format"}, **REFUSALS}}},

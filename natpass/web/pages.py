@@ -29,7 +29,7 @@ from natpass.web.labels import (
     human_duration,
     is_bytes,
 )
-from natpass.web.report import VANTAGE_TEXT, report_html
+from natpass.web.report import LIVE_DEFAULT, LIVE_SECONDS, VANTAGE_TEXT, live_report_html, report_html
 
 if TYPE_CHECKING:
     from natpass.web.context import Principal, WebState
@@ -397,10 +397,13 @@ class Views:
         return layout("Backup & restore", body, who, "/backup")
 
     # ----- diagnose --------------------------------------------------------------------------------
-    def diagnose(self, who: Principal, report: Mapping[str, Any] | None = None, error: str = "") -> str:
+    def diagnose(self, who: Principal, report: Mapping[str, Any] | None = None, error: str = "",
+                 live: Mapping[str, Any] | None = None) -> str:
         csrf = who.session.csrf if who.session else ""
         vantages = "".join(f'<option value="{e(k)}">{e(v)}</option>' for k, v in VANTAGE_TEXT.items())
-        form = (
+        cfg = self.web.control.config
+        upload = (
+            "<section><h2>Upload a capture</h2>"
             '<form method="post" action="/diagnose" enctype="multipart/form-data" class="upload">'
             f'<input type="hidden" name="csrf" value="{e(csrf)}">'
             '<label for="capture-file">Capture file (pcap or pcapng)</label>'
@@ -410,8 +413,22 @@ class Views:
             '<button type="submit" id="diagnose">Diagnose</button></form>'
             f'<p class="small">At most {self.web.options.max_capture // (1024 * 1024)} MiB. Capture the VPN '
             "attempt with Wireshark or <code>tcpdump -w vpn.pcap</code> on the client, then upload it here: "
-            "the report says which VPN protocols it saw, how far each got and why it stopped.</p>")
+            "the report says which VPN protocols it saw, how far each got and why it stopped.</p></section>")
+        low, high = LIVE_SECONDS
+        capture = (
+            "<section><h2>Capture on the router</h2>"
+            '<form method="post" action="/diagnose/live" class="upload">'
+            f'<input type="hidden" name="csrf" value="{e(csrf)}">'
+            f'<label for="seconds">Seconds ({low}-{high})</label>'
+            f'<input id="seconds" name="seconds" type="number" min="{low}" max="{high}" value="{LIVE_DEFAULT}" required>'
+            '<button type="submit" id="capture-live">Capture and diagnose</button></form>'
+            f'<p class="small">Captures on the LAN side (<code>{e(cfg.lan_interface)}</code>) and the WAN side '
+            f"(<code>{e(cfg.wan_interface)}</code>) at once while you retry the VPN, then explains both sides "
+            "with the drop counters of that window: an attempt that reaches the LAN side but not the WAN side "
+            "stopped at this router, and the counters say why. The page answers when the window ends.</p></section>")
         top = (f'<div class="error" role="alert"><p><strong>Refused:</strong> {e(error)}</p></div>'
                if error else "")
-        return layout("Diagnose", top + form + (report_html(report) if report is not None else ""), who,
-                      "/diagnose")
+        body = top + upload + capture + (report_html(report) if report is not None else "")
+        if live is not None:
+            body += live_report_html(live)
+        return layout("Diagnose", body, who, "/diagnose")

@@ -8,6 +8,11 @@ from typing import Any
 
 from natpass.web.frame import e, scroll_table
 
+# A live window from the page: long enough to retry a VPN, short enough for one HTTP request
+# (natpass diagnose --live allows up to 600 s from a shell).
+LIVE_SECONDS = (3, 120)
+LIVE_DEFAULT = 30
+
 PHASE_DIRECTION = {"out": "client → server", "in": "server → client"}
 VANTAGE_TEXT = {"client": "on the VPN client (or the router's LAN side)",
                 "router-wan": "on the router's WAN side", "server": "on the VPN server's side"}
@@ -43,7 +48,7 @@ def report_html(report: Mapping[str, Any]) -> str:
     cap = _map(report.get("capture"))
     detail = _map(report.get("vantage_detail"))
     vantage = str(report.get("vantage") or "")
-    how = "as given" if detail.get("source") == "given" else "worked out from the capture"
+    how = "as given" if detail.get("source") == "stated" else "worked out from the capture"
     basis = "".join(f"<li>{e(b)}</li>" for b in detail.get("basis") or [])
     problems = "".join(f"<li>{e(p)}</li>" for p in cap.get("problems") or [])
     facts = (f'<dl class="facts"><dt>File</dt><dd><code>{e(cap.get("file"))}</code></dd>'
@@ -78,3 +83,31 @@ def report_html(report: Mapping[str, Any]) -> str:
     return (f"<section><h2>Report</h2>{facts}</section><section><h2>VPN protocols</h2>{protocols}</section>"
             f"<section><h2>Findings</h2>{findings}</section>")
 
+
+def live_report_html(live: Mapping[str, Any]) -> str:
+    """A live window: what the two sides show together, the router's drops, then each side."""
+    info = _map(live.get("live"))
+    drops = _map(info.get("drops"))
+    rows = [[e(reason), e(count)] for reason, count in sorted(drops.items(), key=lambda kv: -int(kv[1] or 0))]
+    known = "" if info.get("drops_known") else '<p class="small">The drop counters could not be read.</p>'
+    items = "".join(
+        f'<li class="{e(f.get("severity"))}" id="finding-{e(f.get("code"))}"><strong>{e(f.get("severity"))}</strong> '
+        f'<code>{e(f.get("code"))}</code><p>{e(f.get("explanation"))}</p><p><em>{e(f.get("advice"))}</em></p></li>'
+        for f in live.get("findings") or [] if isinstance(f, Mapping))
+    both = (f'<section class="findings"><ul>{items}</ul></section>' if items
+            else '<p class="empty">Nothing stopped at this router in this window.</p>')
+    head = (f'<section id="live-report"><h2>Live capture: {e(info.get("seconds"))} s on '
+            f'{e(info.get("lan_interface"))} and {e(info.get("wan_interface"))}</h2>{both}'
+            + scroll_table("Dropped by the router in this window", ["Reason", "Packets"], rows,
+                           "No drops.") + known + "</section>")
+    sides = "".join(f'<section class="side"><h2>{title}</h2>{report_html(_side(live, key))}</section>'
+                    for key, title in (("lan", "LAN side"), ("wan", "WAN side")))
+    return head + sides
+
+
+def _side(live: Mapping[str, Any], key: str) -> Mapping[str, Any]:
+    """One side's report, its capture named by the interface (the temporary file is gone)."""
+    side = dict(_map(live.get(key)))
+    iface = _map(live.get("live")).get(f"{key}_interface")
+    side["capture"] = {**_map(side.get("capture")), "file": f"{iface} (captured live)"}
+    return side

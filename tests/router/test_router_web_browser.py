@@ -338,6 +338,26 @@ def test_a_lan_host_forwards_a_port_backs_up_restores_and_diagnoses(root, lab, t
         assert browser.overflow() == 0, "/diagnose is wider than a 390-px phone"
         browser.size(DESKTOP)
 
+        # ----- a live capture on the router while a PPTP client tries (the switch is off again)
+        d.get(base + "/diagnose")
+        seconds = d.find_element(By.ID, "seconds")
+        seconds.clear()
+        seconds.send_keys("8")
+        pptp = Pptp(netns, topo, client="c1", timeout=15)
+        try:
+            pptp.start()
+            d.find_element(By.ID, "capture-live").click()
+            live = wait_for(d, "#live-report", timeout=60).text
+        finally:
+            pptp.stop()
+        assert topo.home.lan_if in live and topo.home.wan_if in live
+        assert "passthrough-disabled:pptp" in live, live  # the router's own drops in that window
+        assert "LAN side" in d.page_source and "WAN side" in d.page_source
+        browser.shot("diagnose-live", DESKTOP)
+        browser.shot("diagnose-live", PHONE)
+        assert browser.overflow() == 0, "/diagnose/live is wider than a 390-px phone"
+        browser.size(DESKTOP)
+
         d.get(base + "/forwards")
         d.find_element(By.ID, f"remove-tcp-{FORWARD_PORT}").click()
         assert "removed" in flash_text(d)

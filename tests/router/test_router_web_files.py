@@ -4,6 +4,7 @@ the success path and every refusal, each of which changes nothing."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import re
 from pathlib import Path
 
@@ -247,7 +248,7 @@ def test_the_new_pages_are_linked_and_described_in_openapi(env):
     assert 'href="/diagnose"' in html and 'href="/backup"' in html
     paths = c.get("/api/openapi.json").json()["paths"]
     for path in ("/api/config/backup", "/api/config/history", "/api/config/restore", "/api/config/rollback",
-                 "/api/diagnose"):
+                 "/api/diagnose", "/api/diagnose/live"):
         assert path in paths
     assert ROUTER.startswith("http://")
 
@@ -276,6 +277,65 @@ def test_the_diagnosis_runs_in_a_worker_thread_one_at_a_time(env, monkeypatch):
     assert r.status_code == 503 and r.headers["retry-after"] and seen == [False]
     app.state.web.diagnosing.release()
     assert c.post("/api/diagnose", content=data, headers={"X-CSRF-Token": csrf}).status_code == 200
+
+
+def test_a_live_capture_diagnoses_both_sides_with_the_window_drops(env, monkeypatch):
+    from natpass.diagnose.live import LiveDiagnosis, compare
+    from natpass.diagnose.run import diagnose
+
+    calls: list[tuple[str, str, float]] = []
+    statuses: list[object] = []
+
+    def fake_live(lan_if: str, wan_if: str, seconds: float, status) -> dict[str, object]:
+        calls.append((lan_if, wan_if, seconds))
+        statuses.append(status())  # the router's counters, read from the worker thread
+        lan = diagnose(PPTP_OFF, vantage="router-lan")
+        wan = diagnose(PPTP_OFF, vantage="router-wan")
+        drops = {"passthrough-disabled:pptp": 12}
+        live = LiveDiagnosis(seconds, lan_if, wan_if, lan, wan, drops, True)
+        live.findings = compare(lan, wan, drops, True)
+        return live.to_dict()
+
+    monkeypatch.setattr(web_diagnose, "diagnose_live_json", fake_live)
+    router, _, _ = env
+    c = client(env)
+    assert c.post("/api/diagnose/live", json={"seconds": 5}).status_code == 401
+    csrf = login(c)
+    assert c.post("/api/diagnose/live", json={"seconds": 5}).status_code == 403  # no CSRF token
+    for bad in (0, 2, 121, "ten", True, -5):
+        r = c.post("/api/diagnose/live", json={"seconds": bad}, headers={"X-CSRF-Token": csrf})
+        assert r.status_code == 422 and "seconds" in r.json()["error"]
+    assert calls == []
+    r = c.post("/api/diagnose/live", json={"seconds": 5}, headers={"X-CSRF-Token": csrf})
+    assert r.status_code == 200, r.text
+    cfg = router.config
+    assert calls == [(cfg.lan_interface, cfg.wan_interface, 5.0)]
+    assert isinstance(statuses[0], dict) and "drops" in statuses[0]
+    report = r.json()
+    assert report["live"]["drops"] == {"passthrough-disabled:pptp": 12}
+    page = page_login(c)
+    r = c.post("/diagnose/live", data={"csrf": page, "seconds": "7"})
+    assert r.status_code == 200 and calls[-1][2] == 7.0
+    html = r.text
+    assert 'id="live-report"' in html and "LAN side" in html and "WAN side" in html
+    assert f"{cfg.lan_interface} (captured live)" in html and "as given" in html  # each side's capture point
+    assert "passthrough-disabled:pptp" in html
+    for f in report["findings"]:
+        assert f'id="finding-{f["code"]}"' in html
+    r = c.post("/diagnose/live", data={"csrf": page, "seconds": "600"})
+    assert r.status_code == 422 and "Refused:" in r.text and len(calls) == 2
+    assert nothing_changed(router)
+
+
+def test_a_live_capture_that_cannot_run_says_why(env):
+    router, _, _ = env
+    router._config = dataclasses.replace(router.config, lan_interface="np-missing0", wan_interface="np-missing1")
+    c = client(env)
+    csrf = login(c)
+    r = c.post("/api/diagnose/live", json={"seconds": 3}, headers={"X-CSRF-Token": csrf})
+    assert r.status_code == 422 and r.json()["error"].startswith("live capture not made:"), r.text
+    assert any("live capture failed" in x["text"] for x in c.get("/api/log").json()["log"])
+    assert nothing_changed(router)
 
 
 # ----- against a real daemon (engine, config file and history; no packet sockets) -------------------
