@@ -3,7 +3,8 @@
 A :class:`Control` is one followed control connection with a parser state (:class:`StreamDir`)
 per direction and its calls; a :class:`Call` maps a LAN Call ID to a WAN Call ID for one server; a
 :class:`Binding` is address-only GRE (or an ended call remembered). :class:`PptpLimits` bounds
-them all, per LAN host. The protocol rules live in the helper's module.
+them all, per LAN host. The protocol rules live in the helper's module, the call table in
+:mod:`natpass.passthrough.pptp_calls`.
 """
 
 from __future__ import annotations
