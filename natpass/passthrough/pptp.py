@@ -64,8 +64,8 @@ from natpass.passthrough._common import (
     src_of,
     u16,
 )
-from natpass.passthrough.pptp_calls import CallTable, ControlKey
-from natpass.passthrough.pptp_records import Binding, Call, CallKey, Control, PptpLimits, StreamDir
+from natpass.passthrough.pptp_calls import CallTable
+from natpass.passthrough.pptp_records import Binding, Call, Control, PptpLimits, StreamDir
 from natpass.passthrough.pptp_state import BindKey
 from natpass.passthrough.pptp_stream import OWN, PEER, ControlStream
 
@@ -107,22 +107,6 @@ class PptpHelper(SwitchedHelper):
     @limits.setter
     def limits(self, lim: PptpLimits) -> None:
         self.calls.limits = lim
-
-    # The tables by their names before the call table had its own module (read by white-box tests).
-    @property
-    def _by_wan(self) -> HostLru[CallKey, Call]:
-        """All calls by (remote, wan, WAN Call ID)."""
-        return self.calls.by_wan
-
-    @property
-    def _controls(self) -> HostLru[ControlKey, Control]:
-        """Followed control connections by (remote, remote port, wan, wan port)."""
-        return self.calls.controls
-
-    @property
-    def gre_packets(self) -> int:
-        """GRE passed for calls and by address (the usage record's "used")."""
-        return self.calls.gre_packets
 
     def reconfigure(self, config: NatConfig, now: float) -> None:
         super().reconfigure(config, now)

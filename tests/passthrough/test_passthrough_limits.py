@@ -156,7 +156,7 @@ def test_pptp_calls_of_one_host_are_bounded_and_never_push_out_another_hosts_cal
     assert down_events(eng, VICTIM) == []
     stats = eng.status()["helpers"]["pptp"]["stats"]
     assert stats["calls"] <= 32 + 1 and stats["calls_evicted"] >= 80 - 32
-    assert helpers["pptp"]._by_wan.held_by(ipaddress.IPv4Address(FLOODER).packed) <= 32
+    assert helpers["pptp"].calls.by_wan.held_by(ipaddress.IPv4Address(FLOODER).packed) <= 32
 
 
 def test_pptp_a_hosts_busy_call_outlives_its_own_newer_quiet_ones():
@@ -191,7 +191,7 @@ def test_pptp_control_connection_pushed_out_fails_closed():
     eng, helpers = engine_with_helpers(pptp=True)
     h = helpers["pptp"]
     small = StateLimit(2, 100)
-    h._controls.set_limit(small, 0.0)
+    h.calls.controls.set_limit(small, 0.0)
     first, _ = pptp_call(eng, VICTIM, 40000, 7, 0x700)
     for port in (40001, 40002):
         Conv(eng, VICTIM, port, SERVER, 1723).handshake()
