@@ -4,10 +4,9 @@
 :class:`~natpass.datapath.owned.Ownership`:
 
 * the kernel's share (:meth:`Hybrid.kernel_share`): ``ip_forward = 1``, conntrack timeouts from
-  natpass's timeouts, and the nftables table ``inet natpass`` (a forward chain dropping what
-  natpass owns from the LAN, then letting LAN->WAN and established/related back; an input chain
-  dropping what natpass owns addressed to the router; masquerade restricted to the kernel's port
-  range; DNAT for the port forwards the kernel serves);
+  natpass's timeouts, and the nftables table ``inet natpass`` (prerouting at raw priority dropping
+  what natpass owns before conntrack; a forward chain letting LAN->WAN and established/related back;
+  masquerade restricted to the kernel's port range; DNAT for the port forwards the kernel serves);
 * the engine's config (:meth:`Hybrid.engine_config`): natpass allocates WAN ports only from its own
   range and serves only the forwards of passthrough control ports;
 * the BPF filters of natpass's packet sockets (:meth:`Hybrid.rx_programs`);
@@ -16,7 +15,7 @@
   the engine and its drop counters.
 
 If natpass dies, the table and ``ip_forward = 1`` stay: ordinary traffic keeps flowing through the
-kernel, the VPN protocols natpass owns stop (dropped for the kernel, nobody handles them) until the next
+kernel, the VPN protocols natpass owns stop (dropped at raw, nobody handles them) until the next
 start, which undoes the old set-up and makes it again.
 """
 
@@ -33,7 +32,7 @@ from natpass.datapath.owned import (
     Insn,
     Ownership,
     bpf_program,
-    nft_owned,
+    nft_prerouting,
     ownership,
 )
 from natpass.nat import verdict as V
@@ -135,8 +134,7 @@ class Hybrid:
 
         lan, wan = f'"{self.lan_if}"', f'"{self.wan_if}"'
         lo, hi = self.own.kernel_ports
-        owned = nft_owned(self.own)
-        chains = "".join(f"  {r}\n" for r in owned.chains)
+        pre = "".join(f"  {r}\n" for r in nft_prerouting(self.own))
         dnat = []
         for f in self.kernel_forwards():
             name = "tcp" if f.proto == PROTO_TCP else "udp"
@@ -150,28 +148,20 @@ class Hybrid:
             f"table inet {NFT_TABLE}\n"
             f"delete table inet {NFT_TABLE}\n"
             f"table inet {NFT_TABLE} {{\n"
-            f"{chains}"
+            f"{pre}"
             "  chain forward {\n"
             "    type filter hook forward priority filter; policy accept;\n"
-            # natpass's share from the LAN first (a counted drop, or back here), then one map
-            # lookup for every ordinary packet: LAN->WAN (not invalid), and established/related
-            # back; then the kernel's port forwards; other IPv4 dropped
-            f"    meta nfproto . iifname . meta l4proto vmap {{ {', '.join(owned.forward_map)} }}\n"
+            # one map lookup for every ordinary packet: LAN->WAN (not invalid), and
+            # established/related back; then the kernel's port forwards; other IPv4 dropped
             f"    meta nfproto . iifname . oifname . ct state vmap {{ {forward} }}\n"
             f"    iifname {wan} oifname {lan} ct status dnat accept\n"
             "    meta nfproto ipv4 counter drop\n"
             "  }\n"
             "  chain input {\n"
             "    type filter hook input priority filter; policy accept;\n"
-            + "".join(f"    {r}\n" for r in owned.input_local) +
-            f"    meta nfproto . iifname . meta pkttype . meta l4proto vmap {{ {', '.join(owned.input_map)} }}\n"
             f"    iifname {wan} ct state established,related accept\n"
             f"    iifname {wan} icmp type echo-request accept\n"
             f"    iifname {wan} meta nfproto ipv4 counter drop\n"
-            "  }\n"
-            "  chain output {\n"
-            "    type filter hook output priority filter; policy accept;\n"
-            + "".join(f"    {r}\n" for r in owned.output) +
             "  }\n"
             "  chain dstnat {\n"
             "    type nat hook prerouting priority dstnat; policy accept;\n"

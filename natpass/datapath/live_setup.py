@@ -13,8 +13,8 @@ Set-up (in this order, each step written to the state file before it is made):
 
 In hybrid mode (``share`` given, see :mod:`natpass.datapath.hybrid`) the kernel forwards ordinary
 traffic itself: ``ip_forward = 1``, GRO stays as it is, the kernel's conntrack timeouts are set
-from natpass's (each old value recorded first) and the table is the hybrid one (its forward and
-input chains drop what natpass owns, then filter the kernel's traffic; masquerade and DNAT).
+from natpass's (each old value recorded first) and the table is the hybrid one (its prerouting
+chain drops only what natpass owns; forward, input and masquerade chains for the rest).
 
 Teardown removes the table, restores the offloads and the sysctl to their recorded values and
 deletes the state and pid files. ``undo(keep_guard=True)`` (a restart-safe stop) leaves the table

@@ -2,8 +2,8 @@
 
 In hybrid mode (``[router] datapath = "hybrid"``) the kernel forwards and masquerades ordinary IPv4
 traffic and natpass handles only what the kernel handles badly. :func:`ownership` builds the one
-description of that share (:class:`Ownership`); :func:`nft_owned` renders it as the nftables
-rules that hide it from the kernel (in the forward and input hooks the kernel has anyway) and
+description of that share (:class:`Ownership`); :func:`nft_prerouting` renders it as the nftables
+rules that hide it from the kernel (prerouting at raw priority, before conntrack) and
 :func:`bpf_program` as the classic BPF filter of natpass's packet sockets. Both walk the same
 :class:`SideOwnership` records in the same order, so they cannot disagree
 (tests/datapath/test_datapath_hybrid.py checks it packet by packet, in the kernel).
@@ -17,8 +17,8 @@ natpass owns, per side:
   and 1701 (4500 likewise); TCP/UDP to a forwarded passthrough control port.
 * On both sides, ICMP errors (types 3, 11, 12) whose quoted packet (a 20-byte header) is one natpass
   sent the other way: a quoted GRE/ESP/AH packet or one whose ports mirror a rule above.
-* Non-first fragments of UDP (IKE is often fragmented; the kernel reassembles before the forward
-  and input hooks and drops the whole datagram when it is owned, natpass gets the fragments from its socket).
+* Non-first fragments of UDP (IKE is often fragmented; the kernel reassembles before the raw chain
+  and drops the whole datagram when it is owned, natpass gets the fragments from its socket).
   Non-first fragments of a kernel flow are forgotten by natpass without counting them as drops.
 
 The kernel's masquerade range (:attr:`Ownership.kernel_ports`) lies above every fixed port natpass
@@ -209,93 +209,56 @@ def _nft_ip(addr: bytes) -> str:
     return str(ipaddress.IPv4Address(addr))
 
 
-@dataclass(frozen=True, slots=True)
-class NftOwned:
-    """natpass's share as nftables: the ``own_*`` chains (each owned packet meets a counted drop,
-    anything else returns) and the verdict-map elements that jump into them from the kernel's
-    existing forward and input hooks, plus an output chain for the kernel's own ICMP errors."""
+def nft_prerouting(own: Ownership) -> list[str]:
+    """The prerouting chains (priority raw): owned traffic is dropped for the kernel.
 
-    chains: list[str]  # lines of the own_* chain definitions
-    forward_map: list[str]  # elements for ``meta nfproto . iifname . meta l4proto``
-    input_map: list[str]  # elements for ``meta nfproto . iifname . meta pkttype . meta l4proto``
-    input_local: list[str]  # input rules before the map (the router's address that stays the kernel's)
-    output: list[str]  # rules of the output chain
-
-
-def _nft_addr(m: PortMatch) -> str:
-    addr = ""
-    if m.saddr is not None:
-        addr += f"ip saddr {_nft_ip(m.saddr)} "
-    if m.daddr is not None:
-        addr += f"ip daddr {_nft_ip(m.daddr)} "
-    return addr
-
-
-def _quoted(side: SideOwnership, matches: tuple[PortMatch, ...], verdict: str) -> list[str]:
-    """Rules on the packet quoted in an ICMP error: @th is the ICMP header, the quoted IPv4 header
-    follows at byte 8 (20 bytes: 0x45), its protocol at byte 17, addresses at 20/24, ports at 28/30."""
-    protos = "{ " + ", ".join(str(p) for p in side.protocols) + " }"
-    rules = [f"@th,136,8 {protos} counter {verdict}"]
-    for m in matches:
-        addr = ""
-        if m.saddr is not None:
-            addr += f" @th,160,32 0x{m.saddr.hex()}"
-        if m.daddr is not None:
-            addr += f" @th,192,32 0x{m.daddr.hex()}"
-        bit = 224 if m.field == "sport" else 240
-        rules.append(f"@th,136,8 {m.proto}{addr} @th,{bit},16 {_nft_ports(m.ports)} counter {verdict}")
-    return rules
-
-
-def nft_owned(own: Ownership) -> NftOwned:
-    """natpass's share, dropped for the kernel in the hooks it has anyway (no hook of its own).
-
-    Transit traffic from the LAN (GRE/ESP/AH, TCP 1723, UDP 500/1701, ...) is dropped in the forward
-    hook, traffic to the router's own addresses (inbound GRE/ESP, UDP 500/1701, natpass's port range,
-    its forwards) in the input hook, which is not on the forwarding path. Both hooks run after
-    conntrack: an owned packet gets an unconfirmed entry that is freed with the drop, so the kernel
-    keeps no state about it. Both run after the kernel's checks that answer a forwarded packet
-    itself (TTL expired, fragmentation needed, no route): the output chain drops such an ICMP error
-    when it quotes a packet natpass owns (natpass's engine answers those). One map lookup per packet
-    jumps to a short chain per side and protocol (``own_lan_6``, ``own_wan_17``, ...), each drop rule
-    with a counter; IPv4 only, like the packet sockets' filter (the inet table sees IPv6 too).
-    WAN packets to a LAN address need no rule: the forward chain lets from the WAN only replies of
-    the kernel's (masqueraded) flows and its DNAT forwards, never one natpass owns (the port split).
-    """
+    One base chain looks up (IPv4, input interface, packet type, IP protocol) in a verdict map and jumps
+    to a short chain per side and protocol, so an ordinary packet meets one map lookup and the
+    few rules of its own protocol instead of every rule of both sides. Each drop rule carries a
+    counter (what natpass took from the kernel, per rule); the chains' names start with ``pre_``.
+    Returns the lines of the chain definitions (inside ``table inet natpass``)."""
     icmp = "icmp type { " + ", ".join(str(t) for t in ICMP_ERRORS) + " } @th,64,8 0x45"
+    protos = "{ " + ", ".join(str(p) for p in OWNED_PROTOCOLS) + " }"
     chains: list[tuple[str, list[str]]] = []
-    forward_map: list[str] = []
-    input_map: list[str] = []
-    input_local: list[str] = []
-    output: list[str] = []
+    vmap: list[str] = []
     for side in own.sides():
-        if side.keep_local is not None:
-            input_local.append(f'iifname "{side.ifname}" ip daddr {_nft_ip(side.keep_local)} accept')
+        local = [] if side.keep_local is None else [f"ip daddr {_nft_ip(side.keep_local)} accept"]
         per_proto: dict[int, list[str]] = {p: ["counter drop"] for p in side.protocols}
         for m in side.ports:
+            addr = ""
+            if m.saddr is not None:
+                addr += f"ip saddr {_nft_ip(m.saddr)} "
+            if m.daddr is not None:
+                addr += f"ip daddr {_nft_ip(m.daddr)} "
             name = "tcp" if m.proto == PROTO_TCP else "udp"
             per_proto.setdefault(m.proto, []).append(
-                f"{_nft_addr(m)}{name} {m.field} {_nft_ports(m.ports)} counter drop")
-        errors = f"own_{side.side}_icmp_error"
+                f"{addr}{name} {m.field} {_nft_ports(m.ports)} counter drop")
+        # The quoted packet of an ICMP error: @th is the ICMP header, the quoted IPv4 header
+        # follows at byte 8 (20 bytes: 0x45), its protocol at byte 17, addresses at 20/24, ports at 28/30.
+        quoted = [f"@th,136,8 {protos} counter drop"]
+        for m in side.icmp_ports:
+            addr = ""
+            if m.saddr is not None:
+                addr += f" @th,160,32 0x{m.saddr.hex()}"
+            if m.daddr is not None:
+                addr += f" @th,192,32 0x{m.daddr.hex()}"
+            bit = 224 if m.field == "sport" else 240
+            quoted.append(f"@th,136,8 {m.proto}{addr} @th,{bit},16 {_nft_ports(m.ports)} counter drop")
+        errors = f"pre_{side.side}_icmp_error"
         per_proto[PROTO_ICMP] = [f"{icmp} jump {errors}"]
         for proto in sorted(per_proto):
-            chain = f"own_{side.side}_{proto}"
-            chains.append((chain, per_proto[proto]))
-            input_map.append(f'ipv4 . "{side.ifname}" . host . {proto} : jump {chain}')
-            if side.side == "lan":
-                forward_map.append(f'ipv4 . "{side.ifname}" . {proto} : jump {chain}')
-        chains.append((errors, _quoted(side, side.icmp_ports, "drop")))
-        # The kernel's own ICMP error about a packet that arrived on this side goes back out of it
-        # and quotes that packet as it arrived (not mirrored).
-        kernel_errors = f"own_{side.side}_kernel_error"
-        local = ([] if side.keep_local is None
-                 else [f"@th,192,32 0x{side.keep_local.hex()} return"])
-        chains.append((kernel_errors, local + _quoted(side, side.ports, "drop")))
-        output.append(f'oifname "{side.ifname}" meta nfproto ipv4 {icmp} jump {kernel_errors}')
-    lines: list[str] = []
+            chain = f"pre_{side.side}_{proto}"
+            chains.append((chain, local + per_proto[proto]))
+            vmap.append(f'ipv4 . "{side.ifname}" . host . {proto} : jump {chain}')
+        chains.append((errors, quoted))
+    lines = ["chain prerouting {",
+             "  type filter hook prerouting priority raw; policy accept;",
+             # IPv4 only, like the packet sockets' filter (the inet table sees IPv6 too)
+             "  meta nfproto . iifname . meta pkttype . meta l4proto vmap { " + ", ".join(vmap) + " }",
+             "}"]
     for chain, rules in chains:
         lines += [f"chain {chain} {{"] + [f"  {r}" for r in rules] + ["}"]
-    return NftOwned(lines, forward_map, input_map, input_local, output)
+    return lines
 
 
 # ----- classic BPF (linux/filter.h) ----------------------------------------------------------
@@ -452,5 +415,5 @@ def bpf_program(side: SideOwnership) -> list[Insn]:
 
 __all__ = [
     "Ownership", "SideOwnership", "PortMatch", "ForwardSplit", "ownership", "check_settings",
-    "nft_owned", "NftOwned", "bpf_program", "DEFAULT_NATPASS_PORTS", "DEFAULT_NATT", "NATT_CHOICES",
+    "nft_prerouting", "bpf_program", "DEFAULT_NATPASS_PORTS", "DEFAULT_NATT", "NATT_CHOICES",
 ]

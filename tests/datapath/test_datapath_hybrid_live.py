@@ -73,7 +73,7 @@ def _drops(lab: Netns) -> int:
     total = 0
     for item in json.loads(out)["nftables"]:
         rule = item.get("rule", {})
-        if not rule.get("chain", "").startswith("own_"):  # natpass's share only
+        if not rule.get("chain", "").startswith("pre"):  # the prerouting chains only
             continue
         for expr in rule.get("expr", []):
             if "counter" in expr:
@@ -94,8 +94,8 @@ def split_lab() -> Iterator[tuple[Netns, Hybrid]]:
             lab.veth("rtr", "wan0", "peerw", "eth0")
             lab.addr("rtr", "lan0", "192.168.1.1/24")
             lab.addr("rtr", "wan0", "203.0.113.1/24")
-            # natpass's share is dropped in the forward and input hooks: the router forwards, as
-            # with natpass running, and routes the remote side out of wan0
+            # the router forwards, as with natpass running, and routes the remote side out of wan0
+            # (so a frame natpass does not own reaches the kernel's forward path)
             lab.sysctl("rtr", "net.ipv4.ip_forward", 1)
             lab.route("rtr", "198.51.100.0/24", via="203.0.113.2")
             hybrid = Hybrid("lan0", "wan0", bytes([192, 168, 1, 1]), NAT, (61440, 65535), "kernel")
@@ -132,8 +132,8 @@ def test_bpf_and_nft_agree_in_the_kernel_frame_by_frame(root: None, split_lab: t
         tracked = lab.run("rtr", ["conntrack", "-L"]).stdout
     finally:
         lab.kill(pid)
-    # The drops come after conntrack: an owned packet's entry is never confirmed, so the kernel
-    # keeps none for natpass's traffic (the kernel's own traffic above does get entries).
+    # The raw chain drops before conntrack: the kernel keeps no entry for natpass's traffic (its
+    # own traffic above does get entries).
     entries = [line.split() for line in tracked.splitlines() if line.strip()]  # proto, number, ...
     # (what LAN hosts send to the router's LAN address or broadcast stays the kernel's)
     entries = [e for e in entries if not {"dst=192.168.1.1", "dst=192.168.1.255"} & set(e)]
@@ -178,9 +178,9 @@ def _ttl(frame: bytes, ttl: int) -> bytes:
 
 
 def test_the_kernel_does_not_answer_for_what_natpass_owns(root: None, split_lab: tuple[Netns, Hybrid]) -> None:
-    """A packet that expires on the router: the kernel's ICMP time exceeded (sent before the
-    forward hook drops the packet) reaches the sender only for the kernel's traffic; for
-    natpass's the output chain drops it (natpass's engine answers those itself)."""
+    """A packet that expires on the router: the kernel answers with ICMP time exceeded only for
+    its own traffic; natpass's is dropped at raw priority before the kernel routes it (natpass's
+    engine answers those itself)."""
     lab, _hybrid = split_lab
     lab.addr("peerl", "eth0", "192.168.1.10/24")
     mac = lab.run("rtr", ["cat", "/sys/class/net/lan0/address"]).stdout.strip()
