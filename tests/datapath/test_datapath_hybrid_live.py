@@ -25,6 +25,7 @@ from natpass.lab.netns import Netns
 from natpass.lab.simple import SERVER, Topology, config_text, exclusive
 from natpass.lab.topology import natpass_argv
 from natpass.nat.config import NatConfig, PortForward
+from natpass.packets.checksum import internet_checksum
 
 pytestmark = pytest.mark.root
 
@@ -93,6 +94,10 @@ def split_lab() -> Iterator[tuple[Netns, Hybrid]]:
             lab.veth("rtr", "wan0", "peerw", "eth0")
             lab.addr("rtr", "lan0", "192.168.1.1/24")
             lab.addr("rtr", "wan0", "203.0.113.1/24")
+            # the router forwards, as with natpass running, and routes the remote side out of wan0
+            # (so a frame natpass does not own reaches the kernel's forward path)
+            lab.sysctl("rtr", "net.ipv4.ip_forward", 1)
+            lab.route("rtr", "198.51.100.0/24", via="203.0.113.2")
             hybrid = Hybrid("lan0", "wan0", bytes([192, 168, 1, 1]), NAT, (61440, 65535), "kernel")
             lab.nft("rtr", hybrid.nft_ruleset())
             yield lab, hybrid
@@ -124,8 +129,18 @@ def test_bpf_and_nft_agree_in_the_kernel_frame_by_frame(root: None, split_lab: t
         time.sleep(0.5)
         got = {(line.split()[1], int(line.split()[2])) for line in lab.log("receiver").splitlines()
                if line.startswith("got ")}
+        tracked = lab.run("rtr", ["conntrack", "-L"]).stdout
     finally:
         lab.kill(pid)
+    # The raw chain drops before conntrack: the kernel keeps no entry for natpass's traffic (its
+    # own traffic above does get entries).
+    entries = [line.split() for line in tracked.splitlines() if line.strip()]  # proto, number, ...
+    # (what LAN hosts send to the router's LAN address or broadcast stays the kernel's)
+    entries = [e for e in entries if not {"dst=192.168.1.1", "dst=192.168.1.255"} & set(e)]
+    assert any(e[0] == "udp" and "dport=53" in e for e in entries), tracked
+    owned_entries = [e for e in entries if e[1] in ("47", "50", "51")
+                     or {"dport=500", "dport=1701", "dport=1723", "dport=61500"} & set(e)]
+    assert owned_entries == []
     ident = {c.name: int.from_bytes(c.frame[18:20], "big") for c in all_cases + frags}
     disagree = []
     for case in all_cases:
@@ -135,6 +150,56 @@ def test_bpf_and_nft_agree_in_the_kernel_frame_by_frame(root: None, split_lab: t
     assert disagree == []
     for case in frags:
         assert ((case.side, ident[case.name]) in got) == case.owned, case.name
+
+
+ICMP_LISTENER = """
+import socket, sys, time
+s = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_ICMP)
+s.settimeout(0.2)
+print("ready", flush=True)
+end = time.monotonic() + float(sys.argv[1])
+while time.monotonic() < end:
+    try:
+        data = s.recv(2048)
+    except TimeoutError:
+        continue
+    ihl = (data[0] & 15) * 4
+    print("icmp", data[ihl], int.from_bytes(data[ihl + 8 + 4:ihl + 8 + 6], "big"), flush=True)
+"""
+
+
+def _ttl(frame: bytes, ttl: int) -> bytes:
+    """``frame`` with the IPv4 TTL set (header checksum updated)."""
+    ip = bytearray(frame[14:])
+    ip[8] = ttl
+    ip[10:12] = b"\x00\x00"
+    ip[10:12] = internet_checksum(bytes(ip[:20])).to_bytes(2, "big")
+    return frame[:14] + bytes(ip)
+
+
+def test_the_kernel_does_not_answer_for_what_natpass_owns(root: None, split_lab: tuple[Netns, Hybrid]) -> None:
+    """A packet that expires on the router: the kernel answers with ICMP time exceeded only for
+    its own traffic; natpass's is dropped at raw priority before the kernel routes it (natpass's
+    engine answers those itself)."""
+    lab, _hybrid = split_lab
+    lab.addr("peerl", "eth0", "192.168.1.10/24")
+    mac = lab.run("rtr", ["cat", "/sys/class/net/lan0/address"]).stdout.strip()
+    by_name = {c.name: c for c in cases("kernel")}
+    sent = {name: _ttl(bytes.fromhex(mac.replace(":", "")) + by_name[name].frame[6:], 1)
+            for name in ("lan-udp-500", "lan-gre", "lan-tcp-1723", "lan-udp-53", "lan-tcp-80")}
+    pid = lab.spawn("peerl", [sys.executable, "-u", "-c", ICMP_LISTENER, "20"], label="icmp-listener")
+    try:
+        assert lab.wait_for(lambda: "ready" in lab.log("icmp-listener"), timeout=10)
+        for frame in sent.values():
+            lab.run("peerl", [sys.executable, "-c", SENDER, frame.hex()])
+            time.sleep(1.1)  # the kernel limits its ICMP errors to about one per second per host
+        time.sleep(0.3)
+        answered = {int(line.split()[2]) for line in lab.log("icmp-listener").splitlines()
+                    if line.startswith("icmp 11 ")}
+    finally:
+        lab.kill(pid)
+    got = {name: int.from_bytes(frame[18:20], "big") in answered for name, frame in sent.items()}
+    assert got == {name: not by_name[name].owned for name in sent}
 
 
 # ----- natpass run, datapath = "hybrid" -----------------------------------------------------------
