@@ -355,8 +355,11 @@ def test_tcpdump_on_the_router_wan_sees_what_natpass_sends(topo: Topology, natpa
 
 BULK_SENDER = f"""
 import socket
-t = socket.create_connection(("{SERVER}", 5001), timeout=3)
-try:
+u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+u.setsockopt(socket.SOL_UDP, 103, 500)  # UDP_SEGMENT: one GSO super-packet (500: under any cached path MTU)
+u.sendto(b"x" * 8000, ("{SERVER}", 5000))
+try:  # and TCP with TSO: its first flight leaves as one super-packet when the connection opens in time
+    t = socket.create_connection(("{SERVER}", 5001), timeout=3)
     t.sendall(b"x" * 200000)
 except OSError:
     pass
@@ -372,7 +375,7 @@ def test_a_gso_super_packet_is_counted_and_explained_not_forwarded_malformed(
                  env={"PYTHONPATH": str(Path(__file__).resolve().parents[2])})
     pid = topo.start_natpass(config, label="natpass-gso", runner=natpass_argv(str(config)))
     try:
-        topo.lab.run(topo.cli, [sys.executable, "-c", BULK_SENDER], check=False, timeout=20)
+        topo.lab.run(topo.cli, [sys.executable, "-c", BULK_SENDER], timeout=30)
         topo.signal(pid, signal.SIGTERM)
         assert topo.wait_exit(pid)
     finally:
