@@ -387,3 +387,11 @@ def jsonable(value: Any) -> Any:
     return json.loads(json.dumps(value, default=json_default, allow_nan=False))
 
 
+class Routes:
+    """One page's handlers: the shared context, its app state and its views
+    (natpass.web.app wraps each handler with :meth:`Context.endpoint`)."""
+
+    def __init__(self, ctx: Context) -> None:
+        self.ctx = ctx
+        self.web = ctx.web
+        self.views = ctx.views

@@ -13,7 +13,7 @@ from natpass.web import frame
 from natpass.web.context import (
     CSRF_HEADER,
     SESSION_COOKIE,
-    Context,
+    Routes,
     check_csrf,
     client_address,
     need_login,
@@ -27,13 +27,8 @@ from natpass.web.errors import WebError
 log = logging.getLogger("natpass.admin")
 
 
-class AuthRoutes:
-    """Login and logout handlers (natpass.web.app wraps each with :meth:`Context.endpoint`)."""
-
-    def __init__(self, ctx: Context) -> None:
-        self.ctx = ctx
-        self.web = ctx.web
-        self.views = ctx.views
+class AuthRoutes(Routes):
+    """Login and logout handlers."""
 
     def attempt_login(self, request: Request, password: str) -> Session:
         source = client_address(request.scope)

@@ -17,8 +17,8 @@ from natpass.router.config import ConfigError
 from natpass.router.settings import BackupError, ConfigChange
 from natpass.web.context import (
     CSRF_HEADER,
-    Context,
     Principal,
+    Routes,
     by,
     check_csrf,
     client_address,
@@ -32,13 +32,8 @@ from natpass.web.errors import WebError
 log = logging.getLogger("natpass.admin")
 
 
-class ConfigRoutes:
-    """Reload, backup, restore and rollback handlers (natpass.web.app wraps each with :meth:`Context.endpoint`)."""
-
-    def __init__(self, ctx: Context) -> None:
-        self.ctx = ctx
-        self.web = ctx.web
-        self.views = ctx.views
+class ConfigRoutes(Routes):
+    """Reload, backup, restore and rollback handlers."""
 
     async def do_reload(self, request: Request, who: Principal) -> None:
         try:

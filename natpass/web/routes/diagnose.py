@@ -14,8 +14,8 @@ from starlette.responses import HTMLResponse, JSONResponse, Response
 from natpass.diagnose.api import DiagnoseRequestError, diagnose_live_json, diagnose_upload
 from natpass.web.context import (
     CSRF_HEADER,
-    Context,
     Principal,
+    Routes,
     capture_type,
     check_csrf,
     client_address,
@@ -31,13 +31,8 @@ from natpass.web.report import LIVE_DEFAULT, LIVE_SECONDS
 log = logging.getLogger("natpass.admin")
 
 
-class DiagnoseRoutes:
-    """Capture upload handlers (natpass.web.app wraps each with :meth:`Context.endpoint`)."""
-
-    def __init__(self, ctx: Context) -> None:
-        self.ctx = ctx
-        self.web = ctx.web
-        self.views = ctx.views
+class DiagnoseRoutes(Routes):
+    """Capture upload and live capture handlers."""
 
     async def run_diagnosis(self, request: Request, who: Principal, data: bytes, name: str,
                             vantage: str | None) -> dict[str, Any]:

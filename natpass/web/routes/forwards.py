@@ -13,8 +13,8 @@ from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Re
 from natpass.router.forwards import REFUSAL_STATUS, ForwardError, ForwardResult, ForwardSpec
 from natpass.web.context import (
     CSRF_HEADER,
-    Context,
     Principal,
+    Routes,
     by,
     check_csrf,
     client_address,
@@ -28,12 +28,8 @@ from natpass.web.forwardview import FIELDS, forwards_page
 log = logging.getLogger("natpass.admin")
 
 
-class ForwardRoutes:
-    """Port forward handlers (natpass.web.app wraps each with :meth:`Context.endpoint`)."""
-
-    def __init__(self, ctx: Context) -> None:
-        self.ctx = ctx
-        self.web = ctx.web
+class ForwardRoutes(Routes):
+    """Port forward handlers."""
 
     async def listing(self) -> list[dict[str, Any]]:
         return await self.web.call(self.web.control.forwards)

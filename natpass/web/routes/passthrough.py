@@ -15,8 +15,8 @@ from natpass.router.settings import EXPOSURES, SwitchResult
 from natpass.web import frame
 from natpass.web.context import (
     CSRF_HEADER,
-    Context,
     Principal,
+    Routes,
     by,
     check_csrf,
     client_address,
@@ -30,13 +30,8 @@ from natpass.web.labels import SWITCH_TITLES
 log = logging.getLogger("natpass.admin")
 
 
-class PassthroughRoutes:
-    """Switch handlers (natpass.web.app wraps each with :meth:`Context.endpoint`)."""
-
-    def __init__(self, ctx: Context) -> None:
-        self.ctx = ctx
-        self.web = ctx.web
-        self.views = ctx.views
+class PassthroughRoutes(Routes):
+    """Switch handlers."""
 
     async def change_switch(self, request: Request, who: Principal, name: str, on: bool,
                             confirm: bool) -> SwitchResult:

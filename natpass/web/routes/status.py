@@ -15,9 +15,9 @@ from starlette.responses import HTMLResponse, JSONResponse, Response
 from natpass.web.context import (
     DEFAULT_FLOW_LIMIT,
     PAGE_SIZE,
-    Context,
     Handler,
     Principal,
+    Routes,
     client_address,
     jsonable,
     need_login,
@@ -31,13 +31,8 @@ from natpass.web.prometheus import render as render_metrics
 log = logging.getLogger("natpass.admin")
 
 
-class StatusRoutes:
-    """Read-only handlers and pages (natpass.web.app wraps each with :meth:`Context.endpoint`)."""
-
-    def __init__(self, ctx: Context) -> None:
-        self.ctx = ctx
-        self.web = ctx.web
-        self.views = ctx.views
+class StatusRoutes(Routes):
+    """Read-only handlers and pages."""
 
     async def api_status(self, request: Request) -> Response:
         need_login(self.web, request)

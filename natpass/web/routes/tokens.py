@@ -11,8 +11,8 @@ from starlette.responses import HTMLResponse, JSONResponse, RedirectResponse, Re
 from natpass.router.auth import AuthError
 from natpass.web.context import (
     CSRF_HEADER,
-    Context,
     Principal,
+    Routes,
     check_csrf,
     client_address,
     need_login,
@@ -24,13 +24,8 @@ from natpass.web.errors import WebError
 log = logging.getLogger("natpass.admin")
 
 
-class TokenRoutes:
-    """API token handlers (natpass.web.app wraps each with :meth:`Context.endpoint`)."""
-
-    def __init__(self, ctx: Context) -> None:
-        self.ctx = ctx
-        self.web = ctx.web
-        self.views = ctx.views
+class TokenRoutes(Routes):
+    """API token handlers."""
 
     def token_list(self) -> list[dict[str, Any]]:
         try:
