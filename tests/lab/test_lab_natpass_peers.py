@@ -224,7 +224,7 @@ def test_natdiscovery_reports_the_configured_behaviour(root: None, np_lab: Natpa
 
 def test_everything_natpass_emits_decodes_with_correct_checksums(root: None, np_lab: NatpassLab) -> None:
     """Real VPN traffic through natpass, captured where natpass's frames arrive, checked by tshark."""
-    from tshark_check import bad_checksums, frame_count
+    from tshark_check import bad_checksums, frame_count, in_natpass_layers
 
     np_lab.configure(**ALL_ON, **DEFAULT_NAT)
     lab, topo = np_lab.lab, np_lab.topo
@@ -241,9 +241,10 @@ def test_everything_natpass_emits_decodes_with_correct_checksums(root: None, np_
             lab.run("c1", [sys.executable, "-m", "natpass.lab.probe", "udp-icmp", topo.server_addrs[0], "33434", ttl])
     for cap in (wan, lan):
         assert frame_count(cap.path) > 20, cap.path
-        # tshark's OpenVPN dissector only knows TLS mode: static-key packets show as "Malformed
-        # OpenVPN" although their IP/UDP/TCP headers and checksums (what natpass writes) are checked.
-        flagged = [x for x in bad_checksums(cap.path) if not ("Malformed" in x and "OpenVPN" in x)]
+        # Payloads natpass never touches may show as malformed: tshark's OpenVPN dissector only
+        # knows TLS mode, and a translated port can land on a port tshark guesses an application
+        # from. What natpass writes (headers, checksums, tunnel IDs) is checked.
+        flagged = in_natpass_layers(bad_checksums(cap.path))
         assert flagged == [], (cap.path, flagged)
 
 
