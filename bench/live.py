@@ -19,6 +19,7 @@ import json
 import os
 import shutil
 import signal
+import statistics
 import subprocess
 import sys
 import time
@@ -150,12 +151,29 @@ def udp_pps(topo: Topology) -> dict[str, float]:
             "lost_percent": float(s.get("lost_percent", 0.0))}
 
 
-def tcp_gbps(topo: Topology) -> float:
+def _busy_seconds() -> float:
+    """CPU time the whole machine spent busy so far (all CPUs; /proc/stat less idle and iowait)."""
+    fields = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    return (sum(fields) - fields[3] - fields[4]) / os.sysconf("SC_CLK_TCK")
+
+
+def tcp_run(topo: Topology) -> dict[str, float]:
+    """One iperf3 TCP stream: Gbit/s at the server, and the whole machine's busy CPU seconds per
+    GB delivered (sender, router and receiver all run on this machine's CPUs; per GB it is the
+    steadier of the two while other work shares them)."""
+    busy = _busy_seconds()
     res = _iperf(topo, ["-t", str(TCP_SECONDS)], TCP_SECONDS)
+    busy = _busy_seconds() - busy
     try:
-        return float(res["end"]["sum_received"]["bits_per_second"]) / 1e9
+        got = res["end"]["sum_received"]
+        gbps, gbytes = float(got["bits_per_second"]) / 1e9, float(got["bytes"]) / 1e9
     except (KeyError, TypeError):
-        return 0.0
+        return {"gbps": 0.0, "cpu_s_per_gb": 0.0}
+    return {"gbps": gbps, "cpu_s_per_gb": busy / gbytes if gbytes else 0.0}
+
+
+def tcp_gbps(topo: Topology) -> float:
+    return tcp_run(topo)["gbps"]
 
 
 def ping_latency(topo: Topology) -> dict[str, float]:
@@ -309,7 +327,8 @@ def measure(topo: Topology, natpass_pid: int | None, profile: str | None = None)
         spy.wait(timeout=60)
     if natpass_pid:
         out["burst"] = burst_capacity(topo, natpass_pid)
-    out["tcp_gbps"] = tcp_gbps(topo)
+    tcp = tcp_run(topo)
+    out["tcp_gbps"], out["tcp_cpu_s_per_gb"] = tcp["gbps"], tcp["cpu_s_per_gb"]
     out["latency"] = ping_latency(topo)
     if natpass_pid:
         out["rss_mb"], out["peak_rss_mb"] = rss_mb(natpass_pid)
@@ -330,6 +349,13 @@ def main(argv: list[str] | None = None) -> int:
                         help="instead of the full run: hybrid and kernel NAT side by side, TCP and small "
                              "UDP measured N times each, alternating (the pairwise ratios are steadier "
                              "than one run's on a shared machine)")
+    parser.add_argument("--router-gro", action="store_true",
+                        help="with --alternate: GRO on both routers' interfaces, as NIC drivers have it "
+                             "(veth has it off by default)")
+    parser.add_argument("--pairs", type=int, default=3, metavar="N",
+                        help="the full run's last phases: hybrid and kernel measured in N alternating pairs, "
+                             "TCP and small UDP as veth comes (GRO off), then TCP with GRO on both routers; "
+                             "0 skips them (default 3)")
     parser.add_argument("--only", choices=("natpass", "hybrid", "kernel"), help="measure one router only")
     parser.add_argument("--no-rings", action="store_true",
                         help="natpass without PACKET_MMAP rings (one syscall per packet), for comparison")
@@ -348,7 +374,7 @@ def main(argv: list[str] | None = None) -> int:
     with exclusive("npdpb"):
         lab.cleanup()
         if args.alternate:
-            _alternate(lab, args.alternate, results)
+            _alternate(lab, args.alternate, results, router_gro=args.router_gro)
         else:
             _run(lab, args, results)
     if args.alternate:
@@ -359,35 +385,45 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def _alternate(lab: Netns, rounds: int, results: dict[str, Any]) -> None:
-    """Hybrid natpass and the kernel NAT built side by side, measured in turns."""
+def _alternate(lab: Netns, rounds: int, results: dict[str, Any], router_gro: bool = False,
+               udp: bool = True, tag: str = "", topo_tag: str = "") -> None:
+    """Hybrid natpass and the kernel NAT built side by side, measured in turns (TCP Gbit/s, the
+    machine's CPU seconds per GB of TCP and, with ``udp``, small-UDP pkt/s); ``router_gro``: both
+    routers with GRO on their interfaces. Keys get ``tag`` inserted ("_gro": hybrid_tcp_gro_gbps);
+    ``topo_tag`` keeps the namespaces apart from the full run's."""
     try:
-        hyb = Topology(lab, "bh").build()
-        kern = Topology(lab, "bk").build(kernel_nat=True)
+        hyb = Topology(lab, f"bh{topo_tag}").build(router_gro=router_gro)
+        kern = Topology(lab, f"bk{topo_tag}").build(kernel_nat=True, router_gro=router_gro)
         lab.nft(kern.rtr, PPTP_HELPER)
-        state = lab.path("bench-hybrid-state", "x").parent
-        cfg = lab.write("bench-hybrid.toml", config_text(str(state), str(lab.path("bench-hybrid.sock")),
-                                                         HYBRID_EXTRA))
-        pid = hyb.start_natpass(cfg, label="natpass-hybrid",
+        state = lab.path(f"bench-hybrid{topo_tag}-state", "x").parent
+        cfg = lab.write(f"bench-hybrid{topo_tag}.toml",
+                        config_text(str(state), str(lab.path(f"bench-hybrid{topo_tag}.sock")), HYBRID_EXTRA))
+        pid = hyb.start_natpass(cfg, label=f"natpass-hybrid{topo_tag}",
                                 runner=[sys.executable, "-m", "natpass.router.cli_run", "--config", str(cfg)])
+        names = ("hybrid", "kernel")
+        runs: dict[str, list[float]] = {f"{n}_{k}": [] for n in names
+                                        for k in ("tcp_gbps", "tcp_cpu_s_per_gb") + (("pps",) if udp else ())}
         try:
-            runs: dict[str, list[float]] = {"hybrid_tcp_gbps": [], "kernel_tcp_gbps": [],
-                                            "hybrid_pps": [], "kernel_pps": []}
             for i in range(rounds):
                 # which router goes first alternates too, so neither always follows the other's load
                 order = ((hyb, "hybrid"), (kern, "kernel")) if i % 2 == 0 else ((kern, "kernel"), (hyb, "hybrid"))
                 for topo, name in order:
-                    runs[f"{name}_tcp_gbps"].append(round(tcp_gbps(topo), 3))
-                for topo, name in order:
-                    runs[f"{name}_pps"].append(round(udp_pps(topo)["pps"]))
+                    tcp = tcp_run(topo)
+                    runs[f"{name}_tcp_gbps"].append(round(tcp["gbps"], 3))
+                    runs[f"{name}_tcp_cpu_s_per_gb"].append(round(tcp["cpu_s_per_gb"], 3))
+                if udp:
+                    for topo, name in order:
+                        runs[f"{name}_pps"].append(round(udp_pps(topo)["pps"]))
         finally:
             lab.kill(pid, timeout=5)
-        results.update(runs)
-        for key, a, b in (("tcp_ratios", "hybrid_tcp_gbps", "kernel_tcp_gbps"),
-                          ("pps_ratios", "hybrid_pps", "kernel_pps")):
-            ratios = sorted(round(x / y, 3) if y else 0.0 for x, y in zip(runs[a], runs[b], strict=True))
+        results.update({key.replace("_tcp", f"_tcp{tag}"): v for key, v in runs.items()})
+        pairs = [("tcp_ratios", "tcp_gbps"), ("tcp_cpu_ratios", "tcp_cpu_s_per_gb")] + ([("pps_ratios", "pps")] if udp else [])
+        for key, what in pairs:
+            a, b = runs[f"hybrid_{what}"], runs[f"kernel_{what}"]
+            ratios = sorted(round(x / y, 3) if y else 0.0 for x, y in zip(a, b, strict=True))
+            key = key.replace("tcp", f"tcp{tag}")
             results[key] = ratios
-            results[key.replace("ratios", "ratio_median")] = ratios[len(ratios) // 2]
+            results[key.replace("ratios", "ratio_median")] = round(statistics.median(ratios), 3)
     finally:
         lab.cleanup()
 
@@ -441,6 +477,13 @@ def _run(lab: Netns, args: argparse.Namespace, results: dict[str, Any]) -> None:
             results["kernel"] = measure(kern, None)
             results["kernel"]["gre"] = passthrough_pps(kern, "gre")
             results["kernel"]["esp"] = passthrough_pps(kern, "esp")
+        if args.only is None and args.pairs:
+            # Last (each removes every topology of this run when it ends): hybrid and kernel in
+            # turns, as veth comes (GRO off) and with GRO on the routers as NIC drivers have it.
+            results["pairs"] = {}
+            _alternate(lab, args.pairs, results["pairs"], topo_tag="p")
+            results["gro"] = {}
+            _alternate(lab, args.pairs, results["gro"], router_gro=True, udp=False, tag="_gro", topo_tag="g")
     finally:
         lab.cleanup()
 
@@ -484,7 +527,22 @@ def _report(args: argparse.Namespace, results: dict[str, Any], started: float) -
         "kernel_esp_sent_pps": round(k["esp"]["sent_pps"]) if k else None,
         "seconds": round(time.monotonic() - started, 1),
     }
+    for key, side in (("natpass", n), ("hybrid", h), ("kernel", k)):
+        if side:
+            summary[f"{key}_tcp_cpu_s_per_gb"] = round(side["tcp_cpu_s_per_gb"], 2)
+    p, g = results.get("pairs"), results.get("gro")
+    if p and g:
+        # the goal's figures: medians of the pairwise ratios (one pair swings by +-15 % here)
+        summary["hybrid_tcp_ratio_median"] = p["tcp_ratio_median"]
+        summary["hybrid_tcp_cpu_ratio_median"] = p["tcp_cpu_ratio_median"]
+        summary["hybrid_pps_ratio_median"] = p["pps_ratio_median"]
+        for name in ("hybrid", "kernel"):
+            summary[f"{name}_tcp_gro_gbps"] = round(statistics.median(g[f"{name}_tcp_gro_gbps"]), 3)
+        summary["hybrid_tcp_gro_ratio_median"] = g["tcp_gro_ratio_median"]
+        summary["hybrid_tcp_gro_cpu_ratio_median"] = g["tcp_gro_cpu_ratio_median"]
+        summary["pairs"] = {**p, **g}
     if h and k:
+        summary["hybrid_tcp_cpu_ratio"] = ratio(h["tcp_cpu_s_per_gb"], k["tcp_cpu_s_per_gb"])
         summary["hybrid_pps_ratio"] = ratio(h["udp"]["pps"], k["udp"]["pps"])
         summary["hybrid_tcp_ratio"] = ratio(h["tcp_gbps"], k["tcp_gbps"])
         summary["gre_ratio"] = ratio(h["gre"]["pps"], k["gre"]["pps"])
@@ -520,6 +578,12 @@ def _report(args: argparse.Namespace, results: dict[str, Any], started: float) -
               f"(ratio to kernel {summary.get('hybrid_pps_ratio')}), TCP {summary['hybrid_tcp_gbps']} Gbit/s "
               f"(ratio {summary.get('hybrid_tcp_ratio')}), natpass CPU during it "
               f"{summary['hybrid_natpass_cpu_s']} s")
+        if "hybrid_tcp_gro_ratio_median" in summary:
+            print(f"hybrid/kernel in {args.pairs} alternating pairs (medians): TCP "
+                  f"{summary['hybrid_tcp_ratio_median']} (CPU per GB {summary['hybrid_tcp_cpu_ratio_median']}), "
+                  f"64-byte UDP {summary['hybrid_pps_ratio_median']}; with GRO on the routers' interfaces "
+                  f"(as NIC drivers have it): TCP {summary['hybrid_tcp_gro_ratio_median']} (hybrid "
+                  f"{summary['hybrid_tcp_gro_gbps']}, kernel {summary['kernel_tcp_gro_gbps']} Gbit/s)")
         print(f"PPTP GRE at the server: hybrid {summary['hybrid_gre_pps']} pkt/s, kernel "
               f"{summary['kernel_gre_pps']} pkt/s (ratio {summary.get('gre_ratio')}); raw ESP: hybrid "
               f"{summary['hybrid_esp_pps']}, kernel {summary['kernel_esp_pps']} (ratio {summary.get('esp_ratio')})")

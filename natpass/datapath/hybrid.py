@@ -141,9 +141,6 @@ class Hybrid:
             daddr = f" ip daddr {ipaddress.IPv4Address(f.wan_addr)}" if f.wan_addr else ""
             dnat.append(f"    iifname {wan}{daddr} {name} dport {f.wan_port} "
                         f"dnat ip to {ipaddress.IPv4Address(f.lan_addr)}:{f.lan_port}")
-        forward = ", ".join(
-            [f"ipv4 . {lan} . {wan} . {st} : accept" for st in ("new", "established", "related", "untracked")]
-            + [f"ipv4 . {wan} . {lan} . {st} : accept" for st in ("established", "related")])
         return (
             f"table inet {NFT_TABLE}\n"
             f"delete table inet {NFT_TABLE}\n"
@@ -151,17 +148,19 @@ class Hybrid:
             f"{pre}"
             "  chain forward {\n"
             "    type filter hook forward priority filter; policy accept;\n"
-            # one map lookup for every ordinary packet: LAN->WAN (not invalid), and
-            # established/related back; then the kernel's port forwards; other IPv4 dropped
-            f"    meta nfproto . iifname . oifname . ct state vmap {{ {forward} }}\n"
-            f"    iifname {wan} oifname {lan} ct status dnat accept\n"
+            # The bulk of the kernel's share is established: one conntrack-state test, first (a
+            # flow is established only once its first packet passed a rule below). Then new
+            # LAN->WAN flows, the kernel's port forwards; other IPv4 dropped.
+            "    ct state established,related accept\n"
+            f"    meta nfproto ipv4 meta iif {lan} meta oif {wan} ct state new,untracked accept\n"
+            f"    meta iif {wan} meta oif {lan} ct status dnat accept\n"
             "    meta nfproto ipv4 counter drop\n"
             "  }\n"
             "  chain input {\n"
             "    type filter hook input priority filter; policy accept;\n"
-            f"    iifname {wan} ct state established,related accept\n"
-            f"    iifname {wan} icmp type echo-request accept\n"
-            f"    iifname {wan} meta nfproto ipv4 counter drop\n"
+            f"    meta iif {wan} ct state established,related accept\n"
+            f"    meta iif {wan} icmp type echo-request accept\n"
+            f"    meta iif {wan} meta nfproto ipv4 counter drop\n"
             "  }\n"
             "  chain dstnat {\n"
             "    type nat hook prerouting priority dstnat; policy accept;\n"

@@ -57,6 +57,7 @@ log = logging.getLogger("natpass.datapath")
 
 FRAME_MAX = 2048  # Ethernet MTU 1500 + header; GRO is switched off so nothing larger arrives
 BATCH = 64  # frames read from one socket before looking at the other and at the clock
+RING_HOLE_S = 0.005  # an RX frame unfilled this long while a later one is ready is skipped
 TICK_S = 0.25  # ARP retries and engine timers run at least this often
 ICMP_ECHO_REQUEST = 8  # RFC 792
 ICMP_ECHO_REPLY = 0
@@ -186,6 +187,8 @@ class Side:
         self.rx = 0
         self.tx = 0
         self.tx_errors = 0
+        self.stall_index = -1  # RX ring frame the loop found unfilled on a wake-up, and since when
+        self.stall_since = 0.0
         self.emit = self._emit_ring if self.tx_ring is not None else self._emit_send  # type: ignore[method-assign]
 
     def _close_rings(self) -> None:
@@ -358,6 +361,8 @@ class LiveDatapath:
         self.oversize_frames = 0
         self._last_oversize_log = -1e9
         self.socket_errors = 0
+        self.ring_holes = 0
+        self._last_hole_log = -1e9
         self._last_error_log = -1e9
         self.replies = 0
         self.held = 0  # fragments kept until their first fragment arrives (not drops)
@@ -419,6 +424,7 @@ class LiveDatapath:
             "arp_requests": self.lan.arp.requests_sent + self.wan.arp.requests_sent,
             "arp_unresolved_drops": self.lan.arp.unresolved_drops + self.wan.arp.unresolved_drops,
             "socket_errors": self.socket_errors,
+            "ring_holes": self.ring_holes,
             "arp_replies": self.lan.arp_replies + self.wan.arp_replies,
             "rings": int(self.lan.rx_ring is not None and self.wan.rx_ring is not None),
         }
@@ -617,6 +623,10 @@ class LiveDatapath:
             for _ in range(BATCH):
                 off = index * fsize
                 if not mv[off] & 1:  # TP_STATUS_USER clear: the kernel has not filled this frame yet
+                    if count == 0:
+                        index = self._ring_hole(side, ring, index, now)
+                        if mv[index * fsize] & 1:
+                            continue
                     break
                 status, _len, snaplen, mac, net = unpack(mv, off)
                 start = off + net
@@ -688,6 +698,33 @@ class LiveDatapath:
             if tx is not None:
                 tx.index = txi
                 out.tx_pending += sent
+
+    def _ring_hole(self, side: Side, ring: packetsock.Ring, index: int, now: float) -> int:
+        """The frame at ``index`` is still the kernel's although poll() said there is one to read.
+
+        Normally the kernel is still copying into it (another CPU filled a later frame first) and
+        it is ready within microseconds. Under a flood the kernel has been seen to leave one slot
+        unfilled for good while filling those after it; reading in order would then wait for ever
+        and the socket would starve. A frame unfilled for RING_HOLE_S while a later one is ready
+        is skipped: returns the index to read from."""
+        if side.stall_index != index:
+            side.stall_index, side.stall_since = index, now
+            return index
+        if now - side.stall_since < RING_HOLE_S:
+            return index
+        mv, fsize, frames = ring.mv, ring.frame_size, ring.frames
+        for step in range(1, frames):
+            j = (index + step) % frames
+            if mv[j * fsize] & 1:
+                self.ring_holes += 1
+                side.stall_index = -1
+                if now - self._last_hole_log > 10.0:
+                    self._last_hole_log = now
+                    log.warning("%s: RX ring frame %d left unfilled by the kernel for %.0f ms; skipped "
+                                "%d frame(s) to the next ready one (%d so far)", side.ifname, index,
+                                (now - side.stall_since) * 1000, step, self.ring_holes)
+                return j
+        return index
 
     def _special(self, code: int, buf: bytearray, now: float) -> None:
         """Verdicts other than one packet to one side (the common case, handled inline)."""

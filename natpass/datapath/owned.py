@@ -201,8 +201,10 @@ def ownership(lan_if: str, wan_if: str, lan_address: bytes | None,
 
 # ----- nftables --------------------------------------------------------------------------------
 def _nft_ports(ranges: tuple[Range, ...]) -> str:
+    # One port or one range is a compare or a range test; a set is a lookup (an interval set
+    # a tree walk), which costs every packet of the kernel's share that reaches the rule.
     items = [str(lo) if lo == hi else f"{lo}-{hi}" for lo, hi in ranges]
-    return "{ " + ", ".join(items) + " }"
+    return items[0] if len(items) == 1 else "{ " + ", ".join(items) + " }"
 
 
 def _nft_ip(addr: bytes) -> str:
@@ -254,7 +256,7 @@ def nft_prerouting(own: Ownership) -> list[str]:
     lines = ["chain prerouting {",
              "  type filter hook prerouting priority raw; policy accept;",
              # IPv4 only, like the packet sockets' filter (the inet table sees IPv6 too)
-             "  meta nfproto . iifname . meta pkttype . meta l4proto vmap { " + ", ".join(vmap) + " }",
+             "  meta nfproto . meta iif . meta pkttype . meta l4proto vmap { " + ", ".join(vmap) + " }",
              "}"]
     for chain, rules in chains:
         lines += [f"chain {chain} {{"] + [f"  {r}" for r in rules] + ["}"]

@@ -207,12 +207,16 @@ class Netns:
 
         veth hands TSO/GSO super-packets (up to 64 KiB) to its peer unsegmented; a router reading
         frames with packet sockets (natpass) would get them whole, which no real wire carries."""
+        self.set_offloads(node, ifname, features, False)
+
+    def set_offloads(self, node: str, ifname: str, features: Sequence[str], on: bool) -> None:
+        """Turn ``features`` of ``ifname`` on or off (one it lacks is reported on stderr)."""
         script = (
             "import sys\n"
             "from natpass.datapath.packetsock import set_offload\n"
             f"for f in {tuple(features)!r}:\n"
             "    try:\n"
-            f"        set_offload({ifname!r}, f, False)\n"
+            f"        set_offload({ifname!r}, f, {on!r})\n"
             "    except OSError as e:\n"
             "        print(f, e, file=sys.stderr)\n"
         )

@@ -93,7 +93,10 @@ class Topology:
         self.rtr = f"rtr{tag}"
         self.srv = f"srv{tag}"
 
-    def build(self, kernel_nat: bool = False) -> Topology:
+    def build(self, kernel_nat: bool = False, router_gro: bool = False) -> Topology:
+        """Create the namespaces and links; ``kernel_nat``: the router is the kernel's masquerade;
+        ``router_gro``: GRO on the router's two interfaces, as a NIC driver has it (veth has it
+        off unless asked)."""
         lab = self.lab
         for node in (self.cli, self.rtr, self.srv):
             lab.add(node)
@@ -106,6 +109,9 @@ class Topology:
         lab.route(self.cli, "default", via=ROUTER_LAN)
         lab.offloads_off(self.cli, "eth0", ("tx-checksum", "tso", "gso"))
         lab.offloads_off(self.srv, "eth0", ("tx-checksum", "tso", "gso"))
+        if router_gro:
+            for ifname in (LAN_IF, WAN_IF):
+                lab.set_offloads(self.rtr, ifname, ("gro",), True)
         if kernel_nat:
             lab.sysctl(self.rtr, "net.ipv4.ip_forward", 1)
             lab.nft(self.rtr, NFT_KERNEL_NAT)

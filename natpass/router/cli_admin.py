@@ -411,10 +411,16 @@ def _switch(args: argparse.Namespace) -> int:
         from natpass.router.switches import SWITCH_INFO
 
         print(f"note: {SWITCH_INFO[args.name].note}")
+    return report_saved(answer, args.runtime_only, "value")
+
+
+def report_saved(answer: dict[str, Any], runtime_only: bool, what: str) -> int:
+    """Say whether a change the router made was also saved in its config file; 1 if it should
+    have been and was not."""
     if answer.get("saved"):
         print("saved in the config file (previous version kept: natpass config history)")
-    elif args.runtime_only:
-        print("not saved (--runtime-only): a reload or restart applies the config file's value")
+    elif runtime_only:
+        print(f"not saved (--runtime-only): a reload or restart applies the config file's {what}")
     else:
         _err(f"NOT saved in the config file: {answer.get('save_error')}")
         return 1

@@ -11,7 +11,7 @@ import json
 from typing import Any
 from urllib.parse import urlencode
 
-from natpass.router.cli_admin import RouterUnavailable, _client, _err, add_target, api_error
+from natpass.router.cli_admin import RouterUnavailable, _client, _err, add_target, api_error, report_saved
 
 
 def register(sub: Any) -> None:
@@ -91,14 +91,7 @@ def _done(args: argparse.Namespace, got: tuple[int, Any] | int, ok: int) -> int:
         _err(f"forward {args.forward_command} refused: {api_error(answer, code)}")
         return 2 if code in (404, 409, 422) else 1
     print(f"natpass: port forward {answer['action']}: {_show(answer['forward'])}")
-    if answer.get("saved"):
-        print("saved in the config file (previous version kept: natpass config history)")
-    elif args.runtime_only:
-        print("not saved (--runtime-only): a reload or restart applies the config file's forwards")
-    else:
-        _err(f"NOT saved in the config file: {answer.get('save_error')}")
-        return 1
-    return 0
+    return report_saved(answer, args.runtime_only, "forwards")
 
 
 def _add(args: argparse.Namespace) -> int:

@@ -8,6 +8,7 @@ Needs root; namespaces with the prefixes ``nphy`` and ``nphyl``, removed at the 
 from __future__ import annotations
 
 import json
+import re
 import signal
 import sys
 import time
@@ -22,7 +23,7 @@ from test_datapath_live import ECHO_SERVER
 from natpass.datapath.hybrid import Hybrid
 from natpass.datapath.owned import PPTP_PORT
 from natpass.lab.netns import Netns
-from natpass.lab.simple import SERVER, Topology, config_text, exclusive
+from natpass.lab.simple import CLIENT, LAN_PREFIX, ROUTER_WAN, SERVER, Topology, config_text, exclusive
 from natpass.lab.topology import natpass_argv
 from natpass.nat.config import NatConfig, PortForward
 from natpass.packets.checksum import internet_checksum
@@ -334,6 +335,60 @@ def test_hybrid_splits_traffic_between_kernel_and_natpass(root: None, topo: Topo
     assert not topo.nft_table_present()
     assert topo.sysctl("net.ipv4.ip_forward") == "0"
     assert topo.sysctl("net.netfilter.nf_conntrack_udp_timeout") == before_timeout
+
+
+# Runs on the LAN client: a TCP listener and a UDP socket; prints what reached them.
+LAN_LISTENER = """
+import select, socket, sys, time
+t = socket.socket(); t.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+t.bind(("0.0.0.0", 7000)); t.listen()
+u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM); u.bind(("0.0.0.0", 7001))
+print("ready", flush=True)
+end = time.monotonic() + float(sys.argv[1])
+while time.monotonic() < end:
+    r, _, _ = select.select([t, u], [], [], 0.2)
+    if t in r:
+        c, peer = t.accept(); print("tcp", peer[0], flush=True); c.close()
+    if u in r:
+        data, peer = u.recvfrom(100); print("udp", peer[0], data.decode(), flush=True)
+"""
+WAN_OPENER = """
+import json, socket, sys
+out = {}
+try:
+    socket.create_connection((sys.argv[1], 7000), timeout=1.5).close(); out["tcp"] = "connected"
+except OSError as e:
+    out["tcp"] = type(e).__name__
+u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+for _ in range(3):
+    u.sendto(b"from-wan", (sys.argv[1], 7001))
+print(json.dumps(out))
+"""
+
+
+def test_the_kernel_forwards_new_flows_only_from_the_lan(root: None, topo: Topology, config: Path,
+                                                         servers: None) -> None:
+    """The forward chain: a WAN host that routes the LAN prefix to the router cannot open a flow
+    to a LAN host (TCP or UDP) through the kernel; flows the LAN opens still get their replies."""
+    lab = topo.lab
+    pid = topo.start_natpass(config, runner=removing(config))
+    listener = lab.spawn(topo.cli, [sys.executable, "-u", "-c", LAN_LISTENER, "15"], label="lan-listener")
+    lab.route(topo.srv, LAN_PREFIX, via=ROUTER_WAN)
+    try:
+        assert lab.wait_for(lambda: "ready" in lab.log("lan-listener"), 5)
+        out = lab.run(topo.srv, [sys.executable, "-c", WAN_OPENER, CLIENT], check=False)
+        assert out.returncode == 0, out.stderr
+        assert json.loads(out.stdout)["tcp"] != "connected"
+        time.sleep(0.5)
+        assert not [line for line in lab.log("lan-listener").splitlines() if line.startswith(("tcp", "udp"))]
+        chain = lab.run(topo.rtr, ["nft", "list", "chain", "inet", "natpass", "forward"]).stdout
+        assert int(re.findall(r"counter packets (\d+) bytes \d+ drop", chain)[-1]) >= 4  # SYN(s) + 3 UDP
+        assert _probe(topo, 40001, 5000) == {"udp": "hello-udp", "tcp": "hello-tcp"}
+    finally:
+        lab.ip(topo.srv, "route", "del", LAN_PREFIX)
+        lab.kill(listener)
+        topo.signal(pid, signal.SIGTERM)
+        assert topo.wait_exit(pid)
 
 
 def _lines(topo: Topology) -> list[tuple[int, float]]:
