@@ -48,6 +48,16 @@ PPTP_HELPER = """table ip bench_pptp {
   }
 }
 """
+# What every NAT router has besides masquerade: new flows only from the LAN, the rest only back
+# (natpass's hybrid table has the same policy; plain masquerade forwards whatever is routed to it).
+KERNEL_FORWARD = """table ip bench_fw {
+  chain forward {
+    type filter hook forward priority filter; policy drop;
+    ct state established,related accept
+    iif "lan0" oif "wan0" ct state new accept
+  }
+}
+"""
 HYBRID_EXTRA = 'log_level = "info"\ndatapath = "hybrid"\n[passthrough]\npptp = true\nipsec = true\n'
 
 # A PPTP server that answers the control channel (RFC 2637: SCCRQ/SCCRP, OCRQ/OCRP) and keeps it
@@ -387,26 +397,30 @@ def main(argv: list[str] | None = None) -> int:
 
 def _alternate(lab: Netns, rounds: int, results: dict[str, Any], router_gro: bool = False,
                udp: bool = True, tag: str = "", topo_tag: str = "") -> None:
-    """Hybrid natpass and the kernel NAT built side by side, measured in turns (TCP Gbit/s, the
-    machine's CPU seconds per GB of TCP and, with ``udp``, small-UDP pkt/s); ``router_gro``: both
-    routers with GRO on their interfaces. Keys get ``tag`` inserted ("_gro": hybrid_tcp_gro_gbps);
-    ``topo_tag`` keeps the namespaces apart from the full run's."""
+    """Hybrid natpass, the kernel NAT and the kernel NAT with a router's stateful forward chain
+    (``kernel_fw``) built side by side, measured in turns (TCP Gbit/s, the machine's CPU seconds
+    per GB of TCP and, with ``udp``, small-UDP pkt/s); ``router_gro``: every router with GRO on
+    its interfaces. Keys get ``tag`` inserted ("_gro": hybrid_tcp_gro_gbps); ``topo_tag`` keeps
+    the namespaces apart from the full run's."""
     try:
         hyb = Topology(lab, f"bh{topo_tag}").build(router_gro=router_gro)
         kern = Topology(lab, f"bk{topo_tag}").build(kernel_nat=True, router_gro=router_gro)
         lab.nft(kern.rtr, PPTP_HELPER)
+        kfw = Topology(lab, f"bf{topo_tag}").build(kernel_nat=True, router_gro=router_gro)
+        lab.nft(kfw.rtr, PPTP_HELPER)
+        lab.nft(kfw.rtr, KERNEL_FORWARD)
         state = lab.path(f"bench-hybrid{topo_tag}-state", "x").parent
         cfg = lab.write(f"bench-hybrid{topo_tag}.toml",
                         config_text(str(state), str(lab.path(f"bench-hybrid{topo_tag}.sock")), HYBRID_EXTRA))
         pid = hyb.start_natpass(cfg, label=f"natpass-hybrid{topo_tag}",
                                 runner=[sys.executable, "-m", "natpass.router.cli_run", "--config", str(cfg)])
-        names = ("hybrid", "kernel")
-        runs: dict[str, list[float]] = {f"{n}_{k}": [] for n in names
+        routers = [(hyb, "hybrid"), (kern, "kernel"), (kfw, "kernel_fw")]
+        runs: dict[str, list[float]] = {f"{n}_{k}": [] for _, n in routers
                                         for k in ("tcp_gbps", "tcp_cpu_s_per_gb") + (("pps",) if udp else ())}
         try:
             for i in range(rounds):
-                # which router goes first alternates too, so neither always follows the other's load
-                order = ((hyb, "hybrid"), (kern, "kernel")) if i % 2 == 0 else ((kern, "kernel"), (hyb, "hybrid"))
+                # which router goes first rotates too, so none always follows another's load
+                order = routers[i % 3:] + routers[:i % 3]
                 for topo, name in order:
                     tcp = tcp_run(topo)
                     runs[f"{name}_tcp_gbps"].append(round(tcp["gbps"], 3))
@@ -418,12 +432,13 @@ def _alternate(lab: Netns, rounds: int, results: dict[str, Any], router_gro: boo
             lab.kill(pid, timeout=5)
         results.update({key.replace("_tcp", f"_tcp{tag}"): v for key, v in runs.items()})
         pairs = [("tcp_ratios", "tcp_gbps"), ("tcp_cpu_ratios", "tcp_cpu_s_per_gb")] + ([("pps_ratios", "pps")] if udp else [])
-        for key, what in pairs:
-            a, b = runs[f"hybrid_{what}"], runs[f"kernel_{what}"]
-            ratios = sorted(round(x / y, 3) if y else 0.0 for x, y in zip(a, b, strict=True))
-            key = key.replace("tcp", f"tcp{tag}")
-            results[key] = ratios
-            results[key.replace("ratios", "ratio_median")] = round(statistics.median(ratios), 3)
+        for reference, prefix in (("kernel", ""), ("kernel_fw", "fw_")):
+            for key, what in pairs:
+                a, b = runs[f"hybrid_{what}"], runs[f"{reference}_{what}"]
+                ratios = sorted(round(x / y, 3) if y else 0.0 for x, y in zip(a, b, strict=True))
+                key = prefix + key.replace("tcp", f"tcp{tag}")
+                results[key] = ratios
+                results[key.replace("ratios", "ratio_median")] = round(statistics.median(ratios), 3)
     finally:
         lab.cleanup()
 
@@ -540,6 +555,10 @@ def _report(args: argparse.Namespace, results: dict[str, Any], started: float) -
             summary[f"{name}_tcp_gro_gbps"] = round(statistics.median(g[f"{name}_tcp_gro_gbps"]), 3)
         summary["hybrid_tcp_gro_ratio_median"] = g["tcp_gro_ratio_median"]
         summary["hybrid_tcp_gro_cpu_ratio_median"] = g["tcp_gro_cpu_ratio_median"]
+        summary["hybrid_tcp_fw_ratio_median"] = p["fw_tcp_ratio_median"]
+        summary["hybrid_tcp_fw_cpu_ratio_median"] = p["fw_tcp_cpu_ratio_median"]
+        summary["hybrid_pps_fw_ratio_median"] = p["fw_pps_ratio_median"]
+        summary["hybrid_tcp_gro_fw_ratio_median"] = g["fw_tcp_gro_ratio_median"]
         summary["pairs"] = {**p, **g}
     if h and k:
         summary["hybrid_tcp_cpu_ratio"] = ratio(h["tcp_cpu_s_per_gb"], k["tcp_cpu_s_per_gb"])
@@ -584,6 +603,9 @@ def _report(args: argparse.Namespace, results: dict[str, Any], started: float) -
                   f"64-byte UDP {summary['hybrid_pps_ratio_median']}; with GRO on the routers' interfaces "
                   f"(as NIC drivers have it): TCP {summary['hybrid_tcp_gro_ratio_median']} (hybrid "
                   f"{summary['hybrid_tcp_gro_gbps']}, kernel {summary['kernel_tcp_gro_gbps']} Gbit/s)")
+            print(f"against the kernel NAT with a router's stateful forward chain: TCP "
+                  f"{summary['hybrid_tcp_fw_ratio_median']}, 64-byte UDP {summary['hybrid_pps_fw_ratio_median']}, "
+                  f"TCP with GRO {summary['hybrid_tcp_gro_fw_ratio_median']}")
         print(f"PPTP GRE at the server: hybrid {summary['hybrid_gre_pps']} pkt/s, kernel "
               f"{summary['kernel_gre_pps']} pkt/s (ratio {summary.get('gre_ratio')}); raw ESP: hybrid "
               f"{summary['hybrid_esp_pps']}, kernel {summary['kernel_esp_pps']} (ratio {summary.get('esp_ratio')})")
