@@ -210,7 +210,7 @@ def print_status(status: dict[str, Any], flows: list[dict[str, Any]], console: A
     if isinstance(status.get("hybrid"), dict):
         _print_hybrid(console, status["hybrid"])
 
-    states = metrics.switch_states(status)
+    states = metrics.switch_states(status, with_strict=True)
     helpers = metrics.helpers(status)
     table = Table(title="VPN passthrough", title_justify="left")
     table.add_column("switch")

@@ -65,13 +65,14 @@ class _Families:
         return "\n".join(out) + "\n"
 
 
-def switch_states(status: Mapping[str, Any]) -> dict[str, bool]:
-    """``{"pptp": bool, ...}`` from the status, whether switches is a dict of bools or of dicts."""
+def switch_states(status: Mapping[str, Any], with_strict: bool = False) -> dict[str, bool]:
+    """``{"pptp": bool, ...}`` from the status, whether switches is a dict of bools or of dicts;
+    ``with_strict``: also the strict setting (not a passthrough switch of its own)."""
     raw = status.get("switches")
     states: dict[str, bool] = {}
     if isinstance(raw, Mapping):
         for name, value in raw.items():
-            if name == "strict":
+            if name == "strict" and not with_strict:
                 continue
             if isinstance(value, Mapping):
                 value = value.get("on", value.get("enabled"))

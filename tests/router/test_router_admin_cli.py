@@ -23,7 +23,7 @@ class Router:
     """The part of RouterDaemon the admin server calls."""
 
     def __init__(self) -> None:
-        self.switches = {"pptp": True, "ipsec": False, "l2tp": False}
+        self.switches = {"pptp": True, "ipsec": False, "l2tp": False, "strict": True}
         self.reload_error: Exception | None = None
         self.reloads = 0
 
@@ -81,6 +81,8 @@ def test_status_table_shows_switches_drops_tunnels_and_connections(router, capsy
     assert "198.51.100.7" in out and "4660" in out  # live tunnel
     assert "192.168.1.10:50000" in out and "198.51.100.9:53" in out  # connections as address:port
     assert "Connections: 2" in out
+    strict_row = next(line for line in out.splitlines() if "Strict" in line)
+    assert " on " in strict_row and "?" not in strict_row
 
 
 def test_status_json_is_the_raw_status_object(router, capsys) -> None:
