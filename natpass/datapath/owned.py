@@ -214,16 +214,20 @@ def _nft_ip(addr: bytes) -> str:
 def nft_prerouting(own: Ownership) -> list[str]:
     """The prerouting chains (priority raw): owned traffic is dropped for the kernel.
 
-    One base chain looks up (IPv4, input interface, packet type, IP protocol) in a verdict map and jumps
-    to a short chain per side and protocol, so an ordinary packet meets one map lookup and the
-    few rules of its own protocol instead of every rule of both sides. Each drop rule carries a
-    counter (what natpass took from the kernel, per rule); the chains' names start with ``pre_``.
+    The base chain lets everything but IPv4 to this host's MAC through, then per input interface
+    looks up the IP protocol in a verdict map (a one-byte key) and jumps to a short chain per side
+    and protocol, so an ordinary packet meets a few compares, one small map lookup and the few
+    rules of its own protocol. (A single map on the concatenation of all four cost about 6 % more
+    CPU per byte of forwarded TCP: the concatenated key is hashed for every packet.) Each drop
+    rule carries a counter (what natpass took from the kernel, per rule); the chains' names
+    start with ``pre_``.
     Returns the lines of the chain definitions (inside ``table inet natpass``)."""
     icmp = "icmp type { " + ", ".join(str(t) for t in ICMP_ERRORS) + " } @th,64,8 0x45"
     protos = "{ " + ", ".join(str(p) for p in OWNED_PROTOCOLS) + " }"
     chains: list[tuple[str, list[str]]] = []
-    vmap: list[str] = []
+    per_side: list[str] = []
     for side in own.sides():
+        vmap: list[str] = []
         local = [] if side.keep_local is None else [f"ip daddr {_nft_ip(side.keep_local)} accept"]
         per_proto: dict[int, list[str]] = {p: ["counter drop"] for p in side.protocols}
         for m in side.ports:
@@ -251,12 +255,16 @@ def nft_prerouting(own: Ownership) -> list[str]:
         for proto in sorted(per_proto):
             chain = f"pre_{side.side}_{proto}"
             chains.append((chain, local + per_proto[proto]))
-            vmap.append(f'ipv4 . "{side.ifname}" . host . {proto} : jump {chain}')
+            vmap.append(f"{proto} : jump {chain}")
         chains.append((errors, quoted))
+        per_side.append(f'  meta iif "{side.ifname}" meta l4proto vmap {{ ' + ", ".join(vmap) + " }")
     lines = ["chain prerouting {",
              "  type filter hook prerouting priority raw; policy accept;",
-             # IPv4 only, like the packet sockets' filter (the inet table sees IPv6 too)
-             "  meta nfproto . meta iif . meta pkttype . meta l4proto vmap { " + ", ".join(vmap) + " }",
+             # IPv4 to this host's MAC only, like the packet sockets' filter (the inet table sees
+             # IPv6 too)
+             "  meta nfproto != ipv4 accept",
+             "  meta pkttype != host accept",
+             *per_side,
              "}"]
     for chain, rules in chains:
         lines += [f"chain {chain} {{"] + [f"  {r}" for r in rules] + ["}"]
