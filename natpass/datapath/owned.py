@@ -220,8 +220,7 @@ def nft_prerouting(own: Ownership) -> list[str]:
     An ordinary packet so meets one interface compare, one small map lookup and a port compare.
     (A single map on (IPv4, interface, packet type, protocol) and a separate accept rule for the
     router's address cost 5-10 % more CPU per byte of forwarded TCP.) Each drop rule carries a
-    counter (what natpass took from the kernel, per rule); the chains' names
-    start with ``pre_``.
+    counter (what natpass took from the kernel, per rule); the chains' names start with ``pre_``.
     Returns the lines of the chain definitions (inside ``table inet natpass``)."""
     icmp = "icmp type { " + ", ".join(str(t) for t in ICMP_ERRORS) + " } @th,64,8 0x45"
     protos = "{ " + ", ".join(str(p) for p in OWNED_PROTOCOLS) + " }"
@@ -229,14 +228,13 @@ def nft_prerouting(own: Ownership) -> list[str]:
     per_side: list[str] = []
     for side in own.sides():
         vmap: list[str] = []
-        # Traffic to the router's own LAN address stays the kernel's: a condition on each rule,
-        # after the port test that ordinary packets fail first (a separate accept rule ahead of
-        # them would cost every packet one more rule).
-        # IPv4 to this host's MAC only, like the packet sockets' filter (the inet table sees IPv6
-        # too): also conditions after the port test rather than rules every packet meets.
-        local = "meta nfproto ipv4 meta pkttype host " + (
+        # What every drop rule also requires, as the sockets' filter does: IPv4 (the inet table
+        # sees IPv6 too), to this host's MAC, and on the LAN side not to the router's own address.
+        # Conditions after the port test, which ordinary packets fail first, rather than rules
+        # ahead of it that every packet would meet.
+        also = "meta nfproto ipv4 meta pkttype host " + (
             "" if side.keep_local is None else f"ip daddr != {_nft_ip(side.keep_local)} ")
-        per_proto: dict[int, list[str]] = {p: [f"{local}counter drop"] for p in side.protocols}
+        per_proto: dict[int, list[str]] = {p: [f"{also}counter drop"] for p in side.protocols}
         for m in side.ports:
             addr = ""
             if m.saddr is not None:
@@ -245,7 +243,7 @@ def nft_prerouting(own: Ownership) -> list[str]:
                 addr += f"ip daddr {_nft_ip(m.daddr)} "
             name = "tcp" if m.proto == PROTO_TCP else "udp"
             per_proto.setdefault(m.proto, []).append(
-                f"{name} {m.field} {_nft_ports(m.ports)} {addr}{local}counter drop")
+                f"{name} {m.field} {_nft_ports(m.ports)} {addr}{also}counter drop")
         # The quoted packet of an ICMP error: @th is the ICMP header, the quoted IPv4 header
         # follows at byte 8 (20 bytes: 0x45), its protocol at byte 17, addresses at 20/24, ports at 28/30.
         quoted = [f"@th,136,8 {protos} counter drop"]
@@ -258,7 +256,7 @@ def nft_prerouting(own: Ownership) -> list[str]:
             bit = 224 if m.field == "sport" else 240
             quoted.append(f"@th,136,8 {m.proto}{addr} @th,{bit},16 {_nft_ports(m.ports)} counter drop")
         errors = f"pre_{side.side}_icmp_error"
-        per_proto[PROTO_ICMP] = [f"{icmp} {local}jump {errors}"]
+        per_proto[PROTO_ICMP] = [f"{icmp} {also}jump {errors}"]
         for proto in sorted(per_proto):
             chain = f"pre_{side.side}_{proto}"
             chains.append((chain, per_proto[proto]))
