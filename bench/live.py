@@ -356,14 +356,14 @@ def main(argv: list[str] | None = None) -> int:
                         help="also measure the hybrid router after natpass is SIGKILLed (its nft table "
                              "stays, its packet taps go): what the taps cost the kernel's forwarding")
     parser.add_argument("--alternate", type=int, default=0, metavar="N",
-                        help="instead of the full run: hybrid and kernel NAT side by side, TCP and small "
-                             "UDP measured N times each, alternating (the pairwise ratios are steadier "
-                             "than one run's on a shared machine)")
+                        help="instead of the full run: hybrid, the kernel NAT and the kernel NAT with a "
+                             "router's forward chain side by side, TCP and small UDP measured N times each "
+                             "in rotation (the pairwise ratios are steadier than one run's on a shared machine)")
     parser.add_argument("--router-gro", action="store_true",
-                        help="with --alternate: GRO on both routers' interfaces, as NIC drivers have it "
+                        help="with --alternate: GRO on every router's interfaces, as NIC drivers have it "
                              "(veth has it off by default)")
     parser.add_argument("--pairs", type=int, default=3, metavar="N",
-                        help="the full run's last phases: hybrid and kernel measured in N alternating pairs, "
+                        help="the full run's last phases: hybrid and the two kernel routers measured in N rounds, "
                              "TCP and small UDP as veth comes (GRO off), then TCP with GRO on both routers; "
                              "0 skips them (default 3)")
     parser.add_argument("--only", choices=("natpass", "hybrid", "kernel"), help="measure one router only")
