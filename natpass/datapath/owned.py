@@ -2,8 +2,8 @@
 
 In hybrid mode (``[router] datapath = "hybrid"``) the kernel forwards and masquerades ordinary IPv4
 traffic and natpass handles only what the kernel handles badly. :func:`ownership` builds the one
-description of that share (:class:`Ownership`); :func:`nft_prerouting` renders it as the nftables
-rules that hide it from the kernel (prerouting at raw priority, before conntrack) and
+description of that share (:class:`Ownership`); :func:`nft_owned` renders it as the nftables
+rules that hide it from the kernel (in its forward, input and output hooks) and
 :func:`bpf_program` as the classic BPF filter of natpass's packet sockets. Both walk the same
 :class:`SideOwnership` records in the same order, so they cannot disagree
 (tests/datapath/test_datapath_hybrid.py checks it packet by packet, in the kernel).
@@ -17,7 +17,7 @@ natpass owns, per side:
   and 1701 (4500 likewise); TCP/UDP to a forwarded passthrough control port.
 * On both sides, ICMP errors (types 3, 11, 12) whose quoted packet (a 20-byte header) is one natpass
   sent the other way: a quoted GRE/ESP/AH packet or one whose ports mirror a rule above.
-* Non-first fragments of UDP (IKE is often fragmented; the kernel reassembles before the raw chain
+* Non-first fragments of UDP (IKE is often fragmented; the kernel reassembles before conntrack
   and drops the whole datagram when it is owned, natpass gets the fragments from its socket).
   Non-first fragments of a kernel flow are forgotten by natpass without counting them as drops.
 
