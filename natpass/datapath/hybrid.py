@@ -4,9 +4,11 @@
 :class:`~natpass.datapath.owned.Ownership`:
 
 * the kernel's share (:meth:`Hybrid.kernel_share`): ``ip_forward = 1``, conntrack timeouts from
-  natpass's timeouts, and the nftables table ``inet natpass`` (prerouting at raw priority dropping
-  what natpass owns before conntrack; a forward chain letting LAN->WAN and established/related back;
-  masquerade restricted to the kernel's port range; DNAT for the port forwards the kernel serves);
+  natpass's timeouts, and the nftables table ``inet natpass`` (a forward chain letting
+  established/related through, then dropping what natpass owns, then letting new LAN->WAN flows
+  through; an input chain dropping what natpass owns addressed to the router; an output chain
+  dropping the kernel's own ICMP errors about natpass's packets; masquerade restricted to the
+  kernel's port range; DNAT for the port forwards the kernel serves);
 * the engine's config (:meth:`Hybrid.engine_config`): natpass allocates WAN ports only from its own
   range and serves only the forwards of passthrough control ports;
 * the BPF filters of natpass's packet sockets (:meth:`Hybrid.rx_programs`);
@@ -15,7 +17,7 @@
   the engine and its drop counters.
 
 If natpass dies, the table and ``ip_forward = 1`` stay: ordinary traffic keeps flowing through the
-kernel, the VPN protocols natpass owns stop (dropped at raw, nobody handles them) until the next
+kernel, the VPN protocols natpass owns stop (dropped for the kernel, nobody handles them) until the next
 start, which undoes the old set-up and makes it again.
 """
 
@@ -32,7 +34,7 @@ from natpass.datapath.owned import (
     Insn,
     Ownership,
     bpf_program,
-    nft_prerouting,
+    nft_owned,
     ownership,
 )
 from natpass.nat import verdict as V
@@ -134,7 +136,9 @@ class Hybrid:
 
         lan, wan = f'"{self.lan_if}"', f'"{self.wan_if}"'
         lo, hi = self.own.kernel_ports
-        pre = "".join(f"  {r}\n" for r in nft_prerouting(self.own))
+        owned = nft_owned(self.own)
+        chains = "".join(f"  {r}\n" for r in owned.chains)
+        dispatch = "".join(f"    {r}\n" for r in owned.dispatch)
         dnat = []
         for f in self.kernel_forwards():
             name = "tcp" if f.proto == PROTO_TCP else "udp"
@@ -145,22 +149,28 @@ class Hybrid:
             f"table inet {NFT_TABLE}\n"
             f"delete table inet {NFT_TABLE}\n"
             f"table inet {NFT_TABLE} {{\n"
-            f"{pre}"
+            f"{chains}"
             "  chain forward {\n"
             "    type filter hook forward priority filter; policy accept;\n"
             # The bulk of the kernel's share is established: one conntrack-state test, first (a
-            # flow is established only once its first packet passed a rule below). Then new
-            # LAN->WAN flows, the kernel's port forwards; other IPv4 dropped.
+            # flow is established only once its first packet passed a rule below). Then what
+            # natpass owns, new LAN->WAN flows, the kernel's port forwards; other IPv4 dropped.
             "    ct state established,related accept\n"
+            f"{dispatch}"
             f"    meta nfproto ipv4 meta iif {lan} meta oif {wan} ct state new,untracked accept\n"
             f"    meta iif {wan} meta oif {lan} ct status dnat accept\n"
             "    meta nfproto ipv4 counter drop\n"
             "  }\n"
             "  chain input {\n"
             "    type filter hook input priority filter; policy accept;\n"
+            f"{dispatch}"
             f"    meta iif {wan} ct state established,related accept\n"
             f"    meta iif {wan} icmp type echo-request accept\n"
             f"    meta iif {wan} meta nfproto ipv4 counter drop\n"
+            "  }\n"
+            "  chain output {\n"
+            "    type filter hook output priority filter; policy accept;\n"
+            + "".join(f"    {r}\n" for r in owned.output) +
             "  }\n"
             "  chain dstnat {\n"
             "    type nat hook prerouting priority dstnat; policy accept;\n"

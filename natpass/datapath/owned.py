@@ -2,8 +2,8 @@
 
 In hybrid mode (``[router] datapath = "hybrid"``) the kernel forwards and masquerades ordinary IPv4
 traffic and natpass handles only what the kernel handles badly. :func:`ownership` builds the one
-description of that share (:class:`Ownership`); :func:`nft_prerouting` renders it as the nftables
-rules that hide it from the kernel (prerouting at raw priority, before conntrack) and
+description of that share (:class:`Ownership`); :func:`nft_owned` renders it as the nftables
+rules that hide it from the kernel (in its forward, input and output hooks) and
 :func:`bpf_program` as the classic BPF filter of natpass's packet sockets. Both walk the same
 :class:`SideOwnership` records in the same order, so they cannot disagree
 (tests/datapath/test_datapath_hybrid.py checks it packet by packet, in the kernel).
@@ -17,7 +17,7 @@ natpass owns, per side:
   and 1701 (4500 likewise); TCP/UDP to a forwarded passthrough control port.
 * On both sides, ICMP errors (types 3, 11, 12) whose quoted packet (a 20-byte header) is one natpass
   sent the other way: a quoted GRE/ESP/AH packet or one whose ports mirror a rule above.
-* Non-first fragments of UDP (IKE is often fragmented; the kernel reassembles before the raw chain
+* Non-first fragments of UDP (IKE is often fragmented; the kernel reassembles before conntrack
   and drops the whole datagram when it is owned, natpass gets the fragments from its socket).
   Non-first fragments of a kernel flow are forgotten by natpass without counting them as drops.
 
@@ -38,6 +38,7 @@ IKE_PORT: Final = 500  # RFC 7296
 L2TP_PORT: Final = 1701  # RFC 2661
 NATT_PORT: Final = 4500  # RFC 3948
 ICMP_ERRORS: Final = (3, 11, 12)  # destination unreachable, time exceeded, parameter problem
+KERNEL_ICMP_ERRORS: Final = (3, 5, 11, 12)  # what the kernel sends about a packet it routes (5: redirect)
 OWNED_PROTOCOLS: Final = (PROTO_GRE, PROTO_ESP, PROTO_AH)
 DEFAULT_NATPASS_PORTS: Final = (61440, 65535)
 NATT_CHOICES: Final = ("kernel", "natpass")
@@ -211,27 +212,62 @@ def _nft_ip(addr: bytes) -> str:
     return str(ipaddress.IPv4Address(addr))
 
 
-def nft_prerouting(own: Ownership) -> list[str]:
-    """The prerouting chains (priority raw): owned traffic is dropped for the kernel.
+@dataclass(frozen=True, slots=True)
+class NftOwned:
+    """natpass's share as nftables rules for the hooks the kernel passes anyway."""
 
-    The base chain looks up the IP protocol per input interface in a verdict map (a one-byte key)
-    and goes to a short chain per side and protocol; each of its rules tests the ports first, then
-    IPv4, packet type ``host`` and, on the LAN side, that the packet is not for the router itself.
-    An ordinary packet so meets one interface compare, one small map lookup and a port compare.
-    (A single map on (IPv4, interface, packet type, protocol) and a separate accept rule for the
-    router's address cost 5-10 % more CPU per byte of forwarded TCP.) Each drop rule carries a
-    counter (what natpass took from the kernel, per rule); the chains' names start with ``pre_``.
-    Returns the lines of the chain definitions (inside ``table inet natpass``)."""
-    icmp = "icmp type { " + ", ".join(str(t) for t in ICMP_ERRORS) + " } @th,64,8 0x45"
+    chains: list[str]  # lines of the ``own_*`` chain definitions
+    dispatch: list[str]  # rules into them: the input chain's first, the forward chain's after established
+    output: list[str]  # rules of the output chain (the kernel's own ICMP errors about owned packets)
+
+
+def _quoted(matches: tuple[PortMatch, ...], verdict: str) -> list[str]:
+    """Rules on the packet quoted in an ICMP error: @th is the ICMP header, the quoted IPv4 header
+    follows at byte 8 (20 bytes: 0x45), its protocol at byte 17, addresses at 20/24, ports at 28/30."""
     protos = "{ " + ", ".join(str(p) for p in OWNED_PROTOCOLS) + " }"
+    rules = [f"@th,136,8 {protos} counter {verdict}"]
+    for m in matches:
+        addr = ""
+        if m.saddr is not None:
+            addr += f" @th,160,32 0x{m.saddr.hex()}"
+        if m.daddr is not None:
+            addr += f" @th,192,32 0x{m.daddr.hex()}"
+        bit = 224 if m.field == "sport" else 240
+        rules.append(f"@th,136,8 {m.proto}{addr} @th,{bit},16 {_nft_ports(m.ports)} counter {verdict}")
+    return rules
+
+
+def nft_owned(own: Ownership) -> NftOwned:
+    """natpass's share, dropped for the kernel in its forward and input hooks.
+
+    Per input interface, a verdict map on the IP protocol alone goes to a short chain per side and
+    protocol (``own_lan_6``, ``own_wan_17``, ...); each of its rules tests the ports first, then
+    IPv4 (the inet table sees IPv6 too), packet type ``host`` and, on the LAN side, that the packet
+    is not for the router itself, and drops with a counter (what natpass took from the kernel).
+
+    The forward chain enters these chains only after ``ct state established,related accept``: an
+    owned packet is never established (its conntrack entry stays unconfirmed and is freed with the
+    drop), so the kernel keeps no state about natpass's traffic, while the bulk of the kernel's
+    share, established, meets no rule of natpass's at all. A prerouting chain of natpass's own
+    (priority raw, before conntrack) cost every forwarded packet an extra hook and its rules:
+    5-10 % more CPU per byte of TCP (docs/DATAPATH.md). Traffic to the router's own addresses
+    meets them first thing in the input chain, before any socket could answer it.
+
+    Both hooks run after the checks where the kernel answers a forwarded packet itself (TTL
+    expired, fragmentation needed, no route, redirect); natpass's engine answers those for its
+    share, so the output chain drops such a kernel ICMP error when it quotes, as it arrived on the
+    interface the error leaves by, a packet natpass owns.
+    """
+    icmp = "icmp type { " + ", ".join(str(t) for t in ICMP_ERRORS) + " } @th,64,8 0x45"
+    kernel_icmp = "icmp type { " + ", ".join(str(t) for t in KERNEL_ICMP_ERRORS) + " } @th,64,8 0x45"
     chains: list[tuple[str, list[str]]] = []
-    per_side: list[str] = []
+    dispatch: list[str] = []
+    output: list[str] = []
     for side in own.sides():
         vmap: list[str] = []
-        # What every drop rule also requires, as the sockets' filter does: IPv4 (the inet table
-        # sees IPv6 too), to this host's MAC, and on the LAN side not to the router's own address.
-        # Conditions after the port test, which ordinary packets fail first, rather than rules
-        # ahead of it that every packet would meet.
+        # What every drop rule also requires, as the sockets' filter does: IPv4, to this host's
+        # MAC, and on the LAN side not to the router's own address. Conditions after the port
+        # test, which ordinary packets fail first, rather than rules ahead of it.
         also = "meta nfproto ipv4 meta pkttype host " + (
             "" if side.keep_local is None else f"ip daddr != {_nft_ip(side.keep_local)} ")
         per_proto: dict[int, list[str]] = {p: [f"{also}counter drop"] for p in side.protocols}
@@ -244,32 +280,26 @@ def nft_prerouting(own: Ownership) -> list[str]:
             name = "tcp" if m.proto == PROTO_TCP else "udp"
             per_proto.setdefault(m.proto, []).append(
                 f"{name} {m.field} {_nft_ports(m.ports)} {addr}{also}counter drop")
-        # The quoted packet of an ICMP error: @th is the ICMP header, the quoted IPv4 header
-        # follows at byte 8 (20 bytes: 0x45), its protocol at byte 17, addresses at 20/24, ports at 28/30.
-        quoted = [f"@th,136,8 {protos} counter drop"]
-        for m in side.icmp_ports:
-            addr = ""
-            if m.saddr is not None:
-                addr += f" @th,160,32 0x{m.saddr.hex()}"
-            if m.daddr is not None:
-                addr += f" @th,192,32 0x{m.daddr.hex()}"
-            bit = 224 if m.field == "sport" else 240
-            quoted.append(f"@th,136,8 {m.proto}{addr} @th,{bit},16 {_nft_ports(m.ports)} counter drop")
-        errors = f"pre_{side.side}_icmp_error"
+        errors = f"own_{side.side}_icmp_error"
         per_proto[PROTO_ICMP] = [f"{icmp} {also}jump {errors}"]
         for proto in sorted(per_proto):
-            chain = f"pre_{side.side}_{proto}"
+            chain = f"own_{side.side}_{proto}"
             chains.append((chain, per_proto[proto]))
-            vmap.append(f"{proto} : goto {chain}")  # nothing after it in the base chain applies
-        chains.append((errors, quoted))
-        per_side.append(f'  meta iif "{side.ifname}" meta l4proto vmap {{ ' + ", ".join(vmap) + " }")
-    lines = ["chain prerouting {",
-             "  type filter hook prerouting priority raw; policy accept;",
-             *per_side,
-             "}"]
+            # jump, not goto: a packet natpass does not own comes back to the base chain's
+            # next rule (a goto would end in the base chain's policy, accept)
+            vmap.append(f"{proto} : jump {chain}")
+        chains.append((errors, _quoted(side.icmp_ports, "drop")))
+        dispatch.append(f'meta iif "{side.ifname}" meta l4proto vmap {{ ' + ", ".join(vmap) + " }")
+        # The kernel's own error leaves by the interface the packet came in by and quotes the
+        # packet as it arrived (not mirrored); its answers about the router's own address stand.
+        kernel_errors = f"own_{side.side}_kernel_error"
+        local = [] if side.keep_local is None else [f"@th,192,32 0x{side.keep_local.hex()} return"]
+        chains.append((kernel_errors, local + _quoted(side.ports, "drop")))
+        output.append(f'meta oif "{side.ifname}" meta nfproto ipv4 {kernel_icmp} jump {kernel_errors}')
+    lines: list[str] = []
     for chain, rules in chains:
         lines += [f"chain {chain} {{"] + [f"  {r}" for r in rules] + ["}"]
-    return lines
+    return NftOwned(lines, dispatch, output)
 
 
 # ----- classic BPF (linux/filter.h) ----------------------------------------------------------
@@ -426,5 +456,5 @@ def bpf_program(side: SideOwnership) -> list[Insn]:
 
 __all__ = [
     "Ownership", "SideOwnership", "PortMatch", "ForwardSplit", "ownership", "check_settings",
-    "nft_prerouting", "bpf_program", "DEFAULT_NATPASS_PORTS", "DEFAULT_NATT", "NATT_CHOICES",
+    "nft_owned", "NftOwned", "bpf_program", "DEFAULT_NATPASS_PORTS", "DEFAULT_NATT", "NATT_CHOICES",
 ]

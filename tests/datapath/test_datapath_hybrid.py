@@ -27,7 +27,7 @@ from natpass.datapath.owned import (
     PPTP_PORT,
     bpf_program,
     check_settings,
-    nft_prerouting,
+    nft_owned,
     ownership,
 )
 from natpass.nat import verdict as V
@@ -59,7 +59,7 @@ def test_bpf_takes_exactly_what_natpass_owns(natt: str) -> None:
 def test_every_owned_port_has_a_drop_rule_for_the_kernel() -> None:
     """The nft rendering names each port match of the description (the namespace test runs both)."""
     own = _own()
-    rules = "\n".join(nft_prerouting(own))
+    rules = "\n".join(nft_owned(own).chains)
     for side in own.sides():
         for m in side.ports:
             for lo, hi in m.ports:
