@@ -25,7 +25,9 @@ from __future__ import annotations
 
 import dataclasses
 import ipaddress
+import json
 import logging
+import subprocess
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any, Protocol
@@ -78,6 +80,47 @@ def kernel_conntrack() -> dict[str, int]:
         except (OSError, ValueError):
             out[key] = -1
     return out
+
+
+KERNEL_DROP_REASONS = ("natpass_share", "kernel_icmp_errors", "forward_refused", "input_refused")
+
+
+def kernel_drops(table: Any) -> dict[str, int]:
+    """Packets natpass's table dropped in the kernel, by reason, from ``nft -j list table``:
+    natpass's share (the kernel's copy of what natpass handles), the kernel's own ICMP errors about
+    it, new flows refused by the forward chain and WAN traffic refused by the input chain."""
+    out = dict.fromkeys(KERNEL_DROP_REASONS, 0)
+    items = table.get("nftables", []) if isinstance(table, dict) else []
+    for item in items:
+        rule = item.get("rule") if isinstance(item, dict) else None
+        if not isinstance(rule, dict):
+            continue
+        chain = str(rule.get("chain", ""))
+        if chain.startswith("own_"):
+            reason = "kernel_icmp_errors" if chain.endswith("_kernel_error") else "natpass_share"
+        elif chain in ("forward", "input"):
+            reason = f"{chain}_refused"
+        else:
+            continue
+        for expr in rule.get("expr", []):
+            counter = expr.get("counter") if isinstance(expr, dict) else None
+            if isinstance(counter, dict) and isinstance(counter.get("packets"), int):
+                out[reason] += counter["packets"]
+    return out
+
+
+def read_kernel_drops() -> dict[str, int] | None:
+    """:func:`kernel_drops` of the running table, or None when nft cannot list it."""
+    from natpass.datapath.live_setup import NFT_TABLE
+
+    try:
+        proc = subprocess.run(["nft", "-j", "list", "table", "inet", NFT_TABLE], capture_output=True,
+                              text=True, timeout=5, check=False)
+        if proc.returncode != 0:
+            return None
+        return kernel_drops(json.loads(proc.stdout))
+    except (OSError, subprocess.TimeoutExpired, ValueError):
+        return None
 
 
 class KernelShareSpec(Protocol):
@@ -204,6 +247,7 @@ class Hybrid:
     def status(self, owned: OwnedEngine | None = None) -> dict[str, Any]:
         st: dict[str, Any] = dict(self.own.summary())
         st["kernel_conntrack"] = kernel_conntrack()
+        st["kernel_drops"] = read_kernel_drops()
         if owned is not None:
             st["kernel_fragments_ignored"] = owned.kernel_fragments
             st["merged_frames"] = owned.merged_frames
@@ -389,7 +433,8 @@ def describe(own: Ownership) -> Iterable[str]:
            "PPTP, raw ESP/AH, IKE and L2TP stop until natpass runs again")
 
 
-__all__ = ["Hybrid", "KernelShare", "OwnedEngine", "conntrack_sysctls", "kernel_conntrack", "describe"]
+__all__ = ["Hybrid", "KernelShare", "OwnedEngine", "conntrack_sysctls", "kernel_conntrack", "kernel_drops",
+           "read_kernel_drops", "describe"]
 
 
 def hybrid_warnings(nat: NatConfig) -> list[str]:

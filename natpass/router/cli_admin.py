@@ -290,6 +290,12 @@ def _print_hybrid(console: Any, hybrid: dict[str, Any]) -> None:
     ct = hybrid.get("kernel_conntrack") or {}
     console.print(f"[bold]hybrid datapath[/bold]: kernel flows {ct.get('count', '?')} "
                   f"(of at most {ct.get('max', '?')})")
+    drops = hybrid.get("kernel_drops")
+    if isinstance(drops, dict):
+        console.print(f"  kernel dropped: {drops.get('natpass_share', 0)} of natpass's share (its copy), "
+                      f"{drops.get('forward_refused', 0)} refused forwards, "
+                      f"{drops.get('input_refused', 0)} refused to the router, "
+                      f"{drops.get('kernel_icmp_errors', 0)} own ICMP errors about natpass's share")
     for who in ("natpass", "kernel"):
         what = hybrid.get(who)
         if isinstance(what, list):

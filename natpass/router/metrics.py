@@ -190,5 +190,11 @@ def render(status: Mapping[str, Any]) -> str:
         fam.add("natpass_kernel_conntrack_flows", "gauge", "Flows the kernel tracks (hybrid datapath).",
                 ct.get("count"))
         fam.add("natpass_kernel_conntrack_max", "gauge", "The kernel's conntrack table size.", ct.get("max"))
+        drops = hybrid.get("kernel_drops")
+        if isinstance(drops, Mapping):
+            for reason, value in drops.items():
+                fam.add("natpass_kernel_dropped_packets_total", "counter",
+                        "Packets natpass's nftables table dropped in the kernel, by reason (hybrid datapath).",
+                        value, reason=str(reason))
 
     return fam.render()

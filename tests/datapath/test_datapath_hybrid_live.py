@@ -27,6 +27,7 @@ from natpass.lab.simple import CLIENT, LAN_PREFIX, ROUTER_WAN, SERVER, Topology,
 from natpass.lab.topology import natpass_argv
 from natpass.nat.config import NatConfig, PortForward
 from natpass.packets.checksum import internet_checksum
+from natpass.router.metrics import render as render_metrics
 
 pytestmark = pytest.mark.root
 
@@ -321,9 +322,12 @@ def test_hybrid_splits_traffic_between_kernel_and_natpass(root: None, topo: Topo
         klo, khi = st["hybrid"]["kernel_ports"]
         assert all(klo <= p <= khi for p in _sources(topo, "echo", "udp") + _sources(topo, "echo", "tcp"))
         assert st["hybrid"]["kernel_conntrack"]["count"] >= 1
+        taken = st["hybrid"]["kernel_drops"]["natpass_share"]
         # UDP to port 500 is natpass's: through its engine, from its own ports (or 500 itself).
         assert _probe(topo, 500, 500)["udp"] == "hello-udp"
         st = _status(topo, config)
+        # the kernel dropped its copy of the datagram and of the reply (natpass's taps had them)
+        assert st["hybrid"]["kernel_drops"]["natpass_share"] >= taken + 2
         assert st["datapath_counters"]["rx_lan"] > rx_before
         assert st["datapath_counters"]["rx_wan"] >= 1
         nlo, nhi = st["hybrid"]["natpass_ports"]
@@ -383,7 +387,13 @@ def test_the_kernel_forwards_new_flows_only_from_the_lan(root: None, topo: Topol
         time.sleep(0.5)
         assert not [line for line in lab.log("lan-listener").splitlines() if line.startswith(("tcp", "udp"))]
         chain = lab.run(topo.rtr, ["nft", "list", "chain", "inet", "natpass", "forward"]).stdout
-        assert int(re.findall(r"counter packets (\d+) bytes \d+ drop", chain)[-1]) >= 4  # SYN(s) + 3 UDP
+        refused = int(re.findall(r"counter packets (\d+) bytes \d+ drop", chain)[-1])
+        assert refused >= 4  # SYN(s) + 3 UDP
+        st = _status(topo, config)
+        drops = st["hybrid"]["kernel_drops"]
+        assert drops["forward_refused"] >= refused and drops["natpass_share"] == 0
+        metrics = render_metrics(st)
+        assert f'natpass_kernel_dropped_packets_total{{reason="forward_refused"}} {drops["forward_refused"]}' in metrics
         assert _probe(topo, 40001, 5000) == {"udp": "hello-udp", "tcp": "hello-tcp"}
     finally:
         lab.ip(topo.srv, "route", "del", LAN_PREFIX)
