@@ -109,6 +109,24 @@ class StatusCollector(Collector):
                 datapath.add_metric([str(name)], number)
         yield datapath
 
+        hybrid = st.get("hybrid")  # datapath = "hybrid": the kernel's half
+        if isinstance(hybrid, Mapping) and isinstance(hybrid.get("kernel_conntrack"), Mapping):
+            ct = hybrid["kernel_conntrack"]
+            for key, name, text in (("count", "natpass_kernel_conntrack_flows", "Flows the kernel tracks (hybrid datapath)."),
+                                    ("max", "natpass_kernel_conntrack_max", "The kernel's conntrack table size.")):
+                if (number := _num(ct.get(key))) is not None:
+                    yield GaugeMetricFamily(name, text, value=number)
+            dropped = hybrid.get("kernel_drops")
+            if isinstance(dropped, Mapping):
+                kernel = CounterMetricFamily(
+                    "natpass_kernel_dropped_packets",
+                    "Packets natpass's nftables table dropped in the kernel, by reason (hybrid datapath).",
+                    labels=["reason"])
+                for reason, value in dropped.items():
+                    if (number := _num(value)) is not None:
+                        kernel.add_metric([str(reason)], number)
+                yield kernel
+
 
 def render(status: Mapping[str, Any]) -> bytes:
     registry = CollectorRegistry(auto_describe=False)

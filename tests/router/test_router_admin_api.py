@@ -563,3 +563,24 @@ def test_unix_socket_refuses_other_users(server: AdminServer, daemon: FakeDaemon
     code, answer = unix(server).request("POST", "/api/switch/pptp", {"on": True})
     assert code == 403 and "root" in answer["error"]
     assert daemon.switches["pptp"] is False
+
+
+def test_hybrid_metrics_are_the_same_from_both_renderers() -> None:
+    """The admin socket's /metrics and the web's (prometheus-client) carry the kernel's half."""
+    from natpass.router import metrics
+    from natpass.web import prometheus
+
+    status = {"hybrid": {"kernel_conntrack": {"count": 7, "max": 262144},
+                         "kernel_drops": {"natpass_share": 12, "forward_refused": 4, "input_refused": 0,
+                                          "kernel_icmp_errors": 1}}}
+    for text in (metrics.render(status), prometheus.render(status).decode()):
+        fam = parse_prometheus(text)
+        assert fam["natpass_kernel_conntrack_flows"][()] == 7
+        assert fam["natpass_kernel_conntrack_max"][()] == 262144
+        drops = {dict(k)["reason"]: v for k, v in fam["natpass_kernel_dropped_packets_total"].items()}
+        assert drops == {"natpass_share": 12, "forward_refused": 4, "input_refused": 0, "kernel_icmp_errors": 1}
+    # nft could not list the table: no drop family, the rest stays
+    status["hybrid"]["kernel_drops"] = None
+    for text in (metrics.render(status), prometheus.render(status).decode()):
+        fam = parse_prometheus(text)
+        assert "natpass_kernel_dropped_packets_total" not in fam and fam["natpass_kernel_conntrack_flows"][()] == 7
