@@ -55,6 +55,44 @@ def _map(value: Any) -> Mapping[str, Any]:
     return value if isinstance(value, Mapping) else {}
 
 
+KERNEL_DROP_LABELS = {
+    "natpass_share": "Kernel's copy of what natpass handles (expected)",
+    "forward_refused": "New connections not from the LAN, refused",
+    "input_refused": "Internet traffic to the router itself, refused",
+    "kernel_icmp_errors": "Kernel's own ICMP errors about natpass's traffic",
+}
+
+
+def _datapath(st: Mapping[str, Any]) -> str:
+    if st.get("datapath") == "hybrid":
+        return "hybrid: the kernel forwards ordinary traffic, natpass handles the VPN protocols"
+    return "packet: every packet goes through natpass"
+
+
+def _kernel_half(st: Mapping[str, Any]) -> str:
+    """The hybrid datapath's kernel half: who handles what, the kernel's flows and drops."""
+    hybrid = _map(st.get("hybrid"))
+    if not hybrid:
+        return ""
+    ct = _map(hybrid.get("kernel_conntrack"))
+    def count(v: Any) -> str:  # -1: /proc could not be read
+        return human_count(v) if isinstance(v, int | float) and v >= 0 else "?"
+
+    facts = (f"<dt>Kernel connections</dt><dd>{e(count(ct.get('count')))} "
+             f"(of at most {e(count(ct.get('max')))})</dd>")
+    for who, title in (("natpass", "natpass handles"), ("kernel", "The kernel handles")):
+        what = hybrid.get(who)
+        if isinstance(what, list):
+            facts += f"<dt>{e(title)}</dt><dd>{e('; '.join(str(w) for w in what))}</dd>"
+    drops = _map(hybrid.get("kernel_drops"))
+    rows = [[e(KERNEL_DROP_LABELS.get(k, k)) + f' <code class="raw">{e(k)}</code>',
+             f'<span class="num">{e(human_count(v))}</span>']
+            for k, v in drops.items() if isinstance(v, int | float)]
+    table = (scroll_table("Dropped in the kernel", ["Why", "Packets"], rows, "Nothing dropped.") if drops
+             else '<p class="small">The kernel\'s drop counters could not be read (nft).</p>')
+    return f'<section><h2>Kernel fast path</h2><dl class="facts">{facts}</dl>{table}</section>'
+
+
 def _interfaces(st: Mapping[str, Any]) -> tuple[str, str]:
     ifs = _map(st.get("interfaces"))
     lan, wan = _map(ifs.get("lan")), _map(ifs.get("wan"))
@@ -93,6 +131,7 @@ class Views:
             f"{' (since ' + e(when(started)) + ')' if isinstance(started, int | float) else ''}</dd>"
             f"<dt>LAN</dt><dd>{e(lan)}</dd><dt>WAN</dt><dd>{e(wan)}</dd>"
             f"<dt>Connections</dt><dd>{e(total if total is not None else '?')}{' (' + e(by) + ')' if by else ''}</dd>"
+            f"<dt>Datapath</dt><dd>{e(_datapath(st))}</dd>"
             f"<dt>Config file</dt><dd><code>{e(st.get('config_path') or '?')}</code></dd></dl>"
         )
         flash = '<p class="ok" role="status">Config reloaded.</p>' if q.get("reloaded") else ""
@@ -118,6 +157,7 @@ class Views:
             f"<section><h2>Traffic</h2>{graph}"
             f"{scroll_table('Traffic counters', ['What', 'Since start'], c_rows, 'No traffic yet.')}</section>"
             f"<section><h2>Dropped packets</h2>{scroll_table('Drops by reason', ['Why', 'Packets'], d_rows, 'Nothing dropped.')}</section>"
+            f"{_kernel_half(st)}"
             f"<section><h2>VPN passthrough use</h2>{usage}</section>"
             '<section><h2>Config</h2><form method="post" action="/reload" class="inline">'
             f'<input type="hidden" name="csrf" value="{e(csrf)}">'

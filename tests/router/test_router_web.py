@@ -554,3 +554,25 @@ def test_natpass_passwd_ends_the_web_sessions_of_the_old_password(env, monkeypat
     assert c.get("/api/status").status_code == 200
     log = c.get("/api/log").json()["log"]
     assert any("2 session(s) ended: the admin password was changed" in x["text"] for x in log)
+
+
+def test_the_status_page_shows_the_datapath_and_the_kernel_half_in_hybrid_mode(env):
+    c = client(env)
+    login(c)
+    page = c.get("/").text
+    assert "packet: every packet goes through natpass" in page and "Kernel fast path" not in page
+    router = env[0]
+    plain = router.status
+    router.status = lambda: {**plain(), "datapath": "hybrid", "hybrid": {
+        "natpass": ["IP protocols 47 (GRE), 50 (ESP), 51 (AH)"], "kernel": ["all other IPv4 traffic"],
+        "kernel_conntrack": {"count": 1234, "max": -1},
+        "kernel_drops": {"natpass_share": 56, "forward_refused": 7, "input_refused": 0, "kernel_icmp_errors": 0}}}
+    env[2].t += 60  # past the status cache
+    page = c.get("/").text
+    assert "hybrid: the kernel forwards ordinary traffic" in page and "Kernel fast path" in page
+    assert "1\u202f234" in page and "(of at most ?)" in page
+    assert "New connections not from the LAN, refused" in page and ">7<" in page
+    assert "IP protocols 47 (GRE)" in page and "all other IPv4 traffic" in page
+    router.status = lambda: {**plain(), "datapath": "hybrid", "hybrid": {"kernel_conntrack": {}, "kernel_drops": None}}
+    env[2].t += 60
+    assert "drop counters could not be read" in c.get("/").text
