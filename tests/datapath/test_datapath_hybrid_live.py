@@ -20,7 +20,7 @@ from conftest import need_root
 from hybrid_frames import cases, fragment_cases
 from test_datapath_live import ECHO_SERVER
 
-from natpass.datapath.hybrid import Hybrid
+from natpass.datapath.hybrid import Hybrid, kernel_drops
 from natpass.datapath.owned import PPTP_PORT
 from natpass.lab.netns import Netns
 from natpass.lab.simple import CLIENT, LAN_PREFIX, ROUTER_WAN, SERVER, Topology, config_text, exclusive
@@ -71,17 +71,9 @@ for frame in sys.argv[1:]:
 
 
 def _drops(lab: Netns) -> int:
+    """What natpass's table took from the kernel (its own_* chains' counters)."""
     out = lab.run("rtr", ["nft", "-j", "list", "table", "inet", "natpass"]).stdout
-    total = 0
-    for item in json.loads(out)["nftables"]:
-        rule = item.get("rule", {})
-        chain = rule.get("chain", "")
-        if not chain.startswith("own_") or chain.endswith("_kernel_error"):  # what natpass took in
-            continue
-        for expr in rule.get("expr", []):
-            if "counter" in expr:
-                total += int(expr["counter"]["packets"])
-    return total
+    return kernel_drops(json.loads(out))["natpass_share"]
 
 
 @pytest.fixture(scope="module")
